@@ -1,0 +1,284 @@
+//! Wires the parts together from a [`Config`]: picks each concern's implementation, prepares
+//! the collection, starts the API and admin servers and the background tasks, and stops them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::HeaderName;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::access::AccessRecorder;
+use crate::admin::AdminState;
+use crate::cache::{CacheStore, InProcessCache, RedisCache};
+use crate::config::{
+    watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle, VectorBackend, WatchGuard,
+};
+use crate::embeddings::{Embedder, EmbeddingCache, HashingEmbedder, OpenAiEmbedder};
+use crate::fastpath::{FastPath, FastPathSettings};
+use crate::keys::KeySpace;
+use crate::legacy::{LegacyClient, LegacySettings};
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::server::{serve, ConnectionSettings};
+use crate::service::ApiState;
+use crate::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
+
+/// The implementation of each concern, as the config chose them.
+pub struct Backends {
+    pub cache: Arc<dyn CacheStore>,
+    pub vectors: Arc<dyn VectorStore>,
+    pub embedder: Arc<dyn Embedder>,
+}
+
+impl Backends {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let cache: Arc<dyn CacheStore> = match config.cache.backend {
+            CacheBackend::Memory => Arc::new(InProcessCache::new(config.cache.l1.max_entries.max(100_000))),
+            CacheBackend::Redis => {
+                let url = config.redis.url.as_deref().context("redis.url is required")?;
+                Arc::new(
+                    RedisCache::connect_lazy(url, config.redis.password.as_deref(), config.redis.timeout)
+                        .context("redis.url")?,
+                )
+            }
+        };
+        let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
+            VectorBackend::Edge => Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?),
+            VectorBackend::Qdrant => {
+                let url = config.vectors.url.as_deref().context("vectors.url is required")?;
+                Arc::new(
+                    QdrantStore::connect(
+                        url,
+                        config.vectors.api_key.as_deref(),
+                        &config.vectors.collection,
+                        config.vectors.timeout,
+                    )
+                    .context("vectors.url")?,
+                )
+            }
+        };
+        let dimensions = usize::try_from(config.embeddings.dimensions).context("embeddings.dimensions")?;
+        let embedder: Arc<dyn Embedder> = match config.embeddings.provider {
+            EmbeddingProvider::Hashing => Arc::new(HashingEmbedder::new(&config.embeddings.model, dimensions)),
+            EmbeddingProvider::Openai => Arc::new(OpenAiEmbedder::new(
+                &config.openai.base_url,
+                config.openai.api_key.as_deref(),
+                &config.embeddings.model,
+                dimensions,
+                config.openai.timeout,
+            )),
+        };
+        Ok(Self { cache, vectors, embedder })
+    }
+}
+
+fn collection_spec(config: &Config) -> CollectionSpec {
+    CollectionSpec {
+        name: config.vectors.collection.clone(),
+        dimensions: config.embeddings.dimensions,
+        distance: config.vectors.distance,
+        scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
+    }
+}
+
+/// Prepares the collection. A size mismatch is fatal; an unreachable store is retried in the
+/// background (the proxy serves legacy traffic meanwhile, and `/readyz` says not ready).
+async fn prepare_collection(vectors: Arc<dyn VectorStore>, spec: CollectionSpec) -> anyhow::Result<Option<JoinHandle<()>>> {
+    match vectors.ensure_collection(&spec).await {
+        Ok(()) => Ok(None),
+        Err(error @ VectorError::DimensionMismatch { .. }) => Err(error).context("vectors.collection"),
+        Err(error) => {
+            tracing::warn!(%error, "vector store not ready; retrying in the background");
+            Ok(Some(tokio::spawn(async move {
+                let mut delay = std::time::Duration::from_millis(500);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    match vectors.ensure_collection(&spec).await {
+                        Ok(()) => {
+                            tracing::info!("vector store ready");
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "vector store still not ready");
+                            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                        }
+                    }
+                }
+            })))
+        }
+    }
+}
+
+fn header_name(field: &str, value: &str) -> anyhow::Result<HeaderName> {
+    HeaderName::from_bytes(value.as_bytes()).with_context(|| format!("{field}: {value:?} is not a header name"))
+}
+
+/// A running proxy: its bound addresses and what it takes to stop it.
+pub struct RunningProxy {
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<ApiState>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    access: AccessRecorder,
+    backends_cache: Arc<dyn CacheStore>,
+    keys: KeySpace,
+    _watch: Option<WatchGuard>,
+}
+
+impl std::fmt::Debug for RunningProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProxy")
+            .field("api_addr", &self.api_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProxy {
+    /// Stops accepting, drains in-flight requests, flushes recorded accesses.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers.drain(..) {
+            let _ = server.await;
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        let metrics = self.state.metrics.clone();
+        self.access.flush(self.backends_cache.as_ref(), &self.keys, &metrics).await;
+    }
+}
+
+/// Starts the proxy: binds both ports, then serves until [`RunningProxy::shutdown`].
+pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Result<RunningProxy> {
+    let backends = Backends::from_config(&config)?;
+    let collection_retry = prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
+    let metrics = Metrics::new();
+    let keys = KeySpace::new(config.key_prefix());
+    let access = AccessRecorder::new();
+
+    let embeddings = Arc::new(EmbeddingCache::new(
+        backends.embedder.clone(),
+        backends.cache.clone(),
+        keys.clone(),
+        config.cache.l1.max_entries,
+        config.cache.l1.ttl,
+        config.cache.embedding_ttl,
+    ));
+    let fast = FastPath::new(
+        backends.cache.clone(),
+        backends.vectors.clone(),
+        embeddings,
+        keys.clone(),
+        access.clone(),
+        metrics.clone(),
+        FastPathSettings {
+            memory_ttl: config.cache.memory_ttl,
+            search_ttl: config.cache.search_ttl,
+            l1_entries: config.cache.l1.max_entries,
+            l1_ttl: config.cache.l1.ttl,
+            search_ef: config.vectors.search_ef,
+            scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
+        },
+    );
+    let legacy = match &config.upstream.url {
+        None => None,
+        Some(url) => Some(LegacyClient::new(LegacySettings {
+            base_url: url.parse().context("upstream.url")?,
+            connect_timeout: config.upstream.connect_timeout,
+            timeout: config.upstream.timeout,
+            pool_idle_timeout: config.upstream.pool_idle_timeout,
+            pool_max_idle_per_host: config.upstream.pool_max_idle_per_host,
+            max_body_bytes: config.limits.max_body_bytes,
+        })),
+    };
+    let rollout = RolloutHandle::new(config.rollout.percent);
+    metrics.rollout_percent.set(i64::from(rollout.percent()));
+    let sticky_header = config
+        .rollout
+        .sticky_header
+        .as_deref()
+        .map(|value| header_name("rollout.stickyHeader", value))
+        .transpose()?;
+    let scope_header = config
+        .scope
+        .as_ref()
+        .map(|scope| header_name("scope.header", &scope.header))
+        .transpose()?;
+    let openapi = Bytes::from(serde_json::to_vec(&crate::openapi::document()).context("OpenAPI document")?);
+    let state = Arc::new(ApiState {
+        router: Router::new(rollout.clone(), sticky_header),
+        fast,
+        legacy,
+        scope_header,
+        max_body_bytes: config.limits.max_body_bytes,
+        metrics: metrics.clone(),
+        openapi,
+    });
+
+    let api_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("adminListen: cannot bind {}", config.admin_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let settings = ConnectionSettings::default();
+    let api_state = state.clone();
+    let api_server = tokio::spawn(serve(
+        "api",
+        api_listener,
+        move |request, remote| api_state.clone().handle(request, remote),
+        shutdown_rx.clone(),
+        settings,
+    ));
+    let admin = Arc::new(AdminState { metrics: metrics.clone(), api: state.clone() });
+    let admin_server = tokio::spawn(serve(
+        "admin",
+        admin_listener,
+        move |request, _remote| admin.clone().handle(request),
+        shutdown_rx,
+        settings,
+    ));
+
+    let mut background = vec![access.spawn_flusher(
+        backends.cache.clone(),
+        keys.clone(),
+        metrics.clone(),
+        config.access.flush_interval,
+    )];
+    background.extend(collection_retry);
+    let gauge = metrics.rollout_percent.clone();
+    let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
+        watch_rollout(sources, config.reload.interval, rollout, move |percent| gauge.set(i64::from(percent)))
+    });
+    tracing::info!(
+        %api_addr, %admin_addr,
+        cache = backends.cache.backend_name(),
+        vectors = backends.vectors.backend_name(),
+        embeddings = backends.embedder.model(),
+        rollout_percent = config.rollout.percent,
+        "memgate proxy serving"
+    );
+    Ok(RunningProxy {
+        api_addr,
+        admin_addr,
+        state,
+        shutdown,
+        servers: vec![api_server, admin_server],
+        background,
+        access,
+        backends_cache: backends.cache,
+        keys,
+        _watch: watch,
+    })
+}

@@ -1,0 +1,182 @@
+//! [`CacheStore`] in this process, for `--embedded` and tests: bounded by entry count, each
+//! entry expiring after its own TTL. Nothing is shared with other processes or kept on restart.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::{AccessUpdate, CacheError, CacheStore};
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    integers: HashMap<String, u64>,
+    access: HashMap<String, (u64, DateTime<Utc>)>,
+    popular: HashMap<String, HashMap<String, u64>>,
+}
+
+pub struct InProcessCache {
+    entries: Cache<String, Entry>,
+    counters: Mutex<Counters>,
+}
+
+impl std::fmt::Debug for InProcessCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl InProcessCache {
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ids in a `popular` set, most read first.
+    pub fn popular(&self, key: &str, limit: usize) -> Vec<(String, u64)> {
+        let counters = self.counters();
+        let mut ids: Vec<(String, u64)> = counters
+            .popular
+            .get(key)
+            .map(|set| set.iter().map(|(id, n)| (id.clone(), *n)).collect())
+            .unwrap_or_default();
+        ids.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ids.truncate(limit);
+        ids
+    }
+}
+
+#[async_trait]
+impl CacheStore for InProcessCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.entries.get(key).map(|entry| entry.value))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.entries.insert(key.to_string(), Entry { value, ttl });
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.entries.invalidate(key);
+        Ok(())
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, CacheError> {
+        Ok(self.counters().integers.get(key).copied().unwrap_or(0))
+    }
+
+    async fn increment(&self, key: &str) -> Result<u64, CacheError> {
+        let mut counters = self.counters();
+        let value = counters.integers.entry(key.to_string()).or_insert(0);
+        *value += 1;
+        Ok(*value)
+    }
+
+    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError> {
+        let mut counters = self.counters();
+        for update in updates {
+            let stats = counters
+                .access
+                .entry(update.access_key.clone())
+                .or_insert((0, update.last));
+            stats.0 += update.count;
+            stats.1 = stats.1.max(update.last);
+            *counters
+                .popular
+                .entry(update.popular_key.clone())
+                .or_default()
+                .entry(update.id.to_string())
+                .or_insert(0) += update.count;
+        }
+        Ok(())
+    }
+
+    async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
+        Ok(self.counters().access.get(key).copied())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_expire_after_their_own_ttl() {
+        let cache = InProcessCache::new(100);
+        cache.set("short", Bytes::from_static(b"a"), Duration::from_millis(30)).await.expect("set");
+        cache.set("long", Bytes::from_static(b"b"), Duration::from_secs(60)).await.expect("set");
+        assert!(cache.get("short").await.expect("get").is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cache.get("short").await.expect("get").is_none());
+        assert!(cache.get("long").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn counters_and_popularity() {
+        let cache = InProcessCache::new(100);
+        assert_eq!(cache.counter("gen").await.expect("counter"), 0);
+        assert_eq!(cache.increment("gen").await.expect("incr"), 1);
+        let now = Utc::now();
+        let update = |id: u128, count| AccessUpdate {
+            id: uuid::Uuid::from_u128(id),
+            access_key: format!("access:{id}"),
+            popular_key: "popular".into(),
+            count,
+            last: now,
+        };
+        cache.record_accesses(&[update(1, 2), update(2, 5), update(1, 1)]).await.expect("record");
+        assert_eq!(cache.access_stats("access:1").await.expect("stats"), Some((3, now)));
+        let top = cache.popular("popular", 1);
+        assert_eq!(top, vec![(uuid::Uuid::from_u128(2).to_string(), 5)]);
+    }
+}

@@ -1,0 +1,57 @@
+//! The cache concern: bytes under keys with a TTL, counters, and access statistics.
+//!
+//! Two implementations, chosen by `cache.backend`: [`RedisCache`] (shared by every proxy and
+//! worker of a store) and [`InProcessCache`] (for `--embedded` and tests; not shared, not
+//! durable). The request path only sees [`CacheStore`].
+
+mod in_process;
+mod redis;
+
+pub use self::in_process::InProcessCache;
+pub use self::redis::RedisCache;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("cache value under {key} is not {expected}")]
+    Corrupt { key: String, expected: &'static str },
+}
+
+/// Reads of one memory since the last flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessUpdate {
+    pub id: Uuid,
+    /// `access:{id}`
+    pub access_key: String,
+    /// The tenant's `popular` sorted set.
+    pub popular_key: String,
+    pub count: u64,
+    pub last: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait CacheStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
+    async fn delete(&self, key: &str) -> Result<(), CacheError>;
+    /// The integer under `key`; 0 when absent.
+    async fn counter(&self, key: &str) -> Result<u64, CacheError>;
+    /// Adds one to the integer under `key` and returns the new value.
+    async fn increment(&self, key: &str) -> Result<u64, CacheError>;
+    /// Adds a batch of reads to `access:{id}` (`count`, `last`) and the `popular` sets.
+    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError>;
+    /// Exact access statistics of one memory: `(count, last)`.
+    async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
+    /// Answers when the backend is reachable.
+    async fn ping(&self) -> Result<(), CacheError>;
+    /// `"redis"` or `"memory"`, for logs and metrics.
+    fn backend_name(&self) -> &'static str;
+}

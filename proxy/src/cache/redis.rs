@@ -1,0 +1,133 @@
+//! [`CacheStore`] on Redis through a `ConnectionManager`, which multiplexes one connection and
+//! reconnects in the background after a failure.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, IntoConnectionInfo};
+
+use super::{AccessUpdate, CacheError, CacheStore};
+
+#[derive(Clone)]
+pub struct RedisCache {
+    connection: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache").finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// Prepares a connection without dialing: the proxy starts while Redis is still down, and
+    /// `/readyz` says so until it answers.
+    pub fn connect_lazy(url: &str, password: Option<&str>, timeout: Duration) -> Result<Self, CacheError> {
+        let mut info = url.into_connection_info()?;
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = client.get_connection_manager_lazy(config)?;
+        Ok(Self { connection })
+    }
+
+    /// The underlying connection, for the parts (the write queue) that speak Redis directly.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+#[async_trait]
+impl CacheStore for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let value: Option<Vec<u8>> = self.connection.clone().get(key).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis)
+            .exec_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let _: u64 = self.connection.clone().del(key).await?;
+        Ok(())
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, CacheError> {
+        let value: Option<u64> = self.connection.clone().get(key).await?;
+        Ok(value.unwrap_or(0))
+    }
+
+    async fn increment(&self, key: &str) -> Result<u64, CacheError> {
+        Ok(self.connection.clone().incr(key, 1u64).await?)
+    }
+
+    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for update in updates {
+            let last = update.last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let id = update.id.to_string();
+            pipe.hincr(&update.access_key, "count", update.count)
+                .ignore()
+                .hset(&update.access_key, "last", last)
+                .ignore()
+                .zincr(&update.popular_key, id, update.count)
+                .ignore();
+        }
+        pipe.exec_async(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+
+    async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
+        let (count, last): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("count")
+            .arg("last")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        match (count, last) {
+            (Some(count), Some(last)) => {
+                let last = DateTime::parse_from_rfc3339(&last)
+                    .map_err(|_| CacheError::Corrupt {
+                        key: key.to_string(),
+                        expected: "an RFC 3339 `last` field",
+                    })?
+                    .with_timezone(&Utc);
+                Ok(Some((count, last)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        redis::cmd("PING")
+            .exec_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,151 @@
+//! The command line: `memgate serve`. Flags override the config file and `MEMGATE_*`
+//! environment variables (see the README for every config field).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::ConfigSources;
+
+#[derive(Debug, Parser)]
+#[command(name = "memgate", version, about = "A fast path in front of an AI memory service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "MEMGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `memgate=debug,info`.
+    #[arg(long, global = true, default_value = "info", env = "MEMGATE_LOG")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Memory API (port 8080) and the admin endpoints (port 9090).
+    ///
+    /// Configuration is read from the YAML file, then `MEMGATE_*` environment variables
+    /// (`MEMGATE_CACHE__MEMORY_TTL=30m` sets `cache.memoryTtl`), then these flags.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The YAML config file (the operator mounts it from the `{name}-proxy-config` ConfigMap).
+    /// Re-read while running: a new `rollout.percent` applies without a restart.
+    #[arg(long, short, env = "MEMGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Run with no Redis, no Qdrant server and no API key: in-process cache, Qdrant Edge,
+    /// the built-in hashing embedder, every request on the fast path.
+    #[arg(long)]
+    pub embedded: bool,
+    /// Memory API address [config: listen; default 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin address for /metrics, /healthz, /readyz [config: adminListen; default 127.0.0.1:9090].
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// The legacy memory service's base URL [config: upstream.url].
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Share of requests (0-100) on the fast path [config: rollout.percent].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rollout_percent: Option<u8>,
+    /// Header whose value keeps one user on one path [config: rollout.stickyHeader].
+    #[arg(long)]
+    pub sticky_header: Option<String>,
+    /// Redis URL; implies `cache.backend: redis` [config: redis.url].
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Qdrant gRPC URL; implies `vectors.backend: qdrant` [config: vectors.url].
+    #[arg(long)]
+    pub qdrant_url: Option<String>,
+    /// Qdrant Edge directory; implies `vectors.backend: edge` [config: vectors.path].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// OpenAI-compatible API base URL [config: openai.baseUrl].
+    #[arg(long)]
+    pub openai_base_url: Option<String>,
+    /// Embedding model [config: embeddings.model].
+    #[arg(long)]
+    pub embedding_model: Option<String>,
+}
+
+impl ServeArgs {
+    /// The config sources these arguments describe, with this process's environment.
+    pub fn sources(&self) -> ConfigSources {
+        let mut sources = ConfigSources::from_process_env(self.config.clone(), self.embedded);
+        let mut set = |path: &str, value: figment::value::Value| {
+            sources.overrides.push((path.to_string(), value));
+        };
+        if let Some(listen) = self.listen {
+            set("listen", listen.to_string().into());
+        }
+        if let Some(admin) = self.admin_listen {
+            set("adminListen", admin.to_string().into());
+        }
+        if let Some(upstream) = &self.upstream {
+            set("upstream.url", upstream.clone().into());
+        }
+        if let Some(percent) = self.rollout_percent {
+            set("rollout.percent", percent.into());
+        }
+        if let Some(header) = &self.sticky_header {
+            set("rollout.stickyHeader", header.clone().into());
+        }
+        if let Some(url) = &self.redis_url {
+            set("redis.url", url.clone().into());
+            set("cache.backend", "redis".into());
+        }
+        if let Some(url) = &self.qdrant_url {
+            set("vectors.url", url.clone().into());
+            set("vectors.backend", "qdrant".into());
+        }
+        if let Some(dir) = &self.data_dir {
+            set("vectors.path", dir.display().to_string().into());
+            set("vectors.backend", "edge".into());
+        }
+        if let Some(url) = &self.openai_base_url {
+            set("openai.baseUrl", url.clone().into());
+        }
+        if let Some(model) = &self.embedding_model {
+            set("embeddings.model", model.clone().into());
+        }
+        sources
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_overrides() {
+        let cli = Cli::try_parse_from([
+            "memgate", "serve", "--embedded", "--rollout-percent", "30", "--upstream", "http://127.0.0.1:3000",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command;
+        let config = crate::config::load(&args.sources()).expect("valid");
+        assert_eq!(config.rollout.percent, 30);
+        assert_eq!(config.upstream.url.as_deref(), Some("http://127.0.0.1:3000"));
+    }
+
+    #[test]
+    fn out_of_range_flags_are_refused() {
+        assert!(Cli::try_parse_from(["memgate", "serve", "--rollout-percent", "101"]).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Layered loading: defaults → embedded profile → YAML file → `MEMGATE_*` environment → flags.
+
+use std::path::PathBuf;
+
+use figment::providers::{Format, Serialized, Yaml};
+use figment::value::Value;
+use figment::Figment;
+
+use super::Config;
+
+/// Environment variables that belong to the command line itself, not to the config file.
+const CLI_ONLY_ENV: &[&str] = &["MEMGATE_CONFIG", "MEMGATE_LOG", "MEMGATE_LOG_FORMAT"];
+
+/// Where a configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// The YAML file; it must exist when named.
+    pub file: Option<PathBuf>,
+    /// Apply the embedded profile (in-process cache, Qdrant Edge, hashing embedder, no legacy).
+    pub embedded: bool,
+    /// Environment variables, as `(name, value)`; only `MEMGATE_*` ones are read.
+    pub env: Vec<(String, String)>,
+    /// Flag overrides as `(dotted.camelCase.path, value)`.
+    pub overrides: Vec<(String, Value)>,
+}
+
+impl ConfigSources {
+    /// Sources with this process's environment.
+    pub fn from_process_env(file: Option<PathBuf>, embedded: bool) -> Self {
+        Self {
+            file,
+            embedded,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
+    }
+
+    pub fn with_override(mut self, path: &str, value: impl Into<Value>) -> Self {
+        self.overrides.push((path.to_string(), value.into()));
+        self
+    }
+}
+
+/// Loads and validates a configuration; the error names the offending field.
+pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if sources.embedded {
+        figment = figment.merge(Serialized::defaults(embedded_profile()));
+    }
+    if let Some(path) = &sources.file {
+        if !path.is_file() {
+            anyhow::bail!("config file {} does not exist or is not a file", path.display());
+        }
+        figment = figment.merge(Yaml::file_exact(path));
+    }
+    for (name, value) in &sources.env {
+        if let Some(path) = env_var_to_path(name) {
+            figment = figment.merge(Serialized::default(&path, value.parse::<Value>()?));
+        }
+    }
+    for (path, value) in &sources.overrides {
+        figment = figment.merge(Serialized::default(path, value));
+    }
+    let config: Config = figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The embedded profile: every dependency in-process, every request on the fast path.
+fn embedded_profile() -> serde_json::Value {
+    serde_json::json!({
+        "cache": { "backend": "memory" },
+        "vectors": { "backend": "edge" },
+        "embeddings": { "provider": "hashing", "model": "memgate-hashing-v1", "dimensions": 384 },
+        "rollout": { "percent": 100 },
+    })
+}
+
+/// `MEMGATE_CACHE__MEMORY_TTL` → `cache.memoryTtl`: `__` separates levels, `_` separates words.
+fn env_var_to_path(name: &str) -> Option<String> {
+    if CLI_ONLY_ENV.contains(&name) {
+        return None;
+    }
+    let rest = name.strip_prefix("MEMGATE_")?;
+    if rest.is_empty() {
+        return None;
+    }
+    let segments: Vec<String> = rest.split("__").map(snake_to_camel).collect();
+    if segments.iter().any(String::is_empty) {
+        return None;
+    }
+    Some(segments.join("."))
+}
+
+fn snake_to_camel(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for (i, word) in segment.split('_').filter(|w| !w.is_empty()).enumerate() {
+        let word = word.to_ascii_lowercase();
+        if i == 0 {
+            out.push_str(&word);
+        } else {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                out.push(first.to_ascii_uppercase());
+                out.extend(chars);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{CacheBackend, VectorBackend};
+
+    fn yaml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        file
+    }
+
+    fn sources(file: &tempfile::NamedTempFile) -> ConfigSources {
+        ConfigSources {
+            file: Some(file.path().to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    const BASE: &str = "
+upstream: {url: 'http://127.0.0.1:3000'}
+redis: {url: 'redis://127.0.0.1:6379'}
+vectors: {url: 'http://127.0.0.1:6334', searchEf: 16}
+rollout: {percent: 10, stickyHeader: x-user-id}
+cache: {memoryTtl: 30m, searchTtl: 1m}
+";
+
+    #[test]
+    fn env_names_map_to_camel_case_paths() {
+        assert_eq!(env_var_to_path("MEMGATE_CACHE__MEMORY_TTL").as_deref(), Some("cache.memoryTtl"));
+        assert_eq!(env_var_to_path("MEMGATE_ROLLOUT__PERCENT").as_deref(), Some("rollout.percent"));
+        assert_eq!(env_var_to_path("MEMGATE_ADMIN_LISTEN").as_deref(), Some("adminListen"));
+        assert_eq!(env_var_to_path("MEMGATE_CONFIG"), None);
+        assert_eq!(env_var_to_path("HOME"), None);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = yaml_file(BASE);
+        let config = load(&sources(&file)).expect("loads");
+        assert_eq!(config.rollout.percent, 10);
+        assert_eq!(config.cache.memory_ttl, Duration::from_secs(1800));
+        assert_eq!(config.vectors.search_ef, 16);
+
+        let mut with_env = sources(&file);
+        with_env.env = vec![
+            ("MEMGATE_ROLLOUT__PERCENT".into(), "40".into()),
+            ("MEMGATE_CACHE__SEARCH_TTL".into(), "2m".into()),
+        ];
+        let config = load(&with_env).expect("loads");
+        assert_eq!(config.rollout.percent, 40);
+        assert_eq!(config.cache.search_ttl, Duration::from_secs(120));
+
+        let config = load(&with_env.with_override("rollout.percent", 70)).expect("loads");
+        assert_eq!(config.rollout.percent, 70);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let file = yaml_file(&format!("{BASE}\nlimits: {{maxBodyBytes: lots}}\n"));
+        let err = load(&sources(&file)).unwrap_err().to_string();
+        assert!(err.contains("limits.maxBodyBytes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let file = yaml_file(&format!("{BASE}\ncache: {{memoryTTL: 1h}}\n"));
+        let err = load(&sources(&file)).unwrap_err().to_string();
+        assert!(err.contains("memoryTTL"), "{err}");
+    }
+
+    #[test]
+    fn range_errors_name_the_field() {
+        let file = yaml_file(&format!("{BASE}\nrollout: {{percent: 150}}\n"));
+        let err = load(&sources(&file)).unwrap_err().to_string();
+        assert!(err.contains("rollout.percent"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let sources = ConfigSources {
+            file: Some("/nonexistent/memgate.yaml".into()),
+            ..Default::default()
+        };
+        let err = load(&sources).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/memgate.yaml"), "{err}");
+    }
+
+    #[test]
+    fn embedded_needs_nothing_else() {
+        let config = load(&ConfigSources {
+            embedded: true,
+            ..Default::default()
+        })
+        .expect("embedded defaults are valid");
+        assert_eq!(config.cache.backend, CacheBackend::Memory);
+        assert_eq!(config.vectors.backend, VectorBackend::Edge);
+        assert_eq!(config.rollout.percent, 100);
+    }
+}

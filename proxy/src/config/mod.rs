@@ -1,0 +1,535 @@
+//! The proxy's configuration: one YAML file (the format the operator renders into the
+//! `{name}-proxy-config` ConfigMap), overridden by `MEMGATE_*` environment variables and then by
+//! command-line flags.
+//!
+//! Loading is layered with `figment`: defaults → (embedded profile) → file → environment →
+//! flags. Type errors name the field (`rollout.percent`), and [`Config::validate`] checks what
+//! types cannot (ranges, required combinations) with the same field names.
+
+mod load;
+mod watch;
+
+pub use load::{load, ConfigSources};
+pub use watch::{watch_rollout, RolloutHandle, WatchGuard};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use serde::{Deserialize, Serialize};
+
+/// Everything the `serve` and `worker` roles read at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Which MemoryStore this proxy serves; the cache key prefix is `memgate:{namespace}/{name}:`.
+    pub store: StoreIdentity,
+    /// Address of the Memory API (the app calls this).
+    pub listen: SocketAddr,
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    pub rollout: RolloutConfig,
+    /// Tenant scoping; off when absent.
+    pub scope: Option<ScopeConfig>,
+    pub limits: LimitsConfig,
+    pub cache: CacheConfig,
+    pub redis: RedisConfig,
+    pub vectors: VectorsConfig,
+    pub embeddings: EmbeddingsConfig,
+    pub openai: OpenAiConfig,
+    pub access: AccessConfig,
+    pub reload: ReloadConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            store: StoreIdentity::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            upstream: UpstreamConfig::default(),
+            rollout: RolloutConfig::default(),
+            scope: None,
+            limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
+            redis: RedisConfig::default(),
+            vectors: VectorsConfig::default(),
+            embeddings: EmbeddingsConfig::default(),
+            openai: OpenAiConfig::default(),
+            access: AccessConfig::default(),
+            reload: ReloadConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StoreIdentity {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Default for StoreIdentity {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            name: "memgate".into(),
+        }
+    }
+}
+
+/// The legacy memory service that requests not taking the fast path are forwarded to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL, e.g. `http://127.0.0.1:3000`. Without it, requests that need legacy get 502.
+    pub url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Share of requests (0–100) that take the fast path. Re-read while running.
+    pub percent: u8,
+    /// Header whose value picks the bucket (e.g. `x-user-id`); else the client address.
+    pub sticky_header: Option<String>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            percent: 0,
+            sticky_header: None,
+        }
+    }
+}
+
+/// Tenant scoping: the header naming the tenant and the payload field it is stored in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub header: String,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CacheBackend {
+    /// Redis (`redis.url`): shared by every proxy and worker of the store.
+    Redis,
+    /// In-process, for `--embedded` and tests: not shared, not durable.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub backend: CacheBackend,
+    #[serde(with = "humantime_serde")]
+    pub memory_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub search_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub embedding_ttl: Duration,
+    /// In-process L1 in front of Redis for memories and embeddings.
+    pub l1: L1Config,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            backend: CacheBackend::Redis,
+            memory_ttl: Duration::from_secs(3600),
+            search_ttl: Duration::from_secs(300),
+            embedding_ttl: Duration::from_secs(24 * 3600),
+            l1: L1Config::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct L1Config {
+    pub max_entries: u64,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; required when `cache.backend` is `redis`.
+    pub url: Option<String>,
+    /// Password, usually from `MEMGATE_REDIS__PASSWORD`; overrides one in the URL.
+    pub password: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: None,
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VectorBackend {
+    /// A Qdrant server over gRPC (`vectors.url`).
+    Qdrant,
+    /// Qdrant Edge in-process (`vectors.path`), for `--embedded`.
+    Edge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DistanceMetric {
+    Cosine,
+    Dot,
+    Euclid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct VectorsConfig {
+    pub backend: VectorBackend,
+    /// Qdrant gRPC URL, e.g. `http://127.0.0.1:6334`.
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    /// Directory of the Qdrant Edge shard; a temporary one (deleted at exit) when absent.
+    pub path: Option<PathBuf>,
+    pub collection: String,
+    pub distance: DistanceMetric,
+    /// `hnsw_ef` for fast-path searches: lower is faster, higher is more exact.
+    pub search_ef: u64,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for VectorsConfig {
+    fn default() -> Self {
+        Self {
+            backend: VectorBackend::Qdrant,
+            url: None,
+            api_key: None,
+            path: None,
+            collection: "memories".into(),
+            distance: DistanceMetric::Cosine,
+            search_ef: 32,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EmbeddingProvider {
+    /// Any OpenAI-compatible `/embeddings` endpoint (`openai.*`).
+    Openai,
+    /// Built-in deterministic feature-hashing embedder: no network, no key.
+    Hashing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EmbeddingsConfig {
+    pub provider: EmbeddingProvider,
+    pub model: String,
+    /// Vector size; also the collection's vector size.
+    pub dimensions: u64,
+}
+
+impl Default for EmbeddingsConfig {
+    fn default() -> Self {
+        Self {
+            provider: EmbeddingProvider::Openai,
+            model: "text-embedding-3-small".into(),
+            dimensions: 1536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    /// Usually from `MEMGATE_OPENAI__API_KEY`; may be empty for local servers.
+    pub api_key: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// How often recorded reads are flushed to the cache backend.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// How often the config file is checked for a new rollout percentage.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A configuration value that cannot be honoured, named by its path in the file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: `{field}` {problem}")]
+pub struct InvalidConfig {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Checks what the types cannot: ranges and required combinations.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.rollout.percent > 100 {
+            return Err(invalid("rollout.percent", "must be between 0 and 100"));
+        }
+        if let Some(header) = &self.rollout.sticky_header {
+            check_header_name("rollout.stickyHeader", header)?;
+        }
+        if let Some(url) = &self.upstream.url {
+            check_http_url("upstream.url", url)?;
+        } else if self.rollout.percent < 100 {
+            return Err(invalid(
+                "upstream.url",
+                "is required when rollout.percent is below 100 (some requests go to legacy)",
+            ));
+        }
+        if let Some(scope) = &self.scope {
+            check_header_name("scope.header", &scope.header)?;
+            if scope.field.trim().is_empty() {
+                return Err(invalid("scope.field", "must name a payload field"));
+            }
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(invalid("limits.maxBodyBytes", "must be greater than 0"));
+        }
+        check_positive("upstream.connectTimeout", self.upstream.connect_timeout)?;
+        check_positive("upstream.timeout", self.upstream.timeout)?;
+        check_positive("cache.memoryTtl", self.cache.memory_ttl)?;
+        check_positive("cache.searchTtl", self.cache.search_ttl)?;
+        check_positive("cache.embeddingTtl", self.cache.embedding_ttl)?;
+        check_positive("cache.l1.ttl", self.cache.l1.ttl)?;
+        check_positive("redis.timeout", self.redis.timeout)?;
+        check_positive("vectors.timeout", self.vectors.timeout)?;
+        check_positive("openai.timeout", self.openai.timeout)?;
+        check_positive("access.flushInterval", self.access.flush_interval)?;
+        check_positive("reload.interval", self.reload.interval)?;
+        if self.cache.backend == CacheBackend::Redis {
+            match &self.redis.url {
+                None => return Err(invalid("redis.url", "is required when cache.backend is redis")),
+                Some(url) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+                    return Err(invalid("redis.url", "must start with redis:// or rediss://"))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.vectors.backend == VectorBackend::Qdrant {
+            match &self.vectors.url {
+                None => return Err(invalid("vectors.url", "is required when vectors.backend is qdrant")),
+                Some(url) => check_http_url("vectors.url", url)?,
+            }
+        }
+        if self.vectors.collection.trim().is_empty() {
+            return Err(invalid("vectors.collection", "must not be empty"));
+        }
+        if self.vectors.search_ef == 0 {
+            return Err(invalid("vectors.searchEf", "must be at least 1"));
+        }
+        if !(1..=65_536).contains(&self.embeddings.dimensions) {
+            return Err(invalid("embeddings.dimensions", "must be between 1 and 65536"));
+        }
+        if self.embeddings.model.trim().is_empty() {
+            return Err(invalid("embeddings.model", "must not be empty"));
+        }
+        if self.embeddings.provider == EmbeddingProvider::Openai {
+            check_http_url("openai.baseUrl", &self.openai.base_url)?;
+        }
+        if self.store.namespace.is_empty() || self.store.name.is_empty() {
+            return Err(invalid("store", "namespace and name must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The prefix of every cache and queue key of this store.
+    pub fn key_prefix(&self) -> String {
+        format!("memgate:{}/{}:", self.store.namespace, self.store.name)
+    }
+}
+
+fn check_positive(field: &'static str, value: Duration) -> Result<(), InvalidConfig> {
+    if value.is_zero() {
+        return Err(invalid(field, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn check_header_name(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
+    HeaderName::from_bytes(value.as_bytes())
+        .map(|_| ())
+        .map_err(|_| invalid(field, format!("{value:?} is not a valid HTTP header name")))
+}
+
+fn check_http_url(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| invalid(field, format!("{value:?} is not a URL: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http") | Some("https"), Some(_)) => Ok(()),
+        _ => Err(invalid(
+            field,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            upstream: UpstreamConfig {
+                url: Some("http://127.0.0.1:3000".into()),
+                ..Default::default()
+            },
+            redis: RedisConfig {
+                url: Some("redis://127.0.0.1:6379".into()),
+                ..Default::default()
+            },
+            vectors: VectorsConfig {
+                url: Some("http://127.0.0.1:6334".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_config_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut config = valid();
+        config.rollout.percent = 101;
+        assert_eq!(config.validate().unwrap_err().field, "rollout.percent");
+
+        let mut config = valid();
+        config.redis.url = None;
+        assert_eq!(config.validate().unwrap_err().field, "redis.url");
+
+        let mut config = valid();
+        config.upstream.url = Some("ftp://x".into());
+        assert_eq!(config.validate().unwrap_err().field, "upstream.url");
+
+        let mut config = valid();
+        config.scope = Some(ScopeConfig {
+            header: "bad header".into(),
+            field: "userId".into(),
+        });
+        assert_eq!(config.validate().unwrap_err().field, "scope.header");
+
+        let mut config = valid();
+        config.cache.search_ttl = Duration::ZERO;
+        assert_eq!(config.validate().unwrap_err().field, "cache.searchTtl");
+    }
+
+    #[test]
+    fn upstream_is_optional_only_at_full_rollout() {
+        let mut config = valid();
+        config.upstream.url = None;
+        assert_eq!(config.validate().unwrap_err().field, "upstream.url");
+        config.rollout.percent = 100;
+        assert_eq!(config.validate(), Ok(()));
+    }
+}

@@ -1,0 +1,79 @@
+//! HTTP plumbing shared by the API and admin servers: body types, bounded body reading, JSON
+//! responses and the response headers that say what happened.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::StatusCode;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+
+use crate::error::ApiError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type Response = http::Response<ResponseBody>;
+
+pub const PATH_HEADER: &str = "x-memgate-path";
+pub const CACHE_HEADER: &str = "x-memgate-cache";
+pub const ROUTE_HEADER: &str = "x-memgate-route";
+
+/// A complete body.
+pub fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A response with a JSON body.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = http::Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Reads a whole request body, refusing one over `limit` bytes (by its `Content-Length` before
+/// reading anything, or while reading when the length is not declared).
+pub async fn read_body<B>(headers: &http::HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if let Some(length) = declared_length(headers) {
+        if length > limit as u64 {
+            return Err(body_too_large(limit));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(body_too_large(limit)),
+        Err(error) => Err(ApiError::bad_request(
+            "body_unreadable",
+            format!("could not read the request body: {error}"),
+        )),
+    }
+}
+
+/// The request's `Content-Length`, when it declares one.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+pub fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+/// Parses a JSON body into `T`, with serde's message (which names the field) on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        let code = if error.is_data() { "invalid_field" } else { "malformed_json" };
+        ApiError::bad_request(code, format!("invalid request body: {error}"))
+    })
+}

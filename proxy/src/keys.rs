@@ -1,0 +1,125 @@
+//! Names of every cache key of one store (see ARCHITECTURE.md, "Caches and keys").
+//!
+//! All keys start with `memgate:{namespace}/{name}:`. With scoping on, the keys that hold
+//! tenant data (memories, search results, popularity) also carry the percent-encoded tenant, so
+//! one tenant's entries can never be read under another's name.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Characters escaped in a tenant value so it cannot forge a key separator.
+const SCOPE_ESCAPES: &AsciiSet = &CONTROLS.add(b':').add(b'%').add(b' ').add(b'{').add(b'}');
+
+/// The tenant a request acts for; `None` when scoping is off.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope(Option<String>);
+
+impl Scope {
+    pub const UNSCOPED: Scope = Scope(None);
+
+    pub fn tenant(value: impl Into<String>) -> Self {
+        Self(Some(value.into()))
+    }
+
+    pub fn value(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// `""` when unscoped, else `t={escaped}:`.
+    fn key_part(&self) -> String {
+        match &self.0 {
+            None => String::new(),
+            Some(value) => format!("t={}:", utf8_percent_encode(value, SCOPE_ESCAPES)),
+        }
+    }
+}
+
+/// Builds the keys of one store.
+#[derive(Debug, Clone)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `mem:{id}`: one memory's JSON.
+    pub fn memory(&self, scope: &Scope, id: Uuid) -> String {
+        format!("{}{}mem:{id}", self.prefix, scope.key_part())
+    }
+
+    /// `search:gen`: bumped on every write, so older result keys are never read again.
+    pub fn search_generation(&self) -> String {
+        format!("{}search:gen", self.prefix)
+    }
+
+    /// `search:{gen}:{sha256(params)}`: one search's result list.
+    pub fn search_results(&self, scope: &Scope, generation: u64, normalized_params: &[u8]) -> String {
+        format!(
+            "{}{}search:{generation}:{}",
+            self.prefix,
+            scope.key_part(),
+            sha256_hex(normalized_params)
+        )
+    }
+
+    /// `emb:{model}:{sha256(text)}`: an embedding as little-endian f32 bytes (not tenant data).
+    pub fn embedding(&self, model: &str, text: &str) -> String {
+        format!("{}emb:{model}:{}", self.prefix, sha256_hex(text.as_bytes()))
+    }
+
+    /// `access:{id}`: hash of `count` and `last`.
+    pub fn access(&self, id: Uuid) -> String {
+        format!("{}access:{id}", self.prefix)
+    }
+
+    /// `popular`: sorted set of ids by access count, per tenant.
+    pub fn popular(&self, scope: &Scope) -> String {
+        format!("{}{}popular", self.prefix, scope.key_part())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let keys = KeySpace::new("memgate:ns/notes:");
+        let id = Uuid::nil();
+        assert_eq!(
+            keys.memory(&Scope::UNSCOPED, id),
+            "memgate:ns/notes:mem:00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(keys.search_generation(), "memgate:ns/notes:search:gen");
+        assert!(keys
+            .search_results(&Scope::UNSCOPED, 7, b"{}")
+            .starts_with("memgate:ns/notes:search:7:"));
+        assert!(keys.embedding("m", "hi").starts_with("memgate:ns/notes:emb:m:"));
+    }
+
+    #[test]
+    fn tenants_cannot_collide_through_separators() {
+        let keys = KeySpace::new("p:");
+        let id = Uuid::nil();
+        let a = keys.memory(&Scope::tenant("a:t=b"), id);
+        let b = keys.memory(&Scope::tenant("a"), id);
+        assert_ne!(a, b);
+        assert!(a.contains("t=a%3At=b:"), "{a}");
+        assert_ne!(
+            keys.search_results(&Scope::tenant("x"), 1, b"q"),
+            keys.search_results(&Scope::tenant("y"), 1, b"q")
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! memgate: a sidecar that makes an AI memory service fast without rewriting it.
+//!
+//! A request enters at [`server`], is classified and routed in [`service`] (fast or legacy,
+//! by [`routing`]), answered by [`fastpath`] from the caches ([`cache`], [`embeddings`]) and the
+//! vector store ([`vectors`]), or forwarded by [`legacy`]. [`app`] wires the parts from the
+//! [`config`]; [`admin`] serves metrics and health.
+
+pub mod access;
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod fastpath;
+pub mod http;
+pub mod keys;
+pub mod legacy;
+pub mod memory;
+pub mod metrics;
+pub mod openapi;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod vectors;

@@ -1,0 +1,54 @@
+//! `memgate`: parses the command line, sets up logging, and runs the chosen role.
+
+use anyhow::Context;
+use clap::Parser;
+use memgate::cli::{Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the proxy");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli)?;
+    match cli.command {
+        Command::Serve(args) => {
+            let sources = args.sources();
+            let config = memgate::config::load(&sources)?;
+            let proxy = memgate::app::start(config, Some(sources)).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            proxy.shutdown().await;
+        }
+    }
+    Ok(())
+}

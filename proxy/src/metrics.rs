@@ -1,0 +1,149 @@
+//! Prometheus metrics, all named `memgate_*`. Latencies are histograms in seconds labelled by
+//! `op`, `path` and `cache`; labels never carry an id.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets from 50 µs to 10 s: the fast path lives in the first few, legacy in the last.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `op`, `path`, `cache`, `status` (the status class, `2xx`..`5xx`).
+    pub requests: IntCounterVec,
+    /// `op`, `path`, `cache`.
+    pub request_duration: HistogramVec,
+    /// `dependency` (`redis`, `memory`, `qdrant`, `edge`, `embeddings`, `upstream`), `op`.
+    pub dependency_duration: HistogramVec,
+    /// `dependency`.
+    pub dependency_errors: IntCounterVec,
+    /// `code`: why a request was refused.
+    pub rejected: IntCounterVec,
+    pub rollout_percent: IntGauge,
+    pub access_flushed: IntCounter,
+    pub access_flush_errors: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed and unique within this registry, so registration cannot collide.
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("memgate_requests_total", "Memory API requests answered"),
+                &["op", "path", "cache", "status"],
+            )
+            .expect("valid metric"),
+        );
+        let request_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("memgate_request_duration_seconds", "Time to answer a Memory API request")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["op", "path", "cache"],
+            )
+            .expect("valid metric"),
+        );
+        let dependency_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("memgate_dependency_duration_seconds", "Time spent in one call to a dependency")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["dependency", "op"],
+            )
+            .expect("valid metric"),
+        );
+        let dependency_errors = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("memgate_dependency_errors_total", "Failed calls to a dependency"),
+                &["dependency"],
+            )
+            .expect("valid metric"),
+        );
+        let rejected = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("memgate_rejected_requests_total", "Requests refused with a 4xx, by error code"),
+                &["code"],
+            )
+            .expect("valid metric"),
+        );
+        let rollout_percent = register(
+            &registry,
+            IntGauge::new("memgate_rollout_percent", "Share of requests routed to the fast path").expect("valid metric"),
+        );
+        let access_flushed = register(
+            &registry,
+            IntCounter::new("memgate_access_flushed_total", "Memory access records flushed to the cache store")
+                .expect("valid metric"),
+        );
+        let access_flush_errors = register(
+            &registry,
+            IntCounter::new("memgate_access_flush_errors_total", "Access flushes that failed and were kept for retry")
+                .expect("valid metric"),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            dependency_duration,
+            dependency_errors,
+            rejected,
+            rollout_percent,
+            access_flushed,
+            access_flush_errors,
+        }
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "could not encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Times one dependency call and counts its failure.
+    pub async fn observe<T, E>(
+        &self,
+        dependency: &str,
+        op: &str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let timer = self.dependency_duration.with_label_values(&[dependency, op]).start_timer();
+        let result = call.await;
+        timer.observe_duration();
+        if result.is_err() {
+            self.dependency_errors.with_label_values(&[dependency]).inc();
+        }
+        result
+    }
+}

@@ -1,0 +1,131 @@
+//! The Memory API as an OpenAPI 3.1 document, served at `/openapi.json`. Schemas come from the
+//! Rust types (`utoipa`), so the document cannot drift from what the sidecar parses.
+
+use serde::Serialize;
+use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::{Content, HttpMethod, OpenApi as Document, PathsBuilder, Ref, Required, ResponseBuilder};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::memory::{CreateMemoryRequest, DateRange, Memory, MemoryStatus, MemoryType, SearchRequest, ValenceRange};
+
+/// `{"error": {"code", "message"}}`
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_id`, `invalid_limit`, `body_too_large`, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// `POST /memories/search` answer: memories with `score`, best first.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub memories: Vec<Memory>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "memgate Memory API",
+        description = "The memory service's API as the memgate sidecar serves it. Every response \
+                       carries `x-memgate-path: fast|legacy` and `x-memgate-cache: hit|miss|bypass`; \
+                       `x-memgate-route: fast|legacy` forces a path."
+    ),
+    components(schemas(
+        Memory, MemoryType, MemoryStatus, SearchRequest, ValenceRange, DateRange,
+        CreateMemoryRequest, SearchResponse, ErrorBody, ErrorDetail
+    ))
+)]
+struct MemoryApi;
+
+fn json_ref(name: &str) -> Content {
+    Content::new(Some(Ref::from_schema_name(name)))
+}
+
+fn response(description: &str, schema: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", json_ref(schema))
+        .build()
+}
+
+fn error(description: &str) -> utoipa::openapi::Response {
+    response(description, "ErrorBody")
+}
+
+fn json_body(schema: &str) -> Option<utoipa::openapi::request_body::RequestBody> {
+    Some(
+        RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .content("application/json", json_ref(schema))
+            .build(),
+    )
+}
+
+/// The whole document.
+pub fn document() -> Document {
+    let id = ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The memory's UUID"))
+        .schema(Some(utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String).format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid)))))
+        .build();
+    let get = OperationBuilder::new()
+        .operation_id(Some("getMemory"))
+        .summary(Some("Fetch one memory"))
+        .parameter(id)
+        .response("200", response("The memory", "Memory"))
+        .response("400", error("The id is not a UUID, or the scope header is missing"))
+        .response("404", error("No such memory (for this tenant)"))
+        .response("503", error("The vector store is unavailable"));
+    let search = OperationBuilder::new()
+        .operation_id(Some("searchMemories"))
+        .summary(Some("Semantic search with filters"))
+        .request_body(json_body("SearchRequest"))
+        .response("200", response("Matching memories, best first", "SearchResponse"))
+        .response("400", error("Malformed JSON, unknown field, or a value out of range"))
+        .response("413", error("The body exceeds limits.maxBodyBytes"))
+        .response("503", error("The embedding provider or vector store is unavailable"));
+    let create = OperationBuilder::new()
+        .operation_id(Some("createMemory"))
+        .summary(Some("Store a memory"))
+        .request_body(json_body("CreateMemoryRequest"))
+        .response("201", response("The stored memory", "Memory"))
+        .response("400", error("Malformed JSON, unknown field, or a value out of range"))
+        .response("413", error("The body exceeds limits.maxBodyBytes"))
+        .response("503", error("The embedding provider or vector store is unavailable"));
+    let paths = PathsBuilder::new()
+        .path("/memories/{id}", PathItem::new(HttpMethod::Get, get))
+        .path("/memories/search", PathItem::new(HttpMethod::Post, search))
+        .path("/memories", PathItem::new(HttpMethod::Post, create))
+        .build();
+    let mut document = MemoryApi::openapi();
+    document.paths = paths;
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_fast_path_operation_and_resolves_its_refs() {
+        let json = serde_json::to_value(document()).expect("serializes");
+        for path in ["/memories/{id}", "/memories/search", "/memories"] {
+            assert!(json["paths"][path].is_object(), "missing {path}");
+        }
+        let text = json.to_string();
+        for name in ["Memory", "SearchRequest", "CreateMemoryRequest", "SearchResponse", "ErrorBody"] {
+            assert!(text.contains(&format!("#/components/schemas/{name}")), "{name} unused");
+            assert!(json["components"]["schemas"][name].is_object(), "{name} undefined");
+        }
+        let search = &json["components"]["schemas"]["SearchRequest"]["properties"];
+        assert!(search["similarityThreshold"].is_object());
+    }
+}

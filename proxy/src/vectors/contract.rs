@@ -1,0 +1,148 @@
+//! One behaviour, two backends: the same scenario runs against Qdrant Edge always and against a
+//! Qdrant server when `QDRANT_URL` is set.
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use crate::config::DistanceMetric;
+use crate::memory::{DateRange, MemoryType, ValenceRange};
+
+fn spec(name: &str, dimensions: u64) -> CollectionSpec {
+    CollectionSpec {
+        name: name.into(),
+        dimensions,
+        distance: DistanceMetric::Cosine,
+        scope_field: Some("userId".into()),
+    }
+}
+
+fn point(n: u128, vector: [f32; 4], kind: &str, importance: f64, valence: f64, day: u32, user: &str) -> MemoryPoint {
+    let id = Uuid::from_u128(n);
+    let timestamp = Utc
+        .with_ymd_and_hms(2025, 1, day, 12, 0, 0)
+        .single()
+        .expect("valid date")
+        .to_rfc3339();
+    let memory = json!({
+        "id": id, "content": format!("memory {n}"), "summary": "s", "type": kind,
+        "importance": importance, "emotionalValence": valence, "tags": ["t"],
+        "timestamp": timestamp, "userId": user, "status": "ready",
+    });
+    let serde_json::Value::Object(memory) = memory else { unreachable!() };
+    MemoryPoint { id, vector: vector.to_vec(), memory }
+}
+
+fn query(filter: MemoryFilter) -> VectorQuery {
+    VectorQuery {
+        vector: vec![1.0, 0.0, 0.0, 0.0],
+        filter,
+        limit: 10,
+        score_threshold: None,
+        ef: 32,
+    }
+}
+
+fn ids(results: &[ScoredMemory]) -> Vec<u128> {
+    results
+        .iter()
+        .map(|r| {
+            let id = r.memory["id"].as_str().expect("id is a string");
+            Uuid::parse_str(id).expect("uuid").as_u128()
+        })
+        .collect()
+}
+
+async fn scenario(store: &dyn VectorStore, collection: &str) {
+    store.ensure_collection(&spec(collection, 4)).await.expect("create");
+    store.ensure_collection(&spec(collection, 4)).await.expect("idempotent");
+    store
+        .upsert(vec![
+            point(1, [1.0, 0.0, 0.0, 0.0], "episodic", 0.9, 0.5, 1, "alice"),
+            point(2, [0.9, 0.1, 0.0, 0.0], "semantic", 0.2, -0.5, 10, "alice"),
+            point(3, [0.0, 1.0, 0.0, 0.0], "episodic", 0.6, 0.0, 20, "alice"),
+            point(4, [1.0, 0.0, 0.0, 0.0], "episodic", 0.9, 0.5, 1, "bob"),
+        ])
+        .await
+        .expect("upsert");
+
+    let one = store.retrieve(Uuid::from_u128(1)).await.expect("retrieve").expect("exists");
+    assert_eq!(one["id"], json!(Uuid::from_u128(1)));
+    assert_eq!(one["content"], "memory 1");
+    assert_eq!(one["userId"], "alice");
+    assert!(store.retrieve(Uuid::from_u128(99)).await.expect("retrieve").is_none());
+
+    let alice = |filter: MemoryFilter| MemoryFilter {
+        scope: Some(("userId".into(), "alice".into())),
+        ..filter
+    };
+    let all = store.search(query(alice(MemoryFilter::default()))).await.expect("search");
+    assert_eq!(ids(&all), vec![1, 2, 3], "nearest first, only alice's");
+    assert!(all[0].score > all[1].score);
+
+    let semantic = MemoryFilter { memory_type: Some(MemoryType::Semantic), ..Default::default() };
+    assert_eq!(ids(&store.search(query(alice(semantic))).await.expect("search")), vec![2]);
+
+    let important = MemoryFilter { min_importance: Some(0.5), ..Default::default() };
+    assert_eq!(ids(&store.search(query(alice(important))).await.expect("search")), vec![1, 3]);
+
+    let calm = MemoryFilter {
+        emotional_range: Some(ValenceRange { min: -0.1, max: 0.6 }),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.search(query(alice(calm))).await.expect("search")), vec![1, 3]);
+
+    let january_5_to_15 = MemoryFilter {
+        date_range: Some(DateRange {
+            start: Utc.with_ymd_and_hms(2025, 1, 5, 0, 0, 0).single(),
+            end: Utc.with_ymd_and_hms(2025, 1, 15, 0, 0, 0).single(),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.search(query(alice(january_5_to_15))).await.expect("search")), vec![2]);
+
+    let mut close = query(alice(MemoryFilter::default()));
+    close.score_threshold = Some(0.5);
+    assert_eq!(ids(&store.search(close).await.expect("search")), vec![1, 2]);
+
+    let mut top = query(alice(MemoryFilter::default()));
+    top.limit = 1;
+    assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
+
+    store.delete(&[Uuid::from_u128(1)]).await.expect("delete");
+    assert!(store.retrieve(Uuid::from_u128(1)).await.expect("retrieve").is_none());
+    store.health().await.expect("healthy");
+}
+
+#[tokio::test]
+async fn edge_store_contract() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = EdgeStore::open(Some(dir.path())).expect("open");
+    scenario(&store, "memories").await;
+    drop(store);
+
+    let reopened = EdgeStore::open(Some(dir.path())).expect("open");
+    reopened.ensure_collection(&spec("memories", 4)).await.expect("reload keeps data");
+    assert!(reopened.retrieve(Uuid::from_u128(2)).await.expect("retrieve").is_some());
+    drop(reopened);
+
+    let wrong_size = EdgeStore::open(Some(dir.path())).expect("open");
+    let error = wrong_size.ensure_collection(&spec("memories", 8)).await.unwrap_err();
+    assert!(matches!(error, VectorError::DimensionMismatch { found: 4, expected: 8, .. }), "{error}");
+}
+
+#[tokio::test]
+async fn qdrant_store_contract() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("skipped: QDRANT_URL is not set (the Qdrant-over-gRPC backend needs a server)");
+        return;
+    };
+    let collection = format!("memgate-test-{}", Uuid::new_v4());
+    let api_key = std::env::var("QDRANT_API_KEY").ok();
+    let store = QdrantStore::connect(&url, api_key.as_deref(), &collection, std::time::Duration::from_secs(5))
+        .expect("client");
+    scenario(&store, &collection).await;
+    let error = store.ensure_collection(&spec(&collection, 8)).await.unwrap_err();
+    assert!(matches!(error, VectorError::DimensionMismatch { found: 4, expected: 8, .. }), "{error}");
+}

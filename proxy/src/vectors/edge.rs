@@ -1,0 +1,314 @@
+//! [`VectorStore`] on Qdrant Edge: the Qdrant engine in this process, for `--embedded` and tests.
+//!
+//! Edge's calls are synchronous, so each runs on tokio's blocking pool. Filters are built from
+//! the same JSON the Qdrant REST API takes, which Edge's `Filter` deserializes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use qdrant_edge::{
+    CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations,
+    Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, SearchParams,
+    SearchRequest, UpdateOperation, Vectors, WithPayloadInterface, DEFAULT_VECTOR_NAME,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{
+    memory_from_payload, payload_of, CollectionSpec, IndexKind, MemoryFilter, MemoryPoint,
+    ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+};
+use crate::config::DistanceMetric;
+use crate::memory::StoredMemory;
+
+pub struct EdgeStore {
+    path: PathBuf,
+    /// Keeps a temporary directory alive (and deletes it on drop) when no path was configured.
+    _temp_dir: Option<tempfile::TempDir>,
+    shard: OnceLock<Arc<EdgeShard>>,
+}
+
+impl std::fmt::Debug for EdgeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn edge_error(error: impl std::fmt::Display) -> VectorError {
+    VectorError::Edge(error.to_string())
+}
+
+impl EdgeStore {
+    /// A store under `path`, or in a temporary directory deleted at exit when `None`.
+    pub fn open(path: Option<&Path>) -> Result<Self, VectorError> {
+        let (path, temp_dir) = match path {
+            Some(path) => {
+                std::fs::create_dir_all(path).map_err(edge_error)?;
+                (path.to_path_buf(), None)
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("memgate-edge-")
+                    .tempdir()
+                    .map_err(edge_error)?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        Ok(Self {
+            path,
+            _temp_dir: temp_dir,
+            shard: OnceLock::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shard(&self) -> Result<Arc<EdgeShard>, VectorError> {
+        self.shard
+            .get()
+            .cloned()
+            .ok_or_else(|| VectorError::Edge("the collection is not open yet (ensure_collection)".into()))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EdgeShard) -> Result<T, VectorError> + Send + 'static,
+    ) -> Result<T, VectorError> {
+        let shard = self.shard()?;
+        tokio::task::spawn_blocking(move || work(&shard))
+            .await
+            .map_err(edge_error)?
+    }
+}
+
+fn distance(metric: DistanceMetric) -> Distance {
+    match metric {
+        DistanceMetric::Cosine => Distance::Cosine,
+        DistanceMetric::Dot => Distance::Dot,
+        DistanceMetric::Euclid => Distance::Euclid,
+    }
+}
+
+fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, VectorError> {
+    let config_file = path.join("edge_config.json");
+    if config_file.exists() {
+        let shard = EdgeShard::load(path, None).map_err(edge_error)?;
+        let found = shard
+            .config()
+            .vectors
+            .get(DEFAULT_VECTOR_NAME)
+            .map(|params| params.size as u64);
+        return match found {
+            Some(size) if size == spec.dimensions => Ok(shard),
+            Some(size) => Err(VectorError::DimensionMismatch {
+                collection: path.display().to_string(),
+                expected: spec.dimensions,
+                found: size,
+            }),
+            None => Err(VectorError::Edge(format!(
+                "the shard at {} has no unnamed vector",
+                path.display()
+            ))),
+        };
+    }
+    let dimensions = usize::try_from(spec.dimensions).map_err(edge_error)?;
+    let config = EdgeConfigBuilder::new()
+        .vector(
+            DEFAULT_VECTOR_NAME,
+            EdgeVectorParamsBuilder::new(dimensions, distance(spec.distance)).build(),
+        )
+        .build();
+    let shard = EdgeShard::new(path, config).map_err(edge_error)?;
+    let keyword_fields = spec.scope_field.iter().map(|field| (field.as_str(), IndexKind::Keyword));
+    for (field, kind) in INDEXED_FIELDS.iter().copied().chain(keyword_fields) {
+        let schema = match kind {
+            IndexKind::Keyword => PayloadSchemaType::Keyword,
+            IndexKind::Float => PayloadSchemaType::Float,
+            IndexKind::Datetime => PayloadSchemaType::Datetime,
+        };
+        shard
+            .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                CreateIndex {
+                    field_name: field
+                        .parse::<JsonPath>()
+                        .map_err(|_| VectorError::Edge(format!("{field:?} is not a payload field name")))?,
+                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                },
+            )))
+            .map_err(edge_error)?;
+    }
+    tracing::info!(path = %path.display(), dimensions, "created Qdrant Edge shard");
+    Ok(shard)
+}
+
+/// The filter in the Qdrant REST API's JSON form.
+fn filter_json(filter: &MemoryFilter) -> Option<Value> {
+    let mut must = Vec::new();
+    if let Some((field, tenant)) = &filter.scope {
+        must.push(json!({ "key": field, "match": { "value": tenant } }));
+    }
+    if let Some(memory_type) = filter.memory_type {
+        must.push(json!({ "key": "type", "match": { "value": memory_type.as_str() } }));
+    }
+    if let Some(min) = filter.min_importance {
+        must.push(json!({ "key": "importance", "range": { "gte": min } }));
+    }
+    if let Some(range) = filter.emotional_range {
+        must.push(json!({ "key": "emotionalValence", "range": { "gte": range.min, "lte": range.max } }));
+    }
+    if let Some(range) = filter.date_range {
+        let mut bounds = serde_json::Map::new();
+        if let Some(start) = range.start {
+            bounds.insert("gte".into(), json!(start.to_rfc3339()));
+        }
+        if let Some(end) = range.end {
+            bounds.insert("lte".into(), json!(end.to_rfc3339()));
+        }
+        if !bounds.is_empty() {
+            must.push(json!({ "key": "timestamp", "range": bounds }));
+        }
+    }
+    (!must.is_empty()).then(|| json!({ "must": must }))
+}
+
+fn to_filter(filter: &MemoryFilter) -> Result<Option<Filter>, VectorError> {
+    filter_json(filter)
+        .map(|value| serde_json::from_value::<Filter>(value).map_err(edge_error))
+        .transpose()
+}
+
+fn point_id_string(id: &PointId) -> String {
+    match id {
+        PointId::Uuid(uuid) => uuid.to_string(),
+        PointId::NumId(num) => num.to_string(),
+    }
+}
+
+fn payload_map(payload: Option<Payload>) -> StoredMemory {
+    payload.map(|payload| payload.0.into_iter().collect()).unwrap_or_default()
+}
+
+#[async_trait]
+impl VectorStore for EdgeStore {
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), VectorError> {
+        if self.shard.get().is_some() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let spec = spec.clone();
+        let shard = tokio::task::spawn_blocking(move || open_or_create(&path, &spec))
+            .await
+            .map_err(edge_error)??;
+        // A concurrent call may have won; either shard is the same directory, keep the first.
+        let _ = self.shard.set(Arc::new(shard));
+        Ok(())
+    }
+
+    async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError> {
+        let points = points
+            .into_iter()
+            .map(|point| {
+                let payload = Payload(payload_of(&point.memory).into_iter().collect());
+                PointStructPersisted {
+                    id: PointId::Uuid(point.id),
+                    vector: Vectors::from(point.vector).0.into(),
+                    payload: Some(payload),
+                }
+            })
+            .collect();
+        self.blocking(move |shard| {
+            shard
+                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(points),
+                )))
+                .map_err(edge_error)
+        })
+        .await
+    }
+
+    async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError> {
+        self.blocking(move |shard| {
+            let records = shard
+                .retrieve(&[PointId::Uuid(id)], Some(WithPayloadInterface::Bool(true)), None)
+                .map_err(edge_error)?;
+            Ok(records
+                .into_iter()
+                .next()
+                .map(|record| memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))))
+        })
+        .await
+    }
+
+    async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError> {
+        let filter = to_filter(&query.filter)?;
+        let request = SearchRequest {
+            query: QueryEnum::Nearest(NamedQuery::default_dense(query.vector)),
+            filter,
+            params: Some(SearchParams {
+                hnsw_ef: Some(usize::try_from(query.ef).unwrap_or(usize::MAX)),
+                ..Default::default()
+            }),
+            limit: usize::try_from(query.limit).unwrap_or(usize::MAX),
+            offset: 0,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: None,
+            score_threshold: query.score_threshold,
+        };
+        self.blocking(move |shard| {
+            let points = shard.search(request).map_err(edge_error)?;
+            Ok(points
+                .into_iter()
+                .map(|point| ScoredMemory {
+                    memory: memory_from_payload(&point_id_string(&point.id), payload_map(point.payload)),
+                    score: point.score,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
+        let ids = ids.iter().map(|id| PointId::Uuid(*id)).collect();
+        self.blocking(move |shard| {
+            shard
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
+                .map_err(edge_error)
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<(), VectorError> {
+        self.shard().map(|_| ())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "edge"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{DateRange, MemoryType, ValenceRange};
+
+    #[test]
+    fn every_filter_parses_as_an_edge_filter() {
+        let filter = MemoryFilter {
+            scope: Some(("userId".into(), "alice".into())),
+            memory_type: Some(MemoryType::Semantic),
+            min_importance: Some(0.4),
+            emotional_range: Some(ValenceRange { min: -0.5, max: 0.5 }),
+            date_range: Some(DateRange {
+                start: Some(chrono::Utc::now()),
+                end: None,
+            }),
+        };
+        let parsed = to_filter(&filter).expect("valid").expect("some");
+        assert_eq!(parsed.must.as_ref().map(Vec::len), Some(5));
+        assert!(to_filter(&MemoryFilter::default()).expect("valid").is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! The vector-store concern: memories as points (id = memory id, payload = the memory's JSON
+//! without `id`), searched by embedding with payload filters.
+//!
+//! Two implementations, chosen by `vectors.backend`: [`QdrantStore`] (a Qdrant server over gRPC)
+//! and [`EdgeStore`] (Qdrant Edge in this process). Both index the same payload fields, so
+//! filters behave alike.
+
+mod edge;
+mod qdrant;
+
+pub use edge::EdgeStore;
+pub use qdrant::QdrantStore;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
+
+/// Payload fields with an index, and the kind of index each needs.
+pub const INDEXED_FIELDS: &[(&str, IndexKind)] = &[
+    ("type", IndexKind::Keyword),
+    ("tags", IndexKind::Keyword),
+    ("status", IndexKind::Keyword),
+    ("importance", IndexKind::Float),
+    ("emotionalValence", IndexKind::Float),
+    ("timestamp", IndexKind::Datetime),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Keyword,
+    Float,
+    Datetime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error("qdrant: {0}")]
+    Qdrant(#[from] Box<qdrant_client::QdrantError>),
+    #[error("qdrant edge: {0}")]
+    Edge(String),
+    #[error(
+        "collection {collection:?} has vectors of size {found}, but embeddings.dimensions is {expected}; \
+         use another collection or the matching embedding size"
+    )]
+    DimensionMismatch {
+        collection: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("vector store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("stored point {id} has an invalid payload: {reason}")]
+    InvalidPayload { id: String, reason: String },
+}
+
+impl From<qdrant_client::QdrantError> for VectorError {
+    fn from(error: qdrant_client::QdrantError) -> Self {
+        Self::Qdrant(Box::new(error))
+    }
+}
+
+/// The collection's shape, fixed at creation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dimensions: u64,
+    pub distance: crate::config::DistanceMetric,
+    /// The tenant field, indexed as a tenant key when scoping is on.
+    pub scope_field: Option<String>,
+}
+
+/// Payload conditions of a search; all must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryFilter {
+    /// `(field, tenant)`: only this tenant's memories.
+    pub scope: Option<(String, String)>,
+    pub memory_type: Option<MemoryType>,
+    pub min_importance: Option<f64>,
+    pub emotional_range: Option<ValenceRange>,
+    pub date_range: Option<DateRange>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorQuery {
+    pub vector: Vec<f32>,
+    pub filter: MemoryFilter,
+    pub limit: u64,
+    pub score_threshold: Option<f32>,
+    /// `hnsw_ef`: lower is faster, higher is more exact.
+    pub ef: u64,
+}
+
+/// A memory found by a search: the stored JSON with `id`, and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredMemory {
+    pub memory: StoredMemory,
+    pub score: f32,
+}
+
+/// A memory to store with its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPoint {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    pub memory: StoredMemory,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync + 'static {
+    /// Creates the collection and its payload indexes when missing; fails when it exists with
+    /// another vector size.
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), VectorError>;
+    async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError>;
+    async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError>;
+    async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
+    /// Answers when the store is reachable.
+    async fn health(&self) -> Result<(), VectorError>;
+    /// `"qdrant"` or `"edge"`, for logs and metrics.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// The payload to store: the memory without `id` (the point id) and `score`.
+pub fn payload_of(memory: &StoredMemory) -> StoredMemory {
+    let mut payload = memory.clone();
+    payload.remove("id");
+    payload.remove("score");
+    payload
+}
+
+/// The memory as served: the payload with `id` first.
+pub fn memory_from_payload(id: &str, payload: StoredMemory) -> StoredMemory {
+    let mut memory = StoredMemory::with_capacity(payload.len() + 1);
+    memory.insert("id".into(), Value::String(id.to_string()));
+    memory.extend(payload.into_iter().filter(|(key, _)| key != "id"));
+    memory
+}
+
+#[cfg(test)]
+mod contract;

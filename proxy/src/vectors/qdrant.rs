@@ -1,0 +1,258 @@
+//! [`VectorStore`] on a Qdrant server over gRPC with `qdrant-client`.
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    point_id::PointIdOptions, vectors_config::Config as VectorsConfigKind, Condition,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange,
+    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder,
+    KeywordIndexParamsBuilder, PointId, PointStruct, PointsIdsList, Range,
+    SearchParamsBuilder, SearchPointsBuilder, Timestamp, UpsertPointsBuilder,
+    VectorParamsBuilder,
+};
+use qdrant_client::{Payload, Qdrant};
+use uuid::Uuid;
+
+use super::{
+    memory_from_payload, payload_of, CollectionSpec, IndexKind, MemoryFilter, MemoryPoint,
+    ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+};
+use crate::config::DistanceMetric;
+use crate::memory::StoredMemory;
+
+pub struct QdrantStore {
+    client: Qdrant,
+    collection: String,
+}
+
+impl std::fmt::Debug for QdrantStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantStore")
+            .field("collection", &self.collection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QdrantStore {
+    pub fn connect(
+        url: &str,
+        api_key: Option<&str>,
+        collection: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, VectorError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key.map(str::to_string))
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .skip_compatibility_check()
+            .build()?;
+        Ok(Self {
+            client,
+            collection: collection.to_string(),
+        })
+    }
+}
+
+fn distance(metric: DistanceMetric) -> Distance {
+    match metric {
+        DistanceMetric::Cosine => Distance::Cosine,
+        DistanceMetric::Dot => Distance::Dot,
+        DistanceMetric::Euclid => Distance::Euclid,
+    }
+}
+
+fn timestamp(value: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: value.timestamp(),
+        nanos: i32::try_from(value.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn to_filter(filter: &MemoryFilter) -> Option<Filter> {
+    let mut must = Vec::new();
+    if let Some((field, tenant)) = &filter.scope {
+        must.push(Condition::matches(field.clone(), tenant.clone()));
+    }
+    if let Some(memory_type) = filter.memory_type {
+        must.push(Condition::matches("type", memory_type.as_str().to_string()));
+    }
+    if let Some(min) = filter.min_importance {
+        must.push(Condition::range(
+            "importance",
+            Range {
+                gte: Some(min),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(range) = filter.emotional_range {
+        must.push(Condition::range(
+            "emotionalValence",
+            Range {
+                gte: Some(range.min),
+                lte: Some(range.max),
+                ..Default::default()
+            },
+        ));
+    }
+    if let Some(range) = filter.date_range {
+        must.push(Condition::datetime_range(
+            "timestamp",
+            DatetimeRange {
+                gte: range.start.map(timestamp),
+                lte: range.end.map(timestamp),
+                ..Default::default()
+            },
+        ));
+    }
+    (!must.is_empty()).then(|| Filter::must(must))
+}
+
+fn point_id_string(id: Option<PointId>) -> String {
+    match id.and_then(|id| id.point_id_options) {
+        Some(PointIdOptions::Uuid(uuid)) => uuid,
+        Some(PointIdOptions::Num(num)) => num.to_string(),
+        None => String::new(),
+    }
+}
+
+fn json_payload(payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>) -> StoredMemory {
+    payload
+        .into_iter()
+        .map(|(key, value)| (key, value.into_json()))
+        .collect()
+}
+
+#[async_trait]
+impl VectorStore for QdrantStore {
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), VectorError> {
+        if self.client.collection_exists(&spec.name).await? {
+            let info = self.client.collection_info(&spec.name).await?;
+            let found = info
+                .result
+                .and_then(|info| info.config)
+                .and_then(|config| config.params)
+                .and_then(|params| params.vectors_config)
+                .and_then(|vectors| vectors.config)
+                .and_then(|kind| match kind {
+                    VectorsConfigKind::Params(params) => Some(params.size),
+                    VectorsConfigKind::ParamsMap(_) => None,
+                });
+            return match found {
+                Some(size) if size == spec.dimensions => Ok(()),
+                Some(size) => Err(VectorError::DimensionMismatch {
+                    collection: spec.name.clone(),
+                    expected: spec.dimensions,
+                    found: size,
+                }),
+                None => Err(VectorError::InvalidPayload {
+                    id: spec.name.clone(),
+                    reason: "the collection uses named vectors; memgate needs one unnamed vector".into(),
+                }),
+            };
+        }
+        self.client
+            .create_collection(
+                CreateCollectionBuilder::new(&spec.name)
+                    .vectors_config(VectorParamsBuilder::new(spec.dimensions, distance(spec.distance))),
+            )
+            .await?;
+        for (field, kind) in INDEXED_FIELDS {
+            let field_type = match kind {
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Float => FieldType::Float,
+                IndexKind::Datetime => FieldType::Datetime,
+            };
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(&spec.name, *field, field_type).wait(true),
+                )
+                .await?;
+        }
+        if let Some(field) = &spec.scope_field {
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(&spec.name, field.as_str(), FieldType::Keyword)
+                        .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
+                        .wait(true),
+                )
+                .await?;
+        }
+        tracing::info!(collection = %spec.name, dimensions = spec.dimensions, "created collection");
+        Ok(())
+    }
+
+    async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError> {
+        let points = points
+            .into_iter()
+            .map(|point| {
+                let payload = Payload::try_from(serde_json::Value::Object(payload_of(&point.memory)))
+                    .map_err(|e| VectorError::InvalidPayload {
+                        id: point.id.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(PointStruct::new(point.id.to_string(), point.vector, payload))
+            })
+            .collect::<Result<Vec<_>, VectorError>>()?;
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
+            .await?;
+        Ok(())
+    }
+
+    async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError> {
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
+                    .with_payload(true),
+            )
+            .await?;
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .map(|point| memory_from_payload(&point_id_string(point.id), json_payload(point.payload))))
+    }
+
+    async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError> {
+        let mut request = SearchPointsBuilder::new(&self.collection, query.vector, query.limit)
+            .with_payload(true)
+            .params(SearchParamsBuilder::default().hnsw_ef(query.ef));
+        if let Some(filter) = to_filter(&query.filter) {
+            request = request.filter(filter);
+        }
+        if let Some(threshold) = query.score_threshold {
+            request = request.score_threshold(threshold);
+        }
+        let response = self.client.search_points(request).await?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|point| ScoredMemory {
+                memory: memory_from_payload(&point_id_string(point.id), json_payload(point.payload)),
+                score: point.score,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
+        let ids = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(PointsIdsList { ids })
+                    .wait(true),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), VectorError> {
+        self.client.health_check().await?;
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "qdrant"
+    }
+}
