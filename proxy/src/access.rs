@@ -41,7 +41,9 @@ impl AccessRecorder {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Batch> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Notes that `ids` were read now. Takes a lock for a few map inserts and returns.
@@ -129,8 +131,15 @@ mod tests {
         recorder.flush(&store, &keys, &metrics).await;
         recorder.record(&Scope::UNSCOPED, [&id]);
         recorder.flush(&store, &keys, &metrics).await;
-        let (count, _) = store.access_stats(&keys.access(id)).await.expect("stats").expect("some");
+        let (count, _) = store
+            .access_stats(&keys.access(id))
+            .await
+            .expect("stats")
+            .expect("some");
         assert_eq!(count, 6);
-        assert_eq!(store.popular(&keys.popular(&Scope::UNSCOPED), 5), vec![(id.to_string(), 6)]);
+        assert_eq!(
+            store.popular(&keys.popular(&Scope::UNSCOPED), 5),
+            vec![(id.to_string(), 6)]
+        );
     }
 }

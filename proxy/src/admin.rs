@@ -50,7 +50,10 @@ impl AdminState {
 async fn readiness(fast: &FastPath) -> Response {
     let checks = match tokio::time::timeout(CHECK_TIMEOUT, fast.check_ready()).await {
         Ok(checks) => checks,
-        Err(_) => vec![("dependencies", Err(format!("no answer within {CHECK_TIMEOUT:?}")))],
+        Err(_) => vec![(
+            "dependencies",
+            Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        )],
     };
     let ready = checks.iter().all(|(_, result)| result.is_ok());
     let details: serde_json::Map<String, serde_json::Value> = checks
@@ -63,7 +66,11 @@ async fn readiness(fast: &FastPath) -> Response {
             (name.to_string(), value)
         })
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({ "ready": ready, "checks": details });
     json_response(status, Bytes::from(body.to_string()))
 }

@@ -15,7 +15,8 @@ use crate::access::AccessRecorder;
 use crate::admin::AdminState;
 use crate::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::config::{
-    watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle, VectorBackend, WatchGuard,
+    watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle,
+    VectorBackend, WatchGuard,
 };
 use crate::embeddings::{Embedder, EmbeddingCache, HashingEmbedder, OpenAiEmbedder};
 use crate::fastpath::{FastPath, FastPathSettings};
@@ -37,19 +38,35 @@ pub struct Backends {
 impl Backends {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let cache: Arc<dyn CacheStore> = match config.cache.backend {
-            CacheBackend::Memory => Arc::new(InProcessCache::new(config.cache.l1.max_entries.max(100_000))),
+            CacheBackend::Memory => Arc::new(InProcessCache::new(
+                config.cache.l1.max_entries.max(100_000),
+            )),
             CacheBackend::Redis => {
-                let url = config.redis.url.as_deref().context("redis.url is required")?;
+                let url = config
+                    .redis
+                    .url
+                    .as_deref()
+                    .context("redis.url is required")?;
                 Arc::new(
-                    RedisCache::connect_lazy(url, config.redis.password.as_deref(), config.redis.timeout)
-                        .context("redis.url")?,
+                    RedisCache::connect_lazy(
+                        url,
+                        config.redis.password.as_deref(),
+                        config.redis.timeout,
+                    )
+                    .context("redis.url")?,
                 )
             }
         };
         let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
-            VectorBackend::Edge => Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?),
+            VectorBackend::Edge => {
+                Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
+            }
             VectorBackend::Qdrant => {
-                let url = config.vectors.url.as_deref().context("vectors.url is required")?;
+                let url = config
+                    .vectors
+                    .url
+                    .as_deref()
+                    .context("vectors.url is required")?;
                 Arc::new(
                     QdrantStore::connect(
                         url,
@@ -61,9 +78,12 @@ impl Backends {
                 )
             }
         };
-        let dimensions = usize::try_from(config.embeddings.dimensions).context("embeddings.dimensions")?;
+        let dimensions =
+            usize::try_from(config.embeddings.dimensions).context("embeddings.dimensions")?;
         let embedder: Arc<dyn Embedder> = match config.embeddings.provider {
-            EmbeddingProvider::Hashing => Arc::new(HashingEmbedder::new(&config.embeddings.model, dimensions)),
+            EmbeddingProvider::Hashing => {
+                Arc::new(HashingEmbedder::new(&config.embeddings.model, dimensions))
+            }
             EmbeddingProvider::Openai => Arc::new(OpenAiEmbedder::new(
                 &config.openai.base_url,
                 config.openai.api_key.as_deref(),
@@ -72,7 +92,11 @@ impl Backends {
                 config.openai.timeout,
             )),
         };
-        Ok(Self { cache, vectors, embedder })
+        Ok(Self {
+            cache,
+            vectors,
+            embedder,
+        })
     }
 }
 
@@ -87,10 +111,15 @@ fn collection_spec(config: &Config) -> CollectionSpec {
 
 /// Prepares the collection. A size mismatch is fatal; an unreachable store is retried in the
 /// background (the proxy serves legacy traffic meanwhile, and `/readyz` says not ready).
-async fn prepare_collection(vectors: Arc<dyn VectorStore>, spec: CollectionSpec) -> anyhow::Result<Option<JoinHandle<()>>> {
+async fn prepare_collection(
+    vectors: Arc<dyn VectorStore>,
+    spec: CollectionSpec,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
     match vectors.ensure_collection(&spec).await {
         Ok(()) => Ok(None),
-        Err(error @ VectorError::DimensionMismatch { .. }) => Err(error).context("vectors.collection"),
+        Err(error @ VectorError::DimensionMismatch { .. }) => {
+            Err(error).context("vectors.collection")
+        }
         Err(error) => {
             tracing::warn!(%error, "vector store not ready; retrying in the background");
             Ok(Some(tokio::spawn(async move {
@@ -114,7 +143,8 @@ async fn prepare_collection(vectors: Arc<dyn VectorStore>, spec: CollectionSpec)
 }
 
 fn header_name(field: &str, value: &str) -> anyhow::Result<HeaderName> {
-    HeaderName::from_bytes(value.as_bytes()).with_context(|| format!("{field}: {value:?} is not a header name"))
+    HeaderName::from_bytes(value.as_bytes())
+        .with_context(|| format!("{field}: {value:?} is not a header name"))
 }
 
 /// A running proxy: its bound addresses and what it takes to stop it.
@@ -151,14 +181,17 @@ impl RunningProxy {
             task.abort();
         }
         let metrics = self.state.metrics.clone();
-        self.access.flush(self.backends_cache.as_ref(), &self.keys, &metrics).await;
+        self.access
+            .flush(self.backends_cache.as_ref(), &self.keys, &metrics)
+            .await;
     }
 }
 
 /// Starts the proxy: binds both ports, then serves until [`RunningProxy::shutdown`].
 pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Result<RunningProxy> {
     let backends = Backends::from_config(&config)?;
-    let collection_retry = prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
+    let collection_retry =
+        prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
     let metrics = Metrics::new();
     let keys = KeySpace::new(config.key_prefix());
     let access = AccessRecorder::new();
@@ -211,7 +244,8 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
         .as_ref()
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
-    let openapi = Bytes::from(serde_json::to_vec(&crate::openapi::document()).context("OpenAPI document")?);
+    let openapi =
+        Bytes::from(serde_json::to_vec(&crate::openapi::document()).context("OpenAPI document")?);
     let state = Arc::new(ApiState {
         router: Router::new(rollout.clone(), sticky_header),
         fast,
@@ -241,7 +275,10 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
         shutdown_rx.clone(),
         settings,
     ));
-    let admin = Arc::new(AdminState { metrics: metrics.clone(), api: state.clone() });
+    let admin = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        api: state.clone(),
+    });
     let admin_server = tokio::spawn(serve(
         "admin",
         admin_listener,
@@ -259,7 +296,9 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
     background.extend(collection_retry);
     let gauge = metrics.rollout_percent.clone();
     let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
-        watch_rollout(sources, config.reload.interval, rollout, move |percent| gauge.set(i64::from(percent)))
+        watch_rollout(sources, config.reload.interval, rollout, move |percent| {
+            gauge.set(i64::from(percent))
+        })
     });
     tracing::info!(
         %api_addr, %admin_addr,

@@ -9,15 +9,30 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::ConfigSources;
 
 #[derive(Debug, Parser)]
-#[command(name = "memgate", version, about = "A fast path in front of an AI memory service")]
+#[command(
+    name = "memgate",
+    version,
+    about = "A fast path in front of an AI memory service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "MEMGATE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "MEMGATE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `memgate=debug,info`.
-    #[arg(long, global = true, default_value = "info", env = "MEMGATE_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,qdrant_edge=error",
+        env = "MEMGATE_LOG"
+    )]
     pub log: String,
 }
 
@@ -135,13 +150,22 @@ mod tests {
     #[test]
     fn flags_become_overrides() {
         let cli = Cli::try_parse_from([
-            "memgate", "serve", "--embedded", "--rollout-percent", "30", "--upstream", "http://127.0.0.1:3000",
+            "memgate",
+            "serve",
+            "--embedded",
+            "--rollout-percent",
+            "30",
+            "--upstream",
+            "http://127.0.0.1:3000",
         ])
         .expect("parses");
         let Command::Serve(args) = cli.command;
         let config = crate::config::load(&args.sources()).expect("valid");
         assert_eq!(config.rollout.percent, 30);
-        assert_eq!(config.upstream.url.as_deref(), Some("http://127.0.0.1:3000"));
+        assert_eq!(
+            config.upstream.url.as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
     }
 
     #[test]

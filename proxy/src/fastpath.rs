@@ -81,7 +81,9 @@ pub struct FastPath {
 
 impl std::fmt::Debug for FastPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FastPath").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("FastPath")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +100,10 @@ struct IdOnly {
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
     tracing::warn!(%error, "{what} failed");
-    ApiError::unavailable("dependency_unavailable", format!("{what} is unavailable: {error}"))
+    ApiError::unavailable(
+        "dependency_unavailable",
+        format!("{what} is unavailable: {error}"),
+    )
 }
 
 impl FastPath {
@@ -136,7 +141,11 @@ impl FastPath {
 
     /// A cache read whose failure is logged and treated as a miss.
     async fn cache_get(&self, key: &str, op: &str) -> Option<Bytes> {
-        match self.metrics.observe(self.cache_name(), op, self.cache.get(key)).await {
+        match self
+            .metrics
+            .observe(self.cache_name(), op, self.cache.get(key))
+            .await
+        {
             Ok(value) => value,
             Err(error) => {
                 tracing::warn!(%error, key, "cache read failed; treating as a miss");
@@ -151,7 +160,10 @@ impl FastPath {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let name = cache.backend_name();
-            if let Err(error) = metrics.observe(name, "set", cache.set(&key, value, ttl)).await {
+            if let Err(error) = metrics
+                .observe(name, "set", cache.set(&key, value, ttl))
+                .await
+            {
                 tracing::warn!(%error, key, "cache write failed");
             }
         });
@@ -162,12 +174,20 @@ impl FastPath {
         let key = self.keys.memory(scope, id);
         if let Some(body) = self.memories_l1.get(&key).await {
             self.access.record(scope, [&id]);
-            return Ok(FastAnswer { status: http::StatusCode::OK, body, cache: CacheStatus::Hit });
+            return Ok(FastAnswer {
+                status: http::StatusCode::OK,
+                body,
+                cache: CacheStatus::Hit,
+            });
         }
         if let Some(body) = self.cache_get(&key, "get_memory").await {
             self.memories_l1.insert(key, body.clone()).await;
             self.access.record(scope, [&id]);
-            return Ok(FastAnswer { status: http::StatusCode::OK, body, cache: CacheStatus::Hit });
+            return Ok(FastAnswer {
+                status: http::StatusCode::OK,
+                body,
+                cache: CacheStatus::Hit,
+            });
         }
         let memory = self
             .metrics
@@ -177,27 +197,42 @@ impl FastPath {
         let memory = memory
             .filter(|memory| self.belongs_to(scope, memory))
             .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
-        let body = Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let body =
+            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
         self.memories_l1.insert(key.clone(), body.clone()).await;
         self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
         self.access.record(scope, [&id]);
-        Ok(FastAnswer { status: http::StatusCode::OK, body, cache: CacheStatus::Miss })
+        Ok(FastAnswer {
+            status: http::StatusCode::OK,
+            body,
+            cache: CacheStatus::Miss,
+        })
     }
 
     /// Whether a stored memory is visible to this tenant.
     fn belongs_to(&self, scope: &Scope, memory: &StoredMemory) -> bool {
         match (&self.settings.scope_field, scope.value()) {
-            (Some(field), Some(tenant)) => memory.get(field).and_then(Value::as_str) == Some(tenant),
+            (Some(field), Some(tenant)) => {
+                memory.get(field).and_then(Value::as_str) == Some(tenant)
+            }
             _ => true,
         }
     }
 
     /// `POST /memories/search`.
-    pub async fn search(&self, scope: &Scope, search: NormalizedSearch) -> Result<FastAnswer, ApiError> {
+    pub async fn search(
+        &self,
+        scope: &Scope,
+        search: NormalizedSearch,
+    ) -> Result<FastAnswer, ApiError> {
         let params = serde_json::to_vec(&search).map_err(|e| unavailable("serialization", e))?;
         let generation = match self
             .metrics
-            .observe(self.cache_name(), "search_generation", self.cache.counter(&self.keys.search_generation()))
+            .observe(
+                self.cache_name(),
+                "search_generation",
+                self.cache.counter(&self.keys.search_generation()),
+            )
             .await
         {
             Ok(generation) => Some(generation),
@@ -206,13 +241,19 @@ impl FastPath {
                 None
             }
         };
-        let result_key = generation.map(|generation| self.keys.search_results(scope, generation, &params));
+        let result_key =
+            generation.map(|generation| self.keys.search_results(scope, generation, &params));
         if let Some(key) = &result_key {
             if let Some(body) = self.cache_get(key, "get_search").await {
                 if let Ok(cached) = serde_json::from_slice::<CachedIds>(&body) {
-                    self.access.record(scope, cached.memories.iter().map(|m| &m.id));
+                    self.access
+                        .record(scope, cached.memories.iter().map(|m| &m.id));
                 }
-                return Ok(FastAnswer { status: http::StatusCode::OK, body, cache: CacheStatus::Hit });
+                return Ok(FastAnswer {
+                    status: http::StatusCode::OK,
+                    body,
+                    cache: CacheStatus::Hit,
+                });
             }
         }
 
@@ -264,11 +305,19 @@ impl FastPath {
             self.cache_set_later(key, body.clone(), self.settings.search_ttl);
         }
         self.access.record(scope, ids.iter());
-        Ok(FastAnswer { status: http::StatusCode::OK, body, cache: CacheStatus::Miss })
+        Ok(FastAnswer {
+            status: http::StatusCode::OK,
+            body,
+            cache: CacheStatus::Miss,
+        })
     }
 
     /// `POST /memories`, stored synchronously: embed, upsert, cache, bump the search generation.
-    pub async fn create(&self, scope: &Scope, request: CreateMemoryRequest) -> Result<FastAnswer, ApiError> {
+    pub async fn create(
+        &self,
+        scope: &Scope,
+        request: CreateMemoryRequest,
+    ) -> Result<FastAnswer, ApiError> {
         request.validate()?;
         let id = Uuid::now_v7();
         let content = request.content.clone();
@@ -278,7 +327,11 @@ impl FastPath {
         }
         let mut vectors = self
             .metrics
-            .observe("embeddings", "embed", self.embeddings.embedder().embed(&[content]))
+            .observe(
+                "embeddings",
+                "embed",
+                self.embeddings.embedder().embed(&[content]),
+            )
             .await
             .map_err(|e| unavailable("the embedding provider", e))?;
         let vector = vectors
@@ -288,21 +341,34 @@ impl FastPath {
             .observe(
                 self.vectors_name(),
                 "upsert",
-                self.vectors.upsert(vec![MemoryPoint { id, vector, memory: memory.clone() }]),
+                self.vectors.upsert(vec![MemoryPoint {
+                    id,
+                    vector,
+                    memory: memory.clone(),
+                }]),
             )
             .await
             .map_err(|e| unavailable("the vector store", e))?;
-        let body = Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let body =
+            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
         let key = self.keys.memory(scope, id);
         self.memories_l1.insert(key.clone(), body.clone()).await;
-        if let Err(error) = self.cache.set(&key, body.clone(), self.settings.memory_ttl).await {
+        if let Err(error) = self
+            .cache
+            .set(&key, body.clone(), self.settings.memory_ttl)
+            .await
+        {
             tracing::warn!(%error, "cache write failed after create");
         }
         if let Err(error) = self.cache.increment(&self.keys.search_generation()).await {
             // Cached searches may miss this memory until their TTL ends.
             tracing::warn!(%error, "could not bump the search generation after create");
         }
-        Ok(FastAnswer { status: http::StatusCode::CREATED, body, cache: CacheStatus::Bypass })
+        Ok(FastAnswer {
+            status: http::StatusCode::CREATED,
+            body,
+            cache: CacheStatus::Bypass,
+        })
     }
 
     /// Answers when the fast path's dependencies do.

@@ -43,7 +43,9 @@ pub struct KeySpace {
 
 impl KeySpace {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -61,7 +63,12 @@ impl KeySpace {
     }
 
     /// `search:{gen}:{sha256(params)}`: one search's result list.
-    pub fn search_results(&self, scope: &Scope, generation: u64, normalized_params: &[u8]) -> String {
+    pub fn search_results(
+        &self,
+        scope: &Scope,
+        generation: u64,
+        normalized_params: &[u8],
+    ) -> String {
         format!(
             "{}{}search:{generation}:{}",
             self.prefix,
@@ -106,7 +113,9 @@ mod tests {
         assert!(keys
             .search_results(&Scope::UNSCOPED, 7, b"{}")
             .starts_with("memgate:ns/notes:search:7:"));
-        assert!(keys.embedding("m", "hi").starts_with("memgate:ns/notes:emb:m:"));
+        assert!(keys
+            .embedding("m", "hi")
+            .starts_with("memgate:ns/notes:emb:m:"));
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub struct LegacyClient {
 
 impl std::fmt::Debug for LegacyClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegacyClient").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("LegacyClient")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,16 +76,20 @@ impl LegacyClient {
         let base = &self.settings.base_url;
         let prefix = base.path().trim_end_matches('/');
         let mut parts = base.clone().into_parts();
-        parts.path_and_query = Some(
-            format!("{prefix}{path_and_query}")
-                .parse()
-                .map_err(|_| ApiError::bad_request("invalid_path", "the request path cannot be forwarded"))?,
-        );
-        Uri::from_parts(parts).map_err(|_| ApiError::bad_request("invalid_path", "the request path cannot be forwarded"))
+        parts.path_and_query = Some(format!("{prefix}{path_and_query}").parse().map_err(|_| {
+            ApiError::bad_request("invalid_path", "the request path cannot be forwarded")
+        })?);
+        Uri::from_parts(parts).map_err(|_| {
+            ApiError::bad_request("invalid_path", "the request path cannot be forwarded")
+        })
     }
 
     /// Forwards a request whose body is still a stream.
-    pub async fn forward<B>(&self, request: Request<B>, client: SocketAddr) -> Result<Response, ApiError>
+    pub async fn forward<B>(
+        &self,
+        request: Request<B>,
+        client: SocketAddr,
+    ) -> Result<Response, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -93,12 +99,18 @@ impl LegacyClient {
             return Err(body_too_large(limit));
         }
         let (mut parts, body) = request.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
         parts.uri = self.target(&path_and_query)?;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
         append_forwarded_for(&mut parts.headers, client);
-        let body = Limited::new(body, limit).map_err(BoxError::from).boxed_unsync();
+        let body = Limited::new(body, limit)
+            .map_err(BoxError::from)
+            .boxed_unsync();
         let request = Request::from_parts(parts, body);
 
         let response = tokio::time::timeout(self.settings.timeout, self.client.request(request))
@@ -107,16 +119,25 @@ impl LegacyClient {
                 ApiError::new(
                     http::StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
-                    format!("the legacy service did not answer within {:?}", self.settings.timeout),
+                    format!(
+                        "the legacy service did not answer within {:?}",
+                        self.settings.timeout
+                    ),
                 )
             })?
             .map_err(|error| {
                 tracing::warn!(%error, "legacy request failed");
-                ApiError::bad_gateway("upstream_unavailable", format!("the legacy service is unavailable: {error}"))
+                ApiError::bad_gateway(
+                    "upstream_unavailable",
+                    format!("the legacy service is unavailable: {error}"),
+                )
             })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(http::Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()))
+        Ok(http::Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
     }
 }
 
@@ -154,7 +175,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
@@ -185,7 +209,10 @@ mod tests {
             max_body_bytes: 1,
         });
         assert_eq!(
-            client.target("/memories?limit=3").expect("target").to_string(),
+            client
+                .target("/memories?limit=3")
+                .expect("target")
+                .to_string(),
             "http://legacy:3000/api/memories?limit=3"
         );
     }

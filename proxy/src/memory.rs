@@ -139,7 +139,10 @@ impl SearchRequest {
     pub fn normalize(self) -> Result<NormalizedSearch, ApiError> {
         let query = self.query.split_whitespace().collect::<Vec<_>>().join(" ");
         if query.is_empty() {
-            return Err(ApiError::bad_request("empty_query", "`query` must not be empty"));
+            return Err(ApiError::bad_request(
+                "empty_query",
+                "`query` must not be empty",
+            ));
         }
         if query.chars().count() > MAX_QUERY_CHARS {
             return Err(ApiError::bad_request(
@@ -228,7 +231,10 @@ impl CreateMemoryRequest {
     pub fn validate(&self) -> Result<(), ApiError> {
         let chars = self.content.chars().count();
         if self.content.trim().is_empty() {
-            return Err(ApiError::bad_request("empty_content", "`content` must not be empty"));
+            return Err(ApiError::bad_request(
+                "empty_content",
+                "`content` must not be empty",
+            ));
         }
         if chars > MAX_CONTENT_CHARS {
             return Err(ApiError::bad_request(
@@ -247,9 +253,12 @@ impl CreateMemoryRequest {
 
     /// The record stored at once: enrichment fields are provisional until the worker runs.
     pub fn into_record(self, id: Uuid, now: DateTime<Utc>, status: MemoryStatus) -> StoredMemory {
-        let summary = self
-            .summary
-            .unwrap_or_else(|| self.content.chars().take(PROVISIONAL_SUMMARY_CHARS).collect());
+        let summary = self.summary.unwrap_or_else(|| {
+            self.content
+                .chars()
+                .take(PROVISIONAL_SUMMARY_CHARS)
+                .collect()
+        });
         let timestamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let value = serde_json::json!({
             "id": id,
@@ -326,12 +335,23 @@ mod tests {
         assert_eq!(code(r#"{"query":"   "}"#), "empty_query");
         assert_eq!(code(r#"{"query":"x","limit":0}"#), "invalid_limit");
         assert_eq!(code(r#"{"query":"x","limit":101}"#), "invalid_limit");
-        assert_eq!(code(r#"{"query":"x","similarityThreshold":1.5}"#), "invalid_threshold");
-        assert_eq!(code(r#"{"query":"x","similarityThreshold":-0.1}"#), "invalid_threshold");
-        assert_eq!(code(r#"{"query":"x","minImportance":2}"#), "out_of_range");
-        assert_eq!(code(r#"{"query":"x","emotionalRange":{"min":0.5,"max":-0.5}}"#), "invalid_range");
         assert_eq!(
-            code(r#"{"query":"x","dateRange":{"start":"2025-02-01T00:00:00Z","end":"2025-01-01T00:00:00Z"}}"#),
+            code(r#"{"query":"x","similarityThreshold":1.5}"#),
+            "invalid_threshold"
+        );
+        assert_eq!(
+            code(r#"{"query":"x","similarityThreshold":-0.1}"#),
+            "invalid_threshold"
+        );
+        assert_eq!(code(r#"{"query":"x","minImportance":2}"#), "out_of_range");
+        assert_eq!(
+            code(r#"{"query":"x","emotionalRange":{"min":0.5,"max":-0.5}}"#),
+            "invalid_range"
+        );
+        assert_eq!(
+            code(
+                r#"{"query":"x","dateRange":{"start":"2025-02-01T00:00:00Z","end":"2025-01-01T00:00:00Z"}}"#
+            ),
             "invalid_range"
         );
     }
@@ -345,18 +365,34 @@ mod tests {
     fn create_validation() {
         let parse = |json: &str| serde_json::from_str::<CreateMemoryRequest>(json).expect("parses");
         assert!(parse(r#"{"content":"hello"}"#).validate().is_ok());
-        assert_eq!(parse(r#"{"content":"  "}"#).validate().unwrap_err().code, "empty_content");
-        assert_eq!(parse(r#"{"content":"a","importance":1.2}"#).validate().unwrap_err().code, "out_of_range");
+        assert_eq!(
+            parse(r#"{"content":"  "}"#).validate().unwrap_err().code,
+            "empty_content"
+        );
+        assert_eq!(
+            parse(r#"{"content":"a","importance":1.2}"#)
+                .validate()
+                .unwrap_err()
+                .code,
+            "out_of_range"
+        );
         let long = format!(r#"{{"content":"{}"}}"#, "a".repeat(MAX_CONTENT_CHARS + 1));
-        assert_eq!(parse(&long).validate().unwrap_err().code, "content_too_long");
+        assert_eq!(
+            parse(&long).validate().unwrap_err().code,
+            "content_too_long"
+        );
     }
 
     #[test]
     fn a_record_has_a_provisional_summary() {
         let request: CreateMemoryRequest =
-            serde_json::from_str(&format!(r#"{{"content":"{}"}}"#, "é".repeat(500))).expect("parses");
+            serde_json::from_str(&format!(r#"{{"content":"{}"}}"#, "é".repeat(500)))
+                .expect("parses");
         let record = request.into_record(Uuid::now_v7(), Utc::now(), MemoryStatus::Processing);
-        assert_eq!(record["summary"].as_str().map(|s| s.chars().count()), Some(200));
+        assert_eq!(
+            record["summary"].as_str().map(|s| s.chars().count()),
+            Some(200)
+        );
         assert_eq!(record["status"], "processing");
         assert_eq!(record["type"], "episodic");
     }

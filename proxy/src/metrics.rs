@@ -8,8 +8,8 @@ use prometheus::{
 
 /// Buckets from 50 µs to 10 s: the fast path lives in the first few, legacy in the last.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 #[derive(Clone)]
@@ -64,8 +64,11 @@ impl Metrics {
         let request_duration = register(
             &registry,
             HistogramVec::new(
-                HistogramOpts::new("memgate_request_duration_seconds", "Time to answer a Memory API request")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "memgate_request_duration_seconds",
+                    "Time to answer a Memory API request",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["op", "path", "cache"],
             )
             .expect("valid metric"),
@@ -73,8 +76,11 @@ impl Metrics {
         let dependency_duration = register(
             &registry,
             HistogramVec::new(
-                HistogramOpts::new("memgate_dependency_duration_seconds", "Time spent in one call to a dependency")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "memgate_dependency_duration_seconds",
+                    "Time spent in one call to a dependency",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["dependency", "op"],
             )
             .expect("valid metric"),
@@ -82,7 +88,10 @@ impl Metrics {
         let dependency_errors = register(
             &registry,
             IntCounterVec::new(
-                Opts::new("memgate_dependency_errors_total", "Failed calls to a dependency"),
+                Opts::new(
+                    "memgate_dependency_errors_total",
+                    "Failed calls to a dependency",
+                ),
                 &["dependency"],
             )
             .expect("valid metric"),
@@ -90,24 +99,37 @@ impl Metrics {
         let rejected = register(
             &registry,
             IntCounterVec::new(
-                Opts::new("memgate_rejected_requests_total", "Requests refused with a 4xx, by error code"),
+                Opts::new(
+                    "memgate_rejected_requests_total",
+                    "Requests refused with a 4xx, by error code",
+                ),
                 &["code"],
             )
             .expect("valid metric"),
         );
         let rollout_percent = register(
             &registry,
-            IntGauge::new("memgate_rollout_percent", "Share of requests routed to the fast path").expect("valid metric"),
+            IntGauge::new(
+                "memgate_rollout_percent",
+                "Share of requests routed to the fast path",
+            )
+            .expect("valid metric"),
         );
         let access_flushed = register(
             &registry,
-            IntCounter::new("memgate_access_flushed_total", "Memory access records flushed to the cache store")
-                .expect("valid metric"),
+            IntCounter::new(
+                "memgate_access_flushed_total",
+                "Memory access records flushed to the cache store",
+            )
+            .expect("valid metric"),
         );
         let access_flush_errors = register(
             &registry,
-            IntCounter::new("memgate_access_flush_errors_total", "Access flushes that failed and were kept for retry")
-                .expect("valid metric"),
+            IntCounter::new(
+                "memgate_access_flush_errors_total",
+                "Access flushes that failed and were kept for retry",
+            )
+            .expect("valid metric"),
         );
         Self {
             registry,
@@ -138,11 +160,16 @@ impl Metrics {
         op: &str,
         call: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
-        let timer = self.dependency_duration.with_label_values(&[dependency, op]).start_timer();
+        let timer = self
+            .dependency_duration
+            .with_label_values(&[dependency, op])
+            .start_timer();
         let result = call.await;
         timer.observe_duration();
         if result.is_err() {
-            self.dependency_errors.with_label_values(&[dependency]).inc();
+            self.dependency_errors
+                .with_label_values(&[dependency])
+                .inc();
         }
         result
     }

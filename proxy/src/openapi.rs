@@ -4,10 +4,14 @@
 use serde::Serialize;
 use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::{Content, HttpMethod, OpenApi as Document, PathsBuilder, Ref, Required, ResponseBuilder};
+use utoipa::openapi::{
+    Content, HttpMethod, OpenApi as Document, PathsBuilder, Ref, Required, ResponseBuilder,
+};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::memory::{CreateMemoryRequest, DateRange, Memory, MemoryStatus, MemoryType, SearchRequest, ValenceRange};
+use crate::memory::{
+    CreateMemoryRequest, DateRange, Memory, MemoryStatus, MemoryType, SearchRequest, ValenceRange,
+};
 
 /// `{"error": {"code", "message"}}`
 #[derive(Serialize, ToSchema)]
@@ -37,8 +41,16 @@ pub struct SearchResponse {
                        `x-memgate-route: fast|legacy` forces a path."
     ),
     components(schemas(
-        Memory, MemoryType, MemoryStatus, SearchRequest, ValenceRange, DateRange,
-        CreateMemoryRequest, SearchResponse, ErrorBody, ErrorDetail
+        Memory,
+        MemoryType,
+        MemoryStatus,
+        SearchRequest,
+        ValenceRange,
+        DateRange,
+        CreateMemoryRequest,
+        SearchResponse,
+        ErrorBody,
+        ErrorDetail
     ))
 )]
 struct MemoryApi;
@@ -74,32 +86,56 @@ pub fn document() -> Document {
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
         .description(Some("The memory's UUID"))
-        .schema(Some(utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String).format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid)))))
+        .schema(Some(
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Uuid,
+                ))),
+        ))
         .build();
     let get = OperationBuilder::new()
         .operation_id(Some("getMemory"))
         .summary(Some("Fetch one memory"))
         .parameter(id)
         .response("200", response("The memory", "Memory"))
-        .response("400", error("The id is not a UUID, or the scope header is missing"))
+        .response(
+            "400",
+            error("The id is not a UUID, or the scope header is missing"),
+        )
         .response("404", error("No such memory (for this tenant)"))
         .response("503", error("The vector store is unavailable"));
     let search = OperationBuilder::new()
         .operation_id(Some("searchMemories"))
         .summary(Some("Semantic search with filters"))
         .request_body(json_body("SearchRequest"))
-        .response("200", response("Matching memories, best first", "SearchResponse"))
-        .response("400", error("Malformed JSON, unknown field, or a value out of range"))
+        .response(
+            "200",
+            response("Matching memories, best first", "SearchResponse"),
+        )
+        .response(
+            "400",
+            error("Malformed JSON, unknown field, or a value out of range"),
+        )
         .response("413", error("The body exceeds limits.maxBodyBytes"))
-        .response("503", error("The embedding provider or vector store is unavailable"));
+        .response(
+            "503",
+            error("The embedding provider or vector store is unavailable"),
+        );
     let create = OperationBuilder::new()
         .operation_id(Some("createMemory"))
         .summary(Some("Store a memory"))
         .request_body(json_body("CreateMemoryRequest"))
         .response("201", response("The stored memory", "Memory"))
-        .response("400", error("Malformed JSON, unknown field, or a value out of range"))
+        .response(
+            "400",
+            error("Malformed JSON, unknown field, or a value out of range"),
+        )
         .response("413", error("The body exceeds limits.maxBodyBytes"))
-        .response("503", error("The embedding provider or vector store is unavailable"));
+        .response(
+            "503",
+            error("The embedding provider or vector store is unavailable"),
+        );
     let paths = PathsBuilder::new()
         .path("/memories/{id}", PathItem::new(HttpMethod::Get, get))
         .path("/memories/search", PathItem::new(HttpMethod::Post, search))
@@ -121,9 +157,21 @@ mod tests {
             assert!(json["paths"][path].is_object(), "missing {path}");
         }
         let text = json.to_string();
-        for name in ["Memory", "SearchRequest", "CreateMemoryRequest", "SearchResponse", "ErrorBody"] {
-            assert!(text.contains(&format!("#/components/schemas/{name}")), "{name} unused");
-            assert!(json["components"]["schemas"][name].is_object(), "{name} undefined");
+        for name in [
+            "Memory",
+            "SearchRequest",
+            "CreateMemoryRequest",
+            "SearchResponse",
+            "ErrorBody",
+        ] {
+            assert!(
+                text.contains(&format!("#/components/schemas/{name}")),
+                "{name} unused"
+            );
+            assert!(
+                json["components"]["schemas"][name].is_object(),
+                "{name} undefined"
+            );
         }
         let search = &json["components"]["schemas"]["SearchRequest"]["properties"];
         assert!(search["similarityThreshold"].is_object());

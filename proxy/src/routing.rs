@@ -43,7 +43,10 @@ pub fn bucket(key: &[u8]) -> u8 {
 
 impl Router {
     pub fn new(rollout: RolloutHandle, sticky_header: Option<HeaderName>) -> Self {
-        Self { rollout, sticky_header }
+        Self {
+            rollout,
+            sticky_header,
+        }
     }
 
     pub fn rollout(&self) -> &RolloutHandle {
@@ -79,7 +82,11 @@ impl Router {
             Some(value) => bucket(value) < percent,
             None => bucket(client.to_string().as_bytes()) < percent,
         };
-        Ok(if in_rollout { RoutePath::Fast } else { RoutePath::Legacy })
+        Ok(if in_rollout {
+            RoutePath::Fast
+        } else {
+            RoutePath::Legacy
+        })
     }
 }
 
@@ -94,7 +101,10 @@ mod tests {
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn router(percent: u8) -> Router {
-        Router::new(RolloutHandle::new(percent), Some(HeaderName::from_static("x-user-id")))
+        Router::new(
+            RolloutHandle::new(percent),
+            Some(HeaderName::from_static("x-user-id")),
+        )
     }
 
     fn user(id: &str) -> HeaderMap {
@@ -108,7 +118,9 @@ mod tests {
         for percent in [1u8, 10, 25, 50, 75, 90, 99] {
             let router = router(percent);
             let fast = (0..10_000)
-                .filter(|i| router.choose(&user(&format!("user-{i}")), LOCALHOST) == Ok(RoutePath::Fast))
+                .filter(|i| {
+                    router.choose(&user(&format!("user-{i}")), LOCALHOST) == Ok(RoutePath::Fast)
+                })
                 .count();
             let observed = fast as f64 / 100.0;
             assert!(
@@ -154,11 +166,17 @@ mod tests {
     fn forcing_a_path() {
         let mut headers = user("someone");
         headers.insert(ROUTE_HEADER, HeaderValue::from_static("legacy"));
-        assert_eq!(router(100).choose(&headers, LOCALHOST), Ok(RoutePath::Legacy));
+        assert_eq!(
+            router(100).choose(&headers, LOCALHOST),
+            Ok(RoutePath::Legacy)
+        );
         headers.insert(ROUTE_HEADER, HeaderValue::from_static("fast"));
         assert_eq!(router(0).choose(&headers, LOCALHOST), Ok(RoutePath::Fast));
         headers.insert(ROUTE_HEADER, HeaderValue::from_static("sideways"));
-        assert_eq!(router(50).choose(&headers, LOCALHOST).unwrap_err().code, "invalid_route");
+        assert_eq!(
+            router(50).choose(&headers, LOCALHOST).unwrap_err().code,
+            "invalid_route"
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use http::{Method, Request, StatusCode};
 
 use crate::error::ApiError;
 use crate::fastpath::{CacheStatus, FastAnswer, FastPath};
-use crate::http::{json_response, parse_json, read_body, BoxError, Response, CACHE_HEADER, PATH_HEADER};
+use crate::http::{
+    json_response, parse_json, read_body, BoxError, Response, CACHE_HEADER, PATH_HEADER,
+};
 use crate::keys::Scope;
 use crate::legacy::LegacyClient;
 use crate::memory::{parse_memory_id, CreateMemoryRequest, SearchRequest};
@@ -169,7 +171,10 @@ impl ApiState {
             .filter(|value| !value.is_empty())
             .map(Scope::tenant)
             .ok_or_else(|| {
-                ApiError::bad_request("missing_scope", format!("the `{header}` header is required"))
+                ApiError::bad_request(
+                    "missing_scope",
+                    format!("the `{header}` header is required"),
+                )
             })
     }
 
@@ -226,7 +231,11 @@ fn fast_response(answer: FastAnswer) -> Response {
     let created_id = (answer.status == StatusCode::CREATED)
         .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
         .flatten()
-        .and_then(|memory| memory.get("id").and_then(|id| id.as_str().map(str::to_string)));
+        .and_then(|memory| {
+            memory
+                .get("id")
+                .and_then(|id| id.as_str().map(str::to_string))
+        });
     let mut response = json_response(answer.status, answer.body);
     if let Some(id) = created_id {
         if let Ok(location) = HeaderValue::from_str(&format!("/memories/{id}")) {
@@ -255,14 +264,41 @@ mod tests {
         let id = "0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e";
         let path = format!("/memories/{id}");
         assert_eq!(Operation::classify(&Method::GET, &path), Operation::Get(id));
-        assert_eq!(Operation::classify(&Method::PATCH, &path), Operation::Update);
-        assert_eq!(Operation::classify(&Method::DELETE, &path), Operation::Delete);
-        assert_eq!(Operation::classify(&Method::POST, "/memories"), Operation::Create);
-        assert_eq!(Operation::classify(&Method::POST, "/memories/search"), Operation::Search);
-        assert_eq!(Operation::classify(&Method::GET, "/memories"), Operation::Other);
-        assert_eq!(Operation::classify(&Method::GET, "/memories/a/b"), Operation::Other);
-        assert_eq!(Operation::classify(&Method::GET, "/memoriesx/1"), Operation::Other);
-        assert_eq!(Operation::classify(&Method::GET, "/health"), Operation::Other);
-        assert_eq!(Operation::classify(&Method::GET, "/openapi.json"), Operation::OpenApi);
+        assert_eq!(
+            Operation::classify(&Method::PATCH, &path),
+            Operation::Update
+        );
+        assert_eq!(
+            Operation::classify(&Method::DELETE, &path),
+            Operation::Delete
+        );
+        assert_eq!(
+            Operation::classify(&Method::POST, "/memories"),
+            Operation::Create
+        );
+        assert_eq!(
+            Operation::classify(&Method::POST, "/memories/search"),
+            Operation::Search
+        );
+        assert_eq!(
+            Operation::classify(&Method::GET, "/memories"),
+            Operation::Other
+        );
+        assert_eq!(
+            Operation::classify(&Method::GET, "/memories/a/b"),
+            Operation::Other
+        );
+        assert_eq!(
+            Operation::classify(&Method::GET, "/memoriesx/1"),
+            Operation::Other
+        );
+        assert_eq!(
+            Operation::classify(&Method::GET, "/health"),
+            Operation::Other
+        );
+        assert_eq!(
+            Operation::classify(&Method::GET, "/openapi.json"),
+            Operation::OpenApi
+        );
     }
 }

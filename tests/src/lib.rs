@@ -1,1 +1,35 @@
+//! The test harness for memgate's end-to-end tests (in `tests/tests/`): real processes and
+//! servers on loopback, never mocks of our own code.
+//!
+//! - [`RedisServer`]: a `redis-server` of its own on a free port, stopped on drop.
+//! - [`FakeUpstream`]: a stand-in legacy memory service that records what reached it.
+//! - [`FakeOpenAi`]: an OpenAI-compatible `/embeddings` server (deterministic vectors from the
+//!   hashing embedder) that counts calls and can be told to be slow or fail.
+//! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 
+mod http_server;
+mod openai;
+mod proxy;
+mod redis_server;
+mod upstream;
+
+pub use openai::FakeOpenAi;
+pub use proxy::{start_proxy, test_config};
+pub use redis_server::RedisServer;
+pub use upstream::{FakeUpstream, RecordedRequest};
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    condition().await
+}

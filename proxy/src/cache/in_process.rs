@@ -70,7 +70,9 @@ impl InProcessCache {
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         // A panic while holding the lock leaves plain counters behind: still usable.
-        self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Ids in a `popular` set, most read first.
@@ -153,8 +155,14 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_after_their_own_ttl() {
         let cache = InProcessCache::new(100);
-        cache.set("short", Bytes::from_static(b"a"), Duration::from_millis(30)).await.expect("set");
-        cache.set("long", Bytes::from_static(b"b"), Duration::from_secs(60)).await.expect("set");
+        cache
+            .set("short", Bytes::from_static(b"a"), Duration::from_millis(30))
+            .await
+            .expect("set");
+        cache
+            .set("long", Bytes::from_static(b"b"), Duration::from_secs(60))
+            .await
+            .expect("set");
         assert!(cache.get("short").await.expect("get").is_some());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(cache.get("short").await.expect("get").is_none());
@@ -174,8 +182,14 @@ mod tests {
             count,
             last: now,
         };
-        cache.record_accesses(&[update(1, 2), update(2, 5), update(1, 1)]).await.expect("record");
-        assert_eq!(cache.access_stats("access:1").await.expect("stats"), Some((3, now)));
+        cache
+            .record_accesses(&[update(1, 2), update(2, 5), update(1, 1)])
+            .await
+            .expect("record");
+        assert_eq!(
+            cache.access_stats("access:1").await.expect("stats"),
+            Some((3, now))
+        );
         let top = cache.popular("popular", 1);
         assert_eq!(top, vec![(uuid::Uuid::from_u128(2).to_string(), 5)]);
     }

@@ -25,7 +25,11 @@ impl std::fmt::Debug for RedisCache {
 impl RedisCache {
     /// Prepares a connection without dialing: the proxy starts while Redis is still down, and
     /// `/readyz` says so until it answers.
-    pub fn connect_lazy(url: &str, password: Option<&str>, timeout: Duration) -> Result<Self, CacheError> {
+    pub fn connect_lazy(
+        url: &str,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let mut info = url.into_connection_info()?;
         if let Some(password) = password {
             let settings = info.redis_settings().clone().set_password(password);
@@ -86,7 +90,9 @@ impl CacheStore for RedisCache {
         }
         let mut pipe = redis::pipe();
         for update in updates {
-            let last = update.last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let last = update
+                .last
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let id = update.id.to_string();
             pipe.hincr(&update.access_key, "count", update.count)
                 .ignore()

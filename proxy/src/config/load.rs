@@ -49,7 +49,10 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
     }
     if let Some(path) = &sources.file {
         if !path.is_file() {
-            anyhow::bail!("config file {} does not exist or is not a file", path.display());
+            anyhow::bail!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            );
         }
         figment = figment.merge(Yaml::file_exact(path));
     }
@@ -142,9 +145,18 @@ cache: {memoryTtl: 30m, searchTtl: 1m}
 
     #[test]
     fn env_names_map_to_camel_case_paths() {
-        assert_eq!(env_var_to_path("MEMGATE_CACHE__MEMORY_TTL").as_deref(), Some("cache.memoryTtl"));
-        assert_eq!(env_var_to_path("MEMGATE_ROLLOUT__PERCENT").as_deref(), Some("rollout.percent"));
-        assert_eq!(env_var_to_path("MEMGATE_ADMIN_LISTEN").as_deref(), Some("adminListen"));
+        assert_eq!(
+            env_var_to_path("MEMGATE_CACHE__MEMORY_TTL").as_deref(),
+            Some("cache.memoryTtl")
+        );
+        assert_eq!(
+            env_var_to_path("MEMGATE_ROLLOUT__PERCENT").as_deref(),
+            Some("rollout.percent")
+        );
+        assert_eq!(
+            env_var_to_path("MEMGATE_ADMIN_LISTEN").as_deref(),
+            Some("adminListen")
+        );
         assert_eq!(env_var_to_path("MEMGATE_CONFIG"), None);
         assert_eq!(env_var_to_path("HOME"), None);
     }

@@ -108,22 +108,13 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RolloutConfig {
     /// Share of requests (0–100) that take the fast path. Re-read while running.
     pub percent: u8,
     /// Header whose value picks the bucket (e.g. `x-user-id`); else the client address.
     pub sticky_header: Option<String>,
-}
-
-impl Default for RolloutConfig {
-    fn default() -> Self {
-        Self {
-            percent: 0,
-            sticky_header: None,
-        }
-    }
 }
 
 /// Tenant scoping: the header naming the tenant and the payload field it is stored in.
@@ -405,16 +396,29 @@ impl Config {
         check_positive("reload.interval", self.reload.interval)?;
         if self.cache.backend == CacheBackend::Redis {
             match &self.redis.url {
-                None => return Err(invalid("redis.url", "is required when cache.backend is redis")),
+                None => {
+                    return Err(invalid(
+                        "redis.url",
+                        "is required when cache.backend is redis",
+                    ))
+                }
                 Some(url) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
-                    return Err(invalid("redis.url", "must start with redis:// or rediss://"))
+                    return Err(invalid(
+                        "redis.url",
+                        "must start with redis:// or rediss://",
+                    ))
                 }
                 Some(_) => {}
             }
         }
         if self.vectors.backend == VectorBackend::Qdrant {
             match &self.vectors.url {
-                None => return Err(invalid("vectors.url", "is required when vectors.backend is qdrant")),
+                None => {
+                    return Err(invalid(
+                        "vectors.url",
+                        "is required when vectors.backend is qdrant",
+                    ))
+                }
                 Some(url) => check_http_url("vectors.url", url)?,
             }
         }
@@ -425,7 +429,10 @@ impl Config {
             return Err(invalid("vectors.searchEf", "must be at least 1"));
         }
         if !(1..=65_536).contains(&self.embeddings.dimensions) {
-            return Err(invalid("embeddings.dimensions", "must be between 1 and 65536"));
+            return Err(invalid(
+                "embeddings.dimensions",
+                "must be between 1 and 65536",
+            ));
         }
         if self.embeddings.model.trim().is_empty() {
             return Err(invalid("embeddings.model", "must not be empty"));

@@ -37,7 +37,10 @@ pub fn watch_rollout(
     on_change: impl Fn(u8) + Send + 'static,
 ) -> WatchGuard {
     // The baseline is read before returning, so a change made right after is never missed.
-    let mut last = sources.file.as_ref().and_then(|path| std::fs::read(path).ok());
+    let mut last = sources
+        .file
+        .as_ref()
+        .and_then(|path| std::fs::read(path).ok());
     let task = tokio::spawn(async move {
         let Some(path) = sources.file.clone() else {
             return;
@@ -56,7 +59,11 @@ pub fn watch_rollout(
                     let old = rollout.percent();
                     if config.rollout.percent != old {
                         rollout.set(config.rollout.percent);
-                        tracing::info!(old, new = config.rollout.percent, "rollout percentage changed");
+                        tracing::info!(
+                            old,
+                            new = config.rollout.percent,
+                            "rollout percentage changed"
+                        );
                         on_change(config.rollout.percent);
                     }
                 }

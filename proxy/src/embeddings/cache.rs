@@ -48,7 +48,10 @@ impl EmbeddingCache {
             embedder,
             store,
             keys,
-            l1: Cache::builder().max_capacity(l1_entries).time_to_live(l1_ttl).build(),
+            l1: Cache::builder()
+                .max_capacity(l1_entries)
+                .time_to_live(l1_ttl)
+                .build(),
             ttl,
         }
     }
@@ -59,7 +62,10 @@ impl EmbeddingCache {
 
     /// The embedding of `text`, and where it came from. A cache store that fails is skipped
     /// (logged): the provider still answers.
-    pub async fn embed(&self, text: &str) -> Result<(Arc<Vec<f32>>, EmbeddingLookup), EmbeddingError> {
+    pub async fn embed(
+        &self,
+        text: &str,
+    ) -> Result<(Arc<Vec<f32>>, EmbeddingLookup), EmbeddingError> {
         let key = self.keys.embedding(self.embedder.model(), text);
         if let Some(vector) = self.l1.get(&key).await {
             return Ok((vector, EmbeddingLookup::L1));
@@ -74,12 +80,21 @@ impl EmbeddingCache {
                 _ => tracing::warn!(%key, "ignoring a cached embedding of the wrong size"),
             },
             Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "embedding cache read failed; asking the provider"),
+            Err(error) => {
+                tracing::warn!(%error, "embedding cache read failed; asking the provider")
+            }
         }
         let mut vectors = self.embedder.embed(&[text.to_string()]).await?;
-        let vector = Arc::new(vectors.pop().ok_or(EmbeddingError::CountMismatch { expected: 1, got: 0 })?);
+        let vector = Arc::new(vectors.pop().ok_or(EmbeddingError::CountMismatch {
+            expected: 1,
+            got: 0,
+        })?);
         self.l1.insert(key.clone(), vector.clone()).await;
-        if let Err(error) = self.store.set(&key, Bytes::from(vector_to_bytes(&vector)), self.ttl).await {
+        if let Err(error) = self
+            .store
+            .set(&key, Bytes::from(vector_to_bytes(&vector)), self.ttl)
+            .await
+        {
             tracing::warn!(%error, "embedding cache write failed");
         }
         Ok((vector, EmbeddingLookup::Provider))
@@ -97,18 +112,40 @@ mod tests {
         let store: Arc<dyn CacheStore> = Arc::new(InProcessCache::new(100));
         let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new("h", 16));
         let keys = KeySpace::new("t:");
-        let first = EmbeddingCache::new(embedder.clone(), store.clone(), keys.clone(), 10, Duration::from_secs(60), Duration::from_secs(60));
+        let first = EmbeddingCache::new(
+            embedder.clone(),
+            store.clone(),
+            keys.clone(),
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let (a, from) = first.embed("hello").await.expect("embed");
         assert_eq!(from, EmbeddingLookup::Provider);
         let (b, from) = first.embed("hello").await.expect("embed");
         assert_eq!(from, EmbeddingLookup::L1);
         assert_eq!(a, b);
 
-        let second = EmbeddingCache::new(embedder, store.clone(), keys.clone(), 10, Duration::from_secs(60), Duration::from_secs(60));
+        let second = EmbeddingCache::new(
+            embedder,
+            store.clone(),
+            keys.clone(),
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let (c, from) = second.embed("hello").await.expect("embed");
-        assert_eq!(from, EmbeddingLookup::Cache, "another process finds it in the shared store");
+        assert_eq!(
+            from,
+            EmbeddingLookup::Cache,
+            "another process finds it in the shared store"
+        );
         assert_eq!(a, c);
-        let stored = store.get(&keys.embedding("h", "hello")).await.expect("get").expect("stored");
+        let stored = store
+            .get(&keys.embedding("h", "hello"))
+            .await
+            .expect("get")
+            .expect("stored");
         assert_eq!(stored.len(), 16 * 4, "little-endian f32 bytes");
     }
 }

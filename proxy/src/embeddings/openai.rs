@@ -20,7 +20,13 @@ pub struct OpenAiEmbedder {
 }
 
 impl OpenAiEmbedder {
-    pub fn new(base_url: &str, api_key: Option<&str>, model: &str, dimensions: usize, timeout: Duration) -> Self {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<&str>,
+        model: &str,
+        dimensions: usize,
+        timeout: Duration,
+    ) -> Self {
         let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
         if let Some(key) = api_key {
             config = config.with_api_key(key);

@@ -19,7 +19,9 @@ pub const ROUTE_HEADER: &str = "x-memgate-route";
 
 /// A complete body.
 pub fn full(bytes: Bytes) -> ResponseBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A response with a JSON body.
@@ -34,7 +36,11 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
 
 /// Reads a whole request body, refusing one over `limit` bytes (by its `Content-Length` before
 /// reading anything, or while reading when the length is not declared).
-pub async fn read_body<B>(headers: &http::HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+pub async fn read_body<B>(
+    headers: &http::HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -46,7 +52,9 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(body_too_large(limit)),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(body_too_large(limit))
+        }
         Err(error) => Err(ApiError::bad_request(
             "body_unreadable",
             format!("could not read the request body: {error}"),
@@ -73,7 +81,11 @@ pub fn body_too_large(limit: usize) -> ApiError {
 /// Parses a JSON body into `T`, with serde's message (which names the field) on failure.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
-        let code = if error.is_data() { "invalid_field" } else { "malformed_json" };
+        let code = if error.is_data() {
+            "invalid_field"
+        } else {
+            "malformed_json"
+        };
         ApiError::bad_request(code, format!("invalid request body: {error}"))
     })
 }

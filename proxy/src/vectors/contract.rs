@@ -18,7 +18,15 @@ fn spec(name: &str, dimensions: u64) -> CollectionSpec {
     }
 }
 
-fn point(n: u128, vector: [f32; 4], kind: &str, importance: f64, valence: f64, day: u32, user: &str) -> MemoryPoint {
+fn point(
+    n: u128,
+    vector: [f32; 4],
+    kind: &str,
+    importance: f64,
+    valence: f64,
+    day: u32,
+    user: &str,
+) -> MemoryPoint {
     let id = Uuid::from_u128(n);
     let timestamp = Utc
         .with_ymd_and_hms(2025, 1, day, 12, 0, 0)
@@ -30,8 +38,14 @@ fn point(n: u128, vector: [f32; 4], kind: &str, importance: f64, valence: f64, d
         "importance": importance, "emotionalValence": valence, "tags": ["t"],
         "timestamp": timestamp, "userId": user, "status": "ready",
     });
-    let serde_json::Value::Object(memory) = memory else { unreachable!() };
-    MemoryPoint { id, vector: vector.to_vec(), memory }
+    let serde_json::Value::Object(memory) = memory else {
+        unreachable!()
+    };
+    MemoryPoint {
+        id,
+        vector: vector.to_vec(),
+        memory,
+    }
 }
 
 fn query(filter: MemoryFilter) -> VectorQuery {
@@ -55,8 +69,14 @@ fn ids(results: &[ScoredMemory]) -> Vec<u128> {
 }
 
 async fn scenario(store: &dyn VectorStore, collection: &str) {
-    store.ensure_collection(&spec(collection, 4)).await.expect("create");
-    store.ensure_collection(&spec(collection, 4)).await.expect("idempotent");
+    store
+        .ensure_collection(&spec(collection, 4))
+        .await
+        .expect("create");
+    store
+        .ensure_collection(&spec(collection, 4))
+        .await
+        .expect("idempotent");
     store
         .upsert(vec![
             point(1, [1.0, 0.0, 0.0, 0.0], "episodic", 0.9, 0.5, 1, "alice"),
@@ -67,31 +87,60 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .await
         .expect("upsert");
 
-    let one = store.retrieve(Uuid::from_u128(1)).await.expect("retrieve").expect("exists");
+    let one = store
+        .retrieve(Uuid::from_u128(1))
+        .await
+        .expect("retrieve")
+        .expect("exists");
     assert_eq!(one["id"], json!(Uuid::from_u128(1)));
     assert_eq!(one["content"], "memory 1");
     assert_eq!(one["userId"], "alice");
-    assert!(store.retrieve(Uuid::from_u128(99)).await.expect("retrieve").is_none());
+    assert!(store
+        .retrieve(Uuid::from_u128(99))
+        .await
+        .expect("retrieve")
+        .is_none());
 
     let alice = |filter: MemoryFilter| MemoryFilter {
         scope: Some(("userId".into(), "alice".into())),
         ..filter
     };
-    let all = store.search(query(alice(MemoryFilter::default()))).await.expect("search");
+    let all = store
+        .search(query(alice(MemoryFilter::default())))
+        .await
+        .expect("search");
     assert_eq!(ids(&all), vec![1, 2, 3], "nearest first, only alice's");
     assert!(all[0].score > all[1].score);
 
-    let semantic = MemoryFilter { memory_type: Some(MemoryType::Semantic), ..Default::default() };
-    assert_eq!(ids(&store.search(query(alice(semantic))).await.expect("search")), vec![2]);
-
-    let important = MemoryFilter { min_importance: Some(0.5), ..Default::default() };
-    assert_eq!(ids(&store.search(query(alice(important))).await.expect("search")), vec![1, 3]);
-
-    let calm = MemoryFilter {
-        emotional_range: Some(ValenceRange { min: -0.1, max: 0.6 }),
+    let semantic = MemoryFilter {
+        memory_type: Some(MemoryType::Semantic),
         ..Default::default()
     };
-    assert_eq!(ids(&store.search(query(alice(calm))).await.expect("search")), vec![1, 3]);
+    assert_eq!(
+        ids(&store.search(query(alice(semantic))).await.expect("search")),
+        vec![2]
+    );
+
+    let important = MemoryFilter {
+        min_importance: Some(0.5),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.search(query(alice(important))).await.expect("search")),
+        vec![1, 3]
+    );
+
+    let calm = MemoryFilter {
+        emotional_range: Some(ValenceRange {
+            min: -0.1,
+            max: 0.6,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.search(query(alice(calm))).await.expect("search")),
+        vec![1, 3]
+    );
 
     let january_5_to_15 = MemoryFilter {
         date_range: Some(DateRange {
@@ -100,7 +149,13 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         }),
         ..Default::default()
     };
-    assert_eq!(ids(&store.search(query(alice(january_5_to_15))).await.expect("search")), vec![2]);
+    assert_eq!(
+        ids(&store
+            .search(query(alice(january_5_to_15)))
+            .await
+            .expect("search")),
+        vec![2]
+    );
 
     let mut close = query(alice(MemoryFilter::default()));
     close.score_threshold = Some(0.5);
@@ -111,7 +166,11 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
     assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
 
     store.delete(&[Uuid::from_u128(1)]).await.expect("delete");
-    assert!(store.retrieve(Uuid::from_u128(1)).await.expect("retrieve").is_none());
+    assert!(store
+        .retrieve(Uuid::from_u128(1))
+        .await
+        .expect("retrieve")
+        .is_none());
     store.health().await.expect("healthy");
 }
 
@@ -123,13 +182,33 @@ async fn edge_store_contract() {
     drop(store);
 
     let reopened = EdgeStore::open(Some(dir.path())).expect("open");
-    reopened.ensure_collection(&spec("memories", 4)).await.expect("reload keeps data");
-    assert!(reopened.retrieve(Uuid::from_u128(2)).await.expect("retrieve").is_some());
+    reopened
+        .ensure_collection(&spec("memories", 4))
+        .await
+        .expect("reload keeps data");
+    assert!(reopened
+        .retrieve(Uuid::from_u128(2))
+        .await
+        .expect("retrieve")
+        .is_some());
     drop(reopened);
 
     let wrong_size = EdgeStore::open(Some(dir.path())).expect("open");
-    let error = wrong_size.ensure_collection(&spec("memories", 8)).await.unwrap_err();
-    assert!(matches!(error, VectorError::DimensionMismatch { found: 4, expected: 8, .. }), "{error}");
+    let error = wrong_size
+        .ensure_collection(&spec("memories", 8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VectorError::DimensionMismatch {
+                found: 4,
+                expected: 8,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -140,9 +219,27 @@ async fn qdrant_store_contract() {
     };
     let collection = format!("memgate-test-{}", Uuid::new_v4());
     let api_key = std::env::var("QDRANT_API_KEY").ok();
-    let store = QdrantStore::connect(&url, api_key.as_deref(), &collection, std::time::Duration::from_secs(5))
-        .expect("client");
+    let store = QdrantStore::connect(
+        &url,
+        api_key.as_deref(),
+        &collection,
+        std::time::Duration::from_secs(5),
+    )
+    .expect("client");
     scenario(&store, &collection).await;
-    let error = store.ensure_collection(&spec(&collection, 8)).await.unwrap_err();
-    assert!(matches!(error, VectorError::DimensionMismatch { found: 4, expected: 8, .. }), "{error}");
+    let error = store
+        .ensure_collection(&spec(&collection, 8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VectorError::DimensionMismatch {
+                found: 4,
+                expected: 8,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }

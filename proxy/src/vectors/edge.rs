@@ -8,10 +8,11 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations,
-    Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, SearchParams,
-    SearchRequest, UpdateOperation, Vectors, WithPayloadInterface, DEFAULT_VECTOR_NAME,
+    CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
+    FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QueryEnum, SearchParams, SearchRequest, UpdateOperation, Vectors, WithPayloadInterface,
+    DEFAULT_VECTOR_NAME,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -32,7 +33,9 @@ pub struct EdgeStore {
 
 impl std::fmt::Debug for EdgeStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EdgeStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,10 +71,9 @@ impl EdgeStore {
     }
 
     fn shard(&self) -> Result<Arc<EdgeShard>, VectorError> {
-        self.shard
-            .get()
-            .cloned()
-            .ok_or_else(|| VectorError::Edge("the collection is not open yet (ensure_collection)".into()))
+        self.shard.get().cloned().ok_or_else(|| {
+            VectorError::Edge("the collection is not open yet (ensure_collection)".into())
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -123,7 +125,10 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
         )
         .build();
     let shard = EdgeShard::new(path, config).map_err(edge_error)?;
-    let keyword_fields = spec.scope_field.iter().map(|field| (field.as_str(), IndexKind::Keyword));
+    let keyword_fields = spec
+        .scope_field
+        .iter()
+        .map(|field| (field.as_str(), IndexKind::Keyword));
     for (field, kind) in INDEXED_FIELDS.iter().copied().chain(keyword_fields) {
         let schema = match kind {
             IndexKind::Keyword => PayloadSchemaType::Keyword,
@@ -131,14 +136,14 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
             IndexKind::Datetime => PayloadSchemaType::Datetime,
         };
         shard
-            .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                CreateIndex {
-                    field_name: field
-                        .parse::<JsonPath>()
-                        .map_err(|_| VectorError::Edge(format!("{field:?} is not a payload field name")))?,
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: field.parse::<JsonPath>().map_err(|_| {
+                        VectorError::Edge(format!("{field:?} is not a payload field name"))
+                    })?,
                     field_schema: Some(PayloadFieldSchema::FieldType(schema)),
-                },
-            )))
+                }),
+            ))
             .map_err(edge_error)?;
     }
     tracing::info!(path = %path.display(), dimensions, "created Qdrant Edge shard");
@@ -158,7 +163,9 @@ fn filter_json(filter: &MemoryFilter) -> Option<Value> {
         must.push(json!({ "key": "importance", "range": { "gte": min } }));
     }
     if let Some(range) = filter.emotional_range {
-        must.push(json!({ "key": "emotionalValence", "range": { "gte": range.min, "lte": range.max } }));
+        must.push(
+            json!({ "key": "emotionalValence", "range": { "gte": range.min, "lte": range.max } }),
+        );
     }
     if let Some(range) = filter.date_range {
         let mut bounds = serde_json::Map::new();
@@ -189,7 +196,9 @@ fn point_id_string(id: &PointId) -> String {
 }
 
 fn payload_map(payload: Option<Payload>) -> StoredMemory {
-    payload.map(|payload| payload.0.into_iter().collect()).unwrap_or_default()
+    payload
+        .map(|payload| payload.0.into_iter().collect())
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -222,9 +231,9 @@ impl VectorStore for EdgeStore {
             .collect();
         self.blocking(move |shard| {
             shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(points),
-                )))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+                ))
                 .map_err(edge_error)
         })
         .await
@@ -233,12 +242,15 @@ impl VectorStore for EdgeStore {
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError> {
         self.blocking(move |shard| {
             let records = shard
-                .retrieve(&[PointId::Uuid(id)], Some(WithPayloadInterface::Bool(true)), None)
+                .retrieve(
+                    &[PointId::Uuid(id)],
+                    Some(WithPayloadInterface::Bool(true)),
+                    None,
+                )
                 .map_err(edge_error)?;
-            Ok(records
-                .into_iter()
-                .next()
-                .map(|record| memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))))
+            Ok(records.into_iter().next().map(|record| {
+                memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))
+            }))
         })
         .await
     }
@@ -263,7 +275,10 @@ impl VectorStore for EdgeStore {
             Ok(points
                 .into_iter()
                 .map(|point| ScoredMemory {
-                    memory: memory_from_payload(&point_id_string(&point.id), payload_map(point.payload)),
+                    memory: memory_from_payload(
+                        &point_id_string(&point.id),
+                        payload_map(point.payload),
+                    ),
                     score: point.score,
                 })
                 .collect())
@@ -275,7 +290,9 @@ impl VectorStore for EdgeStore {
         let ids = ids.iter().map(|id| PointId::Uuid(*id)).collect();
         self.blocking(move |shard| {
             shard
-                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints { ids },
+                ))
                 .map_err(edge_error)
         })
         .await
@@ -301,7 +318,10 @@ mod tests {
             scope: Some(("userId".into(), "alice".into())),
             memory_type: Some(MemoryType::Semantic),
             min_importance: Some(0.4),
-            emotional_range: Some(ValenceRange { min: -0.5, max: 0.5 }),
+            emotional_range: Some(ValenceRange {
+                min: -0.5,
+                max: 0.5,
+            }),
             date_range: Some(DateRange {
                 start: Some(chrono::Utc::now()),
                 end: None,
@@ -309,6 +329,8 @@ mod tests {
         };
         let parsed = to_filter(&filter).expect("valid").expect("some");
         assert_eq!(parsed.must.as_ref().map(Vec::len), Some(5));
-        assert!(to_filter(&MemoryFilter::default()).expect("valid").is_none());
+        assert!(to_filter(&MemoryFilter::default())
+            .expect("valid")
+            .is_none());
     }
 }

@@ -3,10 +3,9 @@
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, vectors_config::Config as VectorsConfigKind, Condition,
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange,
-    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder,
-    KeywordIndexParamsBuilder, PointId, PointStruct, PointsIdsList, Range,
-    SearchParamsBuilder, SearchPointsBuilder, Timestamp, UpsertPointsBuilder,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder,
+    Distance, FieldType, Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct,
+    PointsIdsList, Range, SearchParamsBuilder, SearchPointsBuilder, Timestamp, UpsertPointsBuilder,
     VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
@@ -115,7 +114,9 @@ fn point_id_string(id: Option<PointId>) -> String {
     }
 }
 
-fn json_payload(payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>) -> StoredMemory {
+fn json_payload(
+    payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>,
+) -> StoredMemory {
     payload
         .into_iter()
         .map(|(key, value)| (key, value.into_json()))
@@ -146,15 +147,15 @@ impl VectorStore for QdrantStore {
                 }),
                 None => Err(VectorError::InvalidPayload {
                     id: spec.name.clone(),
-                    reason: "the collection uses named vectors; memgate needs one unnamed vector".into(),
+                    reason: "the collection uses named vectors; memgate needs one unnamed vector"
+                        .into(),
                 }),
             };
         }
         self.client
-            .create_collection(
-                CreateCollectionBuilder::new(&spec.name)
-                    .vectors_config(VectorParamsBuilder::new(spec.dimensions, distance(spec.distance))),
-            )
+            .create_collection(CreateCollectionBuilder::new(&spec.name).vectors_config(
+                VectorParamsBuilder::new(spec.dimensions, distance(spec.distance)),
+            ))
             .await?;
         for (field, kind) in INDEXED_FIELDS {
             let field_type = match kind {
@@ -164,16 +165,21 @@ impl VectorStore for QdrantStore {
             };
             self.client
                 .create_field_index(
-                    CreateFieldIndexCollectionBuilder::new(&spec.name, *field, field_type).wait(true),
+                    CreateFieldIndexCollectionBuilder::new(&spec.name, *field, field_type)
+                        .wait(true),
                 )
                 .await?;
         }
         if let Some(field) = &spec.scope_field {
             self.client
                 .create_field_index(
-                    CreateFieldIndexCollectionBuilder::new(&spec.name, field.as_str(), FieldType::Keyword)
-                        .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
-                        .wait(true),
+                    CreateFieldIndexCollectionBuilder::new(
+                        &spec.name,
+                        field.as_str(),
+                        FieldType::Keyword,
+                    )
+                    .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
+                    .wait(true),
                 )
                 .await?;
         }
@@ -185,12 +191,17 @@ impl VectorStore for QdrantStore {
         let points = points
             .into_iter()
             .map(|point| {
-                let payload = Payload::try_from(serde_json::Value::Object(payload_of(&point.memory)))
-                    .map_err(|e| VectorError::InvalidPayload {
-                        id: point.id.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(PointStruct::new(point.id.to_string(), point.vector, payload))
+                let payload =
+                    Payload::try_from(serde_json::Value::Object(payload_of(&point.memory)))
+                        .map_err(|e| VectorError::InvalidPayload {
+                            id: point.id.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                Ok(PointStruct::new(
+                    point.id.to_string(),
+                    point.vector,
+                    payload,
+                ))
             })
             .collect::<Result<Vec<_>, VectorError>>()?;
         self.client
@@ -207,11 +218,9 @@ impl VectorStore for QdrantStore {
                     .with_payload(true),
             )
             .await?;
-        Ok(response
-            .result
-            .into_iter()
-            .next()
-            .map(|point| memory_from_payload(&point_id_string(point.id), json_payload(point.payload))))
+        Ok(response.result.into_iter().next().map(|point| {
+            memory_from_payload(&point_id_string(point.id), json_payload(point.payload))
+        }))
     }
 
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError> {
@@ -229,7 +238,10 @@ impl VectorStore for QdrantStore {
             .result
             .into_iter()
             .map(|point| ScoredMemory {
-                memory: memory_from_payload(&point_id_string(point.id), json_payload(point.payload)),
+                memory: memory_from_payload(
+                    &point_id_string(point.id),
+                    json_payload(point.payload),
+                ),
                 score: point.score,
             })
             .collect())

@@ -1,0 +1,54 @@
+//! Starting a memgate proxy for a test: free ports, a temporary Qdrant Edge directory, and the
+//! given cache, upstream and embedding endpoints.
+
+use memgate::app::RunningProxy;
+use memgate::config::{CacheBackend, Config, EmbeddingProvider, VectorBackend};
+
+/// A config on free ports with Qdrant Edge under `data_dir`: the in-process cache unless
+/// `redis_url`, the hashing embedder unless `openai_base_url`, and `upstream` for legacy.
+pub fn test_config(
+    data_dir: &std::path::Path,
+    redis_url: Option<String>,
+    openai_base_url: Option<String>,
+    upstream: Option<String>,
+) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
+    config.store.namespace = "test".into();
+    config.store.name = format!("store-{}", std::process::id());
+    config.vectors.backend = VectorBackend::Edge;
+    config.vectors.path = Some(data_dir.to_path_buf());
+    config.embeddings.dimensions = 64;
+    match redis_url {
+        Some(url) => {
+            config.cache.backend = CacheBackend::Redis;
+            config.redis.url = Some(url);
+        }
+        None => config.cache.backend = CacheBackend::Memory,
+    }
+    match openai_base_url {
+        Some(url) => {
+            config.embeddings.provider = EmbeddingProvider::Openai;
+            config.embeddings.model = "text-embedding-test".into();
+            config.openai.base_url = url;
+            config.openai.api_key = Some("sk-test".into());
+        }
+        None => {
+            config.embeddings.provider = EmbeddingProvider::Hashing;
+            config.embeddings.model = "hashing".into();
+        }
+    }
+    config.rollout.percent = if upstream.is_some() { 50 } else { 100 };
+    config.rollout.sticky_header = Some("x-user-id".into());
+    config.upstream.url = upstream;
+    config
+}
+
+/// Validates `config` and starts a proxy with it.
+pub async fn start_proxy(config: Config) -> anyhow::Result<RunningProxy> {
+    config.validate()?;
+    memgate::app::start(config, None).await
+}
