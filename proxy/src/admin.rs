@@ -9,15 +9,22 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
 use serde_json::json;
 
-use crate::fastpath::FastPath;
+use async_trait::async_trait;
+
 use crate::http::{full, json_response, Response};
 use crate::metrics::Metrics;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What `/readyz` asks: each dependency's name and whether it answered.
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    async fn checks(&self) -> Vec<(&'static str, Result<(), String>)>;
+}
+
 pub struct AdminState {
     pub metrics: Metrics,
-    pub api: Arc<crate::service::ApiState>,
+    pub readiness: Arc<dyn Readiness>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -38,7 +45,7 @@ impl AdminState {
                 response
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
-            (&Method::GET, "/readyz") => readiness(&self.api.fast).await,
+            (&Method::GET, "/readyz") => readiness(self.readiness.as_ref()).await,
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 Bytes::from_static(b"{\"error\":{\"code\":\"not_found\",\"message\":\"admin endpoints: /metrics, /healthz, /readyz\"}}"),
@@ -47,8 +54,8 @@ impl AdminState {
     }
 }
 
-async fn readiness(fast: &FastPath) -> Response {
-    let checks = match tokio::time::timeout(CHECK_TIMEOUT, fast.check_ready()).await {
+async fn readiness(readiness: &dyn Readiness) -> Response {
+    let checks = match tokio::time::timeout(CHECK_TIMEOUT, readiness.checks()).await {
         Ok(checks) => checks,
         Err(_) => vec![(
             "dependencies",

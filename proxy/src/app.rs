@@ -15,48 +15,35 @@ use crate::access::AccessRecorder;
 use crate::admin::AdminState;
 use crate::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::config::{
-    watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle,
-    VectorBackend, WatchGuard,
+    watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, EnrichmentProvider,
+    RolloutHandle, VectorBackend, WatchGuard,
 };
 use crate::embeddings::{Embedder, EmbeddingCache, HashingEmbedder, OpenAiEmbedder};
+use crate::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
 use crate::fastpath::{FastPath, FastPathSettings};
 use crate::keys::KeySpace;
 use crate::legacy::{LegacyClient, LegacySettings};
 use crate::metrics::Metrics;
+use crate::queue::{InProcessQueue, RedisQueue, WriteQueue};
 use crate::routing::Router;
 use crate::server::{serve, ConnectionSettings};
 use crate::service::ApiState;
 use crate::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
+use crate::worker::{EmbeddingBatcher, Worker, WorkerSettings};
 
 /// The implementation of each concern, as the config chose them.
+#[derive(Clone)]
 pub struct Backends {
     pub cache: Arc<dyn CacheStore>,
+    pub queue: Arc<dyn WriteQueue>,
     pub vectors: Arc<dyn VectorStore>,
     pub embedder: Arc<dyn Embedder>,
+    pub enricher: Arc<dyn Enricher>,
 }
 
 impl Backends {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let cache: Arc<dyn CacheStore> = match config.cache.backend {
-            CacheBackend::Memory => Arc::new(InProcessCache::new(
-                config.cache.l1.max_entries.max(100_000),
-            )),
-            CacheBackend::Redis => {
-                let url = config
-                    .redis
-                    .url
-                    .as_deref()
-                    .context("redis.url is required")?;
-                Arc::new(
-                    RedisCache::connect_lazy(
-                        url,
-                        config.redis.password.as_deref(),
-                        config.redis.timeout,
-                    )
-                    .context("redis.url")?,
-                )
-            }
-        };
+        let (cache, queue) = cache_and_queue(config)?;
         let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
             VectorBackend::Edge => {
                 Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
@@ -92,11 +79,49 @@ impl Backends {
                 config.openai.timeout,
             )),
         };
+        let enricher: Arc<dyn Enricher> = match config.enrichment.provider {
+            EnrichmentProvider::Local => Arc::new(LocalEnricher::new()),
+            EnrichmentProvider::Openai => Arc::new(OpenAiEnricher::new(
+                &config.openai.base_url,
+                config.openai.api_key.as_deref(),
+                &config.enrichment.model,
+                config.openai.timeout,
+            )),
+        };
         Ok(Self {
             cache,
+            queue,
             vectors,
             embedder,
+            enricher,
         })
+    }
+}
+
+/// Redis for both, or both in this process.
+fn cache_and_queue(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Arc<dyn WriteQueue>)> {
+    match config.cache.backend {
+        CacheBackend::Memory => {
+            let cache: Arc<dyn CacheStore> = Arc::new(InProcessCache::new(
+                config.cache.l1.max_entries.max(100_000),
+            ));
+            let queue = Arc::new(InProcessQueue::new(cache.clone()));
+            Ok((cache, queue))
+        }
+        CacheBackend::Redis => {
+            let url = config
+                .redis
+                .url
+                .as_deref()
+                .context("redis.url is required")?;
+            let password = config.redis.password.as_deref();
+            let cache = RedisCache::connect_lazy(url, password, config.redis.timeout)
+                .context("redis.url")?;
+            let queue =
+                RedisQueue::connect_lazy(url, password, config.redis.timeout, &config.key_prefix())
+                    .context("redis.url")?;
+            Ok((Arc::new(cache), Arc::new(queue)))
+        }
     }
 }
 
@@ -142,6 +167,48 @@ async fn prepare_collection(
     }
 }
 
+/// A worker for this config, and the task batching its embeddings.
+pub fn build_worker(
+    config: &Config,
+    backends: &Backends,
+    metrics: &Metrics,
+) -> (Arc<Worker>, JoinHandle<()>) {
+    let (batcher, batcher_task) = EmbeddingBatcher::spawn(
+        backends.embedder.clone(),
+        config.worker.embedding_batch_size,
+        config.worker.embedding_batch_window,
+        metrics.clone(),
+    );
+    let worker = Worker::new(
+        backends.queue.clone(),
+        backends.vectors.clone(),
+        backends.enricher.clone(),
+        batcher,
+        backends.cache.clone(),
+        KeySpace::new(config.key_prefix()),
+        metrics.clone(),
+        WorkerSettings {
+            concurrency: config.worker.concurrency,
+            max_attempts: config.worker.max_attempts,
+            retry_backoff: config.worker.retry_backoff,
+            claim_idle: config.worker.claim_idle,
+            drain_timeout: config.worker.drain_timeout,
+            memory_ttl: config.cache.memory_ttl,
+        },
+    );
+    (Arc::new(worker), batcher_task)
+}
+
+/// A consumer name unique to this process: the pod name in a cluster.
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
 fn header_name(field: &str, value: &str) -> anyhow::Result<HeaderName> {
     HeaderName::from_bytes(value.as_bytes())
         .with_context(|| format!("{field}: {value:?} is not a header name"))
@@ -154,6 +221,7 @@ pub struct RunningProxy {
     pub state: Arc<ApiState>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     access: AccessRecorder,
     backends_cache: Arc<dyn CacheStore>,
@@ -171,11 +239,12 @@ impl std::fmt::Debug for RunningProxy {
 }
 
 impl RunningProxy {
-    /// Stops accepting, drains in-flight requests, flushes recorded accesses.
+    /// Stops accepting, drains in-flight requests (and, embedded, in-flight jobs), flushes
+    /// recorded accesses.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for server in self.servers.drain(..) {
-            let _ = server.await;
+        for task in self.servers.drain(..).chain(self.workers.drain(..)) {
+            let _ = task.await;
         }
         for task in self.background.drain(..) {
             task.abort();
@@ -190,6 +259,15 @@ impl RunningProxy {
 /// Starts the proxy: binds both ports, then serves until [`RunningProxy::shutdown`].
 pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Result<RunningProxy> {
     let backends = Backends::from_config(&config)?;
+    start_with(config, backends, sources).await
+}
+
+/// Starts the proxy on backends built elsewhere (a test sharing them with a worker).
+pub async fn start_with(
+    config: Config,
+    backends: Backends,
+    sources: Option<ConfigSources>,
+) -> anyhow::Result<RunningProxy> {
     let collection_retry =
         prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
     let metrics = Metrics::new();
@@ -204,10 +282,11 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
         config.cache.l1.ttl,
         config.cache.embedding_ttl,
     ));
-    let fast = FastPath::new(
+    let fast = Arc::new(FastPath::new(
         backends.cache.clone(),
         backends.vectors.clone(),
         embeddings,
+        backends.queue.clone(),
         keys.clone(),
         access.clone(),
         metrics.clone(),
@@ -218,8 +297,9 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
             l1_ttl: config.cache.l1.ttl,
             search_ef: config.vectors.search_ef,
             scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
+            idempotency_ttl: config.worker.idempotency_ttl,
         },
-    );
+    ));
     let legacy = match &config.upstream.url {
         None => None,
         Some(url) => Some(LegacyClient::new(LegacySettings {
@@ -277,7 +357,7 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
     ));
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
-        api: state.clone(),
+        readiness: state.fast.clone(),
     });
     let admin_server = tokio::spawn(serve(
         "admin",
@@ -287,12 +367,22 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
         settings,
     ));
 
-    let mut background = vec![access.spawn_flusher(
+    // In-process queue (embedded): this process is its own worker.
+    let mut workers = Vec::new();
+    let mut background = Vec::new();
+    if config.cache.backend == CacheBackend::Memory {
+        let (worker, batcher) = build_worker(&config, &backends, &metrics);
+        background.push(batcher);
+        workers.push(tokio::spawn(
+            worker.run("embedded".into(), shutdown.subscribe()),
+        ));
+    }
+    background.push(access.spawn_flusher(
         backends.cache.clone(),
         keys.clone(),
         metrics.clone(),
         config.access.flush_interval,
-    )];
+    ));
     background.extend(collection_retry);
     let gauge = metrics.rollout_percent.clone();
     let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
@@ -314,10 +404,87 @@ pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Re
         state,
         shutdown,
         servers: vec![api_server, admin_server],
+        workers,
         background,
         access,
         backends_cache: backends.cache,
         keys,
         _watch: watch,
+    })
+}
+
+/// A running `memgate worker`: the worker and its admin server.
+pub struct RunningWorker {
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    /// Takes no new jobs, finishes the ones in flight, stops.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Starts `memgate worker`: waits for the collection, then drains the queue.
+pub async fn start_worker(config: Config) -> anyhow::Result<RunningWorker> {
+    let backends = Backends::from_config(&config)?;
+    start_worker_with(config, backends).await
+}
+
+/// Starts a worker on backends built elsewhere.
+pub async fn start_worker_with(
+    config: Config,
+    backends: Backends,
+) -> anyhow::Result<RunningWorker> {
+    let spec = collection_spec(&config);
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match backends.vectors.ensure_collection(&spec).await {
+            Ok(()) => break,
+            Err(error @ VectorError::DimensionMismatch { .. }) => {
+                return Err(error).context("vectors.collection")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "vector store not ready; the worker waits for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+    let metrics = Metrics::new();
+    let (worker, batcher) = build_worker(&config, &backends, &metrics);
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("adminListen: cannot bind {}", config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let admin = Arc::new(AdminState {
+        metrics,
+        readiness: worker.clone(),
+    });
+    let admin_server = tokio::spawn(serve(
+        "admin",
+        admin_listener,
+        move |request, _remote| admin.clone().handle(request),
+        shutdown_rx.clone(),
+        ConnectionSettings::default(),
+    ));
+    let consumer = consumer_name();
+    tracing::info!(%admin_addr, %consumer, "memgate worker running");
+    let run = tokio::spawn(worker.run(consumer, shutdown_rx));
+    Ok(RunningWorker {
+        admin_addr,
+        shutdown,
+        tasks: vec![run, admin_server],
+        background: vec![batcher],
     })
 }

@@ -49,6 +49,13 @@ pub enum Command {
     /// Configuration is read from the YAML file, then `MEMGATE_*` environment variables
     /// (`MEMGATE_CACHE__MEMORY_TTL=30m` sets `cache.memoryTtl`), then these flags.
     Serve(ServeArgs),
+    /// Drain the write queue: enrich new memories (summary, valence, keywords, embedding),
+    /// store them in the vector store, and apply updates and deletes.
+    ///
+    /// Reads the same configuration as `serve` (`redis`, `vectors`, `embeddings`,
+    /// `enrichment`, `openai`, `worker`); serves `/metrics`, `/healthz`, `/readyz` on
+    /// `adminListen`. On SIGTERM it finishes the jobs in flight, then exits.
+    Worker(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +166,9 @@ mod tests {
             "http://127.0.0.1:3000",
         ])
         .expect("parses");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve")
+        };
         let config = crate::config::load(&args.sources()).expect("valid");
         assert_eq!(config.rollout.percent, 30);
         assert_eq!(

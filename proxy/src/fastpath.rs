@@ -4,8 +4,9 @@
 //! - `GET /memories/{id}`: L1 → cache store `mem:{id}` → vector store; a miss fills both caches.
 //! - `POST /memories/search`: result cache (keyed by the search generation and the normalised
 //!   request) → embedding cache → embed → vector search with filters and `hnsw_ef`.
-//! - `POST /memories`: validated and stored synchronously (embed, upsert, cache, bump the
-//!   search generation).
+//! - `POST /memories`, `PATCH` and `DELETE /memories/{id}`: validated, then the record readers
+//!   will see and the queue entry are stored in one atomic step and the answer is `202` at
+//!   once; a worker does the enrichment and the vector store write.
 //!
 //! A cache store that fails is skipped (logged and counted); a vector store or embedder that
 //! fails is a 503, since nothing else here can answer for it.
@@ -25,9 +26,13 @@ use crate::cache::CacheStore;
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
 use crate::keys::{KeySpace, Scope};
-use crate::memory::{CreateMemoryRequest, MemoryStatus, NormalizedSearch, StoredMemory};
+use crate::memory::{
+    is_tombstone, tombstone, CreateMemoryRequest, MemoryStatus, NormalizedSearch, StoredMemory,
+    UpdateMemoryRequest,
+};
 use crate::metrics::Metrics;
-use crate::vectors::{MemoryFilter, MemoryPoint, VectorQuery, VectorStore};
+use crate::queue::{RecordWrite, Submission, Submitted, WriteOp, WriteQueue};
+use crate::vectors::{MemoryFilter, VectorQuery, VectorStore};
 
 /// Whether an answer came from a cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +71,15 @@ pub struct FastPathSettings {
     pub search_ef: u64,
     /// The payload field holding the tenant, when scoping is on.
     pub scope_field: Option<String>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
 }
 
 pub struct FastPath {
     cache: Arc<dyn CacheStore>,
     vectors: Arc<dyn VectorStore>,
     embeddings: Arc<EmbeddingCache>,
+    queue: Arc<dyn WriteQueue>,
     keys: KeySpace,
     memories_l1: Cache<String, Bytes>,
     access: AccessRecorder,
@@ -85,6 +93,16 @@ impl std::fmt::Debug for FastPath {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a cached record is still provisional.
+fn is_processing(record: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Status<'a> {
+        #[serde(borrow)]
+        status: Option<&'a str>,
+    }
+    serde_json::from_slice::<Status>(record).is_ok_and(|r| r.status == Some("processing"))
 }
 
 /// Only the ids of a cached search answer, to record accesses on a hit.
@@ -107,10 +125,12 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
 }
 
 impl FastPath {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache: Arc<dyn CacheStore>,
         vectors: Arc<dyn VectorStore>,
         embeddings: Arc<EmbeddingCache>,
+        queue: Arc<dyn WriteQueue>,
         keys: KeySpace,
         access: AccessRecorder,
         metrics: Metrics,
@@ -124,6 +144,7 @@ impl FastPath {
             cache,
             vectors,
             embeddings,
+            queue,
             keys,
             access,
             metrics,
@@ -181,7 +202,13 @@ impl FastPath {
             });
         }
         if let Some(body) = self.cache_get(&key, "get_memory").await {
-            self.memories_l1.insert(key, body.clone()).await;
+            if is_tombstone(&body) {
+                return Err(ApiError::not_found(format!("memory {id} does not exist")));
+            }
+            if !is_processing(&body) {
+                // Provisional records stay out of L1, so `ready` shows as soon as it is stored.
+                self.memories_l1.insert(key, body.clone()).await;
+            }
             self.access.record(scope, [&id]);
             return Ok(FastAnswer {
                 status: http::StatusCode::OK,
@@ -312,67 +339,162 @@ impl FastPath {
         })
     }
 
-    /// `POST /memories`, stored synchronously: embed, upsert, cache, bump the search generation.
+    /// Stores the record and the queue entry atomically; `202` once both are stored.
+    async fn submit(&self, submission: Submission) -> Result<Submitted, ApiError> {
+        let started = std::time::Instant::now();
+        let submitted = self
+            .metrics
+            .observe(self.cache_name(), "submit", self.queue.submit(submission))
+            .await
+            .map_err(|e| unavailable("the write queue", e))?;
+        self.metrics
+            .write_ack
+            .observe(started.elapsed().as_secs_f64());
+        Ok(submitted)
+    }
+
+    fn accepted(id: Uuid, status: &str) -> FastAnswer {
+        let body = serde_json::json!({ "id": id, "status": status }).to_string();
+        FastAnswer {
+            status: http::StatusCode::ACCEPTED,
+            body: Bytes::from(body),
+            cache: CacheStatus::Bypass,
+        }
+    }
+
+    /// `POST /memories`: `202 {"id","status":"processing"}` at once; a worker enriches it.
+    /// With an `Idempotency-Key`, a retry returns the first answer and stores nothing new.
     pub async fn create(
         &self,
         scope: &Scope,
         request: CreateMemoryRequest,
+        idempotency_key: Option<&str>,
     ) -> Result<FastAnswer, ApiError> {
         request.validate()?;
         let id = Uuid::now_v7();
-        let content = request.content.clone();
-        let mut memory = request.into_record(id, Utc::now(), MemoryStatus::Ready);
+        let summary_given = request.summary.is_some();
+        let valence_given = request.emotional_valence.is_some();
+        let mut memory = request.into_record(id, Utc::now(), MemoryStatus::Processing);
         if let (Some(field), Some(tenant)) = (&self.settings.scope_field, scope.value()) {
             memory.insert(field.clone(), Value::String(tenant.to_string()));
         }
-        let mut vectors = self
-            .metrics
-            .observe(
-                "embeddings",
-                "embed",
-                self.embeddings.embedder().embed(&[content]),
-            )
-            .await
-            .map_err(|e| unavailable("the embedding provider", e))?;
-        let vector = vectors
-            .pop()
-            .ok_or_else(|| unavailable("the embedding provider", "no vector returned"))?;
-        self.metrics
-            .observe(
-                self.vectors_name(),
-                "upsert",
-                self.vectors.upsert(vec![MemoryPoint {
-                    id,
-                    vector,
-                    memory: memory.clone(),
-                }]),
-            )
-            .await
-            .map_err(|e| unavailable("the vector store", e))?;
-        let body =
+        let record =
             Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
-        let key = self.keys.memory(scope, id);
-        self.memories_l1.insert(key.clone(), body.clone()).await;
-        if let Err(error) = self
-            .cache
-            .set(&key, body.clone(), self.settings.memory_ttl)
-            .await
-        {
-            tracing::warn!(%error, "cache write failed after create");
+        let submission = Submission {
+            op: WriteOp::Create {
+                id,
+                scope: scope.value().map(str::to_string),
+                memory,
+                summary_given,
+                valence_given,
+            },
+            record: RecordWrite {
+                key: self.keys.memory(scope, id),
+                value: record,
+                ttl: self.settings.memory_ttl,
+            },
+            idempotency: idempotency_key.map(|key| {
+                (
+                    self.keys.idempotency(scope, key),
+                    self.settings.idempotency_ttl,
+                )
+            }),
+            bump_generation: false,
+            generation_key: self.keys.search_generation(),
+        };
+        match self.submit(submission).await? {
+            Submitted::Queued { .. } => Ok(Self::accepted(id, "processing")),
+            Submitted::Replayed { id } => Ok(Self::accepted(id, "processing")),
         }
-        if let Err(error) = self.cache.increment(&self.keys.search_generation()).await {
-            // Cached searches may miss this memory until their TTL ends.
-            tracing::warn!(%error, "could not bump the search generation after create");
-        }
-        Ok(FastAnswer {
-            status: http::StatusCode::CREATED,
-            body,
-            cache: CacheStatus::Bypass,
-        })
     }
 
-    /// Answers when the fast path's dependencies do.
-    pub async fn check_ready(&self) -> Vec<(&'static str, Result<(), String>)> {
+    /// The current record of a memory this tenant may change; 404 otherwise.
+    async fn current(&self, scope: &Scope, id: Uuid) -> Result<StoredMemory, ApiError> {
+        let key = self.keys.memory(scope, id);
+        if let Some(body) = self.cache_get(&key, "get_memory").await {
+            if is_tombstone(&body) {
+                return Err(ApiError::not_found(format!("memory {id} does not exist")));
+            }
+            if let Ok(memory) = serde_json::from_slice::<StoredMemory>(&body) {
+                return Ok(memory);
+            }
+        }
+        let memory = self
+            .metrics
+            .observe(self.vectors_name(), "retrieve", self.vectors.retrieve(id))
+            .await
+            .map_err(|e| unavailable("the vector store", e))?;
+        memory
+            .filter(|memory| self.belongs_to(scope, memory))
+            .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))
+    }
+
+    /// `PATCH /memories/{id}`: readers see the change at once (`status: processing`); a worker
+    /// re-embeds changed content and stores it.
+    pub async fn update(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        request: UpdateMemoryRequest,
+    ) -> Result<FastAnswer, ApiError> {
+        let patch = request.into_patch()?;
+        let mut memory = self.current(scope, id).await?;
+        for (field, value) in &patch {
+            memory.insert(field.clone(), value.clone());
+        }
+        memory.insert("status".into(), Value::String("processing".into()));
+        let key = self.keys.memory(scope, id);
+        let record =
+            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let submission = Submission {
+            op: WriteOp::Update {
+                id,
+                scope: scope.value().map(str::to_string),
+                patch,
+            },
+            record: RecordWrite {
+                key: key.clone(),
+                value: record,
+                ttl: self.settings.memory_ttl,
+            },
+            idempotency: None,
+            bump_generation: false,
+            generation_key: self.keys.search_generation(),
+        };
+        self.submit(submission).await?;
+        self.memories_l1.invalidate(&key).await;
+        Ok(Self::accepted(id, "processing"))
+    }
+
+    /// `DELETE /memories/{id}`: gone from reads at once (a tombstone record, and cached
+    /// searches are retired); a worker removes the point.
+    pub async fn delete(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
+        self.current(scope, id).await?;
+        let key = self.keys.memory(scope, id);
+        let submission = Submission {
+            op: WriteOp::Delete {
+                id,
+                scope: scope.value().map(str::to_string),
+            },
+            record: RecordWrite {
+                key: key.clone(),
+                value: tombstone(id),
+                ttl: self.settings.memory_ttl,
+            },
+            idempotency: None,
+            bump_generation: true,
+            generation_key: self.keys.search_generation(),
+        };
+        self.submit(submission).await?;
+        self.memories_l1.invalidate(&key).await;
+        Ok(Self::accepted(id, "deleting"))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::admin::Readiness for FastPath {
+    /// Ready when the fast path's dependencies answer.
+    async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
         let cache = self.cache.ping().await.map_err(|e| e.to_string());
         let vectors = self.vectors.health().await.map_err(|e| e.to_string());
         vec![(self.cache_name(), cache), (self.vectors_name(), vectors)]

@@ -82,6 +82,16 @@ impl KeySpace {
         format!("{}emb:{model}:{}", self.prefix, sha256_hex(text.as_bytes()))
     }
 
+    /// `idem:{sha256(key)}`: the id a create with this `Idempotency-Key` got, per tenant.
+    pub fn idempotency(&self, scope: &Scope, key: &str) -> String {
+        format!(
+            "{}{}idem:{}",
+            self.prefix,
+            scope.key_part(),
+            sha256_hex(key.as_bytes())
+        )
+    }
+
     /// `access:{id}`: hash of `count` and `last`.
     pub fn access(&self, id: Uuid) -> String {
         format!("{}access:{id}", self.prefix)

@@ -53,6 +53,13 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: draining in-flight requests");
             proxy.shutdown().await;
         }
+        Command::Worker(args) => {
+            let config = memgate::config::load(&args.sources())?;
+            let worker = memgate::app::start_worker(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight jobs");
+            worker.shutdown().await;
+        }
     }
     Ok(())
 }

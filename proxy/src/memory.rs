@@ -306,6 +306,86 @@ fn check_valence(field: &str, value: f64) -> Result<(), ApiError> {
     }
 }
 
+/// `PATCH /memories/{id}`: the fields to replace; content changes are re-embedded.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateMemoryRequest {
+    pub content: Option<String>,
+    pub summary: Option<String>,
+    #[serde(rename = "type")]
+    pub memory_type: Option<MemoryType>,
+    pub importance: Option<f64>,
+    pub emotional_valence: Option<f64>,
+    pub tags: Option<Vec<String>>,
+    pub associations: Option<Vec<Uuid>>,
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl UpdateMemoryRequest {
+    /// Checks the fields and returns them as a JSON patch of the stored memory.
+    pub fn into_patch(self) -> Result<StoredMemory, ApiError> {
+        if let Some(content) = &self.content {
+            if content.trim().is_empty() {
+                return Err(ApiError::bad_request(
+                    "empty_content",
+                    "`content` must not be empty",
+                ));
+            }
+            let chars = content.chars().count();
+            if chars > MAX_CONTENT_CHARS {
+                return Err(ApiError::bad_request(
+                    "content_too_long",
+                    format!(
+                        "`content` must be at most {MAX_CONTENT_CHARS} characters, got {chars}"
+                    ),
+                ));
+            }
+        }
+        if let Some(importance) = self.importance {
+            check_unit("importance", importance)?;
+        }
+        if let Some(valence) = self.emotional_valence {
+            check_valence("emotionalValence", valence)?;
+        }
+        let value = serde_json::json!({
+            "content": self.content,
+            "summary": self.summary,
+            "type": self.memory_type,
+            "importance": self.importance,
+            "emotionalValence": self.emotional_valence,
+            "tags": self.tags,
+            "associations": self.associations,
+            "context": self.context,
+            "metadata": self.metadata,
+        });
+        let Value::Object(map) = value else {
+            unreachable!("json! of an object literal is an object")
+        };
+        let patch: StoredMemory = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
+        if patch.is_empty() {
+            return Err(ApiError::bad_request(
+                "empty_update",
+                "the update names no field to change",
+            ));
+        }
+        Ok(patch)
+    }
+}
+
+const TOMBSTONE_PREFIX: &[u8] = b"{\"deleted\":true";
+
+/// The cached record of a deleted memory: reads answer 404 at once, before the worker runs.
+pub fn tombstone(id: Uuid) -> bytes::Bytes {
+    bytes::Bytes::from(format!("{{\"deleted\":true,\"id\":\"{id}\"}}"))
+}
+
+pub fn is_tombstone(record: &[u8]) -> bool {
+    record.starts_with(TOMBSTONE_PREFIX)
+}
+
 /// Parses a memory id from a path segment.
 pub fn parse_memory_id(segment: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(segment).map_err(|_| {

@@ -28,6 +28,17 @@ pub struct Metrics {
     pub rollout_percent: IntGauge,
     pub access_flushed: IntCounter,
     pub access_flush_errors: IntCounter,
+    /// Time from request to acknowledged write (record and queue entry stored).
+    pub write_ack: prometheus::Histogram,
+    pub queue_length: IntGauge,
+    pub queue_pending: IntGauge,
+    pub dead_letters: IntGauge,
+    /// `kind` (create, update, delete), `outcome` (done, retried, dead, unfinished).
+    pub jobs: IntCounterVec,
+    /// `stage` (enrich, upsert, total).
+    pub job_duration: HistogramVec,
+    pub embedding_calls: IntCounter,
+    pub embedded_texts: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,7 +142,68 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let write_ack = register(
+            &registry,
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "memgate_write_ack_seconds",
+                    "Time to acknowledge a write (stored and queued)",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let queue_length = gauge("memgate_queue_length", "Entries in the writes stream");
+        let queue_pending = gauge(
+            "memgate_queue_pending",
+            "Writes taken by a worker and not finished",
+        );
+        let dead_letters = gauge("memgate_dead_letters", "Entries in writes:dead");
+        let jobs = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("memgate_jobs_total", "Write jobs by kind and outcome"),
+                &["kind", "outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let job_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "memgate_job_duration_seconds",
+                    "Time in each stage of a write job",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
+            )
+            .expect("valid metric"),
+        );
+        let embedding_calls = register(
+            &registry,
+            IntCounter::new(
+                "memgate_embedding_calls_total",
+                "Embedding provider calls made by workers",
+            )
+            .expect("valid metric"),
+        );
+        let embedded_texts = register(
+            &registry,
+            IntCounter::new("memgate_embedded_texts_total", "Texts embedded by workers")
+                .expect("valid metric"),
+        );
         Self {
+            write_ack,
+            queue_length,
+            queue_pending,
+            dead_letters,
+            jobs,
+            job_duration,
+            embedding_calls,
+            embedded_texts,
             registry,
             requests,
             request_duration,

@@ -21,7 +21,9 @@ use crate::http::{
 };
 use crate::keys::Scope;
 use crate::legacy::LegacyClient;
-use crate::memory::{parse_memory_id, CreateMemoryRequest, SearchRequest};
+use crate::memory::{parse_memory_id, CreateMemoryRequest, SearchRequest, UpdateMemoryRequest};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 use crate::metrics::Metrics;
 use crate::routing::{RoutePath, Router};
 
@@ -31,8 +33,8 @@ pub enum Operation<'a> {
     Get(&'a str),
     Search,
     Create,
-    Update,
-    Delete,
+    Update(&'a str),
+    Delete(&'a str),
     OpenApi,
     Other,
 }
@@ -47,8 +49,8 @@ impl<'a> Operation<'a> {
             (method, Some(rest)) => match rest.strip_prefix('/') {
                 Some(id) if !id.is_empty() && !id.contains('/') => match *method {
                     Method::GET => Self::Get(id),
-                    Method::PATCH => Self::Update,
-                    Method::DELETE => Self::Delete,
+                    Method::PATCH => Self::Update(id),
+                    Method::DELETE => Self::Delete(id),
                     _ => Self::Other,
                 },
                 _ => Self::Other,
@@ -63,8 +65,8 @@ impl<'a> Operation<'a> {
             Self::Get(_) => "get",
             Self::Search => "search",
             Self::Create => "create",
-            Self::Update => "update",
-            Self::Delete => "delete",
+            Self::Update(_) => "update",
+            Self::Delete(_) => "delete",
             Self::OpenApi => "openapi",
             Self::Other => "other",
         }
@@ -74,7 +76,7 @@ impl<'a> Operation<'a> {
 /// Everything a request needs; shared by all connections.
 pub struct ApiState {
     pub router: Router,
-    pub fast: FastPath,
+    pub fast: Arc<FastPath>,
     pub legacy: Option<LegacyClient>,
     pub scope_header: Option<HeaderName>,
     pub max_body_bytes: usize,
@@ -137,6 +139,8 @@ impl ApiState {
             (RoutePath::Fast, Operation::Get(id)) => self.fast_get(&request, id).await,
             (RoutePath::Fast, Operation::Search) => self.fast_search(request).await,
             (RoutePath::Fast, Operation::Create) => self.fast_create(request).await,
+            (RoutePath::Fast, Operation::Update(id)) => self.fast_update(request, id).await,
+            (RoutePath::Fast, Operation::Delete(id)) => self.fast_delete(&request, id).await,
             _ => {
                 let response = self.forward(request, client).await;
                 return (response, RoutePath::Legacy, CacheStatus::Bypass);
@@ -205,7 +209,42 @@ impl ApiState {
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
         let create = parse_json::<CreateMemoryRequest>(&body)?;
-        self.fast.create(&scope, create).await
+        let idempotency_key = parts
+            .headers
+            .get(IDEMPOTENCY_KEY)
+            .map(|value| {
+                value
+                    .to_str()
+                    .ok()
+                    .filter(|key| !key.is_empty() && key.len() <= 256)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_idempotency_key",
+                            "`Idempotency-Key` must be 1 to 256 visible characters",
+                        )
+                    })
+            })
+            .transpose()?;
+        self.fast.create(&scope, create, idempotency_key).await
+    }
+
+    async fn fast_update<B>(&self, request: Request<B>, id: &str) -> Result<FastAnswer, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let id = parse_memory_id(id)?;
+        let scope = self.scope(&request)?;
+        let (parts, body) = request.into_parts();
+        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let update = parse_json::<UpdateMemoryRequest>(&body)?;
+        self.fast.update(&scope, id, update).await
+    }
+
+    async fn fast_delete<B>(&self, request: &Request<B>, id: &str) -> Result<FastAnswer, ApiError> {
+        let id = parse_memory_id(id)?;
+        let scope = self.scope(request)?;
+        self.fast.delete(&scope, id).await
     }
 
     async fn forward<B>(&self, request: Request<B>, client: SocketAddr) -> Response
@@ -228,7 +267,7 @@ impl ApiState {
 }
 
 fn fast_response(answer: FastAnswer) -> Response {
-    let created_id = (answer.status == StatusCode::CREATED)
+    let created_id = (answer.status == StatusCode::ACCEPTED)
         .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
         .flatten()
         .and_then(|memory| {
@@ -266,11 +305,11 @@ mod tests {
         assert_eq!(Operation::classify(&Method::GET, &path), Operation::Get(id));
         assert_eq!(
             Operation::classify(&Method::PATCH, &path),
-            Operation::Update
+            Operation::Update(id)
         );
         assert_eq!(
             Operation::classify(&Method::DELETE, &path),
-            Operation::Delete
+            Operation::Delete(id)
         );
         assert_eq!(
             Operation::classify(&Method::POST, "/memories"),

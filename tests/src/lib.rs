@@ -14,7 +14,7 @@ mod redis_server;
 mod upstream;
 
 pub use openai::FakeOpenAi;
-pub use proxy::{start_proxy, test_config};
+pub use proxy::{start_proxy, start_proxy_and_worker, test_config};
 pub use redis_server::RedisServer;
 pub use upstream::{FakeUpstream, RecordedRequest};
 

@@ -1,6 +1,7 @@
 //! An OpenAI-compatible server for tests: `POST /v1/embeddings` answers with the hashing
-//! embedder's vectors (so similar texts really are similar), counting calls and texts. It can
-//! be told to add latency or to fail with 500s.
+//! embedder's vectors (so similar texts really are similar); `POST /v1/chat/completions`
+//! answers memgate's three enrichment prompts (summary, valence, keywords) with JSON the way a
+//! model following them would. It counts calls and can be told to add latency or fail.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::http_server::{json, TestServer};
 struct Behaviour {
     calls: AtomicU64,
     texts: AtomicU64,
+    chat_calls: AtomicU64,
     delay_ms: AtomicU64,
     failing: AtomicBool,
 }
@@ -53,6 +55,10 @@ impl FakeOpenAi {
                 }
                 if state.failing.load(Ordering::Relaxed) {
                     return json(500, json!({"error": {"message": "injected failure", "type": "server_error"}}));
+                }
+                if request.uri().path() == "/v1/chat/completions" {
+                    state.chat_calls.fetch_add(1, Ordering::Relaxed);
+                    return chat_answer(request.body());
                 }
                 if request.uri().path() != "/v1/embeddings" {
                     return json(404, json!({"error": {"message": "not found", "type": "invalid_request_error"}}));
@@ -92,6 +98,10 @@ impl FakeOpenAi {
         self.behaviour.calls.load(Ordering::Relaxed)
     }
 
+    pub fn chat_calls(&self) -> u64 {
+        self.behaviour.chat_calls.load(Ordering::Relaxed)
+    }
+
     pub fn embedded_texts(&self) -> u64 {
         self.behaviour.texts.load(Ordering::Relaxed)
     }
@@ -105,4 +115,68 @@ impl FakeOpenAi {
     pub fn set_failing(&self, failing: bool) {
         self.behaviour.failing.store(failing, Ordering::Relaxed);
     }
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    content: String,
+}
+
+/// Answers one of memgate's enrichment prompts, told apart by the system message.
+fn chat_answer(body: &[u8]) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let Ok(request) = serde_json::from_slice::<ChatRequest>(body) else {
+        return json(
+            400,
+            json!({"error": {"message": "bad request", "type": "invalid_request_error"}}),
+        );
+    };
+    let instructions = request
+        .messages
+        .first()
+        .map(|m| m.content.as_str())
+        .unwrap_or_default();
+    let content = request
+        .messages
+        .last()
+        .map(|m| m.content.as_str())
+        .unwrap_or_default();
+    let lower = content.to_lowercase();
+    let answer = if instructions.contains("Summarize") {
+        json!({"summary": format!("Summary: {}", content.chars().take(60).collect::<String>())})
+    } else if instructions.contains("valence") {
+        let valence = if lower.contains("happy") {
+            0.8
+        } else if lower.contains("sad") {
+            -0.7
+        } else {
+            0.1
+        };
+        json!({"valence": valence})
+    } else if instructions.contains("keywords") {
+        let words: Vec<&str> = content
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 3)
+            .take(3)
+            .collect();
+        json!({"keywords": words})
+    } else {
+        json!({})
+    };
+    json(
+        200,
+        json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": request.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }),
+    )
 }

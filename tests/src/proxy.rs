@@ -1,8 +1,8 @@
 //! Starting a memgate proxy for a test: free ports, a temporary Qdrant Edge directory, and the
 //! given cache, upstream and embedding endpoints.
 
-use memgate::app::RunningProxy;
-use memgate::config::{CacheBackend, Config, EmbeddingProvider, VectorBackend};
+use memgate::app::{Backends, RunningProxy, RunningWorker};
+use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 
 /// A config on free ports with Qdrant Edge under `data_dir`: the in-process cache unless
 /// `redis_url`, the hashing embedder unless `openai_base_url`, and `upstream` for legacy.
@@ -35,20 +35,37 @@ pub fn test_config(
             config.embeddings.model = "text-embedding-test".into();
             config.openai.base_url = url;
             config.openai.api_key = Some("sk-test".into());
+            config.enrichment.provider = EnrichmentProvider::Openai;
+            config.enrichment.model = "gpt-test".into();
         }
         None => {
             config.embeddings.provider = EmbeddingProvider::Hashing;
             config.embeddings.model = "hashing".into();
+            config.enrichment.provider = EnrichmentProvider::Local;
         }
     }
+    config.worker.retry_backoff = std::time::Duration::from_millis(20);
+    config.worker.embedding_batch_window = std::time::Duration::from_millis(5);
     config.rollout.percent = if upstream.is_some() { 50 } else { 100 };
     config.rollout.sticky_header = Some("x-user-id".into());
     config.upstream.url = upstream;
     config
 }
 
-/// Validates `config` and starts a proxy with it.
+/// Validates `config` and starts a proxy with it (embedded: with its in-process worker).
 pub async fn start_proxy(config: Config) -> anyhow::Result<RunningProxy> {
     config.validate()?;
     memgate::app::start(config, None).await
+}
+
+/// A proxy and a worker sharing one set of backends (one Qdrant Edge shard), as a proxy and
+/// worker pods share Redis and Qdrant in a cluster.
+pub async fn start_proxy_and_worker(
+    config: Config,
+) -> anyhow::Result<(RunningProxy, RunningWorker)> {
+    config.validate()?;
+    let backends = Backends::from_config(&config)?;
+    let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
+    let worker = memgate::app::start_worker_with(config, backends).await?;
+    Ok((proxy, worker))
 }

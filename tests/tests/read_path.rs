@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use memgate::config::{Config, ScopeConfig};
 use memgate_testkit::{
-    eventually, start_proxy, test_config, FakeOpenAi, FakeUpstream, RedisServer,
+    eventually, start_proxy_and_worker, test_config, FakeOpenAi, FakeUpstream, RedisServer,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -15,6 +15,7 @@ struct Env {
     upstream: FakeUpstream,
     openai: FakeOpenAi,
     proxy: memgate::app::RunningProxy,
+    _worker: memgate::app::RunningWorker,
     http: reqwest::Client,
     prefix: String,
     _data: tempfile::TempDir,
@@ -34,12 +35,15 @@ impl Env {
         );
         adjust(&mut config);
         let prefix = config.key_prefix();
-        let proxy = start_proxy(config).await.expect("proxy starts");
+        let (proxy, worker) = start_proxy_and_worker(config)
+            .await
+            .expect("proxy and worker start");
         Env {
             redis,
             upstream,
             openai,
             proxy,
+            _worker: worker,
             http: reqwest::Client::new(),
             prefix,
             _data: data,
@@ -62,6 +66,8 @@ impl Env {
             .header("x-user-id", "alice")
     }
 
+    /// Creates a memory and waits until the worker has stored it (watching Redis, so the
+    /// wait itself reads nothing through the API).
     async fn create(&self, body: Value) -> String {
         let response = self
             .fast(reqwest::Method::POST, "/memories")
@@ -69,9 +75,27 @@ impl Env {
             .send()
             .await
             .expect("create");
-        assert_eq!(response.status(), 201);
-        let memory: Value = response.json().await.expect("json");
-        memory["id"].as_str().expect("id").to_string()
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.expect("json");
+        assert_eq!(accepted["status"], "processing");
+        let id = accepted["id"].as_str().expect("id").to_string();
+        let redis = self.redis().await;
+        let pattern = format!("{}*mem:{id}", self.prefix);
+        let ready = eventually(Duration::from_secs(10), || {
+            let mut redis = redis.clone();
+            let pattern = pattern.clone();
+            async move {
+                let keys: Vec<String> = redis.keys(&pattern).await.unwrap_or_default();
+                let Some(key) = keys.first() else {
+                    return false;
+                };
+                let record: Option<String> = redis.get(key).await.unwrap_or(None);
+                record.is_some_and(|r| r.contains("\"status\":\"ready\""))
+            }
+        })
+        .await;
+        assert!(ready, "memory {id} became ready");
+        id
     }
 
     async fn get(&self, id: &str) -> (u16, String, Value) {
@@ -176,7 +200,6 @@ async fn cached_memories_expire_after_memory_ttl() {
     let id = env.create(json!({"content": "short lived"})).await;
     let key = format!("{}mem:{id}", env.prefix);
     let mut redis = env.redis().await;
-    assert!(redis.exists::<_, bool>(&key).await.expect("exists"));
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(
         !redis.exists::<_, bool>(&key).await.expect("exists"),
@@ -294,6 +317,26 @@ async fn search_filters_and_threshold_apply() {
 async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
     let env = Env::start(|c| c.limits.max_body_bytes = 2048).await;
     let mut redis = env.redis().await;
+    let writes = format!("{}writes", env.prefix);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut redis = redis.clone();
+            let writes = writes.clone();
+            async move { redis.exists::<_, bool>(&writes).await.unwrap_or(false) }
+        })
+        .await,
+        "the worker prepared the queue"
+    );
+    let writes = format!("{}writes", env.prefix);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut redis = redis.clone();
+            let writes = writes.clone();
+            async move { redis.exists::<_, bool>(&writes).await.unwrap_or(false) }
+        })
+        .await,
+        "the worker prepared the queue"
+    );
     let keys_before: Vec<String> = redis.keys(format!("{}*", env.prefix)).await.expect("keys");
 
     let cases: Vec<(reqwest::Method, &str, String, u16, &str)> = vec![
@@ -436,6 +479,12 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
 
     assert!(env.upstream.received().is_empty(), "nothing was forwarded");
     assert_eq!(env.openai.embedding_calls(), 0, "nothing was embedded");
+    assert_eq!(env.openai.chat_calls(), 0, "nothing was enriched");
+    let queued: u64 = redis.xlen(&writes).await.expect("xlen");
+    assert_eq!(queued, 0, "nothing was queued");
+    assert_eq!(env.openai.chat_calls(), 0, "nothing was enriched");
+    let queued: u64 = redis.xlen(&writes).await.expect("xlen");
+    assert_eq!(queued, 0, "nothing was queued");
     let keys_after: Vec<String> = redis.keys(format!("{}*", env.prefix)).await.expect("keys");
     assert_eq!(keys_before, keys_after, "nothing was written");
     let metrics = env
@@ -760,7 +809,8 @@ async fn admin_endpoints_report_metrics_health_and_readiness() {
     for expected in [
         "memgate_requests_total{cache=\"hit\",op=\"get\",path=\"fast\",status=\"2xx\"} 1",
         "memgate_request_duration_seconds_bucket{cache=\"hit\",op=\"get\",path=\"fast\"",
-        "memgate_dependency_duration_seconds_count{dependency=\"edge\",op=\"upsert\"} 1",
+        "memgate_dependency_duration_seconds_count{dependency=\"redis\",op=\"submit\"} 1",
+        "memgate_write_ack_seconds_count 1",
         "memgate_rollout_percent 50",
     ] {
         assert!(

@@ -77,6 +77,7 @@ fn embedded_profile() -> serde_json::Value {
         "cache": { "backend": "memory" },
         "vectors": { "backend": "edge" },
         "embeddings": { "provider": "hashing", "model": "memgate-hashing-v1", "dimensions": 384 },
+        "enrichment": { "provider": "local" },
         "rollout": { "percent": 100 },
     })
 }

@@ -38,7 +38,9 @@ pub struct Config {
     pub redis: RedisConfig,
     pub vectors: VectorsConfig,
     pub embeddings: EmbeddingsConfig,
+    pub enrichment: EnrichmentConfig,
     pub openai: OpenAiConfig,
+    pub worker: WorkerConfig,
     pub access: AccessConfig,
     pub reload: ReloadConfig,
 }
@@ -57,7 +59,9 @@ impl Default for Config {
             redis: RedisConfig::default(),
             vectors: VectorsConfig::default(),
             embeddings: EmbeddingsConfig::default(),
+            enrichment: EnrichmentConfig::default(),
             openai: OpenAiConfig::default(),
+            worker: WorkerConfig::default(),
             access: AccessConfig::default(),
             reload: ReloadConfig::default(),
         }
@@ -290,6 +294,75 @@ impl Default for EmbeddingsConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnrichmentProvider {
+    /// Chat completions from any OpenAI-compatible endpoint (`openai.*`).
+    Openai,
+    /// Built in: extractive summary, VADER valence, RAKE keywords. No network, no key.
+    Local,
+}
+
+/// How a new memory gets its summary, emotional valence and keywords.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    pub provider: EnrichmentProvider,
+    /// Chat model.
+    pub model: String,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            provider: EnrichmentProvider::Openai,
+            model: "gpt-4o-mini".into(),
+        }
+    }
+}
+
+/// The write worker: drains the `writes` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Jobs processed at once by one worker.
+    pub concurrency: usize,
+    /// Tries of one job before it goes to `writes:dead`.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// A job pending this long with a dead worker is claimed by another.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// Most texts in one embeddings call.
+    pub embedding_batch_size: usize,
+    /// How long a job waits for others to share its embeddings call.
+    #[serde(with = "humantime_serde")]
+    pub embedding_batch_window: Duration,
+    /// Time to finish in-flight jobs after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long a retried create with the same `Idempotency-Key` returns the first answer.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(500),
+            claim_idle: Duration::from_secs(60),
+            embedding_batch_size: 64,
+            embedding_batch_window: Duration::from_millis(20),
+            drain_timeout: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct OpenAiConfig {
@@ -440,6 +513,28 @@ impl Config {
         if self.embeddings.provider == EmbeddingProvider::Openai {
             check_http_url("openai.baseUrl", &self.openai.base_url)?;
         }
+        if self.enrichment.provider == EnrichmentProvider::Openai {
+            check_http_url("openai.baseUrl", &self.openai.base_url)?;
+            if self.enrichment.model.trim().is_empty() {
+                return Err(invalid("enrichment.model", "must not be empty"));
+            }
+        }
+        if !(1..=1024).contains(&self.worker.concurrency) {
+            return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
+        }
+        if !(1..=100).contains(&self.worker.max_attempts) {
+            return Err(invalid("worker.maxAttempts", "must be between 1 and 100"));
+        }
+        if !(1..=2048).contains(&self.worker.embedding_batch_size) {
+            return Err(invalid(
+                "worker.embeddingBatchSize",
+                "must be between 1 and 2048",
+            ));
+        }
+        check_positive("worker.retryBackoff", self.worker.retry_backoff)?;
+        check_positive("worker.claimIdle", self.worker.claim_idle)?;
+        check_positive("worker.drainTimeout", self.worker.drain_timeout)?;
+        check_positive("worker.idempotencyTtl", self.worker.idempotency_ttl)?;
         if self.store.namespace.is_empty() || self.store.name.is_empty() {
             return Err(invalid("store", "namespace and name must not be empty"));
         }

@@ -1,0 +1,55 @@
+//! The enrichment concern: what the legacy service asks an LLM for when a memory is created —
+//! a summary, an emotional valence (−1..1) and keywords. The worker runs the three calls in
+//! parallel (and embeds separately, in batches).
+//!
+//! Two implementations, chosen by `enrichment.provider`: [`OpenAiEnricher`] (chat completions
+//! through `async-openai`, prompts that return strict JSON, parsed and range-checked) and
+//! [`LocalEnricher`] (built in: extractive summary, VADER valence, RAKE keywords).
+
+mod local;
+mod openai;
+
+pub use local::LocalEnricher;
+pub use openai::OpenAiEnricher;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichmentError {
+    #[error("enrichment provider: {0}")]
+    Provider(String),
+    #[error("enrichment provider timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("enrichment provider answered {answer:?}, which is not {expected}")]
+    InvalidAnswer {
+        expected: &'static str,
+        answer: String,
+    },
+}
+
+#[async_trait]
+pub trait Enricher: Send + Sync + 'static {
+    async fn summarize(&self, content: &str) -> Result<String, EnrichmentError>;
+    /// −1 (very negative) .. 1 (very positive).
+    async fn emotional_valence(&self, content: &str) -> Result<f64, EnrichmentError>;
+    /// A few lowercase keywords, most relevant first.
+    async fn keywords(&self, content: &str) -> Result<Vec<String>, EnrichmentError>;
+}
+
+/// How many keywords a memory keeps.
+pub const MAX_KEYWORDS: usize = 8;
+
+/// Keywords as stored: trimmed, lowercase, non-empty, unique, at most [`MAX_KEYWORDS`].
+pub fn clean_keywords(raw: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for keyword in raw {
+        let keyword = keyword.trim().to_lowercase();
+        if !keyword.is_empty() && !seen.contains(&keyword) {
+            seen.push(keyword);
+        }
+        if seen.len() == MAX_KEYWORDS {
+            break;
+        }
+    }
+    seen
+}

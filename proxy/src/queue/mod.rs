@@ -1,0 +1,181 @@
+//! The write queue: how a write is acknowledged at once and applied later.
+//!
+//! [`WriteQueue::submit`] stores the record readers will see (provisional, or a tombstone for a
+//! delete) and appends the operation to the `writes` stream in one atomic step, so a write is
+//! acknowledged only once both are stored. Workers take jobs with [`WriteQueue::take`] (new
+//! ones) and [`WriteQueue::claim_stale`] (ones a dead worker left pending), and close each with
+//! [`WriteQueue::finish`], which stores the final record, bumps the search generation and
+//! acknowledges the entry in one atomic step — or moves it to `writes:dead`.
+//!
+//! Two implementations: [`RedisQueue`] (streams, consumer group `workers`) and
+//! [`InProcessQueue`] (for `--embedded`; not durable).
+
+mod in_process;
+mod redis;
+
+pub use self::in_process::InProcessQueue;
+pub use self::redis::RedisQueue;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::memory::StoredMemory;
+
+pub const WRITES_STREAM: &str = "writes";
+pub const DEAD_STREAM: &str = "writes:dead";
+pub const CONSUMER_GROUP: &str = "workers";
+
+/// One write for the worker to apply to the vector store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum WriteOp {
+    /// `memory` is the provisional record; enrichment fills what the caller left out.
+    #[serde(rename_all = "camelCase")]
+    Create {
+        id: Uuid,
+        scope: Option<String>,
+        memory: StoredMemory,
+        summary_given: bool,
+        valence_given: bool,
+    },
+    /// Fields to replace in the stored memory.
+    #[serde(rename_all = "camelCase")]
+    Update {
+        id: Uuid,
+        scope: Option<String>,
+        patch: StoredMemory,
+    },
+    #[serde(rename_all = "camelCase")]
+    Delete { id: Uuid, scope: Option<String> },
+}
+
+impl WriteOp {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Self::Create { id, .. } | Self::Update { id, .. } | Self::Delete { id, .. } => *id,
+        }
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Self::Create { scope, .. }
+            | Self::Update { scope, .. }
+            | Self::Delete { scope, .. } => scope.as_deref(),
+        }
+    }
+
+    /// The `kind` label of metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "create",
+            Self::Update { .. } => "update",
+            Self::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// A cache entry written together with a queue operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordWrite {
+    pub key: String,
+    pub value: Bytes,
+    pub ttl: Duration,
+}
+
+/// A write to acknowledge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub op: WriteOp,
+    /// What readers see until the worker is done.
+    pub record: RecordWrite,
+    /// `(key, ttl)`: a second submission with the same key returns the first one's id.
+    pub idempotency: Option<(String, Duration)>,
+    /// Bump the search generation at once (deletes: cached results must not show it).
+    pub bump_generation: bool,
+    /// The search-generation key.
+    pub generation_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored and queued under this stream entry id.
+    Queued { entry: String },
+    /// The idempotency key was seen before: nothing new was stored.
+    Replayed { id: Uuid },
+}
+
+/// A queued operation handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The stream entry id.
+    pub entry: String,
+    pub op: WriteOp,
+}
+
+/// How a job ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    /// The record readers see from now on (ready, failed, or a tombstone).
+    pub record: RecordWrite,
+    pub generation_key: String,
+    /// `Some(error)` moves the entry to `writes:dead`.
+    pub dead_letter: Option<String>,
+}
+
+/// Queue depth, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries in `writes` (not yet taken, or taken and not finished).
+    pub length: u64,
+    /// Taken by a worker and not finished.
+    pub pending: u64,
+    /// Entries in `writes:dead`.
+    pub dead: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("queue entry {entry} is unreadable: {reason}")]
+    Corrupt { entry: String, reason: String },
+}
+
+#[async_trait]
+pub trait WriteQueue: Send + Sync + 'static {
+    /// Stores the record and queues the operation atomically.
+    async fn submit(&self, submission: Submission) -> Result<Submitted, QueueError>;
+    /// Prepares the stream and consumer group (idempotent).
+    async fn prepare(&self) -> Result<(), QueueError>;
+    /// Up to `max` new jobs for `consumer`, waiting up to `wait` for the first.
+    async fn take(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError>;
+    /// Up to `max` jobs pending longer than `min_idle` (their worker died), now `consumer`'s.
+    async fn claim_stale(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<Job>, QueueError>;
+    /// Stores the final record, bumps the search generation and acknowledges, atomically.
+    async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError>;
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+}
+
+/// Parses a stream entry's `op` field.
+pub(crate) fn parse_op(entry: &str, raw: &[u8]) -> Result<WriteOp, QueueError> {
+    serde_json::from_slice(raw).map_err(|e| QueueError::Corrupt {
+        entry: entry.to_string(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,229 @@
+//! Applying one queued write to the vector store; the record readers see next is the result.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::Worker;
+use crate::memory::{is_tombstone, tombstone, StoredMemory};
+use crate::queue::{RecordWrite, WriteOp};
+use crate::vectors::MemoryPoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Enrichment(#[from] crate::enrichment::EnrichmentError),
+    #[error(transparent)]
+    Embedding(#[from] crate::embeddings::EmbeddingError),
+    #[error(transparent)]
+    Vectors(#[from] crate::vectors::VectorError),
+    #[error("memory {0} is not in the vector store (yet)")]
+    Missing(Uuid),
+    #[error("memory {0} has no content")]
+    NoContent(Uuid),
+}
+
+/// Tags as the user gave them, then the extracted keywords, without repeats.
+fn merge_tags(given: Option<&Value>, keywords: Vec<String>) -> Value {
+    let mut tags: Vec<String> = given
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for keyword in keywords {
+        if !tags.contains(&keyword) {
+            tags.push(keyword);
+        }
+    }
+    Value::from(tags)
+}
+
+impl Worker {
+    pub(super) async fn apply(&self, op: &WriteOp) -> Result<RecordWrite, ApplyError> {
+        let key = self.record_key(op.scope(), op.id());
+        match op {
+            WriteOp::Create {
+                id,
+                memory,
+                summary_given,
+                valence_given,
+                ..
+            } => {
+                if self.is_deleted(&key).await {
+                    return Ok(self.record(key, tombstone(*id)));
+                }
+                let (memory, vector) = self
+                    .enrich(*id, memory.clone(), !summary_given, !valence_given, true)
+                    .await?;
+                self.store(key, *id, memory, Some(vector)).await
+            }
+            WriteOp::Update { id, patch, .. } => {
+                let mut memory = self
+                    .vectors
+                    .retrieve(*id)
+                    .await?
+                    .ok_or(ApplyError::Missing(*id))?;
+                let content_changed = patch
+                    .get("content")
+                    .is_some_and(|c| Some(c) != memory.get("content"));
+                for (field, value) in patch {
+                    memory.insert(field.clone(), value.clone());
+                }
+                if content_changed {
+                    let summary = !patch.contains_key("summary");
+                    let valence = !patch.contains_key("emotionalValence");
+                    let keywords = !patch.contains_key("tags");
+                    let (memory, vector) =
+                        self.enrich(*id, memory, summary, valence, keywords).await?;
+                    self.store(key, *id, memory, Some(vector)).await
+                } else {
+                    self.store(key, *id, memory, None).await
+                }
+            }
+            WriteOp::Delete { id, .. } => {
+                self.vectors.delete(&[*id]).await?;
+                Ok(self.record(key, tombstone(*id)))
+            }
+        }
+    }
+
+    fn record(&self, key: String, value: bytes::Bytes) -> RecordWrite {
+        RecordWrite {
+            key,
+            value,
+            ttl: self.settings.memory_ttl,
+        }
+    }
+
+    async fn is_deleted(&self, key: &str) -> bool {
+        matches!(self.cache.get(key).await, Ok(Some(record)) if is_tombstone(&record))
+    }
+
+    /// Enrichment and embedding in parallel; fills the fields asked for.
+    async fn enrich(
+        &self,
+        id: Uuid,
+        mut memory: StoredMemory,
+        summary: bool,
+        valence: bool,
+        keywords: bool,
+    ) -> Result<(StoredMemory, Vec<f32>), ApplyError> {
+        let content = memory
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or(ApplyError::NoContent(id))?
+            .to_string();
+        let started = Instant::now();
+        let (new_summary, new_valence, new_keywords, vector) = tokio::try_join!(
+            async {
+                match summary {
+                    true => self
+                        .enricher
+                        .summarize(&content)
+                        .await
+                        .map(Some)
+                        .map_err(ApplyError::from),
+                    false => Ok(None),
+                }
+            },
+            async {
+                match valence {
+                    true => self
+                        .enricher
+                        .emotional_valence(&content)
+                        .await
+                        .map(Some)
+                        .map_err(ApplyError::from),
+                    false => Ok(None),
+                }
+            },
+            async {
+                match keywords {
+                    true => self
+                        .enricher
+                        .keywords(&content)
+                        .await
+                        .map(Some)
+                        .map_err(ApplyError::from),
+                    false => Ok(None),
+                }
+            },
+            async {
+                self.embeddings
+                    .embed(content.clone())
+                    .await
+                    .map_err(ApplyError::from)
+            },
+        )?;
+        self.metrics
+            .job_duration
+            .with_label_values(&["enrich"])
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(summary) = new_summary {
+            memory.insert("summary".into(), Value::String(summary));
+        }
+        if let Some(valence) = new_valence {
+            memory.insert("emotionalValence".into(), Value::from(valence));
+        }
+        if let Some(keywords) = new_keywords {
+            let tags = merge_tags(memory.get("tags"), keywords);
+            memory.insert("tags".into(), tags);
+        }
+        Ok((memory, vector))
+    }
+
+    /// Upserts the memory with its vector (embedding the content when none is given: a point
+    /// cannot be written without one).
+    async fn store(
+        &self,
+        key: String,
+        id: Uuid,
+        mut memory: StoredMemory,
+        vector: Option<Vec<f32>>,
+    ) -> Result<RecordWrite, ApplyError> {
+        let vector = match vector {
+            Some(vector) => vector,
+            None => {
+                let content = memory
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or(ApplyError::NoContent(id))?;
+                self.embeddings.embed(content.to_string()).await?
+            }
+        };
+        memory.insert("id".into(), Value::String(id.to_string()));
+        memory.insert("status".into(), Value::String("ready".into()));
+        memory.remove("error");
+        let started = Instant::now();
+        self.vectors
+            .upsert(vec![MemoryPoint {
+                id,
+                vector,
+                memory: memory.clone(),
+            }])
+            .await?;
+        self.metrics
+            .job_duration
+            .with_label_values(&["upsert"])
+            .observe(started.elapsed().as_secs_f64());
+        let body = serde_json::to_vec(&memory).unwrap_or_default();
+        Ok(self.record(key, body.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_keep_the_users_first() {
+        let given = serde_json::json!(["travel", "paris"]);
+        let merged = merge_tags(Some(&given), vec!["paris".into(), "coffee".into()]);
+        assert_eq!(merged, serde_json::json!(["travel", "paris", "coffee"]));
+    }
+}
