@@ -87,6 +87,22 @@ impl EdgeStore {
     }
 }
 
+impl Drop for EdgeStore {
+    /// Flushes the shard (Edge does so when it is dropped) while its directory still exists:
+    /// before a temporary directory is removed. If the directory was removed under us, the
+    /// shard is not flushed at all, rather than panicking in Edge's own drop.
+    fn drop(&mut self) {
+        if let Some(shard) = self.shard.take() {
+            if self.path.exists() {
+                drop(shard);
+            } else {
+                tracing::warn!(path = %self.path.display(), "Qdrant Edge directory vanished; not flushing");
+                std::mem::forget(shard);
+            }
+        }
+    }
+}
+
 fn distance(metric: DistanceMetric) -> Distance {
     match metric {
         DistanceMetric::Cosine => Distance::Cosine,

@@ -1,0 +1,565 @@
+//! The write path end to end: `202` at once, enrichment in the background, nothing lost. Real
+//! `redis-server`, a local OpenAI-compatible server that can be slow or fail, and worker
+//! processes that are killed for real.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use memgate::config::Config;
+use memgate_testkit::{
+    eventually, start_proxy, start_proxy_and_worker, test_config, FakeOpenAi, RedisServer,
+};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+struct Env {
+    redis: RedisServer,
+    openai: FakeOpenAi,
+    proxy: memgate::app::RunningProxy,
+    worker: Option<memgate::app::RunningWorker>,
+    http: reqwest::Client,
+    prefix: String,
+    data: tempfile::TempDir,
+}
+
+impl Env {
+    /// A proxy, and an in-process worker unless `with_worker` is false.
+    async fn start(with_worker: bool, adjust: impl FnOnce(&mut Config)) -> Env {
+        let redis = RedisServer::start().expect("redis-server");
+        let openai = FakeOpenAi::start(64).await.expect("openai");
+        let data = tempfile::tempdir().expect("dir");
+        let mut config = test_config(
+            &data.path().join("proxy"),
+            Some(redis.url()),
+            Some(openai.base_url()),
+            None,
+        );
+        adjust(&mut config);
+        let prefix = config.key_prefix();
+        let (proxy, worker) = if with_worker {
+            let (proxy, worker) = start_proxy_and_worker(config).await.expect("start");
+            (proxy, Some(worker))
+        } else {
+            (start_proxy(config).await.expect("start"), None)
+        };
+        Env {
+            redis,
+            openai,
+            proxy,
+            worker,
+            http: reqwest::Client::new(),
+            prefix,
+            data,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{}{path}", self.proxy.api_addr))
+            .header("x-user-id", "alice")
+    }
+
+    async fn create(&self, body: Value) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .request(reqwest::Method::POST, "/memories")
+            .json(&body)
+            .send()
+            .await
+            .expect("create");
+        let status = response.status();
+        (status, response.json().await.expect("json"))
+    }
+
+    async fn get(&self, id: &str) -> (u16, Value) {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/memories/{id}"))
+            .send()
+            .await
+            .expect("get");
+        (
+            response.status().as_u16(),
+            response.json().await.expect("json"),
+        )
+    }
+
+    async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, memory) = self.get(id).await;
+            if memory["status"] == status {
+                return memory;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "memory {id} never became {status}: {memory}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        self.redis.client().await.expect("redis client")
+    }
+
+    async fn stream_len(&self, stream: &str) -> u64 {
+        self.redis()
+            .await
+            .xlen(format!("{}{stream}", self.prefix))
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn pending(&self) -> u64 {
+        let reply: redis::streams::StreamPendingReply = self
+            .redis()
+            .await
+            .xpending(format!("{}writes", self.prefix), "workers")
+            .await
+            .unwrap_or_default();
+        reply.count() as u64
+    }
+}
+
+#[tokio::test]
+async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() {
+    let env = Env::start(true, |_| {}).await;
+    let content = format!(
+        "A happy afternoon drinking coffee in Paris with Marie. {}",
+        "More words. ".repeat(30)
+    );
+    let response = env
+        .request(reqwest::Method::POST, "/memories")
+        .json(&json!({"content": content, "tags": ["travel"], "importance": 0.7}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let accepted: Value = response.json().await.expect("json");
+    let id = accepted["id"].as_str().expect("id").to_string();
+    assert_eq!(accepted["status"], "processing");
+    assert_eq!(location, format!("/memories/{id}"));
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
+        7
+    );
+
+    let (status, provisional) = env.get(&id).await;
+    assert_eq!(status, 200);
+    if provisional["status"] == "processing" {
+        assert_eq!(
+            provisional["summary"].as_str().map(|s| s.chars().count()),
+            Some(200)
+        );
+    }
+
+    let ready = env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+    assert!(ready["summary"]
+        .as_str()
+        .expect("summary")
+        .starts_with("Summary: A happy afternoon"));
+    assert_eq!(ready["emotionalValence"], 0.8);
+    let tags: Vec<&str> = ready["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(tags[0], "travel", "the user's tags come first");
+    assert!(tags.contains(&"happy"), "keywords join the tags: {tags:?}");
+    assert_eq!(ready["importance"], 0.7);
+    assert_eq!(env.openai.chat_calls(), 3, "summary, valence and keywords");
+
+    let response = env
+        .request(reqwest::Method::POST, "/memories/search")
+        .json(&json!({"query": "coffee in Paris"}))
+        .send()
+        .await
+        .expect("search");
+    let results: Value = response.json().await.expect("json");
+    assert_eq!(results["memories"][0]["id"], id.as_str());
+    assert_eq!(results["memories"][0]["status"], "ready");
+}
+
+#[tokio::test]
+async fn embeddings_are_batched_across_jobs() {
+    let env = Env::start(true, |c| {
+        c.worker.embedding_batch_window = Duration::from_millis(50)
+    })
+    .await;
+    env.openai.set_delay(Duration::from_millis(100));
+    let creates = (0..20).map(|i| env.create(json!({"content": format!("memory number {i}"), "summary": "s", "emotionalValence": 0.0})));
+    let answers = futures::future::join_all(creates).await;
+    let ids: Vec<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 202);
+            body["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    for id in &ids {
+        env.wait_status(id, "ready", Duration::from_secs(10)).await;
+    }
+    assert_eq!(env.openai.embedded_texts(), 20);
+    assert!(
+        env.openai.embedding_calls() < 10,
+        "20 jobs took {} embedding calls",
+        env.openai.embedding_calls()
+    );
+    assert_eq!(
+        env.openai.chat_calls(),
+        20,
+        "only keywords: summary and valence were given"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_create_with_the_same_idempotency_key_creates_nothing_new() {
+    let env = Env::start(true, |c| {
+        c.scope = Some(memgate::config::ScopeConfig {
+            header: "x-user-id".into(),
+            field: "userId".into(),
+        });
+    })
+    .await;
+    let send = || {
+        env.request(reqwest::Method::POST, "/memories")
+            .header("idempotency-key", "create-42")
+            .json(&json!({"content": "only once"}))
+            .send()
+    };
+    let first: Value = send().await.expect("first").json().await.expect("json");
+    let second = send().await.expect("second");
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.expect("json");
+    assert_eq!(first["id"], second["id"]);
+    env.wait_status(
+        first["id"].as_str().expect("id"),
+        "ready",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(env.openai.embedded_texts(), 1, "one memory was enriched");
+
+    let other = env
+        .http
+        .post(format!("http://{}/memories", env.proxy.api_addr))
+        .header("x-user-id", "bob")
+        .header("idempotency-key", "create-42")
+        .json(&json!({"content": "bob's own"}))
+        .send()
+        .await
+        .expect("bob");
+    let other: Value = other.json().await.expect("json");
+    assert_ne!(other["id"], first["id"], "keys are per tenant");
+}
+
+#[tokio::test]
+async fn delete_hides_at_once_and_update_applies() {
+    let env = Env::start(true, |_| {}).await;
+    let (_, accepted) = env
+        .create(json!({"content": "the old content about gardens"}))
+        .await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+
+    let response = env
+        .request(reqwest::Method::PATCH, &format!("/memories/{id}"))
+        .json(&json!({"content": "new content about sailing boats", "importance": 0.9}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 202);
+    let (_, seen) = env.get(&id).await;
+    assert_eq!(
+        seen["content"], "new content about sailing boats",
+        "readers see the change at once"
+    );
+    let updated = env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+    assert_eq!(updated["importance"], 0.9);
+    let env = &env;
+    let search = |query: &'static str| async move {
+        let response = env
+            .request(reqwest::Method::POST, "/memories/search")
+            .json(&json!({"query": query, "similarityThreshold": 0.3}))
+            .send()
+            .await
+            .expect("search");
+        let results: Value = response.json().await.expect("json");
+        results["memories"].as_array().expect("memories").len()
+    };
+    assert_eq!(
+        search("sailing boats").await,
+        1,
+        "the new content was embedded"
+    );
+
+    let response = env
+        .request(reqwest::Method::DELETE, &format!("/memories/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 202);
+    let (status, body) = env.get(&id).await;
+    assert_eq!(status, 404, "gone at once: {body}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.stream_len("writes").await == 0
+        })
+        .await,
+        "the worker applied the delete"
+    );
+    assert_eq!(search("sailing boats").await, 0);
+    let (status, _) = env.get(&id).await;
+    assert_eq!(status, 404);
+
+    let response = env
+        .request(reqwest::Method::DELETE, &format!("/memories/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 404, "deleting twice finds nothing");
+    let response = env
+        .request(reqwest::Method::PATCH, &format!("/memories/{id}"))
+        .json(&json!({"limit": 1}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 400, "unknown fields are refused");
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_marked_failed() {
+    let env = Env::start(true, |c| c.worker.max_attempts = 3).await;
+    env.openai.set_failing(true);
+    let (status, accepted) = env.create(json!({"content": "doomed"})).await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().expect("id").to_string();
+    let failed = env
+        .wait_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    assert!(
+        failed["error"].as_str().expect("error").contains("500"),
+        "{failed}"
+    );
+    assert_eq!(failed["content"], "doomed");
+    assert_eq!(env.stream_len("writes:dead").await, 1);
+    assert_eq!(env.stream_len("writes").await, 0);
+    assert_eq!(env.pending().await, 0);
+    let dead: redis::streams::StreamRangeReply = env
+        .redis()
+        .await
+        .xrange_all(format!("{}writes:dead", env.prefix))
+        .await
+        .expect("xrange");
+    let entry = &dead.ids[0];
+    let op: String = entry.get("op").expect("op");
+    assert!(op.contains(&id));
+    let error: String = entry.get("error").expect("error");
+    assert!(error.contains("500"));
+}
+
+#[tokio::test]
+async fn bad_writes_are_rejected_and_nothing_is_queued() {
+    let env = Env::start(false, |c| c.limits.max_body_bytes = 4096).await;
+    for (body, code) in [
+        (json!({"content": ""}), "empty_content"),
+        (json!({"content": "x", "type": "dream"}), "invalid_field"),
+        (json!({"content": "x", "importance": -0.1}), "out_of_range"),
+        (
+            json!({"content": "x", "emotionalValence": 1.5}),
+            "out_of_range",
+        ),
+        (json!({"summary": "no content"}), "invalid_field"),
+        (json!({"content": "x".repeat(5000)}), "body_too_large"),
+    ] {
+        let (status, error) = env.create(body).await;
+        assert!(status.is_client_error());
+        assert_eq!(error["error"]["code"], code);
+    }
+    let response = env
+        .request(
+            reqwest::Method::PATCH,
+            "/memories/0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e",
+        )
+        .json(&json!({"importance": 0.5}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 404, "no such memory");
+    let response = env
+        .request(reqwest::Method::DELETE, "/memories/nope")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 400);
+    assert_eq!(env.stream_len("writes").await, 0);
+}
+
+#[tokio::test]
+async fn when_redis_is_down_a_create_is_refused_not_acknowledged() {
+    let mut env = Env::start(false, |_| {}).await;
+    env.redis.kill();
+    let (status, error) = env.create(json!({"content": "nowhere to go"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(error["error"]["code"], "dependency_unavailable");
+}
+
+#[tokio::test]
+async fn embedded_mode_runs_the_same_pipeline_in_process() {
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(data.path(), None, None, None);
+    config.rollout.percent = 100;
+    let proxy = start_proxy(config).await.expect("start");
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", proxy.api_addr);
+    let accepted: Value = http
+        .post(format!("{base}/memories"))
+        .json(&json!({"content": "What a wonderful, happy day at the beach!"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["id"].as_str().expect("id").to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let http = http.clone();
+            let url = format!("{base}/memories/{id}");
+            async move {
+                let memory: Value = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json()
+                    .await
+                    .expect("json");
+                memory["status"] == "ready"
+                    && memory["emotionalValence"].as_f64().is_some_and(|v| v > 0.5)
+            }
+        })
+        .await,
+        "ready, with a valence from the local enricher"
+    );
+    proxy.shutdown().await;
+}
+
+// ---- worker processes ----
+
+fn memgate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let binary = dir.join("memgate");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p memgate` (cargo test --workspace --all-targets does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A `memgate worker` process with its own Qdrant Edge directory.
+fn spawn_worker(env: &Env, name: &str, claim_idle: &str) -> Child {
+    let dir = env.data.path().join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("worker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "store: {{namespace: test, name: 'store-{pid}'}}\nadminListen: 127.0.0.1:0\n\
+             redis: {{url: '{redis}'}}\ncache: {{backend: redis}}\n\
+             vectors: {{backend: edge, path: '{edge}'}}\n\
+             embeddings: {{provider: openai, model: text-embedding-test, dimensions: 64}}\n\
+             enrichment: {{provider: openai, model: gpt-test}}\n\
+             openai: {{baseUrl: '{openai}', apiKey: sk-test}}\n\
+             worker: {{claimIdle: {claim_idle}, retryBackoff: 20ms, embeddingBatchWindow: 5ms, drainTimeout: 20s}}\n\
+             upstream: {{url: 'http://127.0.0.1:9'}}\n",
+            pid = std::process::id(),
+            redis = env.redis.url(),
+            edge = dir.join("edge").display(),
+            openai = env.openai.base_url(),
+        ),
+    )
+    .expect("config");
+    Command::new(memgate_binary())
+        .args(["worker", "--config"])
+        .arg(&config)
+        .env("MEMGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("memgate worker starts")
+}
+
+#[tokio::test]
+async fn a_killed_workers_job_is_finished_by_another() {
+    let env = Env::start(false, |_| {}).await;
+    env.openai.set_delay(Duration::from_millis(1500));
+    let mut first = spawn_worker(&env, "first", "1s");
+    let (_, accepted) = env
+        .create(json!({"content": "survive a crash", "summary": "s", "emotionalValence": 0.0}))
+        .await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.pending().await == 1
+        })
+        .await,
+        "the first worker took the job"
+    );
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    env.openai.set_delay(Duration::ZERO);
+
+    let mut second = spawn_worker(&env, "second", "1s");
+    env.wait_status(&id, "ready", Duration::from_secs(15)).await;
+    assert_eq!(env.pending().await, 0, "acknowledged");
+    assert_eq!(env.stream_len("writes").await, 0);
+    assert_eq!(env.stream_len("writes:dead").await, 0);
+    second.kill().expect("kill");
+    let _ = second.wait();
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_worker_finish_its_jobs() {
+    let env = Env::start(false, |_| {}).await;
+    env.openai.set_delay(Duration::from_millis(800));
+    let mut worker = spawn_worker(&env, "draining", "60s");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, accepted) = env
+            .create(json!({"content": format!("in flight {i}")}))
+            .await;
+        ids.push(accepted["id"].as_str().expect("id").to_string());
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.pending().await == 3
+        })
+        .await,
+        "the worker took all three"
+    );
+    let pid = worker.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "clean exit after draining: {exit:?}");
+    for id in &ids {
+        let (_, memory) = env.get(id).await;
+        assert_eq!(memory["status"], "ready", "{memory}");
+    }
+    assert_eq!(env.pending().await, 0);
+    assert!(env.worker.is_none());
+}
