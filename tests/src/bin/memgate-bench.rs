@@ -19,7 +19,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use memgate_testkit::{test_config, FakeUpstream, RedisServer};
+use memgate_testkit::{start_proxy_and_worker, test_config, FakeOpenAi, FakeUpstream, RedisServer};
+use redis::AsyncCommands;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -32,6 +33,18 @@ struct Args {
     /// Memories stored before the runs.
     #[arg(long, default_value_t = 1000)]
     dataset_size: usize,
+    /// Rate of the create-acknowledgement scenario.
+    #[arg(long, default_value_t = 500)]
+    create_rate: u64,
+    /// Rate of the worker-throughput scenario.
+    #[arg(long, default_value_t = 100)]
+    worker_rate: u64,
+    /// Latency of every OpenAI call in the write scenarios, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    openai_latency_ms: u64,
+    /// Skip the read scenarios.
+    #[arg(long)]
+    writes_only: bool,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -51,6 +64,15 @@ impl Call {
             url,
             headers: Vec::new(),
             body: Bytes::new(),
+        }
+    }
+
+    fn post(url: String, body: serde_json::Value) -> Self {
+        Self {
+            method: hyper::Method::POST,
+            url,
+            headers: vec![("content-type", "application/json".into())],
+            body: Bytes::from(body.to_string()),
         }
     }
 
@@ -227,6 +249,9 @@ fn main() -> anyhow::Result<()> {
     let upstream = Arc::new(upstream);
 
     load_runtime.block_on(async {
+        if args.writes_only {
+            return anyhow::Ok(());
+        }
         let client: HttpClient = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
             .build_http();
@@ -365,10 +390,117 @@ fn main() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })?;
+    write_scenarios(&args, &redis, &proxy_runtime, &load_runtime, data.path())?;
     proxy_runtime.block_on(async {
         proxy.shutdown().await;
         proxy_no_l1.shutdown().await;
     });
     drop(upstream);
+    Ok(())
+}
+
+/// Writes: the acknowledgement latency at `create_rate` while every OpenAI call takes
+/// `openai_latency_ms`, then whether the workers keep up with `worker_rate` creates per second.
+fn write_scenarios(
+    args: &Args,
+    redis: &RedisServer,
+    proxy_runtime: &tokio::runtime::Runtime,
+    load_runtime: &tokio::runtime::Runtime,
+    data: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (openai, proxy, worker, prefix) = proxy_runtime.block_on(async {
+        let openai = FakeOpenAi::start(384).await?;
+        openai.set_delay(Duration::from_millis(args.openai_latency_ms));
+        let mut config = test_config(
+            &data.join("writes"),
+            Some(redis.url()),
+            Some(openai.base_url()),
+            None,
+        );
+        config.store.name = "bench-writes".into();
+        config.embeddings.dimensions = 384;
+        config.openai.timeout = Duration::from_secs(30);
+        config.worker.concurrency = 512;
+        config.worker.embedding_batch_window = Duration::from_millis(20);
+        let prefix = config.key_prefix();
+        let (proxy, worker) = start_proxy_and_worker(config).await?;
+        anyhow::Ok((openai, proxy, worker, prefix))
+    })?;
+    let mut connection = load_runtime.block_on(redis.client())?;
+    load_runtime.block_on(async {
+        let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+        let url = format!("http://{}/memories", proxy.api_addr);
+        let creates: Vec<Call> = (0..1000)
+            .map(|i| Call::post(url.clone(), serde_json::json!({"content": sentence(i)})).with("x-memgate-route", "fast"))
+            .collect();
+        let duration = Duration::from_secs(args.seconds);
+        run(&client, &creates, args.create_rate, Duration::from_secs(1), None).await;
+        let ack = run(&client, &creates, args.create_rate, duration, None).await;
+        println!(
+            "\nwrites: every OpenAI call takes {} ms; create acknowledged (202) at {} req/s\n",
+            args.openai_latency_ms, args.create_rate
+        );
+        println!("| scenario | p50 | p95 | p99 | max | req/s | errors | header check |");
+        println!("|---|---|---|---|---|---|---|---|");
+        row("create (202 ack)", &ack);
+
+        let writes = format!("{prefix}writes");
+        let drained = |connection: &mut redis::aio::MultiplexedConnection| {
+            let mut connection = connection.clone();
+            let writes = writes.clone();
+            async move { connection.xlen::<_, u64>(&writes).await.unwrap_or(u64::MAX) == 0 }
+        };
+        eprintln!("draining the backlog of the acknowledgement run");
+        let wait = Instant::now();
+        while !drained(&mut connection).await && wait.elapsed() < Duration::from_secs(600) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls_before = openai.embedding_calls() + openai.chat_calls();
+        let embedding_calls_before = openai.embedding_calls();
+        let texts_before = openai.embedded_texts();
+
+        let started = Instant::now();
+        let sampler = {
+            let mut connection = connection.clone();
+            let writes = writes.clone();
+            tokio::spawn(async move {
+                let mut max_backlog = 0u64;
+                loop {
+                    let length: u64 = connection.xlen(&writes).await.unwrap_or(0);
+                    max_backlog = max_backlog.max(length);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if length == 0 && started.elapsed() > Duration::from_secs(1) {
+                        return max_backlog;
+                    }
+                }
+            })
+        };
+        let sustained = run(&client, &creates, args.worker_rate, duration, None).await;
+        while !drained(&mut connection).await && started.elapsed() < Duration::from_secs(600) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let total = started.elapsed();
+        sampler.abort();
+        let jobs = sustained.histogram.len();
+        let calls = openai.embedding_calls() + openai.chat_calls() - calls_before;
+        let embed_texts = openai.embedded_texts() - texts_before;
+        println!(
+            "\nworker throughput: {jobs} creates at {} /s over {} s, all enriched and stored {:.2} s after the first; \
+             {:.1} jobs/s; {:.2} OpenAI calls per memory ({} embedding texts in {} embedding calls)",
+            args.worker_rate,
+            args.seconds,
+            total.as_secs_f64(),
+            jobs as f64 / total.as_secs_f64(),
+            calls as f64 / jobs.max(1) as f64,
+            embed_texts,
+            openai.embedding_calls() - embedding_calls_before,
+        );
+        anyhow::Ok(())
+    })?;
+    proxy_runtime.block_on(async {
+        proxy.shutdown().await;
+        worker.shutdown().await;
+    });
+    drop(openai);
     Ok(())
 }
