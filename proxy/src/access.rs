@@ -78,7 +78,7 @@ impl AccessRecorder {
                 last: *last,
             })
             .collect();
-        match store.record_accesses(&updates).await {
+        match store.record_accesses(&updates, &keys.access_dirty()).await {
             Ok(()) => metrics.access_flushed.inc_by(updates.len() as u64),
             Err(error) => {
                 tracing::warn!(%error, ids = updates.len(), "access flush failed; will retry");

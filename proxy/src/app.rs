@@ -194,6 +194,7 @@ pub fn build_worker(
             claim_idle: config.worker.claim_idle,
             drain_timeout: config.worker.drain_timeout,
             memory_ttl: config.cache.memory_ttl,
+            access_sync_interval: config.worker.access_sync_interval,
         },
     );
     (Arc::new(worker), batcher_task)

@@ -97,6 +97,11 @@ impl KeySpace {
         format!("{}access:{id}", self.prefix)
     }
 
+    /// `access:dirty`: ids read since the workers last copied their counts to the vector store.
+    pub fn access_dirty(&self) -> String {
+        format!("{}access:dirty", self.prefix)
+    }
+
     /// `popular`: sorted set of ids by access count, per tenant.
     pub fn popular(&self, scope: &Scope) -> String {
         format!("{}{}popular", self.prefix, scope.key_part())

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub embedding_calls: IntCounter,
     pub embedded_texts: IntCounter,
+    pub access_synced: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,7 +196,16 @@ impl Metrics {
             IntCounter::new("memgate_embedded_texts_total", "Texts embedded by workers")
                 .expect("valid metric"),
         );
+        let access_synced = register(
+            &registry,
+            IntCounter::new(
+                "memgate_access_synced_total",
+                "Read counts copied into the vector store",
+            )
+            .expect("valid metric"),
+        );
         Self {
+            access_synced,
             write_ack,
             queue_length,
             queue_pending,

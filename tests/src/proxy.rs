@@ -46,6 +46,7 @@ pub fn test_config(
     }
     config.worker.retry_backoff = std::time::Duration::from_millis(20);
     config.worker.embedding_batch_window = std::time::Duration::from_millis(5);
+    config.worker.access_sync_interval = std::time::Duration::from_millis(50);
     config.rollout.percent = if upstream.is_some() { 50 } else { 100 };
     config.rollout.sticky_header = Some("x-user-id".into());
     config.upstream.url = upstream;

@@ -333,6 +333,47 @@ async fn delete_hides_at_once_and_update_applies() {
 }
 
 #[tokio::test]
+async fn read_counts_reach_the_vector_store_in_batches() {
+    let env = Env::start(true, |_| {}).await;
+    let (_, accepted) = env.create(json!({"content": "read me thrice"})).await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+    let counted_before: u64 = env
+        .redis()
+        .await
+        .hget(format!("{}access:{id}", env.prefix), "count")
+        .await
+        .unwrap_or(0);
+    for _ in 0..3 {
+        env.get(&id).await;
+    }
+    let expected = counted_before + 3;
+    let mut attempt = 0u32;
+    let synced = eventually(Duration::from_secs(5), || {
+        attempt += 1;
+        // A slightly different threshold each time: a result-cache miss, so the payload is fresh.
+        let threshold = 0.0001 * f64::from(attempt);
+        let request = env
+            .request(reqwest::Method::POST, "/memories/search")
+            .json(&json!({"query": "read me thrice", "similarityThreshold": threshold}));
+        async move {
+            let results: Value = request
+                .send()
+                .await
+                .expect("search")
+                .json()
+                .await
+                .expect("json");
+            results["memories"][0]["accessCount"]
+                .as_u64()
+                .is_some_and(|count| count >= expected)
+        }
+    })
+    .await;
+    assert!(synced, "accessCount in the vector store reached {expected}");
+}
+
+#[tokio::test]
 async fn a_job_that_keeps_failing_is_retried_then_dead_lettered_and_marked_failed() {
     let env = Env::start(true, |c| c.worker.max_attempts = 3).await;
     env.openai.set_failing(true);

@@ -42,6 +42,7 @@ struct Counters {
     integers: HashMap<String, u64>,
     access: HashMap<String, (u64, DateTime<Utc>)>,
     popular: HashMap<String, HashMap<String, u64>>,
+    dirty: HashMap<String, std::collections::HashSet<uuid::Uuid>>,
 }
 
 pub struct InProcessCache {
@@ -116,9 +117,18 @@ impl CacheStore for InProcessCache {
         Ok(*value)
     }
 
-    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError> {
+    async fn record_accesses(
+        &self,
+        updates: &[AccessUpdate],
+        dirty_key: &str,
+    ) -> Result<(), CacheError> {
         let mut counters = self.counters();
         for update in updates {
+            counters
+                .dirty
+                .entry(dirty_key.to_string())
+                .or_default()
+                .insert(update.id);
             let stats = counters
                 .access
                 .entry(update.access_key.clone())
@@ -132,6 +142,27 @@ impl CacheStore for InProcessCache {
                 .entry(update.id.to_string())
                 .or_insert(0) += update.count;
         }
+        Ok(())
+    }
+
+    async fn take_dirty(&self, dirty_key: &str, max: usize) -> Result<Vec<uuid::Uuid>, CacheError> {
+        let mut counters = self.counters();
+        let Some(set) = counters.dirty.get_mut(dirty_key) else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<uuid::Uuid> = set.iter().take(max).copied().collect();
+        for id in &ids {
+            set.remove(id);
+        }
+        Ok(ids)
+    }
+
+    async fn mark_dirty(&self, dirty_key: &str, ids: &[uuid::Uuid]) -> Result<(), CacheError> {
+        self.counters()
+            .dirty
+            .entry(dirty_key.to_string())
+            .or_default()
+            .extend(ids.iter().copied());
         Ok(())
     }
 
@@ -183,7 +214,7 @@ mod tests {
             last: now,
         };
         cache
-            .record_accesses(&[update(1, 2), update(2, 5), update(1, 1)])
+            .record_accesses(&[update(1, 2), update(2, 5), update(1, 1)], "dirty")
             .await
             .expect("record");
         assert_eq!(

@@ -46,8 +46,17 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;
     /// Adds one to the integer under `key` and returns the new value.
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
-    /// Adds a batch of reads to `access:{id}` (`count`, `last`) and the `popular` sets.
-    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError>;
+    /// Adds a batch of reads to `access:{id}` (`count`, `last`) and the `popular` sets, and
+    /// marks the ids in the set `dirty_key` for the workers to copy into the vector store.
+    async fn record_accesses(
+        &self,
+        updates: &[AccessUpdate],
+        dirty_key: &str,
+    ) -> Result<(), CacheError>;
+    /// Removes and returns up to `max` ids from the set `dirty_key`.
+    async fn take_dirty(&self, dirty_key: &str, max: usize) -> Result<Vec<Uuid>, CacheError>;
+    /// Puts ids back into the set `dirty_key` (their copy failed).
+    async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError>;
     /// Exact access statistics of one memory: `(count, last)`.
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
     /// Answers when the backend is reachable.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo};
+use uuid::Uuid;
 
 use super::{AccessUpdate, CacheError, CacheStore};
 
@@ -84,7 +85,11 @@ impl CacheStore for RedisCache {
         Ok(self.connection.clone().incr(key, 1u64).await?)
     }
 
-    async fn record_accesses(&self, updates: &[AccessUpdate]) -> Result<(), CacheError> {
+    async fn record_accesses(
+        &self,
+        updates: &[AccessUpdate],
+        dirty_key: &str,
+    ) -> Result<(), CacheError> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -98,10 +103,33 @@ impl CacheStore for RedisCache {
                 .ignore()
                 .hset(&update.access_key, "last", last)
                 .ignore()
-                .zincr(&update.popular_key, id, update.count)
+                .zincr(&update.popular_key, &id, update.count)
+                .ignore()
+                .sadd(dirty_key, &id)
                 .ignore();
         }
         pipe.exec_async(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+
+    async fn take_dirty(&self, dirty_key: &str, max: usize) -> Result<Vec<Uuid>, CacheError> {
+        let ids: Vec<String> = redis::cmd("SPOP")
+            .arg(dirty_key)
+            .arg(max.max(1))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect())
+    }
+
+    async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let _: u64 = self.connection.clone().sadd(dirty_key, ids).await?;
         Ok(())
     }
 

@@ -346,6 +346,9 @@ pub struct WorkerConfig {
     /// How long a retried create with the same `Idempotency-Key` returns the first answer.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    /// How often read counts (`access:{id}`) are copied into the vector store's payload.
+    #[serde(with = "humantime_serde")]
+    pub access_sync_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -359,6 +362,7 @@ impl Default for WorkerConfig {
             embedding_batch_window: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            access_sync_interval: Duration::from_secs(5),
         }
     }
 }
@@ -535,6 +539,10 @@ impl Config {
         check_positive("worker.claimIdle", self.worker.claim_idle)?;
         check_positive("worker.drainTimeout", self.worker.drain_timeout)?;
         check_positive("worker.idempotencyTtl", self.worker.idempotency_ttl)?;
+        check_positive(
+            "worker.accessSyncInterval",
+            self.worker.access_sync_interval,
+        )?;
         if self.store.namespace.is_empty() || self.store.name.is_empty() {
             return Err(invalid("store", "namespace and name must not be empty"));
         }

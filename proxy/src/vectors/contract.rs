@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::DistanceMetric;
-use crate::memory::{DateRange, MemoryType, ValenceRange};
+use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
 
 fn spec(name: &str, dimensions: u64) -> CollectionSpec {
     CollectionSpec {
@@ -164,6 +164,29 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
     let mut top = query(alice(MemoryFilter::default()));
     top.limit = 1;
     assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
+
+    let mut fields = StoredMemory::new();
+    fields.insert("accessCount".into(), json!(7));
+    store
+        .set_fields(Uuid::from_u128(2), fields.clone())
+        .await
+        .expect("set fields");
+    let two = store
+        .retrieve(Uuid::from_u128(2))
+        .await
+        .expect("retrieve")
+        .expect("exists");
+    assert_eq!(two["accessCount"], 7);
+    assert_eq!(two["content"], "memory 2", "other fields stay");
+    store
+        .set_fields(Uuid::from_u128(99), fields)
+        .await
+        .expect("a missing point is left alone");
+    assert!(store
+        .retrieve(Uuid::from_u128(99))
+        .await
+        .expect("retrieve")
+        .is_none());
 
     store.delete(&[Uuid::from_u128(1)]).await.expect("delete");
     assert!(store

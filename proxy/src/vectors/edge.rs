@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use qdrant_edge::{
     CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema,
+    FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, SearchParams, SearchRequest, UpdateOperation, Vectors, WithPayloadInterface,
-    DEFAULT_VECTOR_NAME,
+    QueryEnum, SearchParams, SearchRequest, SetPayloadOp, UpdateOperation, Vectors,
+    WithPayloadInterface, DEFAULT_VECTOR_NAME,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -309,6 +309,34 @@ impl VectorStore for EdgeStore {
                 .update(UpdateOperation::PointOperation(
                     PointOperations::DeletePoints { ids },
                 ))
+                .map_err(edge_error)
+        })
+        .await
+    }
+
+    async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
+        let payload = Payload(fields.into_iter().collect());
+        self.blocking(move |shard| {
+            let exists = !shard
+                .retrieve(
+                    &[PointId::Uuid(id)],
+                    Some(WithPayloadInterface::Bool(false)),
+                    None,
+                )
+                .map_err(edge_error)?
+                .is_empty();
+            if !exists {
+                return Ok(());
+            }
+            shard
+                .update(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
+                    SetPayloadOp {
+                        payload,
+                        points: Some(vec![PointId::Uuid(id)]),
+                        filter: None,
+                        key: None,
+                    },
+                )))
                 .map_err(edge_error)
         })
         .await

@@ -116,6 +116,9 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
+    /// Sets these payload fields of one point, leaving the others (a point that is gone is
+    /// left alone).
+    async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError>;
     /// Answers when the store is reachable.
     async fn health(&self) -> Result<(), VectorError>;
     /// `"qdrant"` or `"edge"`, for logs and metrics.

@@ -5,8 +5,8 @@ use qdrant_client::qdrant::{
     point_id::PointIdOptions, vectors_config::Config as VectorsConfigKind, Condition,
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct,
-    PointsIdsList, Range, SearchParamsBuilder, SearchPointsBuilder, Timestamp, UpsertPointsBuilder,
-    VectorParamsBuilder,
+    PointsIdsList, Range, SearchParamsBuilder, SearchPointsBuilder, SetPayloadPointsBuilder,
+    Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
@@ -253,6 +253,28 @@ impl VectorStore for QdrantStore {
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
                     .points(PointsIdsList { ids })
+                    .wait(true),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
+        if self.retrieve(id).await?.is_none() {
+            return Ok(());
+        }
+        let payload = Payload::try_from(serde_json::Value::Object(fields)).map_err(|e| {
+            VectorError::InvalidPayload {
+                id: id.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.client
+            .set_payload(
+                SetPayloadPointsBuilder::new(&self.collection, payload)
+                    .points_selector(PointsIdsList {
+                        ids: vec![PointId::from(id.to_string())],
+                    })
                     .wait(true),
             )
             .await?;

@@ -34,6 +34,7 @@ pub struct WorkerSettings {
     pub claim_idle: Duration,
     pub drain_timeout: Duration,
     pub memory_ttl: Duration,
+    pub access_sync_interval: Duration,
 }
 
 pub struct Worker {
@@ -54,6 +55,9 @@ impl std::fmt::Debug for Worker {
             .finish_non_exhaustive()
     }
 }
+
+/// Ids copied per round of access sync.
+const ACCESS_SYNC_BATCH: usize = 500;
 
 /// How long one `take` waits for new jobs before the loop checks for shutdown again.
 const TAKE_WAIT: Duration = Duration::from_millis(500);
@@ -92,6 +96,7 @@ impl Worker {
             }
         }
         tracing::info!(%consumer, concurrency = self.settings.concurrency, "worker started");
+        let access_sync = tokio::spawn(self.clone().sync_accesses_forever());
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut last_claim: Option<Instant> = None;
         while !*shutdown.borrow() {
@@ -147,6 +152,7 @@ impl Worker {
             }
             self.export_queue_stats().await;
         }
+        access_sync.abort();
         let all = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
         let drained =
             tokio::time::timeout(self.settings.drain_timeout, slots.acquire_many(all)).await;
@@ -156,6 +162,56 @@ impl Worker {
                 tracing::warn!("worker stopped with jobs in flight; another worker will claim them")
             }
         }
+    }
+
+    async fn sync_accesses_forever(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.settings.access_sync_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            while self.sync_accesses(ACCESS_SYNC_BATCH).await == ACCESS_SYNC_BATCH {}
+        }
+    }
+
+    /// Copies the read counts of up to `max` recently read memories into the vector store's
+    /// payload (`accessCount`, `lastAccessed`); returns how many it handled. Ids whose copy
+    /// failed are put back for the next round.
+    pub async fn sync_accesses(&self, max: usize) -> usize {
+        let dirty_key = self.keys.access_dirty();
+        let ids = match self.cache.take_dirty(&dirty_key, max).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the ids to sync");
+                return 0;
+            }
+        };
+        let mut failed = Vec::new();
+        for id in &ids {
+            let stats = match self.cache.access_stats(&self.keys.access(*id)).await {
+                Ok(Some(stats)) => stats,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, %id, "could not read access counts");
+                    failed.push(*id);
+                    continue;
+                }
+            };
+            let mut fields = crate::memory::StoredMemory::new();
+            fields.insert("accessCount".into(), Value::from(stats.0));
+            let last = stats.1.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            fields.insert("lastAccessed".into(), Value::String(last));
+            match self.vectors.set_fields(*id, fields).await {
+                Ok(()) => self.metrics.access_synced.inc(),
+                Err(error) => {
+                    tracing::warn!(%error, %id, "could not copy access counts to the vector store");
+                    failed.push(*id);
+                }
+            }
+        }
+        if let Err(error) = self.cache.mark_dirty(&dirty_key, &failed).await {
+            tracing::warn!(%error, lost = failed.len(), "could not requeue access syncs");
+        }
+        ids.len() - failed.len()
     }
 
     async fn export_queue_stats(&self) {
