@@ -24,7 +24,7 @@ use crate::fastpath::{FastPath, FastPathSettings};
 use crate::keys::KeySpace;
 use crate::legacy::{LegacyClient, LegacySettings};
 use crate::metrics::Metrics;
-use crate::queue::{InProcessQueue, RedisQueue, WriteQueue};
+use crate::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
 use crate::routing::Router;
 use crate::server::{serve, ConnectionSettings};
 use crate::service::ApiState;
@@ -35,7 +35,10 @@ use crate::worker::{EmbeddingBatcher, Worker, WorkerSettings};
 #[derive(Clone)]
 pub struct Backends {
     pub cache: Arc<dyn CacheStore>,
+    /// The `writes` stream.
     pub queue: Arc<dyn WriteQueue>,
+    /// The `assoc` stream: association discovery after a create or a content change.
+    pub assoc_queue: Arc<dyn WriteQueue>,
     pub vectors: Arc<dyn VectorStore>,
     pub embedder: Arc<dyn Embedder>,
     pub enricher: Arc<dyn Enricher>,
@@ -43,7 +46,7 @@ pub struct Backends {
 
 impl Backends {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let (cache, queue) = cache_and_queue(config)?;
+        let (cache, (queue, assoc_queue)) = cache_and_queues(config)?;
         let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
             VectorBackend::Edge => {
                 Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
@@ -91,6 +94,7 @@ impl Backends {
         Ok(Self {
             cache,
             queue,
+            assoc_queue,
             vectors,
             embedder,
             enricher,
@@ -98,15 +102,33 @@ impl Backends {
     }
 }
 
-/// Redis for both, or both in this process.
-fn cache_and_queue(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Arc<dyn WriteQueue>)> {
-    match config.cache.backend {
+/// The queues' handles: `writes`, then `assoc`.
+type Queues = (Arc<dyn WriteQueue>, Arc<dyn WriteQueue>);
+
+/// Redis for the cache and both queues, or all three in this process.
+fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Queues)> {
+    let cache: Arc<dyn CacheStore> = match config.cache.backend {
+        CacheBackend::Memory => Arc::new(InProcessCache::new(
+            config.cache.l1.max_entries.max(100_000),
+        )),
+        CacheBackend::Redis => {
+            let url = config
+                .redis
+                .url
+                .as_deref()
+                .context("redis.url is required")?;
+            let password = config.redis.password.as_deref();
+            Arc::new(
+                RedisCache::connect_lazy(url, password, config.redis.timeout)
+                    .context("redis.url")?,
+            )
+        }
+    };
+    let (writes, assoc): Queues = match config.cache.backend {
         CacheBackend::Memory => {
-            let cache: Arc<dyn CacheStore> = Arc::new(InProcessCache::new(
-                config.cache.l1.max_entries.max(100_000),
-            ));
-            let queue = Arc::new(InProcessQueue::new(cache.clone()));
-            Ok((cache, queue))
+            let assoc = Arc::new(InProcessQueue::new(cache.clone(), None));
+            let writes = Arc::new(InProcessQueue::new(cache.clone(), Some(assoc.clone())));
+            (writes, assoc)
         }
         CacheBackend::Redis => {
             let url = config
@@ -115,14 +137,25 @@ fn cache_and_queue(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Arc<
                 .as_deref()
                 .context("redis.url is required")?;
             let password = config.redis.password.as_deref();
-            let cache = RedisCache::connect_lazy(url, password, config.redis.timeout)
-                .context("redis.url")?;
-            let queue =
-                RedisQueue::connect_lazy(url, password, config.redis.timeout, &config.key_prefix())
-                    .context("redis.url")?;
-            Ok((Arc::new(cache), Arc::new(queue)))
+            let prefix = config.key_prefix();
+            let queue = |stream: &str, follow_up: Option<&str>| {
+                RedisQueue::connect_lazy(
+                    url,
+                    password,
+                    config.redis.timeout,
+                    &prefix,
+                    stream,
+                    follow_up,
+                )
+                .context("redis.url")
+            };
+            (
+                Arc::new(queue(WRITES_STREAM, Some(ASSOC_STREAM))?),
+                Arc::new(queue(ASSOC_STREAM, None)?),
+            )
         }
-    }
+    };
+    Ok((cache, (writes, assoc)))
 }
 
 fn collection_spec(config: &Config) -> CollectionSpec {
@@ -167,37 +200,46 @@ async fn prepare_collection(
     }
 }
 
-/// A worker for this config, and the task batching its embeddings.
-pub fn build_worker(
+/// The workers of this config — one on `writes`, one on `assoc` — and the task batching their
+/// embeddings.
+pub fn build_workers(
     config: &Config,
     backends: &Backends,
     metrics: &Metrics,
-) -> (Arc<Worker>, JoinHandle<()>) {
+) -> (Arc<Worker>, Arc<Worker>, JoinHandle<()>) {
     let (batcher, batcher_task) = EmbeddingBatcher::spawn(
         backends.embedder.clone(),
         config.worker.embedding_batch_size,
         config.worker.embedding_batch_window,
         metrics.clone(),
     );
-    let worker = Worker::new(
-        backends.queue.clone(),
-        backends.vectors.clone(),
-        backends.enricher.clone(),
-        batcher,
-        backends.cache.clone(),
-        KeySpace::new(config.key_prefix()),
-        metrics.clone(),
-        WorkerSettings {
-            concurrency: config.worker.concurrency,
-            max_attempts: config.worker.max_attempts,
-            retry_backoff: config.worker.retry_backoff,
-            claim_idle: config.worker.claim_idle,
-            drain_timeout: config.worker.drain_timeout,
-            memory_ttl: config.cache.memory_ttl,
-            access_sync_interval: config.worker.access_sync_interval,
-        },
-    );
-    (Arc::new(worker), batcher_task)
+    let worker = |queue: Arc<dyn WriteQueue>| {
+        Worker::new(
+            queue,
+            backends.vectors.clone(),
+            backends.enricher.clone(),
+            batcher.clone(),
+            backends.cache.clone(),
+            KeySpace::new(config.key_prefix()),
+            metrics.clone(),
+            WorkerSettings {
+                concurrency: config.worker.concurrency,
+                max_attempts: config.worker.max_attempts,
+                retry_backoff: config.worker.retry_backoff,
+                claim_idle: config.worker.claim_idle,
+                drain_timeout: config.worker.drain_timeout,
+                memory_ttl: config.cache.memory_ttl,
+                access_sync_interval: config.worker.access_sync_interval,
+                association_threshold: config.worker.association_threshold,
+                max_associations: config.worker.max_associations,
+                search_ef: config.vectors.search_ef,
+                scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
+            },
+        )
+    };
+    let writes = Arc::new(worker(backends.queue.clone()));
+    let assoc = Arc::new(worker(backends.assoc_queue.clone()));
+    (writes, assoc, batcher_task)
 }
 
 /// A consumer name unique to this process: the pod name in a cluster.
@@ -372,10 +414,13 @@ pub async fn start_with(
     let mut workers = Vec::new();
     let mut background = Vec::new();
     if config.cache.backend == CacheBackend::Memory {
-        let (worker, batcher) = build_worker(&config, &backends, &metrics);
+        let (writes, assoc, batcher) = build_workers(&config, &backends, &metrics);
         background.push(batcher);
         workers.push(tokio::spawn(
-            worker.run("embedded".into(), shutdown.subscribe()),
+            writes.run("embedded".into(), shutdown.subscribe()),
+        ));
+        workers.push(tokio::spawn(
+            assoc.run("embedded".into(), shutdown.subscribe()),
         ));
     }
     background.push(access.spawn_flusher(
@@ -462,7 +507,7 @@ pub async fn start_worker_with(
         }
     }
     let metrics = Metrics::new();
-    let (worker, batcher) = build_worker(&config, &backends, &metrics);
+    let (worker, assoc, batcher) = build_workers(&config, &backends, &metrics);
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("adminListen: cannot bind {}", config.admin_listen))?;
@@ -481,11 +526,12 @@ pub async fn start_worker_with(
     ));
     let consumer = consumer_name();
     tracing::info!(%admin_addr, %consumer, "memgate worker running");
+    let run_assoc = tokio::spawn(assoc.run(consumer.clone(), shutdown_rx.clone()));
     let run = tokio::spawn(worker.run(consumer, shutdown_rx));
     Ok(RunningWorker {
         admin_addr,
         shutdown,
-        tasks: vec![run, admin_server],
+        tasks: vec![run, run_assoc, admin_server],
         background: vec![batcher],
     })
 }

@@ -333,6 +333,49 @@ async fn delete_hides_at_once_and_update_applies() {
 }
 
 #[tokio::test]
+async fn similar_memories_are_associated_both_ways() {
+    let env = Env::start(true, |c| c.worker.association_threshold = 0.6).await;
+    let mut ids = Vec::new();
+    for content in [
+        "We drank coffee in Paris with Marie",
+        "The quarterly tax report is due in April",
+        "We drank coffee in Paris with Marie again",
+    ] {
+        let (_, accepted) = env
+            .create(json!({"content": content, "summary": "s", "emotionalValence": 0.0}))
+            .await;
+        let id = accepted["id"].as_str().expect("id").to_string();
+        env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+        ids.push(id);
+    }
+    let associations = |memory: &Value| -> Vec<String> {
+        memory["associations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let linked = eventually(Duration::from_secs(10), || async {
+        let (_, first) = env.get(&ids[0]).await;
+        let (_, third) = env.get(&ids[2]).await;
+        associations(&first) == vec![ids[2].clone()] && associations(&third) == vec![ids[0].clone()]
+    })
+    .await;
+    assert!(linked, "the two Paris memories point at each other");
+    let (_, tax) = env.get(&ids[1]).await;
+    assert!(associations(&tax).is_empty(), "{tax}");
+    assert_eq!(
+        env.stream_len("assoc").await,
+        0,
+        "association jobs are acknowledged"
+    );
+}
+
+#[tokio::test]
 async fn read_counts_reach_the_vector_store_in_batches() {
     let env = Env::start(true, |_| {}).await;
     let (_, accepted) = env.create(json!({"content": "read me thrice"})).await;

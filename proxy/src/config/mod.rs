@@ -349,6 +349,10 @@ pub struct WorkerConfig {
     /// How often read counts (`access:{id}`) are copied into the vector store's payload.
     #[serde(with = "humantime_serde")]
     pub access_sync_interval: Duration,
+    /// Similarity from which two memories are associated.
+    pub association_threshold: f32,
+    /// Most associations found for one memory.
+    pub max_associations: u64,
 }
 
 impl Default for WorkerConfig {
@@ -363,6 +367,8 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             access_sync_interval: Duration::from_secs(5),
+            association_threshold: 0.8,
+            max_associations: 5,
         }
     }
 }

@@ -23,6 +23,7 @@ struct State {
 
 pub struct InProcessQueue {
     records: Arc<dyn CacheStore>,
+    follow_up: Option<Arc<InProcessQueue>>,
     state: Mutex<State>,
     arrived: Notify,
 }
@@ -34,9 +35,11 @@ impl std::fmt::Debug for InProcessQueue {
 }
 
 impl InProcessQueue {
-    pub fn new(records: Arc<dyn CacheStore>) -> Self {
+    /// A queue storing records in `records`; finished jobs' follow-ups go to `follow_up`.
+    pub fn new(records: Arc<dyn CacheStore>, follow_up: Option<Arc<InProcessQueue>>) -> Self {
         Self {
             records,
+            follow_up,
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
         }
@@ -51,6 +54,21 @@ impl InProcessQueue {
     /// The dead letters so far, with their errors.
     pub fn dead_letters(&self) -> Vec<(Job, String)> {
         self.state().dead.clone()
+    }
+
+    fn push(&self, op: super::WriteOp) -> String {
+        let entry = {
+            let mut state = self.state();
+            state.next_entry += 1;
+            let entry = format!("{}-0", state.next_entry);
+            state.ready.push_back(Job {
+                entry: entry.clone(),
+                op,
+            });
+            entry
+        };
+        self.arrived.notify_one();
+        entry
     }
 
     fn take_ready(&self, consumer: &str, max: usize) -> Vec<Job> {
@@ -149,10 +167,15 @@ impl WriteQueue for InProcessQueue {
             .set(&record.key, record.value, record.ttl)
             .await?;
         self.records.increment(&finish.generation_key).await?;
-        let mut state = self.state();
-        state.pending.remove(&job.entry);
-        if let Some(error) = finish.dead_letter {
-            state.dead.push((job.clone(), error));
+        {
+            let mut state = self.state();
+            state.pending.remove(&job.entry);
+            if let Some(error) = finish.dead_letter {
+                state.dead.push((job.clone(), error));
+            }
+        }
+        if let (Some(queue), Some(op)) = (&self.follow_up, finish.follow_up) {
+            queue.push(op);
         }
         Ok(())
     }

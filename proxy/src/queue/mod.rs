@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::memory::StoredMemory;
 
 pub const WRITES_STREAM: &str = "writes";
-pub const DEAD_STREAM: &str = "writes:dead";
+pub const ASSOC_STREAM: &str = "assoc";
 pub const CONSUMER_GROUP: &str = "workers";
 
 /// One write for the worker to apply to the vector store.
@@ -51,12 +51,19 @@ pub enum WriteOp {
     },
     #[serde(rename_all = "camelCase")]
     Delete { id: Uuid, scope: Option<String> },
+    /// Association discovery for a stored memory (the `assoc` stream): its nearest neighbours
+    /// above the threshold become associations, both ways.
+    #[serde(rename_all = "camelCase")]
+    Associate { id: Uuid, scope: Option<String> },
 }
 
 impl WriteOp {
     pub fn id(&self) -> Uuid {
         match self {
-            Self::Create { id, .. } | Self::Update { id, .. } | Self::Delete { id, .. } => *id,
+            Self::Create { id, .. }
+            | Self::Update { id, .. }
+            | Self::Delete { id, .. }
+            | Self::Associate { id, .. } => *id,
         }
     }
 
@@ -64,7 +71,8 @@ impl WriteOp {
         match self {
             Self::Create { scope, .. }
             | Self::Update { scope, .. }
-            | Self::Delete { scope, .. } => scope.as_deref(),
+            | Self::Delete { scope, .. }
+            | Self::Associate { scope, .. } => scope.as_deref(),
         }
     }
 
@@ -74,6 +82,7 @@ impl WriteOp {
             Self::Create { .. } => "create",
             Self::Update { .. } => "update",
             Self::Delete { .. } => "delete",
+            Self::Associate { .. } => "associate",
         }
     }
 }
@@ -124,6 +133,8 @@ pub struct Finish {
     pub generation_key: String,
     /// `Some(error)` moves the entry to `writes:dead`.
     pub dead_letter: Option<String>,
+    /// Queued on the follow-up stream (`assoc`) in the same atomic step.
+    pub follow_up: Option<WriteOp>,
 }
 
 /// Queue depth, for metrics.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     parse_op, Finish, Job, QueueError, QueueStats, Submission, Submitted, WriteQueue,
-    CONSUMER_GROUP, DEAD_STREAM, WRITES_STREAM,
+    CONSUMER_GROUP,
 };
 
 /// Stores the record, queues the op, optionally bumps the generation; with an idempotency key,
@@ -35,6 +35,7 @@ pub struct RedisQueue {
     blocking: ConnectionManager,
     writes: String,
     dead: String,
+    follow_up: Option<String>,
     submit: Script,
 }
 
@@ -68,18 +69,22 @@ fn manager(
 const MAX_BLOCK: Duration = Duration::from_secs(2);
 
 impl RedisQueue {
-    /// `prefix` is the store's key prefix; streams are `{prefix}writes` and `{prefix}writes:dead`.
+    /// The queue on the stream `{prefix}{stream}` (dead letters in `{prefix}{stream}:dead`);
+    /// finished jobs' follow-ups go to `{prefix}{follow_up}`.
     pub fn connect_lazy(
         url: &str,
         password: Option<&str>,
         timeout: Duration,
         prefix: &str,
+        stream: &str,
+        follow_up: Option<&str>,
     ) -> Result<Self, QueueError> {
         Ok(Self {
             commands: manager(url, password, timeout)?,
             blocking: manager(url, password, MAX_BLOCK + timeout)?,
-            writes: format!("{prefix}{WRITES_STREAM}"),
-            dead: format!("{prefix}{DEAD_STREAM}"),
+            writes: format!("{prefix}{stream}"),
+            dead: format!("{prefix}{stream}:dead"),
+            follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
             submit: Script::new(SUBMIT),
         })
     }
@@ -251,6 +256,13 @@ impl WriteQueue for RedisQueue {
                 ],
             )
             .ignore();
+        }
+        if let (Some(stream), Some(op)) = (&self.follow_up, &finish.follow_up) {
+            let op = serde_json::to_vec(op).map_err(|e| QueueError::Corrupt {
+                entry: job.entry.clone(),
+                reason: e.to_string(),
+            })?;
+            pipe.xadd(stream, "*", &[("op", op)]).ignore();
         }
         pipe.xack(&self.writes, CONSUMER_GROUP, &[&job.entry])
             .ignore();

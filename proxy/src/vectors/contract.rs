@@ -165,6 +165,22 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
     top.limit = 1;
     assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
 
+    let vector = store
+        .vector_of(Uuid::from_u128(3))
+        .await
+        .expect("vector")
+        .expect("exists");
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (vector[1] / norm - 1.0).abs() < 1e-4,
+        "the stored direction: {vector:?}"
+    );
+    assert!(store
+        .vector_of(Uuid::from_u128(99))
+        .await
+        .expect("vector")
+        .is_none());
+
     let mut fields = StoredMemory::new();
     fields.insert("accessCount".into(), json!(7));
     store

@@ -314,6 +314,32 @@ impl VectorStore for EdgeStore {
         .await
     }
 
+    async fn vector_of(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorError> {
+        self.blocking(move |shard| {
+            let records = shard
+                .retrieve(
+                    &[PointId::Uuid(id)],
+                    Some(WithPayloadInterface::Bool(false)),
+                    Some(qdrant_edge::WithVector::Bool(true)),
+                )
+                .map_err(edge_error)?;
+            Ok(records
+                .into_iter()
+                .next()
+                .and_then(|record| match record.vector {
+                    Some(qdrant_edge::VectorStructInternal::Single(vector)) => Some(vector),
+                    Some(qdrant_edge::VectorStructInternal::Named(mut named)) => {
+                        match named.remove(DEFAULT_VECTOR_NAME) {
+                            Some(qdrant_edge::VectorInternal::Dense(vector)) => Some(vector),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }))
+        })
+        .await
+    }
+
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
         let payload = Payload(fields.into_iter().collect());
         self.blocking(move |shard| {

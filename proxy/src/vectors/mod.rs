@@ -116,6 +116,8 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
+    /// The vector of one point, when it exists.
+    async fn vector_of(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorError>;
     /// Sets these payload fields of one point, leaving the others (a point that is gone is
     /// left alone).
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError>;

@@ -259,6 +259,34 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    async fn vector_of(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorError> {
+        use qdrant_client::qdrant::vector_output::Vector as OutputVector;
+        use qdrant_client::qdrant::vectors_output::VectorsOptions;
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
+                    .with_payload(false)
+                    .with_vectors(true),
+            )
+            .await?;
+        let output = response
+            .result
+            .into_iter()
+            .next()
+            .and_then(|point| point.vectors)
+            .and_then(|vectors| vectors.vectors_options);
+        Ok(match output {
+            Some(VectorsOptions::Vector(output)) => match output.vector {
+                Some(OutputVector::Dense(dense)) => Some(dense.data),
+                #[allow(deprecated)]
+                _ if !output.data.is_empty() => Some(output.data),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
         if self.retrieve(id).await?.is_none() {
             return Ok(());

@@ -6,9 +6,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Worker;
+use crate::keys::Scope;
 use crate::memory::{is_tombstone, tombstone, StoredMemory};
 use crate::queue::{RecordWrite, WriteOp};
-use crate::vectors::MemoryPoint;
+use crate::vectors::{MemoryFilter, MemoryPoint, ScoredMemory, VectorQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -22,6 +23,21 @@ pub enum ApplyError {
     Missing(Uuid),
     #[error("memory {0} has no content")]
     NoContent(Uuid),
+}
+
+/// `{"associations": [...]}` with `other` added to `existing` (never `own`, never twice).
+fn with_association(existing: Option<&Value>, own: Uuid, other: Uuid) -> StoredMemory {
+    let mut ids: Vec<Value> = existing
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let other_value = Value::String(other.to_string());
+    if other != own && !ids.contains(&other_value) {
+        ids.push(other_value);
+    }
+    let mut fields = StoredMemory::new();
+    fields.insert("associations".into(), Value::Array(ids));
+    fields
 }
 
 /// Tags as the user gave them, then the extracted keywords, without repeats.
@@ -44,8 +60,17 @@ fn merge_tags(given: Option<&Value>, keywords: Vec<String>) -> Value {
 }
 
 impl Worker {
-    pub(super) async fn apply(&self, op: &WriteOp) -> Result<RecordWrite, ApplyError> {
+    /// Applies `op`; returns the record readers see next and, for a stored create or content
+    /// change, the association discovery to queue.
+    pub(super) async fn apply(
+        &self,
+        op: &WriteOp,
+    ) -> Result<(RecordWrite, Option<WriteOp>), ApplyError> {
         let key = self.record_key(op.scope(), op.id());
+        let associate = WriteOp::Associate {
+            id: op.id(),
+            scope: op.scope().map(str::to_string),
+        };
         match op {
             WriteOp::Create {
                 id,
@@ -55,12 +80,15 @@ impl Worker {
                 ..
             } => {
                 if self.is_deleted(&key).await {
-                    return Ok(self.record(key, tombstone(*id)));
+                    return Ok((self.record(key, tombstone(*id)), None));
                 }
                 let (memory, vector) = self
                     .enrich(*id, memory.clone(), !summary_given, !valence_given, true)
                     .await?;
-                self.store(key, *id, memory, Some(vector)).await
+                Ok((
+                    self.store(key, *id, memory, Some(vector)).await?,
+                    Some(associate),
+                ))
             }
             WriteOp::Update { id, patch, .. } => {
                 let mut memory = self
@@ -80,16 +108,95 @@ impl Worker {
                     let keywords = !patch.contains_key("tags");
                     let (memory, vector) =
                         self.enrich(*id, memory, summary, valence, keywords).await?;
-                    self.store(key, *id, memory, Some(vector)).await
+                    Ok((
+                        self.store(key, *id, memory, Some(vector)).await?,
+                        Some(associate),
+                    ))
                 } else {
-                    self.store(key, *id, memory, None).await
+                    Ok((self.store(key, *id, memory, None).await?, None))
                 }
             }
             WriteOp::Delete { id, .. } => {
                 self.vectors.delete(&[*id]).await?;
-                Ok(self.record(key, tombstone(*id)))
+                Ok((self.record(key, tombstone(*id)), None))
+            }
+            WriteOp::Associate { id, scope } => {
+                Ok((self.associate(key, *id, scope.as_deref()).await?, None))
             }
         }
+    }
+
+    /// Links a memory with its nearest neighbours (same tenant, above the threshold), both
+    /// ways. Neighbours' cached records are dropped so they are read fresh.
+    async fn associate(
+        &self,
+        key: String,
+        id: Uuid,
+        scope: Option<&str>,
+    ) -> Result<RecordWrite, ApplyError> {
+        let Some(vector) = self.vectors.vector_of(id).await? else {
+            return Ok(self.record(key, tombstone(id)));
+        };
+        let mut memory = self
+            .vectors
+            .retrieve(id)
+            .await?
+            .ok_or(ApplyError::Missing(id))?;
+        let query = VectorQuery {
+            vector,
+            filter: MemoryFilter {
+                scope: self
+                    .settings
+                    .scope_field
+                    .clone()
+                    .zip(scope.map(str::to_string)),
+                ..Default::default()
+            },
+            limit: self.settings.max_associations + 1,
+            score_threshold: Some(self.settings.association_threshold),
+            ef: self.settings.search_ef,
+        };
+        let neighbours: Vec<ScoredMemory> = self
+            .vectors
+            .search(query)
+            .await?
+            .into_iter()
+            .filter(|found| {
+                found.memory.get("id").and_then(Value::as_str) != Some(id.to_string().as_str())
+            })
+            .take(usize::try_from(self.settings.max_associations).unwrap_or(usize::MAX))
+            .collect();
+        let scope = scope.map(Scope::tenant).unwrap_or(Scope::UNSCOPED);
+        let mut linked = Vec::new();
+        for neighbour in neighbours {
+            let Some(other) = neighbour
+                .memory
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+            else {
+                continue;
+            };
+            let theirs = with_association(neighbour.memory.get("associations"), other, id);
+            self.vectors.set_fields(other, theirs).await?;
+            if let Err(error) = self.cache.delete(&self.keys.memory(&scope, other)).await {
+                tracing::warn!(%error, %other, "could not drop a neighbour's cached record");
+            }
+            linked.push(other);
+        }
+        let mut ours = memory.get("associations").cloned();
+        for other in &linked {
+            let fields = with_association(ours.as_ref(), id, *other);
+            ours = fields.get("associations").cloned();
+        }
+        if let Some(associations) = ours {
+            let mut fields = StoredMemory::new();
+            fields.insert("associations".into(), associations.clone());
+            self.vectors.set_fields(id, fields).await?;
+            memory.insert("associations".into(), associations);
+        }
+        let body = serde_json::to_vec(&memory).unwrap_or_default();
+        Ok(self.record(key, body.into()))
     }
 
     fn record(&self, key: String, value: bytes::Bytes) -> RecordWrite {
@@ -219,6 +326,20 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn associations_are_added_once_and_never_to_oneself() {
+        let own = Uuid::from_u128(1);
+        let other = Uuid::from_u128(2);
+        let once = with_association(None, own, other);
+        let twice = with_association(once.get("associations"), own, other);
+        assert_eq!(
+            twice["associations"],
+            serde_json::json!([other.to_string()])
+        );
+        let itself = with_association(None, own, own);
+        assert_eq!(itself["associations"], serde_json::json!([]));
+    }
 
     #[test]
     fn tags_keep_the_users_first() {

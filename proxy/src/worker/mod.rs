@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::enrichment::Enricher;
 use crate::keys::{KeySpace, Scope};
 use crate::metrics::Metrics;
-use crate::queue::{Finish, Job, RecordWrite, WriteQueue};
+use crate::queue::{Finish, Job, RecordWrite, WriteOp, WriteQueue};
 use crate::vectors::VectorStore;
 
 /// What the worker needs from the config.
@@ -35,6 +35,11 @@ pub struct WorkerSettings {
     pub drain_timeout: Duration,
     pub memory_ttl: Duration,
     pub access_sync_interval: Duration,
+    pub association_threshold: f32,
+    pub max_associations: u64,
+    pub search_ef: u64,
+    /// The tenant's payload field, when scoping is on.
+    pub scope_field: Option<String>,
 }
 
 pub struct Worker {
@@ -229,7 +234,7 @@ impl Worker {
         let mut attempt = 1;
         let finish = loop {
             match self.apply(&job.op).await {
-                Ok(record) => break self.finish_with(record, None),
+                Ok((record, follow_up)) => break self.finish_with(record, None, follow_up),
                 Err(error) if attempt < self.settings.max_attempts => {
                     let backoff = self.settings.retry_backoff * 2u32.saturating_pow(attempt - 1);
                     tracing::warn!(%error, entry = %job.entry, attempt, ?backoff, "write job failed; retrying");
@@ -243,7 +248,7 @@ impl Worker {
                 Err(error) => {
                     tracing::error!(%error, entry = %job.entry, attempt, "write job failed for good; dead-lettered");
                     let failed = self.failed_record(&job, &error.to_string()).await;
-                    break self.finish_with(failed, Some(error.to_string()));
+                    break self.finish_with(failed, Some(error.to_string()), None);
                 }
             }
         };
@@ -275,11 +280,17 @@ impl Worker {
             .inc();
     }
 
-    fn finish_with(&self, record: RecordWrite, dead_letter: Option<String>) -> Finish {
+    fn finish_with(
+        &self,
+        record: RecordWrite,
+        dead_letter: Option<String>,
+        follow_up: Option<WriteOp>,
+    ) -> Finish {
         Finish {
             record,
             generation_key: self.keys.search_generation(),
             dead_letter,
+            follow_up,
         }
     }
 
