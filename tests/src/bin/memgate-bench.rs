@@ -98,6 +98,8 @@ struct Outcome {
     elapsed: Duration,
     expected_header: Option<(&'static str, &'static str)>,
     unexpected: u64,
+    /// Latest a send left after it was due (the load generator's own delay).
+    max_lag: Duration,
 }
 
 async fn send(
@@ -136,17 +138,24 @@ async fn run(
         let client = client.clone();
         let call = calls[i as usize % calls.len()].clone();
         tasks.push(tokio::spawn(async move {
+            // Each request is its own task, so a slow answer never delays the next send (open
+            // loop); latency is timed from the send, not from the timer's tick, whose 1 ms
+            // granularity would otherwise be counted as proxy time.
+            let sent = tokio::time::Instant::now();
+            let lag = sent.saturating_duration_since(due);
             let result = send(&client, &call, expect).await;
-            (due.elapsed(), result)
+            (sent.elapsed(), lag, result)
         }));
     }
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut errors = 0;
     let mut unexpected = 0;
+    let mut max_lag = Duration::ZERO;
     for task in tasks {
         match task.await {
-            Ok((latency, Ok(header_ok))) => {
+            Ok((latency, lag, Ok(header_ok))) => {
+                max_lag = max_lag.max(lag);
                 let _ = histogram.record(latency.as_micros().max(1) as u64);
                 unexpected += u64::from(!header_ok);
             }
@@ -159,6 +168,7 @@ async fn run(
         elapsed: start.elapsed(),
         expected_header: expect,
         unexpected,
+        max_lag,
     }
 }
 
@@ -169,7 +179,7 @@ fn ms(micros: u64) -> String {
 fn row(name: &str, outcome: &Outcome) {
     let h = &outcome.histogram;
     println!(
-        "| {name} | {} | {} | {} | {} | {:.0} | {} | {} |",
+        "| {name} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
         ms(h.value_at_quantile(0.50)),
         ms(h.value_at_quantile(0.95)),
         ms(h.value_at_quantile(0.99)),
@@ -180,6 +190,7 @@ fn row(name: &str, outcome: &Outcome) {
             .expected_header
             .map(|(n, v)| format!("{} without {n}: {v}", outcome.unexpected))
             .unwrap_or_default(),
+        ms(outcome.max_lag.as_micros() as u64),
     );
 }
 
@@ -228,7 +239,7 @@ fn main() -> anyhow::Result<()> {
 
     let redis = RedisServer::start().context("redis-server")?;
     let data = tempfile::tempdir()?;
-    let (upstream, proxy, proxy_no_l1) = proxy_runtime.block_on(async {
+    let (upstream, proxy, seed_worker, proxy_no_l1) = proxy_runtime.block_on(async {
         let upstream = FakeUpstream::start().await?;
         let mut config = test_config(
             &data.path().join("a"),
@@ -239,12 +250,12 @@ fn main() -> anyhow::Result<()> {
         config.embeddings.dimensions = 384;
         config.store.name = "bench".into();
         config.cache.l1.max_entries = 100_000;
-        let proxy = memgate::app::start(config.clone(), None).await?;
+        let (proxy, seed_worker) = start_proxy_and_worker(config.clone()).await?;
         let mut no_l1 = config;
         no_l1.vectors.path = Some(data.path().join("b"));
         no_l1.cache.l1.ttl = Duration::from_micros(1);
         let proxy_no_l1 = memgate::app::start(no_l1, None).await?;
-        anyhow::Ok((upstream, proxy, proxy_no_l1))
+        anyhow::Ok((upstream, proxy, seed_worker, proxy_no_l1))
     })?;
     let upstream = Arc::new(upstream);
 
@@ -272,7 +283,18 @@ fn main() -> anyhow::Result<()> {
         }
         // The second proxy has its own Qdrant Edge shard but shares Redis: its GETs read the
         // memories the first one cached, with the L1 effectively off.
-        eprintln!("seeded in {:.1}s", seeding.elapsed().as_secs_f64());
+        // Wait until the worker has enriched and stored every memory (and associated it).
+        let mut connection = redis.client().await?;
+        for stream in ["writes", "assoc"] {
+            let key = format!("memgate:test/bench:{stream}");
+            while connection.xlen::<_, u64>(&key).await? > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        eprintln!(
+            "seeded and stored in {:.1}s",
+            seeding.elapsed().as_secs_f64()
+        );
 
         let hot: Vec<String> = ids.iter().take(200).cloned().collect();
         let user = |call: Call, i: usize| {
@@ -377,8 +399,10 @@ fn main() -> anyhow::Result<()> {
             "\n{} memories, {} req/s open loop, {} s per scenario, latency in ms\n",
             args.dataset_size, args.rate, args.seconds
         );
-        println!("| scenario | p50 | p95 | p99 | max | req/s | errors | header check |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!(
+            "| scenario | p50 | p95 | p99 | max | req/s | errors | header check | max send lag |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
         for (name, outcome) in &results {
             row(name, outcome);
         }
@@ -393,6 +417,7 @@ fn main() -> anyhow::Result<()> {
     write_scenarios(&args, &redis, &proxy_runtime, &load_runtime, data.path())?;
     proxy_runtime.block_on(async {
         proxy.shutdown().await;
+        seed_worker.shutdown().await;
         proxy_no_l1.shutdown().await;
     });
     drop(upstream);
@@ -440,8 +465,8 @@ fn write_scenarios(
             "\nwrites: every OpenAI call takes {} ms; create acknowledged (202) at {} req/s\n",
             args.openai_latency_ms, args.create_rate
         );
-        println!("| scenario | p50 | p95 | p99 | max | req/s | errors | header check |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| scenario | p50 | p95 | p99 | max | req/s | errors | header check | max send lag |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         row("create (202 ack)", &ack);
 
         let writes = format!("{prefix}writes");
