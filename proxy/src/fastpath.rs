@@ -253,25 +253,18 @@ impl FastPath {
         search: NormalizedSearch,
     ) -> Result<FastAnswer, ApiError> {
         let params = serde_json::to_vec(&search).map_err(|e| unavailable("serialization", e))?;
-        let generation = match self
+        let results_key = self.keys.search_results_key(scope, &params);
+        let lookup = self
             .metrics
             .observe(
                 self.cache_name(),
-                "search_generation",
-                self.cache.counter(&self.keys.search_generation()),
+                "get_search",
+                self.cache
+                    .get_at_generation(&self.keys.search_generation(), &results_key),
             )
-            .await
-        {
-            Ok(generation) => Some(generation),
-            Err(error) => {
-                tracing::warn!(%error, "search generation unreadable; not using the result cache");
-                None
-            }
-        };
-        let result_key =
-            generation.map(|generation| self.keys.search_results(scope, generation, &params));
-        if let Some(key) = &result_key {
-            if let Some(body) = self.cache_get(key, "get_search").await {
+            .await;
+        let result_key = match lookup {
+            Ok((_, Some(body))) => {
                 if let Ok(cached) = serde_json::from_slice::<CachedIds>(&body) {
                     self.access
                         .record(scope, cached.memories.iter().map(|m| &m.id));
@@ -282,7 +275,14 @@ impl FastPath {
                     cache: CacheStatus::Hit,
                 });
             }
-        }
+            Ok((generation, None)) => Some(results_key.with_generation(generation)),
+            Err(error) => {
+                // Without the generation a result could be stored under a stale key: skip the
+                // result cache for this search.
+                tracing::warn!(%error, "result cache unreadable; searching without it");
+                None
+            }
+        };
 
         let (vector, _) = self
             .embeddings

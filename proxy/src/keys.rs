@@ -35,6 +35,19 @@ impl Scope {
     }
 }
 
+/// A key that embeds a generation number: `{head}{generation}{tail}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationalKey {
+    pub head: String,
+    pub tail: String,
+}
+
+impl GenerationalKey {
+    pub fn with_generation(&self, generation: u64) -> String {
+        format!("{}{generation}{}", self.head, self.tail)
+    }
+}
+
 /// Builds the keys of one store.
 #[derive(Debug, Clone)]
 pub struct KeySpace {
@@ -69,12 +82,16 @@ impl KeySpace {
         generation: u64,
         normalized_params: &[u8],
     ) -> String {
-        format!(
-            "{}{}search:{generation}:{}",
-            self.prefix,
-            scope.key_part(),
-            sha256_hex(normalized_params)
-        )
+        self.search_results_key(scope, normalized_params)
+            .with_generation(generation)
+    }
+
+    /// A search's result key with the generation still open.
+    pub fn search_results_key(&self, scope: &Scope, normalized_params: &[u8]) -> GenerationalKey {
+        GenerationalKey {
+            head: format!("{}{}search:", self.prefix, scope.key_part()),
+            tail: format!(":{}", sha256_hex(normalized_params)),
+        }
     }
 
     /// `emb:{model}:{sha256(text)}`: an embedding as little-endian f32 bytes (not tenant data).

@@ -110,6 +110,18 @@ impl CacheStore for InProcessCache {
         Ok(self.counters().integers.get(key).copied().unwrap_or(0))
     }
 
+    async fn get_at_generation(
+        &self,
+        counter_key: &str,
+        key: &crate::keys::GenerationalKey,
+    ) -> Result<(u64, Option<Bytes>), CacheError> {
+        let generation = self.counter(counter_key).await?;
+        Ok((
+            generation,
+            self.get(&key.with_generation(generation)).await?,
+        ))
+    }
+
     async fn increment(&self, key: &str) -> Result<u64, CacheError> {
         let mut counters = self.counters();
         let value = counters.integers.entry(key.to_string()).or_insert(0);

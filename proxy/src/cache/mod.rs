@@ -17,6 +17,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::keys::GenerationalKey;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("redis: {0}")]
@@ -44,6 +46,13 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// The integer under `key`; 0 when absent.
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;
+    /// The counter under `counter_key` (0 when absent) and the value under `key` at that
+    /// generation, read together (one round trip on Redis).
+    async fn get_at_generation(
+        &self,
+        counter_key: &str,
+        key: &GenerationalKey,
+    ) -> Result<(u64, Option<Bytes>), CacheError>;
     /// Adds one to the integer under `key` and returns the new value.
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
     /// Adds a batch of reads to `access:{id}` (`count`, `last`) and the `popular` sets, and

@@ -12,9 +12,17 @@ use uuid::Uuid;
 
 use super::{AccessUpdate, CacheError, CacheStore};
 
+/// Reads the generation and the value at that generation in one round trip. The key is built
+/// here from its parts, so the generation is never stale by the time the value is read.
+const GET_AT_GENERATION: &str = r#"
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
+"#;
+
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
+    get_at_generation: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -43,7 +51,10 @@ impl RedisCache {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let connection = client.get_connection_manager_lazy(config)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            get_at_generation: redis::Script::new(GET_AT_GENERATION),
+        })
     }
 
     /// The underlying connection, for the parts (the write queue) that speak Redis directly.
@@ -79,6 +90,25 @@ impl CacheStore for RedisCache {
     async fn counter(&self, key: &str) -> Result<u64, CacheError> {
         let value: Option<u64> = self.connection.clone().get(key).await?;
         Ok(value.unwrap_or(0))
+    }
+
+    async fn get_at_generation(
+        &self,
+        counter_key: &str,
+        key: &crate::keys::GenerationalKey,
+    ) -> Result<(u64, Option<Bytes>), CacheError> {
+        let (generation, value): (String, Option<Vec<u8>>) = self
+            .get_at_generation
+            .key(counter_key)
+            .arg(&key.head)
+            .arg(&key.tail)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let generation = generation.parse().map_err(|_| CacheError::Corrupt {
+            key: counter_key.to_string(),
+            expected: "an integer",
+        })?;
+        Ok((generation, value.map(Bytes::from)))
     }
 
     async fn increment(&self, key: &str) -> Result<u64, CacheError> {
