@@ -39,6 +39,9 @@ pub struct Backends {
     pub queue: Arc<dyn WriteQueue>,
     /// The `assoc` stream: association discovery after a create or a content change.
     pub assoc_queue: Arc<dyn WriteQueue>,
+    /// The same cache on a connection of its own, for bulk background writes (access
+    /// batches), so they never queue ahead of a request's reads.
+    pub background_cache: Arc<dyn CacheStore>,
     pub vectors: Arc<dyn VectorStore>,
     pub embedder: Arc<dyn Embedder>,
     pub enricher: Arc<dyn Enricher>,
@@ -47,6 +50,10 @@ pub struct Backends {
 impl Backends {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let (cache, (queue, assoc_queue)) = cache_and_queues(config)?;
+        let background_cache = match config.cache.backend {
+            CacheBackend::Memory => cache.clone(),
+            CacheBackend::Redis => redis_cache(config)?,
+        };
         let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
             VectorBackend::Edge => {
                 Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
@@ -95,6 +102,7 @@ impl Backends {
             cache,
             queue,
             assoc_queue,
+            background_cache,
             vectors,
             embedder,
             enricher,
@@ -106,23 +114,25 @@ impl Backends {
 type Queues = (Arc<dyn WriteQueue>, Arc<dyn WriteQueue>);
 
 /// Redis for the cache and both queues, or all three in this process.
+/// A Redis cache on a connection of its own.
+fn redis_cache(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+    let url = config
+        .redis
+        .url
+        .as_deref()
+        .context("redis.url is required")?;
+    let password = config.redis.password.as_deref();
+    Ok(Arc::new(
+        RedisCache::connect_lazy(url, password, config.redis.timeout).context("redis.url")?,
+    ))
+}
+
 fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Queues)> {
     let cache: Arc<dyn CacheStore> = match config.cache.backend {
         CacheBackend::Memory => Arc::new(InProcessCache::new(
             config.cache.l1.max_entries.max(100_000),
         )),
-        CacheBackend::Redis => {
-            let url = config
-                .redis
-                .url
-                .as_deref()
-                .context("redis.url is required")?;
-            let password = config.redis.password.as_deref();
-            Arc::new(
-                RedisCache::connect_lazy(url, password, config.redis.timeout)
-                    .context("redis.url")?,
-            )
-        }
+        CacheBackend::Redis => redis_cache(config)?,
     };
     let (writes, assoc): Queues = match config.cache.backend {
         CacheBackend::Memory => {
@@ -424,7 +434,7 @@ pub async fn start_with(
         ));
     }
     background.push(access.spawn_flusher(
-        backends.cache.clone(),
+        backends.background_cache.clone(),
         keys.clone(),
         metrics.clone(),
         config.access.flush_interval,
@@ -453,7 +463,7 @@ pub async fn start_with(
         workers,
         background,
         access,
-        backends_cache: backends.cache,
+        backends_cache: backends.background_cache,
         keys,
         _watch: watch,
     })
