@@ -31,6 +31,26 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
+/// A connection to Redis that is dialled on first use and redialled after a failure; every
+/// command waits at most `timeout`. `password` overrides one in the URL.
+pub fn connection_manager(
+    url: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let mut info = url.into_connection_info()?;
+    if let Some(password) = password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    redis::Client::open(info)?.get_connection_manager_lazy(config)
+}
+
 impl RedisCache {
     /// Prepares a connection without dialing: the proxy starts while Redis is still down, and
     /// `/readyz` says so until it answers.
@@ -39,18 +59,7 @@ impl RedisCache {
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, CacheError> {
-        let mut info = url.into_connection_info()?;
-        if let Some(password) = password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = client.get_connection_manager_lazy(config)?;
+        let connection = connection_manager(url, password, timeout)?;
         Ok(Self {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),

@@ -11,7 +11,7 @@ mod openai;
 
 pub use cache::{EmbeddingCache, EmbeddingLookup};
 pub use hashing::HashingEmbedder;
-pub use openai::OpenAiEmbedder;
+pub use openai::{openai_client, OpenAiEmbedder};
 
 use async_trait::async_trait;
 

@@ -9,6 +9,15 @@ use async_trait::async_trait;
 
 use super::{check_vectors, Embedder, EmbeddingError};
 
+/// A client for an OpenAI-compatible API at `base_url` (`.../v1`).
+pub fn openai_client(base_url: &str, api_key: Option<&str>) -> Client<OpenAIConfig> {
+    let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
+    if let Some(key) = api_key {
+        config = config.with_api_key(key);
+    }
+    Client::with_config(config)
+}
+
 #[derive(Debug, Clone)]
 pub struct OpenAiEmbedder {
     client: Client<OpenAIConfig>,
@@ -27,12 +36,8 @@ impl OpenAiEmbedder {
         dimensions: usize,
         timeout: Duration,
     ) -> Self {
-        let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
-        if let Some(key) = api_key {
-            config = config.with_api_key(key);
-        }
         Self {
-            client: Client::with_config(config),
+            client: openai_client(base_url, api_key),
             model: model.to_string(),
             dimensions,
             timeout,

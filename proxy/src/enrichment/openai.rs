@@ -49,12 +49,8 @@ struct KeywordsAnswer {
 
 impl OpenAiEnricher {
     pub fn new(base_url: &str, api_key: Option<&str>, model: &str, timeout: Duration) -> Self {
-        let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
-        if let Some(key) = api_key {
-            config = config.with_api_key(key);
-        }
         Self {
-            client: Client::with_config(config),
+            client: crate::embeddings::openai_client(base_url, api_key),
             model: model.to_string(),
             timeout,
         }

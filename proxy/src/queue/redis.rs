@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
+
+use crate::cache::connection_manager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
-use redis::{AsyncCommands, IntoConnectionInfo, Script, Value};
+use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
 
 use super::{
@@ -47,24 +49,6 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-fn manager(
-    url: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<ConnectionManager, QueueError> {
-    let mut info = url.into_connection_info()?;
-    if let Some(password) = password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    Ok(redis::Client::open(info)?.get_connection_manager_lazy(config)?)
-}
-
 /// Longest `XREADGROUP` block; the blocking connection's timeout allows for it.
 const MAX_BLOCK: Duration = Duration::from_secs(2);
 
@@ -80,8 +64,8 @@ impl RedisQueue {
         follow_up: Option<&str>,
     ) -> Result<Self, QueueError> {
         Ok(Self {
-            commands: manager(url, password, timeout)?,
-            blocking: manager(url, password, MAX_BLOCK + timeout)?,
+            commands: connection_manager(url, password, timeout)?,
+            blocking: connection_manager(url, password, MAX_BLOCK + timeout)?,
             writes: format!("{prefix}{stream}"),
             dead: format!("{prefix}{stream}:dead"),
             follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
