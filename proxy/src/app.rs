@@ -136,8 +136,12 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
     };
     let (writes, assoc): Queues = match config.cache.backend {
         CacheBackend::Memory => {
-            let assoc = Arc::new(InProcessQueue::new(cache.clone(), None));
-            let writes = Arc::new(InProcessQueue::new(cache.clone(), Some(assoc.clone())));
+            let assoc = Arc::new(InProcessQueue::new(ASSOC_STREAM, cache.clone(), None));
+            let writes = Arc::new(InProcessQueue::new(
+                WRITES_STREAM,
+                cache.clone(),
+                Some(assoc.clone()),
+            ));
             (writes, assoc)
         }
         CacheBackend::Redis => {

@@ -2,8 +2,8 @@
 //! `op`, `path` and `cache`; labels never carry an id.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets from 50 µs to 10 s: the fast path lives in the first few, legacy in the last.
@@ -30,9 +30,12 @@ pub struct Metrics {
     pub access_flush_errors: IntCounter,
     /// Time from request to acknowledged write (record and queue entry stored).
     pub write_ack: prometheus::Histogram,
-    pub queue_length: IntGauge,
-    pub queue_pending: IntGauge,
-    pub dead_letters: IntGauge,
+    /// `stream` (`writes`, `assoc`).
+    pub queue_length: IntGaugeVec,
+    /// `stream`.
+    pub queue_pending: IntGaugeVec,
+    /// `stream`: entries in `{stream}:dead`.
+    pub dead_letters: IntGaugeVec,
     /// `kind` (create, update, delete), `outcome` (done, retried, dead, unfinished).
     pub jobs: IntCounterVec,
     /// `stage` (enrich, upsert, total).
@@ -155,14 +158,17 @@ impl Metrics {
             .expect("valid metric"),
         );
         let gauge = |name: &str, help: &str| {
-            register(&registry, IntGauge::new(name, help).expect("valid metric"))
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["stream"]).expect("valid metric"),
+            )
         };
-        let queue_length = gauge("memgate_queue_length", "Entries in the writes stream");
+        let queue_length = gauge("memgate_queue_length", "Entries in a queue stream");
         let queue_pending = gauge(
             "memgate_queue_pending",
-            "Writes taken by a worker and not finished",
+            "Entries taken by a worker and not finished",
         );
-        let dead_letters = gauge("memgate_dead_letters", "Entries in writes:dead");
+        let dead_letters = gauge("memgate_dead_letters", "Entries in a queue's dead letters");
         let jobs = register(
             &registry,
             IntCounterVec::new(

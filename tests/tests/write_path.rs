@@ -174,6 +174,29 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     assert_eq!(ready["importance"], 0.7);
     assert_eq!(env.openai.chat_calls(), 3, "summary, valence and keywords");
 
+    let admin = env.worker.as_ref().expect("worker").admin_addr;
+    let metrics = env
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for expected in [
+        "memgate_jobs_total{kind=\"create\",outcome=\"done\"} 1",
+        "memgate_queue_length{stream=\"writes\"}",
+        "memgate_dead_letters{stream=\"writes\"} 0",
+        "memgate_job_duration_seconds_count{stage=\"enrich\"} 1",
+        "memgate_embedded_texts_total 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+
     let response = env
         .request(reqwest::Method::POST, "/memories/search")
         .json(&json!({"query": "coffee in Paris"}))

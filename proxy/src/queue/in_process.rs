@@ -22,6 +22,7 @@ struct State {
 }
 
 pub struct InProcessQueue {
+    name: &'static str,
     records: Arc<dyn CacheStore>,
     follow_up: Option<Arc<InProcessQueue>>,
     state: Mutex<State>,
@@ -36,8 +37,13 @@ impl std::fmt::Debug for InProcessQueue {
 
 impl InProcessQueue {
     /// A queue storing records in `records`; finished jobs' follow-ups go to `follow_up`.
-    pub fn new(records: Arc<dyn CacheStore>, follow_up: Option<Arc<InProcessQueue>>) -> Self {
+    pub fn new(
+        name: &'static str,
+        records: Arc<dyn CacheStore>,
+        follow_up: Option<Arc<InProcessQueue>>,
+    ) -> Self {
         Self {
+            name,
             records,
             follow_up,
             state: Mutex::new(State::default()),
@@ -178,6 +184,10 @@ impl WriteQueue for InProcessQueue {
             queue.push(op);
         }
         Ok(())
+    }
+
+    fn stream(&self) -> &str {
+        self.name
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

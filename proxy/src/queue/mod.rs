@@ -181,6 +181,8 @@ pub trait WriteQueue: Send + Sync + 'static {
     /// Stores the final record, bumps the search generation and acknowledges, atomically.
     async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// The stream's name without the store prefix (`writes`, `assoc`), for metrics.
+    fn stream(&self) -> &str;
 }
 
 /// Parses a stream entry's `op` field.

@@ -35,6 +35,7 @@ return {1, entry}
 pub struct RedisQueue {
     commands: ConnectionManager,
     blocking: ConnectionManager,
+    name: String,
     writes: String,
     dead: String,
     follow_up: Option<String>,
@@ -66,6 +67,7 @@ impl RedisQueue {
         Ok(Self {
             commands: connection_manager(url, password, timeout)?,
             blocking: connection_manager(url, password, MAX_BLOCK + timeout)?,
+            name: stream.to_string(),
             writes: format!("{prefix}{stream}"),
             dead: format!("{prefix}{stream}:dead"),
             follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
@@ -253,6 +255,10 @@ impl WriteQueue for RedisQueue {
         pipe.xdel(&self.writes, &[&job.entry]).ignore();
         pipe.exec_async(&mut self.commands.clone()).await?;
         Ok(())
+    }
+
+    fn stream(&self) -> &str {
+        &self.name
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -221,9 +221,19 @@ impl Worker {
 
     async fn export_queue_stats(&self) {
         if let Ok(stats) = self.queue.stats().await {
-            self.metrics.queue_length.set(stats.length as i64);
-            self.metrics.queue_pending.set(stats.pending as i64);
-            self.metrics.dead_letters.set(stats.dead as i64);
+            let stream = [self.queue.stream()];
+            self.metrics
+                .queue_length
+                .with_label_values(&stream)
+                .set(stats.length as i64);
+            self.metrics
+                .queue_pending
+                .with_label_values(&stream)
+                .set(stats.pending as i64);
+            self.metrics
+                .dead_letters
+                .with_label_values(&stream)
+                .set(stats.dead as i64);
         }
     }
 
