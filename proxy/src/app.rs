@@ -113,20 +113,25 @@ impl Backends {
 /// The queues' handles: `writes`, then `assoc`.
 type Queues = (Arc<dyn WriteQueue>, Arc<dyn WriteQueue>);
 
-/// Redis for the cache and both queues, or all three in this process.
-/// A Redis cache on a connection of its own.
-fn redis_cache(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+/// `redis.url` and `redis.password`.
+fn redis_endpoint(config: &Config) -> anyhow::Result<(&str, Option<&str>)> {
     let url = config
         .redis
         .url
         .as_deref()
         .context("redis.url is required")?;
-    let password = config.redis.password.as_deref();
+    Ok((url, config.redis.password.as_deref()))
+}
+
+/// A Redis cache on a connection of its own.
+fn redis_cache(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+    let (url, password) = redis_endpoint(config)?;
     Ok(Arc::new(
         RedisCache::connect_lazy(url, password, config.redis.timeout).context("redis.url")?,
     ))
 }
 
+/// Redis for the cache and both queues, or all three in this process.
 fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Queues)> {
     let cache: Arc<dyn CacheStore> = match config.cache.backend {
         CacheBackend::Memory => Arc::new(InProcessCache::new(
@@ -145,12 +150,7 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
             (writes, assoc)
         }
         CacheBackend::Redis => {
-            let url = config
-                .redis
-                .url
-                .as_deref()
-                .context("redis.url is required")?;
-            let password = config.redis.password.as_deref();
+            let (url, password) = redis_endpoint(config)?;
             let prefix = config.key_prefix();
             let queue = |stream: &str, follow_up: Option<&str>| {
                 RedisQueue::connect_lazy(
