@@ -176,13 +176,14 @@ impl FastPath {
     }
 
     /// Stores in the background: the answer does not wait for the cache write.
+    /// Fills are set-if-absent: a record a write stored meanwhile (a tombstone) wins.
     fn cache_set_later(&self, key: String, value: Bytes, ttl: Duration) {
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let name = cache.backend_name();
             if let Err(error) = metrics
-                .observe(name, "set", cache.set(&key, value, ttl))
+                .observe(name, "set", cache.set_if_absent(&key, value, ttl))
                 .await
             {
                 tracing::warn!(%error, key, "cache write failed");

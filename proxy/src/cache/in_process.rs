@@ -101,6 +101,18 @@ impl CacheStore for InProcessCache {
         Ok(())
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.entries
+            .entry(key.to_string())
+            .or_insert(Entry { value, ttl });
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
         self.entries.invalidate(key);
         Ok(())
@@ -210,6 +222,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(cache.get("short").await.expect("get").is_none());
         assert!(cache.get("long").await.expect("get").is_some());
+        cache
+            .set_if_absent("long", Bytes::from_static(b"c"), Duration::from_secs(60))
+            .await
+            .expect("set");
+        assert_eq!(
+            cache.get("long").await.expect("get"),
+            Some(Bytes::from_static(b"b"))
+        );
+        cache
+            .set_if_absent("short", Bytes::from_static(b"d"), Duration::from_secs(60))
+            .await
+            .expect("set");
+        assert_eq!(
+            cache.get("short").await.expect("get"),
+            Some(Bytes::from_static(b"d"))
+        );
     }
 
     #[tokio::test]

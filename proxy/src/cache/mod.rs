@@ -43,6 +43,10 @@ pub struct AccessUpdate {
 pub trait CacheStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
+    /// Stores `value` only when `key` holds nothing: a fill from a slower source never
+    /// overwrites what a write stored meanwhile (a tombstone, a newer record).
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration)
+        -> Result<(), CacheError>;
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// The integer under `key`; 0 when absent.
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;

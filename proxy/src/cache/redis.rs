@@ -91,6 +91,24 @@ impl CacheStore for RedisCache {
         Ok(())
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis)
+            .arg("NX")
+            .exec_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
         let _: u64 = self.connection.clone().del(key).await?;
         Ok(())
