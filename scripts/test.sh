@@ -26,6 +26,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+log "cargo build --bin memgate (the end-to-end tests run it as real worker processes)"
+cargo build -p memgate --bin memgate
+
 log "cargo test (unit, contract and end-to-end; real redis-server started per test)"
 if [ -z "${QDRANT_URL:-}" ]; then
   echo "note: QDRANT_URL is not set, so the Qdrant-over-gRPC backend's contract test is skipped"
