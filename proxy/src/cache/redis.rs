@@ -66,6 +66,24 @@ impl RedisCache {
         })
     }
 
+    /// `SET key value PX ttl`, with `NX` when `only_if_absent`.
+    async fn set_with_ttl(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        only_if_absent: bool,
+    ) -> Result<(), CacheError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(value.as_ref()).arg("PX").arg(millis);
+        if only_if_absent {
+            command.arg("NX");
+        }
+        command.exec_async(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+
     /// The underlying connection, for the parts (the write queue) that speak Redis directly.
     pub fn connection(&self) -> ConnectionManager {
         self.connection.clone()
@@ -80,15 +98,7 @@ impl CacheStore for RedisCache {
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value.as_ref())
-            .arg("PX")
-            .arg(millis)
-            .exec_async(&mut self.connection.clone())
-            .await?;
-        Ok(())
+        self.set_with_ttl(key, value, ttl, false).await
     }
 
     async fn set_if_absent(
@@ -97,16 +107,7 @@ impl CacheStore for RedisCache {
         value: Bytes,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value.as_ref())
-            .arg("PX")
-            .arg(millis)
-            .arg("NX")
-            .exec_async(&mut self.connection.clone())
-            .await?;
-        Ok(())
+        self.set_with_ttl(key, value, ttl, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
