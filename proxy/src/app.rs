@@ -13,20 +13,25 @@ use tokio::task::JoinHandle;
 
 use crate::access::AccessRecorder;
 use crate::admin::AdminState;
+use crate::breaker::{BreakerSettings, CircuitBreaker};
 use crate::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, EnrichmentProvider,
     RolloutHandle, VectorBackend, WatchGuard,
 };
-use crate::embeddings::{Embedder, EmbeddingCache, HashingEmbedder, OpenAiEmbedder};
+use crate::dependency::Dependency;
+use crate::embeddings::{
+    Embedder, EmbeddingCache, EmbeddingGuards, HashingEmbedder, OpenAiEmbedder,
+};
 use crate::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
-use crate::fastpath::{FastPath, FastPathSettings};
+use crate::fallback::Fallbacks;
+use crate::fastpath::{FastPath, FastPathSettings, Guards};
 use crate::keys::KeySpace;
 use crate::legacy::{LegacyClient, LegacySettings};
 use crate::metrics::Metrics;
 use crate::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
 use crate::routing::Router;
-use crate::server::{serve, ConnectionSettings};
+use crate::server::{serve, ConnectionSettings, InFlightLimit};
 use crate::service::ApiState;
 use crate::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
 use crate::worker::{EmbeddingBatcher, Worker, WorkerSettings};
@@ -107,6 +112,43 @@ impl Backends {
             embedder,
             enricher,
         })
+    }
+}
+
+/// The request path's dependencies, each behind its breaker and timeout.
+struct RequestDependencies {
+    guards: Guards,
+    embeddings: Dependency,
+    upstream: Dependency,
+}
+
+impl RequestDependencies {
+    fn new(config: &Config, backends: &Backends, metrics: &Metrics) -> Self {
+        let settings = BreakerSettings {
+            failure_threshold: config.circuit_breaker.failure_threshold,
+            cool_down: config.circuit_breaker.cool_down,
+            max_cool_down: config.circuit_breaker.max_cool_down,
+        };
+        let dependency = |name: &'static str, timeout| {
+            let breaker = CircuitBreaker::new(name, settings, metrics.breakers.clone());
+            Dependency::new(breaker, timeout, metrics.clone())
+        };
+        let embeddings = match config.embeddings.provider {
+            EmbeddingProvider::Openai => "openai",
+            EmbeddingProvider::Hashing => "hashing",
+        };
+        Self {
+            guards: Guards {
+                cache: dependency(backends.cache.backend_name(), Some(config.redis.timeout)),
+                vectors: dependency(
+                    backends.vectors.backend_name(),
+                    Some(config.vectors.timeout),
+                ),
+            },
+            embeddings: dependency(embeddings, Some(config.fallback.embedding_timeout)),
+            // The legacy client bounds its own calls (connect and response timeouts).
+            upstream: dependency("upstream", None),
+        }
     }
 }
 
@@ -331,6 +373,7 @@ pub async fn start_with(
     let keys = KeySpace::new(config.key_prefix());
     let access = AccessRecorder::new();
 
+    let dependencies = RequestDependencies::new(&config, &backends, &metrics);
     let embeddings = Arc::new(EmbeddingCache::new(
         backends.embedder.clone(),
         backends.cache.clone(),
@@ -338,6 +381,10 @@ pub async fn start_with(
         config.cache.l1.max_entries,
         config.cache.l1.ttl,
         config.cache.embedding_ttl,
+        EmbeddingGuards {
+            store: dependencies.guards.cache.clone(),
+            provider: dependencies.embeddings.clone(),
+        },
     ));
     let fast = Arc::new(FastPath::new(
         backends.cache.clone(),
@@ -346,6 +393,7 @@ pub async fn start_with(
         backends.queue.clone(),
         keys.clone(),
         access.clone(),
+        dependencies.guards.clone(),
         metrics.clone(),
         FastPathSettings {
             memory_ttl: config.cache.memory_ttl,
@@ -359,15 +407,25 @@ pub async fn start_with(
     ));
     let legacy = match &config.upstream.url {
         None => None,
-        Some(url) => Some(LegacyClient::new(LegacySettings {
-            base_url: url.parse().context("upstream.url")?,
-            connect_timeout: config.upstream.connect_timeout,
-            timeout: config.upstream.timeout,
-            pool_idle_timeout: config.upstream.pool_idle_timeout,
-            pool_max_idle_per_host: config.upstream.pool_max_idle_per_host,
-            max_body_bytes: config.limits.max_body_bytes,
-        })),
+        Some(url) => Some(LegacyClient::new(
+            LegacySettings {
+                base_url: url.parse().context("upstream.url")?,
+                connect_timeout: config.upstream.connect_timeout,
+                timeout: config.upstream.timeout,
+                pool_idle_timeout: config.upstream.pool_idle_timeout,
+                pool_max_idle_per_host: config.upstream.pool_max_idle_per_host,
+                max_body_bytes: config.limits.max_body_bytes,
+            },
+            dependencies.upstream.clone(),
+        )),
     };
+    let fallbacks = Fallbacks::new(
+        backends.cache.clone(),
+        backends.vectors.clone(),
+        dependencies.guards.clone(),
+        keys.clone(),
+        config.fallback.keyword_candidates,
+    );
     let rollout = RolloutHandle::new(config.rollout.percent);
     metrics.rollout_percent.set(i64::from(rollout.percent()));
     let sticky_header = config
@@ -386,9 +444,11 @@ pub async fn start_with(
     let state = Arc::new(ApiState {
         router: Router::new(rollout.clone(), sticky_header),
         fast,
+        fallbacks,
         legacy,
         scope_header,
         max_body_bytes: config.limits.max_body_bytes,
+        writes_to_legacy: config.fallback.writes_to_legacy,
         metrics: metrics.clone(),
         openapi,
     });
@@ -403,14 +463,25 @@ pub async fn start_with(
     let admin_addr = admin_listener.local_addr()?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let settings = ConnectionSettings::default();
+    let settings = ConnectionSettings {
+        header_read_timeout: config.limits.header_read_timeout,
+        drain_timeout: config.limits.drain_timeout,
+        max_in_flight: None,
+    };
     let api_state = state.clone();
+    let overloaded = metrics.overloaded.clone();
     let api_server = tokio::spawn(serve(
         "api",
         api_listener,
         move |request, remote| api_state.clone().handle(request, remote),
         shutdown_rx.clone(),
-        settings,
+        ConnectionSettings {
+            max_in_flight: Some(InFlightLimit {
+                max: config.limits.max_in_flight,
+                refused: overloaded,
+            }),
+            ..settings.clone()
+        },
     ));
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),

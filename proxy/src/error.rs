@@ -1,6 +1,9 @@
 //! Errors a client sees: a status, a stable machine-readable `code` and a message, sent as
 //! `{"error": {"code", "message"}}`.
 
+use std::time::Duration;
+
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::StatusCode;
 use serde_json::json;
 
@@ -12,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// With a `503`: when to try again (sent as `Retry-After`, at least one second).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -20,7 +25,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Sets the `Retry-After` of this answer.
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -41,6 +53,33 @@ impl ApiError {
 
     pub fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        json_response(self.status, body.to_string().into())
+        let mut response = json_response(self.status, body.to_string().into());
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let seconds = self
+                .retry_after
+                .map_or(1, |after| after.as_secs_f64().ceil() as u64)
+                .max(1);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_answers_say_when_to_retry() {
+        let response = ApiError::unavailable("x", "down").into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let response = ApiError::unavailable("x", "down")
+            .retry_after(Some(Duration::from_millis(41_200)))
+            .into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "42");
+        let response = ApiError::bad_request("x", "no").into_response();
+        assert!(!response.headers().contains_key(RETRY_AFTER));
     }
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::access::AccessRecorder;
 use crate::cache::CacheStore;
+use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
 use crate::keys::{KeySpace, Scope};
@@ -61,6 +62,14 @@ pub struct FastAnswer {
     pub cache: CacheStatus,
 }
 
+/// The request path's guarded dependencies.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    /// Redis (cache and queue) or the in-process store.
+    pub cache: Dependency,
+    pub vectors: Dependency,
+}
+
 /// The settings the fast path needs, and nothing else.
 #[derive(Debug, Clone)]
 pub struct FastPathSettings {
@@ -83,6 +92,7 @@ pub struct FastPath {
     keys: KeySpace,
     memories_l1: Cache<String, Bytes>,
     access: AccessRecorder,
+    guards: Guards,
     metrics: Metrics,
     settings: FastPathSettings,
 }
@@ -116,11 +126,41 @@ struct IdOnly {
     id: Uuid,
 }
 
-fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(%error, "{what} failed");
+/// The error code of a `503` whose dependency failed before doing anything.
+pub const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
+
+/// A `503` for a dependency that failed, with `Retry-After` when its breaker is open.
+pub(crate) fn unavailable<E: std::fmt::Display>(what: &str, error: CallError<E>) -> ApiError {
+    match &error {
+        CallError::Open(_) => tracing::debug!(%error, "{what} skipped"),
+        _ => tracing::warn!(%error, "{what} failed"),
+    }
     ApiError::unavailable(
-        "dependency_unavailable",
+        DEPENDENCY_UNAVAILABLE,
         format!("{what} is unavailable: {error}"),
+    )
+    .retry_after(error.retry_after())
+}
+
+/// A `503` for a write whose outcome is unknown: it may or may not have been stored.
+fn unconfirmed(error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "write queue did not confirm a write");
+    ApiError::unavailable(
+        "write_unconfirmed",
+        format!(
+            "the write queue did not confirm the write ({error}); it may or may not be stored: \
+             retry with the same Idempotency-Key"
+        ),
+    )
+}
+
+/// A `500` for what cannot fail in practice (serializing our own JSON).
+fn internal(error: serde_json::Error) -> ApiError {
+    tracing::error!(%error, "could not serialize an answer");
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        error.to_string(),
     )
 }
 
@@ -133,6 +173,7 @@ impl FastPath {
         queue: Arc<dyn WriteQueue>,
         keys: KeySpace,
         access: AccessRecorder,
+        guards: Guards,
         metrics: Metrics,
         settings: FastPathSettings,
     ) -> Self {
@@ -147,6 +188,7 @@ impl FastPath {
             queue,
             keys,
             access,
+            guards,
             metrics,
             settings,
         }
@@ -160,14 +202,15 @@ impl FastPath {
         self.vectors.backend_name()
     }
 
+    pub fn guards(&self) -> &Guards {
+        &self.guards
+    }
+
     /// A cache read whose failure is logged and treated as a miss.
     async fn cache_get(&self, key: &str, op: &str) -> Option<Bytes> {
-        match self
-            .metrics
-            .observe(self.cache_name(), op, self.cache.get(key))
-            .await
-        {
+        match self.guards.cache.call(op, self.cache.get(key)).await {
             Ok(value) => value,
+            Err(CallError::Open(_)) => None,
             Err(error) => {
                 tracing::warn!(%error, key, "cache read failed; treating as a miss");
                 None
@@ -179,14 +222,14 @@ impl FastPath {
     /// Fills are set-if-absent: a record a write stored meanwhile (a tombstone) wins.
     fn cache_set_later(&self, key: String, value: Bytes, ttl: Duration) {
         let cache = self.cache.clone();
-        let metrics = self.metrics.clone();
+        let guard = self.guards.cache.clone();
         tokio::spawn(async move {
-            let name = cache.backend_name();
-            if let Err(error) = metrics
-                .observe(name, "set", cache.set_if_absent(&key, value, ttl))
+            match guard
+                .call("set", cache.set_if_absent(&key, value, ttl))
                 .await
             {
-                tracing::warn!(%error, key, "cache write failed");
+                Ok(()) | Err(CallError::Open(_)) => {}
+                Err(error) => tracing::warn!(%error, key, "cache write failed"),
             }
         });
     }
@@ -218,15 +261,15 @@ impl FastPath {
             });
         }
         let memory = self
-            .metrics
-            .observe(self.vectors_name(), "retrieve", self.vectors.retrieve(id))
+            .guards
+            .vectors
+            .call("retrieve", self.vectors.retrieve(id))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         let memory = memory
             .filter(|memory| self.belongs_to(scope, memory))
             .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
-        let body =
-            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let body = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
         self.memories_l1.insert(key.clone(), body.clone()).await;
         self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
         self.access.record(scope, [&id]);
@@ -247,18 +290,33 @@ impl FastPath {
         }
     }
 
+    /// The payload conditions of a search by this tenant.
+    pub fn filter_for(&self, scope: &Scope, search: &NormalizedSearch) -> MemoryFilter {
+        MemoryFilter {
+            scope: self
+                .settings
+                .scope_field
+                .clone()
+                .zip(scope.value().map(str::to_string)),
+            memory_type: search.memory_type,
+            min_importance: search.min_importance,
+            emotional_range: search.emotional_range,
+            date_range: search.date_range,
+        }
+    }
+
     /// `POST /memories/search`.
     pub async fn search(
         &self,
         scope: &Scope,
         search: NormalizedSearch,
     ) -> Result<FastAnswer, ApiError> {
-        let params = serde_json::to_vec(&search).map_err(|e| unavailable("serialization", e))?;
+        let params = serde_json::to_vec(&search).map_err(internal)?;
         let results_key = self.keys.search_results_key(scope, &params);
         let lookup = self
-            .metrics
-            .observe(
-                self.cache_name(),
+            .guards
+            .cache
+            .call(
                 "get_search",
                 self.cache
                     .get_at_generation(&self.keys.search_generation(), &results_key),
@@ -280,7 +338,9 @@ impl FastPath {
             Err(error) => {
                 // Without the generation a result could be stored under a stale key: skip the
                 // result cache for this search.
-                tracing::warn!(%error, "result cache unreadable; searching without it");
+                if !matches!(error, CallError::Open(_)) {
+                    tracing::warn!(%error, "result cache unreadable; searching without it");
+                }
                 None
             }
         };
@@ -292,24 +352,15 @@ impl FastPath {
             .map_err(|e| unavailable("the embedding provider", e))?;
         let query = VectorQuery {
             vector: vector.as_ref().clone(),
-            filter: MemoryFilter {
-                scope: self
-                    .settings
-                    .scope_field
-                    .clone()
-                    .zip(scope.value().map(str::to_string)),
-                memory_type: search.memory_type,
-                min_importance: search.min_importance,
-                emotional_range: search.emotional_range,
-                date_range: search.date_range,
-            },
+            filter: self.filter_for(scope, &search),
             limit: u64::from(search.limit),
             score_threshold: search.similarity_threshold,
             ef: self.settings.search_ef,
         };
         let found = self
-            .metrics
-            .observe(self.vectors_name(), "search", self.vectors.search(query))
+            .guards
+            .vectors
+            .call("search", self.vectors.search(query))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
 
@@ -326,8 +377,8 @@ impl FastPath {
                 Value::Object(memory)
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "memories": memories }))
-            .map_err(|e| unavailable("serialization", e))?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "memories": memories })).map_err(internal)?;
         let body = Bytes::from(body);
         if let Some(key) = result_key {
             self.cache_set_later(key, body.clone(), self.settings.search_ttl);
@@ -344,10 +395,17 @@ impl FastPath {
     async fn submit(&self, submission: Submission) -> Result<Submitted, ApiError> {
         let started = std::time::Instant::now();
         let submitted = self
-            .metrics
-            .observe(self.cache_name(), "submit", self.queue.submit(submission))
+            .guards
+            .cache
+            .call("submit", self.queue.submit(submission))
             .await
-            .map_err(|e| unavailable("the write queue", e))?;
+            .map_err(|error| match error {
+                // The script may have run and only its answer been lost: neither stored nor
+                // refused for sure. A retry with the same Idempotency-Key settles it.
+                error @ CallError::Timeout { .. } => unconfirmed(error),
+                CallError::Failed(error) if error.outcome_unknown() => unconfirmed(error),
+                error => unavailable("the write queue", error),
+            })?;
         self.metrics
             .write_ack
             .observe(started.elapsed().as_secs_f64());
@@ -379,8 +437,7 @@ impl FastPath {
         if let (Some(field), Some(tenant)) = (&self.settings.scope_field, scope.value()) {
             memory.insert(field.clone(), Value::String(tenant.to_string()));
         }
-        let record =
-            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let record = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
         let submission = Submission {
             op: WriteOp::Create {
                 id,
@@ -421,8 +478,9 @@ impl FastPath {
             }
         }
         let memory = self
-            .metrics
-            .observe(self.vectors_name(), "retrieve", self.vectors.retrieve(id))
+            .guards
+            .vectors
+            .call("retrieve", self.vectors.retrieve(id))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         memory
@@ -445,8 +503,7 @@ impl FastPath {
         }
         memory.insert("status".into(), Value::String("processing".into()));
         let key = self.keys.memory(scope, id);
-        let record =
-            Bytes::from(serde_json::to_vec(&memory).map_err(|e| unavailable("serialization", e))?);
+        let record = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
         let submission = Submission {
             op: WriteOp::Update {
                 id,

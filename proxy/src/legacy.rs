@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::dependency::{CallError, Dependency};
 use crate::error::ApiError;
 use crate::http::{body_too_large, declared_length, BoxError, Response, ResponseBody};
 
@@ -49,6 +50,8 @@ pub struct LegacySettings {
 pub struct LegacyClient {
     client: Client<HttpConnector, ResponseBody>,
     settings: LegacySettings,
+    /// The upstream's breaker: transport errors, timeouts and `5xx` answers count as failures.
+    guard: Dependency,
 }
 
 impl std::fmt::Debug for LegacyClient {
@@ -60,7 +63,7 @@ impl std::fmt::Debug for LegacyClient {
 }
 
 impl LegacyClient {
-    pub fn new(settings: LegacySettings) -> Self {
+    pub fn new(settings: LegacySettings, guard: Dependency) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -68,7 +71,11 @@ impl LegacyClient {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(connector);
-        Self { client, settings }
+        Self {
+            client,
+            settings,
+            guard,
+        }
     }
 
     /// The upstream URI for a request path and query.
@@ -113,24 +120,39 @@ impl LegacyClient {
             .boxed_unsync();
         let request = Request::from_parts(parts, body);
 
-        let response = tokio::time::timeout(self.settings.timeout, self.client.request(request))
-            .await
-            .map_err(|_| {
-                ApiError::new(
+        let timeout = self.settings.timeout;
+        let call = async {
+            match tokio::time::timeout(timeout, self.client.request(request)).await {
+                Err(_) => Err(ApiError::new(
                     http::StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
-                    format!(
-                        "the legacy service did not answer within {:?}",
-                        self.settings.timeout
-                    ),
-                )
-            })?
-            .map_err(|error| {
-                tracing::warn!(%error, "legacy request failed");
-                ApiError::bad_gateway(
+                    format!("the legacy service did not answer within {timeout:?}"),
+                )),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "legacy request failed");
+                    Err(ApiError::bad_gateway(
+                        "upstream_unavailable",
+                        format!("the legacy service is unavailable: {error}"),
+                    ))
+                }
+                Ok(Ok(response)) => Ok(response),
+            }
+        };
+        let response = self
+            .guard
+            .call_judged("forward", call, |result| {
+                result
+                    .as_ref()
+                    .is_ok_and(|response| !response.status().is_server_error())
+            })
+            .await
+            .map_err(|error| match error {
+                CallError::Failed(error) => error,
+                open => ApiError::unavailable(
                     "upstream_unavailable",
-                    format!("the legacy service is unavailable: {error}"),
+                    format!("the legacy service is unavailable: {open}"),
                 )
+                .retry_after(open.retry_after()),
             })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -200,14 +222,17 @@ mod tests {
 
     #[test]
     fn targets_keep_the_base_path_and_query() {
-        let client = LegacyClient::new(LegacySettings {
-            base_url: "http://legacy:3000/api/".parse().expect("uri"),
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            pool_idle_timeout: Duration::from_secs(1),
-            pool_max_idle_per_host: 1,
-            max_body_bytes: 1,
-        });
+        let client = LegacyClient::new(
+            LegacySettings {
+                base_url: "http://legacy:3000/api/".parse().expect("uri"),
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                pool_idle_timeout: Duration::from_secs(1),
+                pool_max_idle_per_host: 1,
+                max_body_bytes: 1,
+            },
+            Dependency::with_defaults("upstream", &crate::metrics::Metrics::new()),
+        );
         assert_eq!(
             client
                 .target("/memories?limit=3")

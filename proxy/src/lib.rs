@@ -8,12 +8,15 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dependency;
 pub mod embeddings;
 pub mod enrichment;
 pub mod error;
+pub mod fallback;
 pub mod fastpath;
 pub mod http;
 pub mod keys;

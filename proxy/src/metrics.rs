@@ -43,6 +43,12 @@ pub struct Metrics {
     pub embedding_calls: IntCounter,
     pub embedded_texts: IntCounter,
     pub access_synced: IntCounter,
+    /// Circuit breaker state and transitions, `dependency`.
+    pub breakers: crate::breaker::BreakerMetrics,
+    /// `level` (`legacy`, `keyword`, `popular`): answers given by a fallback.
+    pub degraded: IntCounterVec,
+    /// Requests refused at once because `limits.maxInFlight` were already in flight.
+    pub overloaded: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -210,7 +216,32 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let breakers = crate::breaker::BreakerMetrics::new();
+        register(&registry, breakers.state.clone());
+        register(&registry, breakers.transitions.clone());
+        let degraded = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memgate_degraded_responses_total",
+                    "Answers given by a fallback because the fast path could not answer",
+                ),
+                &["level"],
+            )
+            .expect("valid metric"),
+        );
+        let overloaded = register(
+            &registry,
+            IntCounter::new(
+                "memgate_overloaded_requests_total",
+                "Requests refused with 503 because too many were in flight",
+            )
+            .expect("valid metric"),
+        );
         Self {
+            breakers,
+            degraded,
+            overloaded,
             access_synced,
             write_ack,
             queue_length,

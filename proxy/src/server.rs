@@ -1,28 +1,50 @@
 //! The accept loop shared by the API and admin servers: HTTP/1.1 and HTTP/2 (`hyper-util`'s
-//! auto builder), a header read timeout against slow clients, and a graceful drain on shutdown.
+//! auto builder), a header read timeout against slow clients, a cap on requests in flight,
+//! and a graceful drain on shutdown.
+//!
+//! Every request of every connection takes a permit from one semaphore per listener before it
+//! is handled. With none left it is answered `503` at once (`x-memgate-overloaded`), never
+//! queued.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use http::header::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntCounter;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use crate::error::ApiError;
 use crate::http::Response;
 
-#[derive(Debug, Clone, Copy)]
+/// The header on a `503` given because too many requests were in flight.
+pub const OVERLOADED_HEADER: &str = "x-memgate-overloaded";
+
+/// At most `max` requests in flight on a listener; `refused` counts the ones turned away.
+#[derive(Debug, Clone)]
+pub struct InFlightLimit {
+    pub max: usize,
+    pub refused: IntCounter,
+}
+
+#[derive(Debug, Clone)]
 pub struct ConnectionSettings {
     /// A client must send its request headers within this time.
     pub header_read_timeout: Duration,
     /// In-flight requests get this long to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// No cap when `None`.
+    pub max_in_flight: Option<InFlightLimit>,
 }
 
 impl Default for ConnectionSettings {
@@ -30,8 +52,25 @@ impl Default for ConnectionSettings {
         Self {
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            max_in_flight: None,
         }
     }
+}
+
+/// The answer to a request past the in-flight cap.
+fn overloaded(refused: Option<&IntCounter>) -> Response {
+    if let Some(refused) = refused {
+        refused.inc();
+    }
+    let mut response = ApiError::unavailable(
+        "overloaded",
+        "too many requests in flight; try again shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
+    response
 }
 
 /// Serves connections from `listener` until `shutdown` turns true, then drains.
@@ -46,6 +85,12 @@ pub async fn serve<H, F>(
     F: Future<Output = Response> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let permits = settings
+        .max_in_flight
+        .as_ref()
+        .map_or(Semaphore::MAX_PERMITS, |limit| limit.max);
+    let in_flight = Arc::new(Semaphore::new(permits));
+    let refused = settings.max_in_flight.map(|limit| limit.refused);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -66,9 +111,21 @@ pub async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let refused = refused.clone();
+                let in_flight = in_flight.clone();
                 let service = service_fn(move |request| {
-                    let response = handler(request, remote);
-                    async move { Ok::<_, Infallible>(response.await) }
+                    // Taken before the request is handled and held until its response is
+                    // ready; none left means answer at once, never wait for one.
+                    let permit = in_flight.clone().try_acquire_owned();
+                    let response = permit.is_ok().then(|| handler(request, remote));
+                    let refused = refused.clone();
+                    async move {
+                        let _permit = permit;
+                        Ok::<_, Infallible>(match response {
+                            Some(response) => response.await,
+                            None => overloaded(refused.as_ref()),
+                        })
+                    }
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();

@@ -13,11 +13,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 
 use crate::error::ApiError;
+use crate::fallback::{DegradedLevel, Fallbacks};
+use crate::fastpath::DEPENDENCY_UNAVAILABLE;
 use crate::fastpath::{CacheStatus, FastAnswer, FastPath};
 use crate::http::{
-    json_response, parse_json, read_body, BoxError, Response, CACHE_HEADER, PATH_HEADER,
+    json_response, parse_json, read_body, BoxError, Response, CACHE_HEADER, DEGRADED_HEADER,
+    PATH_HEADER,
 };
 use crate::keys::Scope;
 use crate::legacy::LegacyClient;
@@ -77,9 +81,12 @@ impl<'a> Operation<'a> {
 pub struct ApiState {
     pub router: Router,
     pub fast: Arc<FastPath>,
+    pub fallbacks: Fallbacks,
     pub legacy: Option<LegacyClient>,
     pub scope_header: Option<HeaderName>,
     pub max_body_bytes: usize,
+    /// Forward writes to legacy when the write queue is unreachable.
+    pub writes_to_legacy: bool,
     pub metrics: Metrics,
     pub openapi: Bytes,
 }
@@ -87,6 +94,39 @@ pub struct ApiState {
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+/// How a request was answered: the response and what the headers and metrics say about it.
+struct Outcome {
+    response: Response,
+    route: RoutePath,
+    cache: CacheStatus,
+    degraded: Option<DegradedLevel>,
+}
+
+impl Outcome {
+    fn fast(response: Response, cache: CacheStatus) -> Self {
+        Self {
+            response,
+            route: RoutePath::Fast,
+            cache,
+            degraded: None,
+        }
+    }
+
+    fn legacy(response: Response) -> Self {
+        Self {
+            response,
+            route: RoutePath::Legacy,
+            cache: CacheStatus::Bypass,
+            degraded: None,
+        }
+    }
+
+    fn degraded(mut self, level: DegradedLevel) -> Self {
+        self.degraded = Some(level);
+        self
     }
 }
 
@@ -100,10 +140,19 @@ impl ApiState {
         let started = Instant::now();
         let path = request.uri().path().to_string();
         let operation = Operation::classify(request.method(), &path);
-        let (mut response, route, cache) = self.dispatch(operation, request, client).await;
+        let outcome = self.dispatch(operation, request, client).await;
+        let (route, cache) = (outcome.route, outcome.cache);
+        let mut response = outcome.response;
         let headers = response.headers_mut();
         headers.insert(PATH_HEADER, HeaderValue::from_static(route.as_str()));
         headers.insert(CACHE_HEADER, HeaderValue::from_static(cache.as_str()));
+        if let Some(level) = outcome.degraded {
+            headers.insert(DEGRADED_HEADER, HeaderValue::from_static(level.as_str()));
+            self.metrics
+                .degraded
+                .with_label_values(&[level.as_str()])
+                .inc();
+        }
         let labels = [operation.label(), route.as_str(), cache.as_str()];
         self.metrics
             .request_duration
@@ -122,37 +171,149 @@ impl ApiState {
         operation: Operation<'_>,
         request: Request<B>,
         client: SocketAddr,
-    ) -> (Response, RoutePath, CacheStatus)
+    ) -> Outcome
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if operation == Operation::OpenApi {
             let response = json_response(StatusCode::OK, self.openapi.clone());
-            return (response, RoutePath::Fast, CacheStatus::Bypass);
+            return Outcome::fast(response, CacheStatus::Bypass);
         }
         let route = match self.router.choose(request.headers(), client.ip()) {
             Ok(route) => route,
-            Err(error) => return (self.reject(error), RoutePath::Fast, CacheStatus::Bypass),
+            Err(error) => return self.refused(error),
         };
-        let answer = match (route, operation) {
-            (RoutePath::Fast, Operation::Get(id)) => self.fast_get(&request, id).await,
-            (RoutePath::Fast, Operation::Search) => self.fast_search(request).await,
-            (RoutePath::Fast, Operation::Create) => self.fast_create(request).await,
-            (RoutePath::Fast, Operation::Update(id)) => self.fast_update(request, id).await,
-            (RoutePath::Fast, Operation::Delete(id)) => self.fast_delete(&request, id).await,
-            _ => {
-                let response = self.forward(request, client).await;
-                return (response, RoutePath::Legacy, CacheStatus::Bypass);
+        let fast_operation = matches!(
+            operation,
+            Operation::Get(_)
+                | Operation::Search
+                | Operation::Create
+                | Operation::Update(_)
+                | Operation::Delete(_)
+        );
+        if route == RoutePath::Legacy || !fast_operation {
+            return Outcome::legacy(self.forward(request, client).await);
+        }
+        let (parts, body) = request.into_parts();
+        let body = match read_body(&parts.headers, body, self.max_body_bytes).await {
+            Ok(body) => body,
+            Err(error) => return self.refused(error),
+        };
+        let answer = match operation {
+            Operation::Search => return self.search(parts, body, client).await,
+            Operation::Get(id) => self.fast_get(&parts, id).await,
+            Operation::Create => self.fast_create(&parts, &body).await,
+            Operation::Update(id) => self.fast_update(&parts, &body, id).await,
+            Operation::Delete(id) => self.fast_delete(&parts, id).await,
+            Operation::OpenApi | Operation::Other => {
+                unreachable!("only fast-path operations get here")
             }
         };
         match answer {
             Ok(answer) => {
                 let cache = answer.cache;
-                (fast_response(answer), RoutePath::Fast, cache)
+                Outcome::fast(fast_response(answer), cache)
             }
-            Err(error) => (self.reject(error), RoutePath::Fast, CacheStatus::Bypass),
+            Err(error) if self.falls_back_to_legacy(operation, &error) => {
+                match self.legacy_fallback(parts, body, client).await {
+                    Some(response) => Outcome::legacy(response).degraded(DegradedLevel::Legacy),
+                    None => self.refused(error),
+                }
+            }
+            Err(error) => self.refused(error),
         }
+    }
+
+    /// Whether a fast-path failure may be answered by the legacy service instead: reads
+    /// always; writes only when configured and only when nothing was stored (the queue was
+    /// unreachable, not merely slow to confirm).
+    fn falls_back_to_legacy(&self, operation: Operation<'_>, error: &ApiError) -> bool {
+        if error.status != StatusCode::SERVICE_UNAVAILABLE || self.legacy.is_none() {
+            return false;
+        }
+        match operation {
+            Operation::Get(_) | Operation::Search => true,
+            Operation::Create | Operation::Update(_) | Operation::Delete(_) => {
+                self.writes_to_legacy && error.code == DEPENDENCY_UNAVAILABLE
+            }
+            Operation::OpenApi | Operation::Other => false,
+        }
+    }
+
+    /// The legacy service's answer to a request the fast path could not answer, unless it
+    /// failed too (unreachable, open breaker, `5xx`).
+    async fn legacy_fallback(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        client: SocketAddr,
+    ) -> Option<Response> {
+        let legacy = self.legacy.as_ref()?;
+        let request = Request::from_parts(parts, Full::new(body));
+        match legacy.forward(request, client).await {
+            Ok(response) if !response.status().is_server_error() => Some(response),
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), "legacy fallback failed too");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(%error, "legacy fallback failed too");
+                None
+            }
+        }
+    }
+
+    /// `POST /memories/search` down the ladder: fast path → legacy → keyword → popular; a
+    /// `503` with `Retry-After` only when no rung can answer.
+    async fn search(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        client: SocketAddr,
+    ) -> Outcome {
+        let request = self
+            .scope(&parts.headers)
+            .and_then(|scope| Ok((scope, parse_json::<SearchRequest>(&body)?.normalize()?)));
+        let (scope, search) = match request {
+            Ok(request) => request,
+            Err(error) => return self.refused(error),
+        };
+        let fast_error = match self.fast.search(&scope, search.clone()).await {
+            Ok(answer) => {
+                let cache = answer.cache;
+                return Outcome::fast(fast_response(answer), cache);
+            }
+            Err(error) if error.status != StatusCode::SERVICE_UNAVAILABLE => {
+                return self.refused(error)
+            }
+            Err(error) => error,
+        };
+        if let Some(response) = self.legacy_fallback(parts, body, client).await {
+            return Outcome::legacy(response).degraded(DegradedLevel::Legacy);
+        }
+        let filter = self.fast.filter_for(&scope, &search);
+        match self.fallbacks.keyword(&search, filter.clone()).await {
+            Ok(Some(body)) => {
+                return Outcome::fast(ok_json(body), CacheStatus::Bypass)
+                    .degraded(DegradedLevel::Keyword)
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "keyword fallback failed"),
+        }
+        match self.fallbacks.popular(&scope, &search, filter).await {
+            Ok(body) => {
+                Outcome::fast(ok_json(body), CacheStatus::Bypass).degraded(DegradedLevel::Popular)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "popular fallback failed");
+                self.refused(fast_error)
+            }
+        }
+    }
+
+    fn refused(&self, error: ApiError) -> Outcome {
+        Outcome::fast(self.reject(error), CacheStatus::Bypass)
     }
 
     fn reject(&self, error: ApiError) -> Response {
@@ -163,12 +324,11 @@ impl ApiState {
     }
 
     /// The tenant of a fast-path request; required when scoping is on.
-    fn scope<B>(&self, request: &Request<B>) -> Result<Scope, ApiError> {
+    fn scope(&self, headers: &http::HeaderMap) -> Result<Scope, ApiError> {
         let Some(header) = &self.scope_header else {
             return Ok(Scope::UNSCOPED);
         };
-        request
-            .headers()
+        headers
             .get(header)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
@@ -182,33 +342,23 @@ impl ApiState {
             })
     }
 
-    async fn fast_get<B>(&self, request: &Request<B>, id: &str) -> Result<FastAnswer, ApiError> {
+    async fn fast_get(
+        &self,
+        parts: &http::request::Parts,
+        id: &str,
+    ) -> Result<FastAnswer, ApiError> {
         let id = parse_memory_id(id)?;
-        let scope = self.scope(request)?;
+        let scope = self.scope(&parts.headers)?;
         self.fast.get(&scope, id).await
     }
 
-    async fn fast_search<B>(&self, request: Request<B>) -> Result<FastAnswer, ApiError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let scope = self.scope(&request)?;
-        let (parts, body) = request.into_parts();
-        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let search = parse_json::<SearchRequest>(&body)?.normalize()?;
-        self.fast.search(&scope, search).await
-    }
-
-    async fn fast_create<B>(&self, request: Request<B>) -> Result<FastAnswer, ApiError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let scope = self.scope(&request)?;
-        let (parts, body) = request.into_parts();
-        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let create = parse_json::<CreateMemoryRequest>(&body)?;
+    async fn fast_create(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<FastAnswer, ApiError> {
+        let scope = self.scope(&parts.headers)?;
+        let create = parse_json::<CreateMemoryRequest>(body)?;
         let idempotency_key = parts
             .headers
             .get(IDEMPOTENCY_KEY)
@@ -228,22 +378,25 @@ impl ApiState {
         self.fast.create(&scope, create, idempotency_key).await
     }
 
-    async fn fast_update<B>(&self, request: Request<B>, id: &str) -> Result<FastAnswer, ApiError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    async fn fast_update(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        id: &str,
+    ) -> Result<FastAnswer, ApiError> {
         let id = parse_memory_id(id)?;
-        let scope = self.scope(&request)?;
-        let (parts, body) = request.into_parts();
-        let body = read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let update = parse_json::<UpdateMemoryRequest>(&body)?;
+        let scope = self.scope(&parts.headers)?;
+        let update = parse_json::<UpdateMemoryRequest>(body)?;
         self.fast.update(&scope, id, update).await
     }
 
-    async fn fast_delete<B>(&self, request: &Request<B>, id: &str) -> Result<FastAnswer, ApiError> {
+    async fn fast_delete(
+        &self,
+        parts: &http::request::Parts,
+        id: &str,
+    ) -> Result<FastAnswer, ApiError> {
         let id = parse_memory_id(id)?;
-        let scope = self.scope(request)?;
+        let scope = self.scope(&parts.headers)?;
         self.fast.delete(&scope, id).await
     }
 
@@ -264,6 +417,10 @@ impl ApiState {
             Err(error) => self.reject(error),
         }
     }
+}
+
+fn ok_json(body: Bytes) -> Response {
+    json_response(StatusCode::OK, body)
 }
 
 fn fast_response(answer: FastAnswer) -> Response {

@@ -511,9 +511,34 @@ async fn bad_writes_are_rejected_and_nothing_is_queued() {
 async fn when_redis_is_down_a_create_is_refused_not_acknowledged() {
     let mut env = Env::start(false, |_| {}).await;
     env.redis.kill();
-    let (status, error) = env.create(json!({"content": "nowhere to go"})).await;
-    assert_eq!(status, 503);
-    assert_eq!(error["error"]["code"], "dependency_unavailable");
+    // A call on the dead connection that times out cannot tell whether Redis got the command
+    // (`write_unconfirmed`); a refused connection or an open breaker means nothing can have
+    // been stored (`dependency_unavailable`). Either way: 503, never 202.
+    let mut codes = Vec::new();
+    for attempt in 0..6 {
+        let (status, error) = env
+            .create(json!({"content": format!("nowhere to go {attempt}")}))
+            .await;
+        assert_eq!(status, 503, "{error}");
+        codes.push(
+            error["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|code| code == "dependency_unavailable" || code == "write_unconfirmed"),
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("dependency_unavailable")
+    );
+    env.redis.restart().expect("restart");
+    assert_eq!(env.stream_len("writes").await, 0, "nothing was stored");
 }
 
 #[tokio::test]

@@ -96,6 +96,21 @@ impl CacheStore for InProcessCache {
         Ok(self.entries.get(key).map(|entry| entry.value))
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        Ok(keys
+            .iter()
+            .map(|key| self.entries.get(key).map(|entry| entry.value))
+            .collect())
+    }
+
+    async fn most_read(&self, key: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+        Ok(self
+            .popular(key, limit)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
         self.entries.insert(key.to_string(), Entry { value, ttl });
         Ok(())

@@ -72,6 +72,10 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError>;
     /// Exact access statistics of one memory: `(count, last)`.
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
+    /// The values under `keys`, in order (MGET).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError>;
+    /// Up to `limit` members of the `popular` set `key`, most read first.
+    async fn most_read(&self, key: &str, limit: usize) -> Result<Vec<String>, CacheError>;
     /// Answers when the backend is reachable.
     async fn ping(&self) -> Result<(), CacheError>;
     /// `"redis"` or `"memory"`, for logs and metrics.

@@ -115,6 +115,25 @@ impl CacheStore for RedisCache {
         Ok(())
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
+    async fn most_read(&self, key: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        Ok(self.connection.clone().zrevrange(key, 0, last).await?)
+    }
+
     async fn counter(&self, key: &str) -> Result<u64, CacheError> {
         let value: Option<u64> = self.connection.clone().get(key).await?;
         Ok(value.unwrap_or(0))

@@ -43,6 +43,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub access: AccessConfig,
     pub reload: ReloadConfig,
+    /// The breakers in front of Redis, the vector store, OpenAI and the upstream.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// What answers when the fast path cannot.
+    pub fallback: FallbackConfig,
 }
 
 impl Default for Config {
@@ -64,6 +68,8 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             access: AccessConfig::default(),
             reload: ReloadConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            fallback: FallbackConfig::default(),
         }
     }
 }
@@ -134,12 +140,71 @@ pub struct ScopeConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Requests answered at once; past it a request gets `503` immediately instead of waiting.
+    pub max_in_flight: usize,
+    /// A client must send its request headers within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_in_flight: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// When a dependency's breaker opens and for how long (the same for every dependency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before one probe may go.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Each failed probe doubles the cool-down, up to this.
+    #[serde(with = "humantime_serde")]
+    pub max_cool_down: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(60),
+            max_cool_down: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The degradation ladder: fast path → legacy → keyword → popular.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// When the write queue (Redis) is unreachable, forward creates, updates and deletes to
+    /// the legacy service and wait for it (when `upstream.url` is set); else refuse with `503`.
+    pub writes_to_legacy: bool,
+    /// How long a search waits for its query's embedding before the next rung answers.
+    #[serde(with = "humantime_serde")]
+    pub embedding_timeout: Duration,
+    /// How many keyword matches the keyword fallback ranks.
+    pub keyword_candidates: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            writes_to_legacy: true,
+            embedding_timeout: Duration::from_secs(2),
+            keyword_candidates: 200,
         }
     }
 }
@@ -465,6 +530,34 @@ impl Config {
         }
         if self.limits.max_body_bytes == 0 {
             return Err(invalid("limits.maxBodyBytes", "must be greater than 0"));
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_in_flight) {
+            return Err(invalid(
+                "limits.maxInFlight",
+                "must be between 1 and 1000000",
+            ));
+        }
+        check_positive("limits.headerReadTimeout", self.limits.header_read_timeout)?;
+        check_positive("limits.drainTimeout", self.limits.drain_timeout)?;
+        if !(1..=1000).contains(&self.circuit_breaker.failure_threshold) {
+            return Err(invalid(
+                "circuitBreaker.failureThreshold",
+                "must be between 1 and 1000",
+            ));
+        }
+        check_positive("circuitBreaker.coolDown", self.circuit_breaker.cool_down)?;
+        if self.circuit_breaker.max_cool_down < self.circuit_breaker.cool_down {
+            return Err(invalid(
+                "circuitBreaker.maxCoolDown",
+                "must not be shorter than circuitBreaker.coolDown",
+            ));
+        }
+        check_positive("fallback.embeddingTimeout", self.fallback.embedding_timeout)?;
+        if !(1..=10_000).contains(&self.fallback.keyword_candidates) {
+            return Err(invalid(
+                "fallback.keywordCandidates",
+                "must be between 1 and 10000",
+            ));
         }
         check_positive("upstream.connectTimeout", self.upstream.connect_timeout)?;
         check_positive("upstream.timeout", self.upstream.timeout)?;

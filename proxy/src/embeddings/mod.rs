@@ -9,7 +9,7 @@ mod cache;
 mod hashing;
 mod openai;
 
-pub use cache::{EmbeddingCache, EmbeddingLookup};
+pub use cache::{EmbeddingCache, EmbeddingGuards, EmbeddingLookup};
 pub use hashing::HashingEmbedder;
 pub use openai::{openai_client, OpenAiEmbedder};
 

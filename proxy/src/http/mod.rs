@@ -15,6 +15,8 @@ pub type Response = http::Response<ResponseBody>;
 
 pub const PATH_HEADER: &str = "x-memgate-path";
 pub const CACHE_HEADER: &str = "x-memgate-cache";
+/// Which fallback answered, when the fast path could not: `legacy`, `keyword` or `popular`.
+pub const DEGRADED_HEADER: &str = "x-memgate-degraded";
 pub const ROUTE_HEADER: &str = "x-memgate-route";
 
 /// A complete body.

@@ -158,6 +158,21 @@ pub enum QueueError {
     Corrupt { entry: String, reason: String },
 }
 
+impl QueueError {
+    /// Whether a failed submit may still have been stored: the command may have reached Redis
+    /// and only the answer been lost (a timeout, a connection dropped mid-call). A refused
+    /// connection or an error answer means nothing was stored.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Redis(error) | Self::Cache(crate::cache::CacheError::Redis(error)) => {
+                !error.is_connection_refusal()
+                    && (error.is_timeout() || error.is_connection_dropped() || error.is_io_error())
+            }
+            Self::Cache(_) | Self::Corrupt { .. } => false,
+        }
+    }
+}
+
 #[async_trait]
 pub trait WriteQueue: Send + Sync + 'static {
     /// Stores the record and queues the operation atomically.

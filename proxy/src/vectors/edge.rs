@@ -11,15 +11,15 @@ use qdrant_edge::{
     CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
     FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, SearchParams, SearchRequest, SetPayloadOp, UpdateOperation, Vectors,
+    QueryEnum, ScrollRequest, SearchParams, SearchRequest, SetPayloadOp, UpdateOperation, Vectors,
     WithPayloadInterface, DEFAULT_VECTOR_NAME,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{
-    memory_from_payload, payload_of, CollectionSpec, IndexKind, MemoryFilter, MemoryPoint,
-    ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+    memory_from_payload, payload_of, CollectionSpec, IndexKind, KeywordQuery, MemoryFilter,
+    MemoryPoint, ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -150,6 +150,7 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
             IndexKind::Keyword => PayloadSchemaType::Keyword,
             IndexKind::Float => PayloadSchemaType::Float,
             IndexKind::Datetime => PayloadSchemaType::Datetime,
+            IndexKind::Text => PayloadSchemaType::Text,
         };
         shard
             .update(UpdateOperation::FieldIndexOperation(
@@ -196,6 +197,19 @@ fn filter_json(filter: &MemoryFilter) -> Option<Value> {
         }
     }
     (!must.is_empty()).then(|| json!({ "must": must }))
+}
+
+/// The filter of a keyword search: `filter`, and content or tags matching any term.
+fn keyword_filter_json(query: &KeywordQuery) -> Value {
+    let mut filter = filter_json(&query.filter).unwrap_or_else(|| json!({}));
+    let mut should: Vec<Value> = query
+        .terms
+        .iter()
+        .map(|term| json!({ "key": "content", "match": { "text": term } }))
+        .collect();
+    should.push(json!({ "key": "tags", "match": { "any": query.terms } }));
+    filter["should"] = Value::Array(should);
+    filter
 }
 
 fn to_filter(filter: &MemoryFilter) -> Result<Option<Filter>, VectorError> {
@@ -302,6 +316,29 @@ impl VectorStore for EdgeStore {
         .await
     }
 
+    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
+        let filter =
+            serde_json::from_value::<Filter>(keyword_filter_json(&query)).map_err(edge_error)?;
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(usize::try_from(query.limit).unwrap_or(usize::MAX).max(1)),
+            filter: Some(filter),
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: qdrant_edge::WithVector::Bool(false),
+            order_by: None,
+        };
+        self.blocking(move |shard| {
+            let (records, _) = shard.scroll(request).map_err(edge_error)?;
+            Ok(records
+                .into_iter()
+                .map(|record| {
+                    memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
         let ids = ids.iter().map(|id| PointId::Uuid(*id)).collect();
         self.blocking(move |shard| {
@@ -402,5 +439,21 @@ mod tests {
         assert!(to_filter(&MemoryFilter::default())
             .expect("valid")
             .is_none());
+    }
+
+    #[test]
+    fn keyword_filters_parse_as_edge_filters() {
+        let query = KeywordQuery {
+            terms: vec!["garden".into(), "tomatoes".into()],
+            filter: MemoryFilter {
+                memory_type: Some(MemoryType::Episodic),
+                ..Default::default()
+            },
+            limit: 10,
+        };
+        let parsed: Filter =
+            serde_json::from_value(keyword_filter_json(&query)).expect("valid filter");
+        assert_eq!(parsed.must.as_ref().map(Vec::len), Some(1));
+        assert_eq!(parsed.should.as_ref().map(Vec::len), Some(3));
     }
 }

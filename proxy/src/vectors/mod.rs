@@ -25,6 +25,7 @@ pub const INDEXED_FIELDS: &[(&str, IndexKind)] = &[
     ("importance", IndexKind::Float),
     ("emotionalValence", IndexKind::Float),
     ("timestamp", IndexKind::Datetime),
+    ("content", IndexKind::Text),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub enum IndexKind {
     Keyword,
     Float,
     Datetime,
+    /// Full text: word tokens, lowercased.
+    Text,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,37 @@ pub struct MemoryFilter {
     pub date_range: Option<DateRange>,
 }
 
+impl MemoryFilter {
+    /// Whether a memory's JSON meets every condition, as the vector store would judge it (a
+    /// missing field fails its condition). For answers that do not come from the store.
+    pub fn matches(&self, memory: &StoredMemory) -> bool {
+        let number = |field: &str| memory.get(field).and_then(Value::as_f64);
+        let scope_ok = self.scope.as_ref().is_none_or(|(field, tenant)| {
+            memory.get(field).and_then(Value::as_str) == Some(tenant.as_str())
+        });
+        let type_ok = self.memory_type.is_none_or(|wanted| {
+            memory.get("type").and_then(Value::as_str) == Some(wanted.as_str())
+        });
+        let importance_ok = self
+            .min_importance
+            .is_none_or(|min| number("importance").is_some_and(|value| value >= min));
+        let valence_ok = self.emotional_range.is_none_or(|range| {
+            number("emotionalValence").is_some_and(|value| (range.min..=range.max).contains(&value))
+        });
+        let date_ok = self.date_range.is_none_or(|range| {
+            memory
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+                .is_some_and(|at| {
+                    range.start.is_none_or(|start| at >= start)
+                        && range.end.is_none_or(|end| at <= end)
+                })
+        });
+        scope_ok && type_ok && importance_ok && valence_ok && date_ok
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorQuery {
     pub vector: Vec<f32>,
@@ -90,6 +124,17 @@ pub struct VectorQuery {
     pub score_threshold: Option<f32>,
     /// `hnsw_ef`: lower is faster, higher is more exact.
     pub ef: u64,
+}
+
+/// A search by words, for when no embedding can be had: memories (matching `filter`) whose
+/// content contains any of `terms` or whose tags are one of them. Ranking is the caller's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeywordQuery {
+    /// Lowercase words.
+    pub terms: Vec<String>,
+    pub filter: MemoryFilter,
+    /// How many matching memories to return at most.
+    pub limit: u64,
 }
 
 /// A memory found by a search: the stored JSON with `id`, and its score.
@@ -115,6 +160,8 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError>;
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
+    /// Memories matching a [`KeywordQuery`], in the store's order.
+    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError>;
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
     /// The vector of one point, when it exists.
     async fn vector_of(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorError>;
@@ -145,3 +192,63 @@ pub fn memory_from_payload(id: &str, payload: StoredMemory) -> StoredMemory {
 
 #[cfg(test)]
 mod contract;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{DateRange, MemoryType, ValenceRange};
+    use serde_json::json;
+
+    fn memory(value: Value) -> StoredMemory {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test memories are objects"),
+        }
+    }
+
+    #[test]
+    fn filters_judge_memories_like_the_store() {
+        let stored = memory(json!({
+            "id": "x", "type": "episodic", "importance": 0.6, "emotionalValence": -0.2,
+            "timestamp": "2026-03-01T10:00:00Z", "userId": "alice"
+        }));
+        assert!(MemoryFilter::default().matches(&stored));
+        let all = MemoryFilter {
+            scope: Some(("userId".into(), "alice".into())),
+            memory_type: Some(MemoryType::Episodic),
+            min_importance: Some(0.5),
+            emotional_range: Some(ValenceRange {
+                min: -0.5,
+                max: 0.0,
+            }),
+            date_range: Some(DateRange {
+                start: "2026-01-01T00:00:00Z".parse().ok(),
+                end: None,
+            }),
+        };
+        assert!(all.matches(&stored));
+        let other_tenant = MemoryFilter {
+            scope: Some(("userId".into(), "bob".into())),
+            ..Default::default()
+        };
+        assert!(!other_tenant.matches(&stored));
+        let too_important = MemoryFilter {
+            min_importance: Some(0.7),
+            ..Default::default()
+        };
+        assert!(!too_important.matches(&stored));
+        let later = MemoryFilter {
+            date_range: Some(DateRange {
+                start: "2026-06-01T00:00:00Z".parse().ok(),
+                end: None,
+            }),
+            ..Default::default()
+        };
+        assert!(!later.matches(&stored));
+        let missing = MemoryFilter {
+            min_importance: Some(0.1),
+            ..Default::default()
+        };
+        assert!(!missing.matches(&memory(json!({ "id": "y" }))));
+    }
+}

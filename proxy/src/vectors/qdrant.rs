@@ -5,15 +5,15 @@ use qdrant_client::qdrant::{
     point_id::PointIdOptions, vectors_config::Config as VectorsConfigKind, Condition,
     CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct,
-    PointsIdsList, Range, SearchParamsBuilder, SearchPointsBuilder, SetPayloadPointsBuilder,
-    Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
+    PointsIdsList, Range, ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder,
+    SetPayloadPointsBuilder, Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
 
 use super::{
-    memory_from_payload, payload_of, CollectionSpec, IndexKind, MemoryFilter, MemoryPoint,
-    ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+    memory_from_payload, payload_of, CollectionSpec, IndexKind, KeywordQuery, MemoryFilter,
+    MemoryPoint, ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -106,6 +106,18 @@ fn to_filter(filter: &MemoryFilter) -> Option<Filter> {
     (!must.is_empty()).then(|| Filter::must(must))
 }
 
+/// The filter of a keyword search: `filter`, and content or tags matching any term.
+fn keyword_filter(query: &KeywordQuery) -> Filter {
+    let mut filter = to_filter(&query.filter).unwrap_or_default();
+    filter.should = query
+        .terms
+        .iter()
+        .map(|term| Condition::matches_text("content", term.clone()))
+        .chain([Condition::matches("tags", query.terms.clone())])
+        .collect();
+    filter
+}
+
 fn point_id_string(id: Option<PointId>) -> String {
     match id.and_then(|id| id.point_id_options) {
         Some(PointIdOptions::Uuid(uuid)) => uuid,
@@ -162,6 +174,7 @@ impl VectorStore for QdrantStore {
                 IndexKind::Keyword => FieldType::Keyword,
                 IndexKind::Float => FieldType::Float,
                 IndexKind::Datetime => FieldType::Datetime,
+                IndexKind::Text => FieldType::Text,
             };
             self.client
                 .create_field_index(
@@ -243,6 +256,26 @@ impl VectorStore for QdrantStore {
                     json_payload(point.payload),
                 ),
                 score: point.score,
+            })
+            .collect())
+    }
+
+    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
+        let limit = u32::try_from(query.limit).unwrap_or(u32::MAX).max(1);
+        let response = self
+            .client
+            .scroll(
+                ScrollPointsBuilder::new(&self.collection)
+                    .filter(keyword_filter(&query))
+                    .limit(limit)
+                    .with_payload(true),
+            )
+            .await?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|point| {
+                memory_from_payload(&point_id_string(point.id), json_payload(point.payload))
             })
             .collect())
     }

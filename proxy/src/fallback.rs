@@ -1,0 +1,300 @@
+//! Answers for when the fast path cannot answer a search, lowest rungs of the degradation
+//! ladder (fast path → legacy → **keyword** → **popular**):
+//!
+//! - **keyword**: no embedding needed. The vector store returns memories whose content holds
+//!   any of the query's words or whose tags are one of them; they are ranked here by the share
+//!   of the query's words they contain, then by importance.
+//! - **popular**: no vector store needed either. The tenant's most-read memories, from the
+//!   `popular` set and the cached records.
+//!
+//! Each answer has the shape of a search answer (`{"memories": [...]}`, each with a `score`);
+//! the caller marks it with `x-memgate-degraded`.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::cache::CacheStore;
+use crate::dependency::CallError;
+use crate::error::ApiError;
+use crate::fastpath::{unavailable, Guards};
+use crate::keys::{KeySpace, Scope};
+use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
+use crate::vectors::{KeywordQuery, MemoryFilter, VectorStore};
+
+/// Which fallback answered; the value of `x-memgate-degraded` and the `level` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DegradedLevel {
+    Legacy,
+    Keyword,
+    Popular,
+}
+
+impl DegradedLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "legacy",
+            Self::Keyword => "keyword",
+            Self::Popular => "popular",
+        }
+    }
+}
+
+/// The most words of a query a keyword search looks for.
+const MAX_TERMS: usize = 16;
+
+/// The lowercase words of a query worth matching: letters and digits, two characters or more,
+/// no English stop words, each once.
+pub fn query_terms(query: &str) -> Vec<String> {
+    static STOP_WORDS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    let stop_words = STOP_WORDS.get_or_init(|| {
+        stop_words::get("en")
+            .iter()
+            .map(|word| word.to_lowercase())
+            .collect()
+    });
+    let mut seen = BTreeSet::new();
+    query
+        .split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|word| word.chars().count() >= 2 && !stop_words.contains(word))
+        .filter(|word| seen.insert(word.clone()))
+        .take(MAX_TERMS)
+        .collect()
+}
+
+/// The share of `terms` a memory's content or tags contain (0..=1).
+fn keyword_score(memory: &StoredMemory, terms: &[String]) -> f32 {
+    if terms.is_empty() {
+        return 0.0;
+    }
+    let content = memory
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let tags: Vec<String> = memory
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let matched = terms
+        .iter()
+        .filter(|term| content.contains(term.as_str()) || tags.iter().any(|tag| tag == *term))
+        .count();
+    matched as f32 / terms.len() as f32
+}
+
+fn importance(memory: &StoredMemory) -> f64 {
+    memory
+        .get("importance")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// Best first: most of the query's words, then most important; at most `limit`.
+fn rank_by_keywords(
+    memories: Vec<StoredMemory>,
+    terms: &[String],
+    limit: usize,
+) -> Vec<(StoredMemory, f32)> {
+    let mut scored: Vec<(StoredMemory, f32)> = memories
+        .into_iter()
+        .map(|memory| {
+            let score = keyword_score(&memory, terms);
+            (memory, score)
+        })
+        .filter(|(_, score)| *score > 0.0)
+        .collect();
+    scored.sort_by(|(a, a_score), (b, b_score)| {
+        b_score
+            .partial_cmp(a_score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| {
+                importance(b)
+                    .partial_cmp(&importance(a))
+                    .unwrap_or(Ordering::Equal)
+            })
+    });
+    scored.truncate(limit);
+    scored
+}
+
+/// `{"memories": [...]}` with each memory's score.
+fn search_body(memories: Vec<(StoredMemory, f32)>) -> Bytes {
+    let memories: Vec<Value> = memories
+        .into_iter()
+        .map(|(mut memory, score)| {
+            memory.insert("score".into(), Value::from(score));
+            Value::Object(memory)
+        })
+        .collect();
+    Bytes::from(serde_json::json!({ "memories": memories }).to_string())
+}
+
+/// The keyword and popular fallbacks, on the same guarded dependencies as the fast path.
+pub struct Fallbacks {
+    cache: Arc<dyn CacheStore>,
+    vectors: Arc<dyn VectorStore>,
+    guards: Guards,
+    keys: KeySpace,
+    /// How many matching memories a keyword search ranks.
+    keyword_candidates: u64,
+}
+
+impl std::fmt::Debug for Fallbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallbacks")
+            .field("keyword_candidates", &self.keyword_candidates)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fallbacks {
+    pub fn new(
+        cache: Arc<dyn CacheStore>,
+        vectors: Arc<dyn VectorStore>,
+        guards: Guards,
+        keys: KeySpace,
+        keyword_candidates: u64,
+    ) -> Self {
+        Self {
+            cache,
+            vectors,
+            guards,
+            keys,
+            keyword_candidates,
+        }
+    }
+
+    /// Memories containing the query's words. `None` when the query has no word worth
+    /// matching (only stop words): the next rung answers instead.
+    pub async fn keyword(
+        &self,
+        search: &NormalizedSearch,
+        filter: MemoryFilter,
+    ) -> Result<Option<Bytes>, ApiError> {
+        let terms = query_terms(&search.query);
+        if terms.is_empty() {
+            return Ok(None);
+        }
+        let query = KeywordQuery {
+            terms: terms.clone(),
+            filter,
+            limit: self.keyword_candidates.max(u64::from(search.limit)),
+        };
+        let found = self
+            .guards
+            .vectors
+            .call("keyword_search", self.vectors.keyword_search(query))
+            .await
+            .map_err(|e| unavailable("the vector store", e))?;
+        let ranked = rank_by_keywords(found, &terms, search.limit as usize);
+        Ok(Some(search_body(ranked)))
+    }
+
+    /// The tenant's most-read memories that meet the search's filter, from the cache.
+    pub async fn popular(
+        &self,
+        scope: &Scope,
+        search: &NormalizedSearch,
+        filter: MemoryFilter,
+    ) -> Result<Bytes, ApiError> {
+        let limit = search.limit as usize;
+        // Some of the most read are filtered out or no longer cached: look further down.
+        let ids = self
+            .guards
+            .cache
+            .call(
+                "most_read",
+                self.cache.most_read(&self.keys.popular(scope), limit * 4),
+            )
+            .await
+            .map_err(|e| unavailable("the cache", e))?;
+        let keys: Vec<String> = ids
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .map(|id| self.keys.memory(scope, id))
+            .collect();
+        let records = self
+            .guards
+            .cache
+            .call("get_many", self.cache.get_many(&keys))
+            .await
+            .map_err(|e: CallError<_>| unavailable("the cache", e))?;
+        let memories: Vec<(StoredMemory, f32)> = records
+            .into_iter()
+            .flatten()
+            .filter(|record| !is_tombstone(record))
+            .filter_map(|record| serde_json::from_slice::<StoredMemory>(&record).ok())
+            .filter(|memory| filter.matches(memory))
+            .take(limit)
+            .map(|memory| (memory, 0.0))
+            .collect();
+        Ok(search_body(memories))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn memory(value: Value) -> StoredMemory {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test memories are objects"),
+        }
+    }
+
+    #[test]
+    fn query_terms_are_lowercase_words_without_stop_words() {
+        assert_eq!(
+            query_terms("What did I plant in the Garden? Tomatoes, tomatoes!"),
+            vec!["plant", "garden", "tomatoes"]
+        );
+        assert!(query_terms("the of and").is_empty());
+        assert_eq!(query_terms("a").len(), 0);
+        assert_eq!(query_terms(&"word ".repeat(100)), vec!["word"]);
+        let many: String = (0..40).map(|i| format!("w{i} ")).collect();
+        assert_eq!(query_terms(&many).len(), MAX_TERMS);
+    }
+
+    #[test]
+    fn keyword_ranking_prefers_more_words_then_importance() {
+        let terms = query_terms("garden tomatoes");
+        let memories = vec![
+            memory(json!({ "id": "a", "content": "The garden is green", "importance": 0.9 })),
+            memory(json!({ "id": "b", "content": "Tomatoes in the GARDEN", "importance": 0.1 })),
+            memory(json!({ "id": "c", "content": "Nothing here", "importance": 1.0 })),
+            memory(
+                json!({ "id": "d", "content": "A note", "tags": ["Garden"], "importance": 0.5 }),
+            ),
+        ];
+        let ranked = rank_by_keywords(memories, &terms, 10);
+        let ids: Vec<&str> = ranked
+            .iter()
+            .filter_map(|(m, _)| m.get("id").and_then(Value::as_str))
+            .collect();
+        assert_eq!(ids, vec!["b", "a", "d"]);
+        assert_eq!(ranked[0].1, 1.0);
+        assert_eq!(ranked[1].1, 0.5);
+        assert_eq!(rank_by_keywords(Vec::new(), &terms, 10).len(), 0);
+    }
+
+    #[test]
+    fn answers_have_the_search_shape() {
+        let body = search_body(vec![(memory(json!({ "id": "a" })), 0.5)]);
+        let value: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(value, json!({ "memories": [{ "id": "a", "score": 0.5 }] }));
+    }
+}
