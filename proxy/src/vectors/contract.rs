@@ -204,6 +204,8 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .expect("retrieve")
         .is_none());
 
+    keyword_scenario(store, alice(MemoryFilter::default())).await;
+
     store.delete(&[Uuid::from_u128(1)]).await.expect("delete");
     assert!(store
         .retrieve(Uuid::from_u128(1))
@@ -211,6 +213,61 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .expect("retrieve")
         .is_none());
     store.health().await.expect("healthy");
+}
+
+/// Keyword search: content words (case-insensitive, whole words) or an exact tag, within the
+/// filter.
+async fn keyword_scenario(store: &dyn VectorStore, alice: MemoryFilter) {
+    let mut tomatoes = point(5, [0.0, 0.0, 1.0, 0.0], "episodic", 0.5, 0.0, 2, "alice");
+    tomatoes
+        .memory
+        .insert("content".into(), json!("Planted Tomatoes in the garden"));
+    let mut tagged = point(6, [0.0, 0.0, 0.0, 1.0], "semantic", 0.5, 0.0, 3, "alice");
+    tagged.memory.insert("tags".into(), json!(["tomatoes"]));
+    let mut bobs = point(7, [0.0, 0.0, 1.0, 0.0], "episodic", 0.5, 0.0, 2, "bob");
+    bobs.memory
+        .insert("content".into(), json!("tomatoes everywhere"));
+    store
+        .upsert(vec![tomatoes, tagged, bobs])
+        .await
+        .expect("upsert");
+    let search = |terms: &[&str], filter: MemoryFilter| KeywordQuery {
+        terms: terms.iter().map(|t| t.to_string()).collect(),
+        filter,
+        limit: 10,
+    };
+    let found_ids = |found: Vec<StoredMemory>| {
+        let mut ids: Vec<u128> = found
+            .iter()
+            .filter_map(|m| m["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
+            .map(|id| id.as_u128())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let found = store
+        .keyword_search(search(&["tomatoes"], alice.clone()))
+        .await
+        .expect("keyword search");
+    assert_eq!(found_ids(found), vec![5, 6], "content or tag, only alice's");
+    let found = store
+        .keyword_search(search(&["cucumbers", "garden"], alice.clone()))
+        .await
+        .expect("keyword search");
+    assert_eq!(found_ids(found), vec![5], "any of the words");
+    let semantic_only = MemoryFilter {
+        memory_type: Some(MemoryType::Semantic),
+        ..alice
+    };
+    let found = store
+        .keyword_search(search(&["tomatoes"], semantic_only))
+        .await
+        .expect("keyword search");
+    assert_eq!(found_ids(found), vec![6], "the filter holds");
+    store
+        .delete(&[Uuid::from_u128(5), Uuid::from_u128(6), Uuid::from_u128(7)])
+        .await
+        .expect("delete");
 }
 
 #[tokio::test]
