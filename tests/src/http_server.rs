@@ -18,14 +18,17 @@ use tokio::net::TcpListener;
 /// A request with its body read.
 pub type FullRequest = Request<Bytes>;
 
+type Spawner = Arc<dyn Fn(TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
 pub struct TestServer {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    spawn: Spawner,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -38,38 +41,65 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let handler = Arc::new(handler);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, remote)) = listener.accept().await else {
-                    continue;
-                };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let bytes = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            Ok::<_, Infallible>(
-                                handler(Request::from_parts(parts, bytes), remote).await,
-                            )
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let spawn: Spawner = Arc::new(move |listener| {
+            let handler = handler.clone();
+            tokio::spawn(accept_loop(listener, handler))
         });
-        Ok(Self { addr, task })
+        let task = Some(spawn(listener));
+        Ok(Self { addr, spawn, task })
+    }
+
+    /// Closes the listener and every open connection, as a stopped process would.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).await?;
+        self.task = Some((self.spawn)(listener));
+        Ok(())
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// Serves connections until aborted; aborting it drops the `JoinSet` and with it every
+/// connection.
+async fn accept_loop<H, F>(listener: TcpListener, handler: Arc<H>)
+where
+    H: Fn(FullRequest, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        let handler = handler.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let handler = handler.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(handler(Request::from_parts(parts, bytes), remote).await)
+                }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -8,13 +8,14 @@
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 
 mod http_server;
+pub mod load;
 mod openai;
 mod proxy;
 mod redis_server;
 mod upstream;
 
 pub use openai::FakeOpenAi;
-pub use proxy::{start_proxy, start_proxy_and_worker, test_config};
+pub use proxy::{memgate_binary, start_proxy, start_proxy_and_worker, test_config};
 pub use redis_server::RedisServer;
 pub use upstream::{FakeUpstream, RecordedRequest};
 

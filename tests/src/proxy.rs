@@ -70,3 +70,20 @@ pub async fn start_proxy_and_worker(
     let worker = memgate::app::start_worker_with(config, backends).await?;
     Ok((proxy, worker))
 }
+
+/// The `memgate` binary next to the test binary (`target/debug/memgate`), for tests that run
+/// it as a process.
+pub fn memgate_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir");
+    let binary = dir.join("memgate");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p memgate --bin memgate` (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}

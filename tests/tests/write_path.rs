@@ -2,13 +2,13 @@
 //! `redis-server`, a local OpenAI-compatible server that can be slow or fail, and worker
 //! processes that are killed for real.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use memgate::config::Config;
 use memgate_testkit::{
-    eventually, start_proxy, start_proxy_and_worker, test_config, FakeOpenAi, RedisServer,
+    eventually, memgate_binary, start_proxy, start_proxy_and_worker, test_config, FakeOpenAi,
+    RedisServer,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -583,18 +583,6 @@ async fn embedded_mode_runs_the_same_pipeline_in_process() {
 }
 
 // ---- worker processes ----
-
-fn memgate_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let binary = dir.join("memgate");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p memgate` (cargo test --workspace --all-targets does)",
-        binary.display()
-    );
-    binary
-}
 
 /// A `memgate worker` process with its own Qdrant Edge directory.
 fn spawn_worker(env: &Env, name: &str, claim_idle: &str) -> Child {
