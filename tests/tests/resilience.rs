@@ -583,3 +583,83 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .expect("wait");
     assert!(exit.success(), "clean exit: {exit:?}");
 }
+
+/// A Qdrant server that is not there (nothing listens on its port): reads fall back to legacy,
+/// then to the popular memories in Redis, and writes are still acknowledged (the worker stores
+/// them once Qdrant is back; no Qdrant server runs on this machine, so that part is not shown
+/// here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_vector_store_down_reads_fall_back_and_writes_are_still_acknowledged() {
+    let redis = RedisServer::start().expect("redis-server");
+    let openai = FakeOpenAi::start(64).await.expect("openai");
+    let mut upstream = FakeUpstream::start().await.expect("upstream");
+    let data = tempfile::tempdir().expect("dir");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut config = fault_config(data.path(), redis.url(), openai.base_url(), upstream.url());
+    config.vectors.backend = memgate::config::VectorBackend::Qdrant;
+    config.vectors.url = Some(format!("http://127.0.0.1:{closed_port}"));
+    config.vectors.timeout = Duration::from_millis(300);
+    let proxy = start_proxy(config).await.expect("starts without Qdrant");
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", proxy.api_addr);
+    let unknown = "0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e";
+
+    let get = |id: String| {
+        http.get(format!("{base}/memories/{id}"))
+            .header("x-user-id", "alice")
+            .send()
+    };
+    let search = || {
+        http.post(format!("{base}/memories/search"))
+            .header("x-user-id", "alice")
+            .json(&json!({ "query": "where did we swim", "limit": 3 }))
+            .send()
+    };
+    for _ in 0..4 {
+        let response = get(unknown.into()).await.expect("get");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-memgate-degraded"], "legacy");
+        assert_eq!(response.headers()["x-memgate-path"], "legacy");
+        let response = search().await.expect("search");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-memgate-degraded"], "legacy");
+    }
+    let metrics = http
+        .get(format!("http://{}/metrics", proxy.admin_addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric_value(&metrics, "memgate_circuit_state{dependency=\"qdrant\"}"),
+        Some(1.0)
+    );
+
+    let accepted = http
+        .post(format!("{base}/memories"))
+        .header("x-user-id", "alice")
+        .json(&json!({ "content": "kept until Qdrant is back" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(accepted.status(), 202, "the queue does not need Qdrant");
+
+    upstream.stop();
+    let started = std::time::Instant::now();
+    let response = search().await.expect("search");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-memgate-degraded"], "popular");
+    let response = get(unknown.into()).await.expect("get");
+    assert_eq!(response.status(), 503, "nothing can answer a GET");
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once, not after timeouts"
+    );
+    proxy.shutdown().await;
+}
