@@ -29,7 +29,7 @@ impl Default for BreakerSettings {
         Self {
             failure_threshold: 5,
             cool_down: Duration::from_secs(60),
-            max_cool_down: Duration::from_secs(600),
+            max_cool_down: Duration::from_secs(240),
         }
     }
 }

@@ -180,7 +180,7 @@ impl Default for CircuitBreakerConfig {
         Self {
             failure_threshold: 5,
             cool_down: Duration::from_secs(60),
-            max_cool_down: Duration::from_secs(600),
+            max_cool_down: Duration::from_secs(240),
         }
     }
 }
@@ -731,6 +731,44 @@ mod tests {
         let mut config = valid();
         config.cache.search_ttl = Duration::ZERO;
         assert_eq!(config.validate().unwrap_err().field, "cache.searchTtl");
+    }
+
+    #[test]
+    fn resilience_settings_are_checked() {
+        let mut config = valid();
+        config.limits.max_in_flight = 0;
+        assert_eq!(config.validate().unwrap_err().field, "limits.maxInFlight");
+
+        let mut config = valid();
+        config.circuit_breaker.failure_threshold = 0;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "circuitBreaker.failureThreshold"
+        );
+
+        let mut config = valid();
+        config.circuit_breaker.max_cool_down = Duration::from_secs(1);
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "circuitBreaker.maxCoolDown"
+        );
+
+        let mut config = valid();
+        config.fallback.embedding_timeout = Duration::ZERO;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "fallback.embeddingTimeout"
+        );
+
+        let yaml = "circuitBreaker: {failureThreshold: 2, coolDown: 5s}\nfallback: {writesToLegacy: false}\n";
+        let parsed: Config = figment::Figment::new()
+            .merge(figment::providers::Serialized::defaults(Config::default()))
+            .merge(<figment::providers::Yaml as figment::providers::Format>::string(yaml))
+            .extract()
+            .expect("parses");
+        assert_eq!(parsed.circuit_breaker.failure_threshold, 2);
+        assert_eq!(parsed.circuit_breaker.cool_down, Duration::from_secs(5));
+        assert!(!parsed.fallback.writes_to_legacy);
     }
 
     #[test]
