@@ -1,6 +1,8 @@
 //! The memgate operator: reconciles a `MemoryStore` into Redis, Qdrant, the worker Deployment
-//! and the sidecar's config, and injects the sidecar into app pods.
+//! and the sidecar's config.
 //!
-//! Not built yet: this crate holds the operator's place in the workspace. The proxy's config
-//! type (`memgate::config::Config`) is the contract the operator will render into the
-//! `{name}-proxy-config` ConfigMap.
+//! A reconcile is a pipeline, one module per step: read the referenced Secrets, [`validate`]
+//! the spec (pure), [`build`] the desired objects (pure: spec in, objects out), apply them
+//! (server-side apply, a fixed order), then report status.
+
+pub mod crd;

@@ -1,0 +1,496 @@
+//! The `MemoryStore` custom resource (`memgate.dev/v1alpha1`): what a user declares, and the
+//! status the operator reports.
+//!
+//! The CRD's schema is generated from these types (`memgate-operator crd`), so doc comments
+//! become the descriptions `kubectl explain memorystore.spec…` shows, and every rule the schema
+//! can carry lives here: ranges, patterns, "exactly one of managed or external" and immutable
+//! fields as CEL rules. What the schema cannot check is checked in [`crate::validate`] and
+//! reported in status.
+
+// `printcolumn(type_ = "string", …)` repeats across columns by nature.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The CRD as committed in `crds/memorystore.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&MemoryStore::crd())?;
+    Ok(format!(
+        "# Generated from operator/src/crd.rs by `cargo run -p memgate-operator -- crd`; do not edit.\n{yaml}"
+    ))
+}
+
+/// A duration such as `90s`, `5m`, `1h30m` or `7d`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
+/// A storage size such as `1Gi`, `500Mi` or `10G`.
+pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$";
+
+/// A memory service made fast: Redis, Qdrant and workers for it, and the sidecar's config.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    doc = "A memory service made fast by memgate: the Redis, Qdrant and workers it needs, and the sidecar's config.",
+    group = "memgate.dev",
+    version = "v1alpha1",
+    kind = "MemoryStore",
+    plural = "memorystores",
+    shortname = "mstore",
+    namespaced,
+    status = "MemoryStoreStatus",
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
+    printcolumn(
+        name = "Rollout",
+        type_ = "integer",
+        json_path = ".spec.rollout.percent"
+    ),
+    printcolumn(name = "Redis", type_ = "string", json_path = ".status.redis.ready"),
+    printcolumn(name = "Qdrant", type_ = "string", json_path = ".status.qdrant.ready"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStoreSpec {
+    /// While true the operator changes none of the store's objects; it still reports status.
+    #[serde(default)]
+    pub paused: bool,
+    /// The memgate image for the workers and the sidecar (default: the operator's own version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The cache and write queue.
+    pub redis: RedisSpec,
+    /// The vector store.
+    pub qdrant: QdrantSpec,
+    /// The OpenAI-compatible endpoint for embeddings and enrichment.
+    #[serde(default)]
+    pub openai: OpenAiSpec,
+    /// How memories are embedded.
+    #[serde(default)]
+    pub embeddings: EmbeddingsSpec,
+    /// How new memories get their summary, emotional valence and keywords.
+    #[serde(default)]
+    pub enrichment: EnrichmentSpec,
+    /// How long the sidecar keeps what it caches.
+    #[serde(default)]
+    pub cache: CacheSpec,
+    /// Which share of requests takes the fast path.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+    /// The workers that enrich and store writes.
+    #[serde(default)]
+    pub workers: WorkersSpec,
+    /// The sidecar injected into app pods.
+    pub proxy: ProxySpec,
+}
+
+/// A key in a Secret of the store's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Redis: run by the operator (`managed`) or an existing one (`external`). Exactly one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("set exactly one of redis.managed or redis.external"))]
+pub struct RedisSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedRedis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRedis>,
+}
+
+/// A Redis StatefulSet with append-only persistence, run by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRedis {
+    /// The volume's size. It may grow (the volume is expanded when its class allows), never
+    /// shrink.
+    #[serde(default = "default_redis_storage")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub storage: String,
+    /// The volume's storage class (the cluster's default when absent). Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storageClassName is immutable"))]
+    pub storage_class_name: Option<String>,
+    /// Redis's CPU and memory. `maxmemory` is set to about 80% of the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The password; when absent one is generated once and kept in `{name}-redis-auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// The Redis image.
+    #[serde(default = "default_redis_image")]
+    pub image: String,
+}
+
+/// An existing Redis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRedis {
+    /// `redis://host:port` or `rediss://host:port` (TLS).
+    #[schemars(regex(pattern = r"^rediss?://[^\s]+$"))]
+    pub url: String,
+    /// Its password, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Qdrant: run by the operator (`managed`) or an existing one (`external`). Exactly one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("set exactly one of qdrant.managed or qdrant.external"))]
+pub struct QdrantSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedQdrant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalQdrant>,
+    /// The collection holding the memories (the legacy service's). Cannot change.
+    #[serde(default = "default_collection")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("collection is immutable"))]
+    pub collection: String,
+    /// `hnsw_ef` of fast-path searches: lower is faster, higher is more exact.
+    #[serde(default = "default_search_ef")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub search_ef: u64,
+}
+
+/// A Qdrant StatefulSet run by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedQdrant {
+    /// The volume's size. It may grow, never shrink.
+    #[serde(default = "default_qdrant_storage")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub storage: String,
+    /// The volume's storage class (the cluster's default when absent). Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storageClassName is immutable"))]
+    pub storage_class_name: Option<String>,
+    /// Qdrant's CPU and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The API key; when absent one is generated once and kept in `{name}-qdrant-auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// The Qdrant image (an unprivileged one: it runs as a non-root user).
+    #[serde(default = "default_qdrant_image")]
+    pub image: String,
+}
+
+/// An existing Qdrant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalQdrant {
+    /// Its gRPC endpoint, `http(s)://host:6334`.
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// Its API key, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenAiSpec {
+    /// Any OpenAI-compatible API.
+    #[serde(default = "default_openai_url")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub base_url: String,
+    /// The API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Time allowed for one call.
+    #[serde(default = "default_openai_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+}
+
+impl Default for OpenAiSpec {
+    fn default() -> Self {
+        Self {
+            base_url: default_openai_url(),
+            api_key_secret_ref: None,
+            timeout: default_openai_timeout(),
+        }
+    }
+}
+
+/// `openai` or the built-in `hashing` embedder (no network, for trials).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EmbeddingProvider {
+    #[default]
+    Openai,
+    Hashing,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingsSpec {
+    #[serde(default)]
+    pub provider: EmbeddingProvider,
+    /// The embedding model, e.g. `text-embedding-3-small`.
+    #[serde(default = "default_embedding_model")]
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// The vector size, also the collection's. Cannot change.
+    #[serde(default = "default_dimensions")]
+    #[schemars(range(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("dimensions is immutable"))]
+    pub dimensions: u64,
+}
+
+impl Default for EmbeddingsSpec {
+    fn default() -> Self {
+        Self {
+            provider: EmbeddingProvider::default(),
+            model: default_embedding_model(),
+            dimensions: default_dimensions(),
+        }
+    }
+}
+
+/// `openai` (chat completions) or `local` (built in: extractive summary, VADER, RAKE).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EnrichmentProvider {
+    #[default]
+    Openai,
+    Local,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrichmentSpec {
+    #[serde(default)]
+    pub provider: EnrichmentProvider,
+    /// The chat model, e.g. `gpt-4o-mini`.
+    #[serde(default = "default_chat_model")]
+    #[schemars(length(min = 1))]
+    pub model: String,
+}
+
+impl Default for EnrichmentSpec {
+    fn default() -> Self {
+        Self {
+            provider: EnrichmentProvider::default(),
+            model: default_chat_model(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// How long a fetched memory stays cached, e.g. `1h`.
+    #[serde(default = "default_memory_ttl")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub memory_ttl: String,
+    /// How long a search answer stays cached.
+    #[serde(default = "default_search_ttl")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub search_ttl: String,
+    /// How long a query's embedding stays cached.
+    #[serde(default = "default_embedding_ttl")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub embedding_ttl: String,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            memory_ttl: default_memory_ttl(),
+            search_ttl: default_search_ttl(),
+            embedding_ttl: default_embedding_ttl(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Share of requests (0–100) on the fast path; the rest go to the legacy service.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: u8,
+    /// A header whose value keeps one user on one path (e.g. `x-user-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub sticky_header: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersSpec {
+    /// Worker pods.
+    #[serde(default = "default_worker_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Jobs each worker runs at once.
+    #[serde(default = "default_worker_concurrency")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: usize,
+    /// A worker pod's CPU and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for WorkersSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_worker_replicas(),
+            concurrency: default_worker_concurrency(),
+            resources: None,
+        }
+    }
+}
+
+/// Tenant scoping: the header naming the tenant and the payload field it is stored in.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpec {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub header: String,
+    #[schemars(length(min = 1))]
+    pub field: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// The legacy memory service as the app reaches it, e.g. `http://127.0.0.1:3000`.
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub upstream: String,
+    /// Tenant scoping, when the legacy service scopes memories by user or customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
+    /// The sidecar's CPU and memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// What the operator saw at its last reconcile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStoreStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Available`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<PartStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qdrant: Option<PartStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<PartStatus>,
+    /// The endpoints and Secrets the sidecar and workers use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+/// One part's replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartStatus {
+    /// `ready/desired`, or `external`.
+    pub ready: String,
+    pub ready_replicas: i32,
+    pub replicas: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    pub redis_url: String,
+    pub qdrant_url: String,
+    /// The ConfigMap holding the sidecar's and workers' config.
+    pub config_map: String,
+    /// The Secrets (name/key) holding the Redis password, the Qdrant API key and the OpenAI
+    /// key, where there is one.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+fn default_redis_storage() -> String {
+    "1Gi".into()
+}
+fn default_qdrant_storage() -> String {
+    "10Gi".into()
+}
+fn default_redis_image() -> String {
+    "redis:7.2-alpine".into()
+}
+fn default_qdrant_image() -> String {
+    "qdrant/qdrant:v1.15.5-unprivileged".into()
+}
+fn default_collection() -> String {
+    "memories".into()
+}
+fn default_search_ef() -> u64 {
+    32
+}
+fn default_openai_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn default_openai_timeout() -> String {
+    "10s".into()
+}
+fn default_embedding_model() -> String {
+    "text-embedding-3-small".into()
+}
+fn default_dimensions() -> u64 {
+    1536
+}
+fn default_chat_model() -> String {
+    "gpt-4o-mini".into()
+}
+fn default_memory_ttl() -> String {
+    "1h".into()
+}
+fn default_search_ttl() -> String {
+    "5m".into()
+}
+fn default_embedding_ttl() -> String {
+    "24h".into()
+}
+fn default_worker_replicas() -> i32 {
+    2
+}
+fn default_worker_concurrency() -> usize {
+    8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_crd_is_the_generated_one() {
+        let committed = include_str!("../../crds/memorystore.yaml");
+        let generated = crd_yaml().expect("serializes");
+        assert!(
+            committed == generated,
+            "crds/memorystore.yaml is stale: run `cargo run -p memgate-operator -- crd > crds/memorystore.yaml`"
+        );
+    }
+}
