@@ -5,4 +5,5 @@
 //! the spec (pure), [`build`] the desired objects (pure: spec in, objects out), apply them
 //! (server-side apply, a fixed order), then report status.
 
+pub mod build;
 pub mod crd;

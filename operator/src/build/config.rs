@@ -1,0 +1,116 @@
+//! The sidecar's and workers' config, rendered from the spec with the proxy crate's own
+//! [`Config`] type, so the operator and the proxy can never disagree on its shape. Secrets are
+//! never in it: they reach the pods as `MEMGATE_*` environment variables from Secret
+//! references.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use memgate::config::{
+    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, ScopeConfig, VectorBackend,
+};
+
+use crate::crd::{self, MemoryStore};
+
+/// Where the sidecar listens for the app (loopback only: the app is in the same pod).
+pub const API_LISTEN: &str = "127.0.0.1:8080";
+/// The admin port (metrics, probes), reachable by the kubelet and Prometheus.
+pub const ADMIN_PORT: u16 = 9090;
+/// The file name of the config in the ConfigMap and the directory it is mounted at.
+pub const CONFIG_KEY: &str = "config.yaml";
+pub const CONFIG_DIR: &str = "/etc/memgate";
+
+/// A field of the spec that cannot be turned into config.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("spec.{field}: {problem}")]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn duration(field: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|error| ConfigError {
+        field: field.to_string(),
+        problem: format!("{value:?} is not a duration: {error}"),
+    })
+}
+
+/// The in-cluster address of a managed part's Service.
+pub fn service_host(store: &MemoryStore, part: &str) -> String {
+    format!(
+        "{}-{part}.{}.svc",
+        store.name_any(),
+        store.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+pub fn redis_url(store: &MemoryStore) -> String {
+    match &store.spec.redis.external {
+        Some(external) => external.url.clone(),
+        None => format!("redis://{}:6379", service_host(store, "redis")),
+    }
+}
+
+/// The gRPC endpoint of Qdrant.
+pub fn qdrant_url(store: &MemoryStore) -> String {
+    match &store.spec.qdrant.external {
+        Some(external) => external.url.clone(),
+        None => format!("http://{}:6334", service_host(store, "qdrant")),
+    }
+}
+
+/// The config for this store, checked by the proxy's own validation.
+pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
+    let spec = &store.spec;
+    let mut config = Config::default();
+    config.store.namespace = store.namespace().unwrap_or_else(|| "default".into());
+    config.store.name = store.name_any();
+    config.listen = API_LISTEN.parse().map_err(|_| ConfigError {
+        field: "proxy".into(),
+        problem: "internal: bad listen address".into(),
+    })?;
+    config.admin_listen = std::net::SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT));
+    config.upstream.url = Some(spec.proxy.upstream.clone());
+    config.rollout.percent = spec.rollout.percent;
+    config.rollout.sticky_header = spec.rollout.sticky_header.clone();
+    config.scope = spec.proxy.scope.as_ref().map(|scope| ScopeConfig {
+        header: scope.header.clone(),
+        field: scope.field.clone(),
+    });
+    config.cache.backend = CacheBackend::Redis;
+    config.cache.memory_ttl = duration("cache.memoryTtl", &spec.cache.memory_ttl)?;
+    config.cache.search_ttl = duration("cache.searchTtl", &spec.cache.search_ttl)?;
+    config.cache.embedding_ttl = duration("cache.embeddingTtl", &spec.cache.embedding_ttl)?;
+    config.redis.url = Some(redis_url(store));
+    config.vectors.backend = VectorBackend::Qdrant;
+    config.vectors.url = Some(qdrant_url(store));
+    config.vectors.collection = spec.qdrant.collection.clone();
+    config.vectors.search_ef = spec.qdrant.search_ef;
+    config.embeddings.provider = match spec.embeddings.provider {
+        crd::EmbeddingProvider::Openai => EmbeddingProvider::Openai,
+        crd::EmbeddingProvider::Hashing => EmbeddingProvider::Hashing,
+    };
+    config.embeddings.model = spec.embeddings.model.clone();
+    config.embeddings.dimensions = spec.embeddings.dimensions;
+    config.enrichment.provider = match spec.enrichment.provider {
+        crd::EnrichmentProvider::Openai => EnrichmentProvider::Openai,
+        crd::EnrichmentProvider::Local => EnrichmentProvider::Local,
+    };
+    config.enrichment.model = spec.enrichment.model.clone();
+    config.openai.base_url = spec.openai.base_url.clone();
+    config.openai.timeout = duration("openai.timeout", &spec.openai.timeout)?;
+    config.worker.concurrency = spec.workers.concurrency;
+    config.validate().map_err(|invalid| ConfigError {
+        field: invalid.field.to_string(),
+        problem: invalid.problem,
+    })?;
+    Ok(config)
+}
+
+/// The config file's text, as it goes into the ConfigMap.
+pub fn render(config: &Config) -> Result<String, ConfigError> {
+    serde_yaml::to_string(config).map_err(|error| ConfigError {
+        field: "proxy".into(),
+        problem: format!("internal: the config does not serialize: {error}"),
+    })
+}

@@ -1,0 +1,144 @@
+//! The desired objects of a store, from its spec alone (and a digest of the Secrets it
+//! references): no API calls, so every builder is tested with a YAML fixture in and objects
+//! out.
+
+pub mod config;
+pub mod labels;
+pub mod qdrant;
+pub mod quantity;
+pub mod redis;
+pub mod security;
+pub mod worker;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use self::config::ConfigError;
+use self::labels::{metadata, Component};
+use crate::crd::{MemoryStore, SecretKeyRef};
+
+/// A managed part's workload and Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedPart {
+    pub stateful_set: StatefulSet,
+    pub service: Service,
+}
+
+/// Everything the operator keeps in place for one store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// `{name}-proxy-config`: the sidecar's and workers' config.
+    pub config_map: ConfigMap,
+    /// Secrets holding generated credentials: created once when missing, never changed.
+    pub generated_secrets: Vec<SecretKeyRef>,
+    /// `None` when Redis is external.
+    pub redis: Option<ManagedPart>,
+    /// `None` when Qdrant is external.
+    pub qdrant: Option<ManagedPart>,
+    pub worker: Deployment,
+    /// Only with two or more workers.
+    pub worker_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+pub fn config_map_name(store: &MemoryStore) -> String {
+    format!("{}-proxy-config", store.name_any())
+}
+
+/// The Secrets a store's pods read, as `(environment variable, reference)`: the Redis
+/// password, the Qdrant API key and the OpenAI key, where there is one. The sidecar and the
+/// workers get the same.
+pub fn secret_refs(store: &MemoryStore) -> Vec<(&'static str, SecretKeyRef)> {
+    let spec = &store.spec;
+    let redis = match (&spec.redis.managed, &spec.redis.external) {
+        (Some(managed), _) => Some(redis::password_ref(store, managed)),
+        (None, Some(external)) => external.password_secret_ref.clone(),
+        (None, None) => None,
+    };
+    let qdrant = match (&spec.qdrant.managed, &spec.qdrant.external) {
+        (Some(managed), _) => Some(qdrant::api_key_ref(store, managed)),
+        (None, Some(external)) => external.api_key_secret_ref.clone(),
+        (None, None) => None,
+    };
+    [
+        ("MEMGATE_REDIS__PASSWORD", redis),
+        ("MEMGATE_VECTORS__API_KEY", qdrant),
+        (
+            "MEMGATE_OPENAI__API_KEY",
+            spec.openai.api_key_secret_ref.clone(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(env, reference)| reference.map(|reference| (env, reference)))
+    .collect()
+}
+
+/// The environment of a memgate container: the secrets as references, JSON logs.
+pub fn memgate_env(store: &MemoryStore) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = secret_refs(store)
+        .iter()
+        .map(|(name, reference)| security::secret_env(name, reference))
+        .collect();
+    env.push(EnvVar {
+        name: "MEMGATE_LOG_FORMAT".into(),
+        value: Some("json".into()),
+        ..Default::default()
+    });
+    env
+}
+
+/// The hash that rolls the workers when the config or a referenced Secret changes.
+pub fn config_hash(config_yaml: &str, secrets_digest: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(config_yaml.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(secrets_digest.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The desired objects. `secrets_digest` is a digest of the referenced Secrets' data (see
+/// [`secret_refs`]), read by the caller.
+pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, ConfigError> {
+    let proxy_config = config::proxy_config(store)?;
+    let config_yaml = config::render(&proxy_config)?;
+    let config_map = ConfigMap {
+        metadata: metadata(store, config_map_name(store), Component::Config),
+        data: Some(BTreeMap::from([(
+            config::CONFIG_KEY.to_string(),
+            config_yaml.clone(),
+        )])),
+        ..Default::default()
+    };
+    let mut generated_secrets = Vec::new();
+    let redis = store.spec.redis.managed.as_ref().map(|managed| {
+        if managed.password_secret_ref.is_none() {
+            generated_secrets.push(redis::generated_secret(store));
+        }
+        ManagedPart {
+            stateful_set: redis::stateful_set(store, managed),
+            service: redis::service(store),
+        }
+    });
+    let qdrant = store.spec.qdrant.managed.as_ref().map(|managed| {
+        if managed.api_key_secret_ref.is_none() {
+            generated_secrets.push(qdrant::generated_secret(store));
+        }
+        ManagedPart {
+            stateful_set: qdrant::stateful_set(store, managed),
+            service: qdrant::service(store),
+        }
+    });
+    let hash = config_hash(&config_yaml, secrets_digest);
+    Ok(Desired {
+        worker: worker::deployment(store, &config_map_name(store), memgate_env(store), &hash),
+        worker_disruption_budget: worker::disruption_budget(store),
+        config_map,
+        generated_secrets,
+        redis,
+        qdrant,
+    })
+}

@@ -1,0 +1,352 @@
+//! The desired objects of YAML fixtures: a MemoryStore in, objects out, no API.
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+use memgate_operator::build::{self, config, labels, worker, Desired};
+use memgate_operator::crd::MemoryStore;
+
+fn fixture(name: &str) -> MemoryStore {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    serde_yaml::from_str(&text).expect("a MemoryStore")
+}
+
+fn desired(name: &str) -> (MemoryStore, Desired) {
+    let store = fixture(name);
+    let desired = build::build(&store, "digest-1").expect("builds");
+    (store, desired)
+}
+
+fn pod_spec(spec: &Option<PodSpec>) -> &PodSpec {
+    spec.as_ref().expect("pod spec")
+}
+
+fn env_names(container: &Container) -> Vec<&str> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|env: &EnvVar| env.name.as_str())
+        .collect()
+}
+
+fn secret_of(container: &Container, name: &str) -> Option<(String, String)> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|env| env.name == name)
+        .and_then(|env| env.value_from.as_ref())
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .map(|secret| (secret.name.clone(), secret.key.clone()))
+}
+
+#[test]
+fn a_managed_store_gets_redis_qdrant_workers_and_config() {
+    let (_, desired) = desired("managed.yaml");
+    let redis = desired.redis.as_ref().expect("managed redis");
+    let qdrant = desired.qdrant.as_ref().expect("managed qdrant");
+    assert_eq!(
+        redis.stateful_set.metadata.name.as_deref(),
+        Some("notes-redis")
+    );
+    assert_eq!(
+        qdrant.service.metadata.name.as_deref(),
+        Some("notes-qdrant")
+    );
+    assert_eq!(
+        desired.worker.metadata.name.as_deref(),
+        Some("notes-worker")
+    );
+    assert_eq!(
+        desired.config_map.metadata.name.as_deref(),
+        Some("notes-proxy-config")
+    );
+    let generated: Vec<&str> = desired
+        .generated_secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(generated, vec!["notes-redis-auth", "notes-qdrant-auth"]);
+    assert!(
+        desired.worker_disruption_budget.is_some(),
+        "three workers get a PDB"
+    );
+}
+
+#[test]
+fn every_object_is_labelled_and_owned() {
+    let (_, desired) = desired("managed.yaml");
+    let redis = desired.redis.expect("redis");
+    let qdrant = desired.qdrant.expect("qdrant");
+    let metas = [
+        &desired.config_map.metadata,
+        &redis.stateful_set.metadata,
+        &redis.service.metadata,
+        &qdrant.stateful_set.metadata,
+        &qdrant.service.metadata,
+        &desired.worker.metadata,
+        &desired
+            .worker_disruption_budget
+            .as_ref()
+            .expect("pdb")
+            .metadata,
+    ];
+    for meta in metas {
+        let labels = meta.labels.as_ref().expect("labels");
+        for key in [
+            labels::NAME,
+            labels::INSTANCE,
+            labels::COMPONENT,
+            labels::MANAGED_BY,
+        ] {
+            assert!(labels.contains_key(key), "{:?} lacks {key}", meta.name);
+        }
+        assert_eq!(labels[labels::INSTANCE], "notes");
+        assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        let owner = &meta.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(owner.kind, "MemoryStore");
+        assert_eq!(owner.name, "notes");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn managed_redis_persists_every_write_and_never_evicts_the_queue() {
+    let (_, desired) = desired("managed.yaml");
+    let set = desired.redis.expect("redis").stateful_set;
+    let spec = set.spec.expect("spec");
+    let pod = pod_spec(&spec.template.spec);
+    let container = &pod.containers[0];
+    let args = container.args.clone().expect("args").join(" ");
+    assert!(args.contains("--appendonly yes"));
+    assert!(args.contains("--appendfsync everysec"));
+    assert!(args.contains("--maxmemory-policy volatile-lru"));
+    // 80% of the 1Gi limit.
+    assert!(
+        args.contains(&format!("--maxmemory {}", (1u64 << 30) / 5 * 4)),
+        "{args}"
+    );
+    assert_eq!(
+        secret_of(container, "REDIS_PASSWORD"),
+        Some(("notes-redis-auth".into(), "password".into()))
+    );
+    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    let security = container.security_context.as_ref().expect("security");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let claim = &spec.volume_claim_templates.expect("claims")[0];
+    let storage = &claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests")["storage"];
+    assert_eq!(storage.0, "2Gi");
+}
+
+#[test]
+fn managed_qdrant_is_ready_on_readyz_and_never_restarted_by_a_probe() {
+    let (_, desired) = desired("managed.yaml");
+    let qdrant = desired.qdrant.expect("qdrant");
+    let spec = qdrant.stateful_set.spec.expect("spec");
+    let container = &pod_spec(&spec.template.spec).containers[0];
+    let readiness = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("http readiness");
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert!(container.liveness_probe.is_none());
+    assert_eq!(
+        secret_of(container, "QDRANT__SERVICE__API_KEY"),
+        Some(("notes-qdrant-auth".into(), "api-key".into()))
+    );
+    let ports: Vec<i32> = qdrant
+        .service
+        .spec
+        .expect("spec")
+        .ports
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, vec![6333, 6334]);
+    let claim = &spec.volume_claim_templates.expect("claims")[0];
+    assert_eq!(
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some("fast")
+    );
+}
+
+#[test]
+fn the_config_map_holds_the_proxy_config_without_secrets() {
+    let (_, desired) = desired("managed.yaml");
+    let text = &desired.config_map.data.expect("data")[config::CONFIG_KEY];
+    let config: memgate::config::Config = serde_yaml::from_str(text).expect("the proxy's type");
+    config.validate().expect("valid for the proxy");
+    assert_eq!(
+        config.redis.url.as_deref(),
+        Some("redis://notes-redis.team-a.svc:6379")
+    );
+    assert_eq!(
+        config.vectors.url.as_deref(),
+        Some("http://notes-qdrant.team-a.svc:6334")
+    );
+    assert_eq!(config.vectors.collection, "agent-memories");
+    assert_eq!(config.vectors.search_ef, 48);
+    assert_eq!(config.rollout.percent, 25);
+    assert_eq!(
+        config.cache.memory_ttl,
+        std::time::Duration::from_secs(7200)
+    );
+    assert_eq!(config.worker.concurrency, 16);
+    assert_eq!(config.store.namespace, "team-a");
+    assert_eq!(
+        config.scope.as_ref().map(|s| s.field.as_str()),
+        Some("userId")
+    );
+    assert!(config.redis.password.is_none());
+    assert!(config.vectors.api_key.is_none());
+    assert!(config.openai.api_key.is_none());
+}
+
+#[test]
+fn the_rendered_config_loads_in_the_proxy() {
+    let (_, desired) = desired("external.yaml");
+    let text = &desired.config_map.data.expect("data")[config::CONFIG_KEY];
+    let dir = tempfile_dir();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).expect("write");
+    let sources = memgate::config::ConfigSources {
+        file: Some(path),
+        ..Default::default()
+    };
+    let loaded = memgate::config::load(&sources).expect("the proxy loads it");
+    let parsed: memgate::config::Config = serde_yaml::from_str(text).expect("parses");
+    assert_eq!(loaded, parsed);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("memgate-operator-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[test]
+fn workers_get_secrets_as_references_and_roll_on_changes() {
+    let (store, desired) = desired("managed.yaml");
+    let spec = desired.worker.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(3));
+    let template = spec.template;
+    let container = &pod_spec(&template.spec).containers[0];
+    assert_eq!(
+        container.args.as_deref(),
+        Some(
+            &[
+                "worker".to_string(),
+                "--config".into(),
+                "/etc/memgate/config.yaml".into()
+            ][..]
+        )
+    );
+    assert_eq!(container.image.as_deref(), Some(worker::DEFAULT_IMAGE));
+    assert_eq!(
+        env_names(container),
+        vec![
+            "MEMGATE_REDIS__PASSWORD",
+            "MEMGATE_VECTORS__API_KEY",
+            "MEMGATE_OPENAI__API_KEY",
+            "MEMGATE_LOG_FORMAT"
+        ]
+    );
+    assert_eq!(
+        secret_of(container, "MEMGATE_OPENAI__API_KEY"),
+        Some(("openai".into(), "api-key".into()))
+    );
+    let hash = |desired: &Desired| {
+        desired
+            .worker
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .map(|a| a[worker::CONFIG_HASH].clone())
+            .expect("hash")
+    };
+    let first = build::build(&store, "digest-1").expect("builds");
+    let again = build::build(&store, "digest-1").expect("builds");
+    let new_secret = build::build(&store, "digest-2").expect("builds");
+    let mut changed = store.clone();
+    changed.spec.rollout.percent = 50;
+    let new_config = build::build(&changed, "digest-1").expect("builds");
+    assert_eq!(hash(&first), hash(&again), "deterministic");
+    assert_ne!(
+        hash(&first),
+        hash(&new_secret),
+        "a Secret change rolls the workers"
+    );
+    assert_ne!(
+        hash(&first),
+        hash(&new_config),
+        "a config change rolls the workers"
+    );
+}
+
+#[test]
+fn an_external_store_gets_no_redis_or_qdrant_objects() {
+    let (_, desired) = desired("external.yaml");
+    assert!(desired.redis.is_none());
+    assert!(desired.qdrant.is_none());
+    assert!(desired.generated_secrets.is_empty());
+    assert!(
+        desired.worker_disruption_budget.is_none(),
+        "one worker: no PDB"
+    );
+    let text = &desired.config_map.data.expect("data")[config::CONFIG_KEY];
+    let config: memgate::config::Config = serde_yaml::from_str(text).expect("parses");
+    assert_eq!(
+        config.redis.url.as_deref(),
+        Some("rediss://redis.example.internal:6380")
+    );
+    assert_eq!(
+        config.vectors.url.as_deref(),
+        Some("https://qdrant.example.internal:6334")
+    );
+    assert_eq!(config.embeddings.dimensions, 384);
+    let spec = desired.worker.spec.expect("spec");
+    let container = &pod_spec(&spec.template.spec).containers[0];
+    assert_eq!(
+        secret_of(container, "MEMGATE_REDIS__PASSWORD"),
+        Some(("redis-creds".into(), "password".into()))
+    );
+    assert_eq!(
+        secret_of(container, "MEMGATE_VECTORS__API_KEY"),
+        Some(("qdrant-creds".into(), "api-key".into()))
+    );
+    assert!(secret_of(container, "MEMGATE_OPENAI__API_KEY").is_none());
+}
+
+#[test]
+fn switching_redis_from_managed_to_external_drops_its_objects() {
+    let mut store = fixture("managed.yaml");
+    let external = fixture("external.yaml");
+    store.spec.redis = external.spec.redis.clone();
+    let desired = build::build(&store, "d").expect("builds");
+    assert!(desired.redis.is_none());
+    assert!(desired.qdrant.is_some());
+    let generated: Vec<&str> = desired
+        .generated_secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(generated, vec!["notes-qdrant-auth"]);
+}
