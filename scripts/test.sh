@@ -18,13 +18,43 @@ install_debian_packages() {
   fi
 }
 
+# Python tools for the Kubernetes checks, in a virtualenv of their own under target/.
+install_python_tools() {
+  local venv=target/python-tools
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate from PyPI into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
+  fi
+  KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
+}
+
+# The CRD and every object the operator renders for the sample MemoryStores, checked against
+# the real Kubernetes schemas of the oldest supported version, strictly (unknown fields fail).
+validate_kubernetes_objects() {
+  local k8s=1.29.0 out=target/rendered
+  log "kubernetes-validate ($k8s, strict): the CRD and the rendered objects of every sample"
+  cargo build -q -p memgate-operator --bin memgate-operator
+  rm -rf "$out" && mkdir -p "$out"
+  "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet crds/memorystore.yaml
+  for sample in examples/memorystore.yaml operator/tests/fixtures/*.yaml; do
+    local rendered="$out/$(basename "$sample")"
+    target/debug/memgate-operator render -f "$sample" > "$rendered"
+    "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet "$rendered"
+  done
+  echo "all valid"
+}
+
 install_debian_packages
+install_python_tools
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+validate_kubernetes_objects
 
 log "cargo build --bin memgate (the end-to-end tests run it as real worker processes)"
 cargo build -p memgate --bin memgate

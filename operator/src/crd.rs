@@ -17,9 +17,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The CRD as committed in `crds/memorystore.yaml`.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     use kube::CustomResourceExt;
-    let yaml = serde_yaml::to_string(&MemoryStore::crd())?;
+    let yaml = serde_saphyr::to_string(&MemoryStore::crd())?;
     Ok(format!(
         "# Generated from operator/src/crd.rs by `cargo run -p memgate-operator -- crd`; do not edit.\n{yaml}"
     ))
@@ -40,6 +40,7 @@ pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P
     plural = "memorystores",
     shortname = "mstore",
     namespaced,
+    cel,
     status = "MemoryStoreStatus",
     printcolumn(
         name = "Available",
