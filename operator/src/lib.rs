@@ -5,5 +5,11 @@
 //! the spec (pure), [`build`] the desired objects (pure: spec in, objects out), apply them
 //! (server-side apply, a fixed order), then report status.
 
+pub mod apply;
 pub mod build;
 pub mod crd;
+pub mod error;
+pub mod metrics;
+pub mod reconcile;
+pub mod secrets;
+pub mod status;

@@ -1,0 +1,188 @@
+//! Puts the desired objects in place with server-side apply (one field manager, forced), in a
+//! fixed order — the ConfigMap before the workloads that mount it — then deletes what carries
+//! the store's labels but was not applied this pass (a part switched from managed to external,
+//! a disruption budget no longer needed).
+//!
+//! Volumes: a StatefulSet's volume claim template cannot change, so a larger `storage` is
+//! applied to the existing claim (the volume grows when its class allows expansion); a smaller
+//! one is refused and reported in status, never looped on.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::build::labels::{all_objects_selector, MANAGER};
+use crate::build::{quantity, Desired, ManagedPart};
+use crate::crd::MemoryStore;
+use crate::error::{Error, Result};
+
+/// What the API server answered for the workloads, with their current status.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub redis: Option<StatefulSet>,
+    pub qdrant: Option<StatefulSet>,
+    pub worker: Option<Deployment>,
+    /// Volumes that could not take the declared size (a shrink), as messages.
+    pub storage_problems: Vec<String>,
+    /// Names of objects deleted as orphans.
+    pub deleted: Vec<String>,
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.name_any();
+    let params = PatchParams::apply(MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
+}
+
+/// Deletes the objects of kind `K` with the store's labels whose names are not in `keep`.
+async fn delete_orphans<K>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    keep: &[String],
+) -> Result<Vec<String>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut deleted = Vec::new();
+    for object in api.list(&ListParams::default().labels(selector)).await? {
+        let name = object.name_any();
+        if !keep.contains(&name) {
+            api.delete(&name, &DeleteParams::background()).await?;
+            tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleted an object no longer declared");
+            deleted.push(format!("{}/{name}", K::kind(&())));
+        }
+    }
+    Ok(deleted)
+}
+
+/// Grows the volume of a managed part's pod to `storage`; refuses to shrink it.
+async fn resize_volume(
+    client: &Client,
+    namespace: &str,
+    set: &StatefulSet,
+    storage: &str,
+) -> Result<Option<String>> {
+    let claim = format!("data-{}-0", set.name_any());
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let Some(existing) = api.get_opt(&claim).await? else {
+        return Ok(None); // not created yet: the template has the declared size
+    };
+    let current = existing
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.resources.as_ref())
+        .and_then(|resources| resources.requests.as_ref())
+        .and_then(|requests| requests.get("storage"))
+        .map(|quantity| quantity.0.clone())
+        .unwrap_or_default();
+    let (Some(have), Some(want)) = (quantity::bytes(&current), quantity::bytes(storage)) else {
+        return Ok(None);
+    };
+    if want < have {
+        return Ok(Some(format!(
+            "volume {claim} is {current}; it cannot shrink to {storage} (set storage back to at least {current})"
+        )));
+    }
+    if want > have {
+        let patch =
+            serde_json::json!({ "spec": { "resources": { "requests": { "storage": storage } } } });
+        api.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(%claim, from = %current, to = %storage, "growing a volume");
+    }
+    Ok(None)
+}
+
+async fn apply_part(
+    client: &Client,
+    namespace: &str,
+    part: &ManagedPart,
+    storage: &str,
+    applied: &mut Applied,
+) -> Result<StatefulSet> {
+    apply(client, namespace, &part.service).await?;
+    let set = apply(client, namespace, &part.stateful_set).await?;
+    if let Some(problem) = resize_volume(client, namespace, &set, storage).await? {
+        applied.storage_problems.push(problem);
+    }
+    Ok(set)
+}
+
+fn names<'a>(objects: impl IntoIterator<Item = Option<&'a String>>) -> Vec<String> {
+    objects.into_iter().flatten().cloned().collect()
+}
+
+/// Applies everything in order, then deletes the orphans.
+pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) -> Result<Applied> {
+    let namespace = store.namespace().ok_or(Error::NoNamespace)?;
+    let Desired {
+        config_map,
+        generated_secrets: _, // created before the build (see `secrets::ensure_generated`)
+        redis,
+        qdrant,
+        worker,
+        worker_disruption_budget,
+    } = desired;
+    let mut applied = Applied::default();
+    apply(client, &namespace, config_map).await?;
+    if let (Some(part), Some(managed)) = (redis, &store.spec.redis.managed) {
+        applied.redis =
+            Some(apply_part(client, &namespace, part, &managed.storage, &mut applied).await?);
+    }
+    if let (Some(part), Some(managed)) = (qdrant, &store.spec.qdrant.managed) {
+        applied.qdrant =
+            Some(apply_part(client, &namespace, part, &managed.storage, &mut applied).await?);
+    }
+    applied.worker = Some(apply(client, &namespace, worker).await?);
+    if let Some(budget) = worker_disruption_budget {
+        apply(client, &namespace, budget).await?;
+    }
+
+    let selector = all_objects_selector(store);
+    let parts = [redis, qdrant];
+    let services = names(
+        parts
+            .iter()
+            .map(|p| p.as_ref().and_then(|p| p.service.metadata.name.as_ref())),
+    );
+    let sets = names(parts.iter().map(|p| {
+        p.as_ref()
+            .and_then(|p| p.stateful_set.metadata.name.as_ref())
+    }));
+    let budgets = names([worker_disruption_budget
+        .as_ref()
+        .and_then(|b| b.metadata.name.as_ref())]);
+    let maps = names([config_map.metadata.name.as_ref()]);
+    let deployments = names([worker.metadata.name.as_ref()]);
+    let mut deleted = Vec::new();
+    deleted.extend(delete_orphans::<StatefulSet>(client, &namespace, &selector, &sets).await?);
+    deleted.extend(delete_orphans::<Service>(client, &namespace, &selector, &services).await?);
+    deleted.extend(
+        delete_orphans::<PodDisruptionBudget>(client, &namespace, &selector, &budgets).await?,
+    );
+    deleted
+        .extend(delete_orphans::<Deployment>(client, &namespace, &selector, &deployments).await?);
+    deleted.extend(delete_orphans::<ConfigMap>(client, &namespace, &selector, &maps).await?);
+    applied.deleted = deleted;
+    Ok(applied)
+}

@@ -1,0 +1,259 @@
+//! One reconcile of one MemoryStore, as a pipeline:
+//!
+//! 1. **validate** (pure): build the objects once with no Secrets read; a spec that cannot be
+//!    honoured stops here, changing nothing, and is reported as `Degraded`;
+//! 2. **dereference**: create generated credentials once, then digest the referenced Secrets;
+//! 3. **build** (pure): the desired objects;
+//! 4. **apply**: server-side apply in a fixed order, orphans deleted;
+//! 5. **status**: computed from what the API server answered.
+//!
+//! With `spec.paused` only step 5 runs, on the objects as they are.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::apply::{apply_all, Applied};
+use crate::build::{self, labels::MANAGER};
+use crate::crd::{MemoryStore, MemoryStoreStatus};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::status::{self, Problem};
+use crate::{build::qdrant, build::redis, build::worker, secrets};
+
+/// How often a healthy store is looked at again even when nothing changes.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a store that is still rolling out is looked at again.
+const ROLLING: Duration = Duration::from_secs(15);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// The controller's entry point: a MemoryStore that does not even deserialize is reported
+/// (an Event) and left until it changes; it never stalls the others.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<MemoryStore>>,
+    context: Arc<Context>,
+) -> Result<Action> {
+    match &guard.0 {
+        Ok(store) => reconcile_store(store, &context).await,
+        Err(invalid) => {
+            context
+                .metrics
+                .reconciles
+                .with_label_values(&["invalid_object"])
+                .inc();
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "MemoryStore does not parse");
+            let reference = guard.object_ref(&());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(invalid.error.chars().take(1000).collect()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = context.recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, "could not publish an event");
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Reconciles a parsed store and records the outcome.
+pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<Action> {
+    let started = Instant::now();
+    let outcome = pipeline(store, context).await;
+    let result = if outcome.is_ok() { "ok" } else { "error" };
+    context
+        .metrics
+        .reconciles
+        .with_label_values(&[result])
+        .inc();
+    context
+        .metrics
+        .duration
+        .with_label_values(&[result])
+        .observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(applied) => {
+            let problem = (!applied.storage_problems.is_empty()).then(|| Problem {
+                reason: "StorageShrinkRefused".into(),
+                message: applied.storage_problems.join("; "),
+            });
+            let status = status::compute(store, &applied, problem, Timestamp::now());
+            let rolling = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == status::PROGRESSING && c.status == "True");
+            publish_changes(store, context, &applied).await;
+            patch_status(&context.client, store, &status).await?;
+            Ok(Action::requeue(if rolling { ROLLING } else { RESYNC }))
+        }
+        Err(error) => {
+            context
+                .metrics
+                .errors
+                .with_label_values(&[error.reason()])
+                .inc();
+            tracing::warn!(store = %store.name_any(), %error, "reconcile failed");
+            let problem = Problem {
+                reason: error.reason().into(),
+                message: error.to_string(),
+            };
+            let applied = observe(&context.client, store).await.unwrap_or_default();
+            let status = status::compute(store, &applied, Some(problem), Timestamp::now());
+            publish(
+                context,
+                store,
+                EventType::Warning,
+                error.reason(),
+                error.to_string(),
+            )
+            .await;
+            if let Err(status_error) = patch_status(&context.client, store, &status).await {
+                tracing::warn!(%status_error, "could not report the failure in status");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn pipeline(store: &MemoryStore, context: &Context) -> Result<Applied> {
+    let client = &context.client;
+    if store.spec.paused {
+        return observe(client, store).await;
+    }
+    // validate: a spec that cannot be built stops before any write.
+    let planned = build::build(store, "")?;
+    for secret in &planned.generated_secrets {
+        if secrets::ensure_generated(client, store, secret).await? {
+            publish(
+                context,
+                store,
+                EventType::Normal,
+                "Created",
+                format!("generated Secret {} (key {})", secret.name, secret.key),
+            )
+            .await;
+        }
+    }
+    let digest = secrets::digest(client, store).await?;
+    let desired = build::build(store, &digest)?;
+    apply_all(client, store, &desired).await
+}
+
+/// The workloads as they are, without changing anything.
+pub async fn observe(client: &Client, store: &MemoryStore) -> Result<Applied> {
+    let namespace = store.namespace().ok_or(Error::NoNamespace)?;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    Ok(Applied {
+        redis: sets.get_opt(&redis::name(store)).await?,
+        qdrant: sets.get_opt(&qdrant::name(store)).await?,
+        worker: deployments.get_opt(&worker::name(store)).await?,
+        ..Applied::default()
+    })
+}
+
+async fn patch_status(
+    client: &Client,
+    store: &MemoryStore,
+    status: &MemoryStoreStatus,
+) -> Result<()> {
+    let namespace = store.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<MemoryStore> = Api::namespaced(client.clone(), &namespace);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &store.name_any(),
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(
+    context: &Context,
+    store: &MemoryStore,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &store.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%error, "could not publish an event");
+    }
+}
+
+/// Events for what changed: a new generation applied, orphans deleted, a refused shrink.
+async fn publish_changes(store: &MemoryStore, context: &Context, applied: &Applied) {
+    let observed = store.status.as_ref().and_then(|s| s.observed_generation);
+    if !store.spec.paused && observed != store.metadata.generation {
+        let note = format!(
+            "applied generation {} (Redis, Qdrant, workers, config)",
+            store.metadata.generation.unwrap_or_default()
+        );
+        publish(context, store, EventType::Normal, "Applied", note).await;
+    }
+    for deleted in &applied.deleted {
+        publish(
+            context,
+            store,
+            EventType::Normal,
+            "Deleted",
+            format!("deleted {deleted}: no longer declared"),
+        )
+        .await;
+    }
+    for problem in &applied.storage_problems {
+        publish(
+            context,
+            store,
+            EventType::Warning,
+            "StorageShrinkRefused",
+            problem.clone(),
+        )
+        .await;
+    }
+}
+
+/// Invalid specs wait for the next change; everything else is retried with backoff.
+pub fn error_policy(
+    _guard: Arc<DeserializeGuard<MemoryStore>>,
+    error: &Error,
+    _context: Arc<Context>,
+) -> Action {
+    if error.needs_spec_change() {
+        Action::await_change()
+    } else {
+        Action::requeue(Duration::from_secs(15))
+    }
+}

@@ -1,0 +1,255 @@
+//! The status a store reports, computed from the applied objects' real state: per-part ready
+//! counts, the endpoints and Secrets in use, and the conditions `Available`, `Progressing` and
+//! `Degraded`, whose `lastTransitionTime` moves only when their status flips.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::apply::Applied;
+use crate::build::{config, config_map_name, secret_refs};
+use crate::crd::{Endpoints, MemoryStore, MemoryStoreStatus, PartStatus};
+
+pub const AVAILABLE: &str = "Available";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Why the store is degraded, when it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    pub message: String,
+}
+
+fn part(ready: i32, desired: i32) -> PartStatus {
+    PartStatus {
+        ready: format!("{ready}/{desired}"),
+        ready_replicas: ready,
+        replicas: desired,
+    }
+}
+
+fn external() -> PartStatus {
+    PartStatus {
+        ready: "external".into(),
+        ready_replicas: 0,
+        replicas: 0,
+    }
+}
+
+fn stateful_set_status(set: &StatefulSet) -> PartStatus {
+    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = set
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    part(ready, desired)
+}
+
+fn deployment_status(deployment: &Deployment) -> PartStatus {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let ready = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    part(ready, desired)
+}
+
+/// Whether a workload has caught up with its latest spec.
+fn rolled_out(
+    generation: Option<i64>,
+    observed: Option<i64>,
+    updated: Option<i32>,
+    desired: i32,
+) -> bool {
+    generation.is_some() && generation <= observed && updated.unwrap_or(0) >= desired
+}
+
+fn set_rolled_out(set: &StatefulSet) -> bool {
+    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = set.status.as_ref();
+    rolled_out(
+        set.metadata.generation,
+        status.and_then(|s| s.observed_generation),
+        status.and_then(|s| s.updated_replicas),
+        desired,
+    )
+}
+
+fn deployment_rolled_out(deployment: &Deployment) -> bool {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.as_ref();
+    rolled_out(
+        deployment.metadata.generation,
+        status.and_then(|s| s.observed_generation),
+        status.and_then(|s| s.updated_replicas),
+        desired,
+    )
+}
+
+/// A condition with `lastTransitionTime` kept from the old one unless the status flipped.
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn endpoints(store: &MemoryStore) -> Endpoints {
+    Endpoints {
+        redis_url: config::redis_url(store),
+        qdrant_url: config::qdrant_url(store),
+        config_map: config_map_name(store),
+        secrets: secret_refs(store)
+            .into_iter()
+            .map(|(_, r)| format!("{}/{}", r.name, r.key))
+            .collect(),
+    }
+}
+
+/// The status after a reconcile that applied (or, paused, read) `applied`; `problem` when the
+/// store is degraded.
+pub fn compute(
+    store: &MemoryStore,
+    applied: &Applied,
+    problem: Option<Problem>,
+    now: Timestamp,
+) -> MemoryStoreStatus {
+    let old = store
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = store.metadata.generation;
+    let redis = match &applied.redis {
+        Some(set) => stateful_set_status(set),
+        None if store.spec.redis.external.is_some() => external(),
+        None => part(0, 1),
+    };
+    let qdrant = match &applied.qdrant {
+        Some(set) => stateful_set_status(set),
+        None if store.spec.qdrant.external.is_some() => external(),
+        None => part(0, 1),
+    };
+    let workers = applied
+        .worker
+        .as_ref()
+        .map(deployment_status)
+        .unwrap_or_else(|| part(0, store.spec.workers.replicas));
+
+    let part_up = |p: &PartStatus| p.ready == "external" || p.ready_replicas >= 1;
+    let workers_up = workers.replicas == 0 || workers.ready_replicas >= 1;
+    let available = part_up(&redis) && part_up(&qdrant) && workers_up;
+    let mut waiting = Vec::new();
+    for (name, p) in [
+        ("redis", &redis),
+        ("qdrant", &qdrant),
+        ("workers", &workers),
+    ] {
+        if p.ready != "external" && p.ready_replicas < p.replicas {
+            waiting.push(format!("{name} {}", p.ready));
+        }
+    }
+    let rolling = applied.redis.as_ref().is_some_and(|s| !set_rolled_out(s))
+        || applied.qdrant.as_ref().is_some_and(|s| !set_rolled_out(s))
+        || applied
+            .worker
+            .as_ref()
+            .is_some_and(|d| !deployment_rolled_out(d));
+    let progressing = !waiting.is_empty() || rolling;
+
+    let paused = store.spec.paused;
+    let conditions = vec![
+        condition(
+            old,
+            AVAILABLE,
+            available,
+            if available {
+                "AllPartsReady"
+            } else {
+                "PartsNotReady"
+            },
+            if available {
+                "Redis, Qdrant and the workers are ready".into()
+            } else {
+                format!("waiting for {}", waiting.join(", "))
+            },
+            generation,
+            now,
+        ),
+        condition(
+            old,
+            PROGRESSING,
+            progressing && !paused,
+            match (paused, progressing) {
+                (true, _) => "Paused",
+                (false, true) => "RollingOut",
+                (false, false) => "UpToDate",
+            },
+            match (paused, progressing) {
+                (true, _) => "spec.paused is true: no changes are made".into(),
+                (false, true) if waiting.is_empty() => "rolling out the latest spec".into(),
+                (false, true) => format!("waiting for {}", waiting.join(", ")),
+                (false, false) => "every part runs the latest spec".into(),
+            },
+            generation,
+            now,
+        ),
+        match &problem {
+            Some(problem) => condition(
+                old,
+                DEGRADED,
+                true,
+                &problem.reason,
+                problem.message.clone(),
+                generation,
+                now,
+            ),
+            None => condition(
+                old,
+                DEGRADED,
+                false,
+                "AsExpected",
+                String::new(),
+                generation,
+                now,
+            ),
+        },
+    ];
+    MemoryStoreStatus {
+        observed_generation: generation,
+        conditions,
+        redis: Some(redis),
+        qdrant: Some(qdrant),
+        workers: Some(workers),
+        endpoints: Some(endpoints(store)),
+    }
+}
