@@ -31,8 +31,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
 pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$";
 
 /// A memory service made fast: Redis, Qdrant and workers for it, and the sidecar's config.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
+    derive = "Default",
     doc = "A memory service made fast by memgate: the Redis, Qdrant and workers it needs, and the sidecar's config.",
     group = "memgate.dev",
     version = "v1alpha1",
@@ -107,7 +108,7 @@ pub struct SecretKeyRef {
 }
 
 /// Redis: run by the operator (`managed`) or an existing one (`external`). Exactly one.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("set exactly one of redis.managed or redis.external"))]
 pub struct RedisSpec {
@@ -154,7 +155,7 @@ pub struct ExternalRedis {
 }
 
 /// Qdrant: run by the operator (`managed`) or an existing one (`external`). Exactly one.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("set exactly one of qdrant.managed or qdrant.external"))]
 pub struct QdrantSpec {
@@ -374,7 +375,7 @@ pub struct ScopeSpec {
     pub field: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySpec {
     /// The legacy memory service as the app reaches it, e.g. `http://127.0.0.1:3000`.
