@@ -7,8 +7,10 @@
 
 pub mod apply;
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod secrets;

@@ -1,13 +1,23 @@
-//! `memgate-operator`: `crd` prints the CustomResourceDefinition; `render` prints the objects
-//! a MemoryStore would get, without a cluster (for review, GitOps and the tests' schema
-//! checks).
+//! `memgate-operator`: `run` runs the controller; `crd` prints the CustomResourceDefinition;
+//! `render` prints the objects a MemoryStore would get, without a cluster (for review, GitOps
+//! and the tests' schema checks).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use http::StatusCode;
+use kube::runtime::events::Reporter;
+use memgate::http::{full, Response};
 use memgate_operator::build;
 use memgate_operator::crd::{crd_yaml, MemoryStore};
+use memgate_operator::leader::{self, LeaseSettings};
+use memgate_operator::metrics::Metrics;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (in the cluster, or against the current kubeconfig).
+    Run(RunArgs),
     /// Print the MemoryStore CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Print the objects the operator would apply for a MemoryStore, as multi-document YAML.
@@ -39,6 +51,134 @@ enum Command {
 /// are quoted.
 fn yaml<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_saphyr::to_string(value)?)
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "MEMGATE_OPERATOR_ADMIN_LISTEN"
+    )]
+    admin_listen: SocketAddr,
+    /// Elect a leader on a Lease, so only one replica reconciles at a time.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MEMGATE_OPERATOR_LEADER_ELECTION")]
+    leader_election: bool,
+    /// The Lease's namespace: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "memgate-system")]
+    lease_namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a Lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut response = http::Response::new(full(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate.recv() => {},
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
+    let metrics = Metrics::new();
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("memgate-operator-{}", std::process::id()))
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot bind {}", args.admin_listen))?;
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_metrics = metrics.clone();
+    let admin = tokio::spawn(memgate::server::serve(
+        "admin",
+        listener,
+        move |request: http::Request<hyper::body::Incoming>, _remote| {
+            let metrics = admin_metrics.clone();
+            async move {
+                match request.uri().path() {
+                    "/metrics" => text(StatusCode::OK, metrics.render()),
+                    "/healthz" | "/readyz" => text(StatusCode::OK, "ok\n"),
+                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
+        },
+        admin_stopped,
+        memgate::server::ConnectionSettings::default(),
+    ));
+    tracing::info!(admin = %args.admin_listen, %identity, "memgate operator starting");
+
+    let lease = LeaseSettings {
+        name: "memgate-operator".into(),
+        namespace: args.lease_namespace.clone(),
+        identity: identity.clone(),
+        duration: args.lease_duration,
+    };
+    let lost = Arc::new(AtomicBool::new(false));
+    if args.leader_election {
+        tokio::select! {
+            _ = leader::acquire(&client, &lease) => {},
+            _ = shutdown_signal() => {
+                let _ = stop_admin.send(true);
+                let _ = admin.await;
+                return Ok(());
+            }
+        }
+    }
+    let holder = client.clone();
+    let lost_flag = lost.clone();
+    let leader_election = args.leader_election;
+    // Stop on SIGTERM, or as soon as the Lease cannot be held.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if leader_election {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = leader::hold(&holder, &lease) => lost_flag.store(true, Ordering::SeqCst),
+            }
+        } else {
+            shutdown_signal().await;
+        }
+        let _ = stop.send(());
+    });
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let reporter = Reporter {
+        controller: "memgate-operator".into(),
+        instance: Some(identity),
+    };
+    memgate_operator::controller::run(client, metrics, reporter, shutdown).await;
+    let _ = stop_admin.send(true);
+    let _ = admin.await;
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!("lost the leader Lease; exiting so a restart rejoins the election");
+    }
+    Ok(())
 }
 
 fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
@@ -74,8 +214,24 @@ fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("MEMGATE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => {
+            init_tracing();
+            run(args).await?;
+        }
         Command::Crd => print!("{}", crd_yaml()?),
         Command::Render { file, namespace } => print!("{}", render(&file, &namespace)?),
     }
