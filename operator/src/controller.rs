@@ -25,11 +25,11 @@ pub async fn run(
     reporter: Reporter,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
+    let context = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
         metrics,
-    });
+    ));
     let stores: Api<DeserializeGuard<MemoryStore>> = Api::all(client.clone());
     // Only the objects this operator made.
     let owned = watcher::Config::default().labels(&format!(

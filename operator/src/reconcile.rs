@@ -9,7 +9,8 @@
 //!
 //! With `spec.paused` only step 5 runs, on the objects as they are.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -38,6 +39,39 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Consecutive failed reconciles per store (`namespace/name`), for the retry backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Metrics) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn key(store: &MemoryStore) -> String {
+    format!(
+        "{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    )
+}
+
+/// The wait before retry `n` (1-based): 5 s doubling up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(exponent)).min(Duration::from_secs(300))
 }
 
 impl std::fmt::Debug for Context {
@@ -94,6 +128,7 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
         .observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok(applied) => {
+            context.failures().remove(&key(store));
             let problem = (!applied.storage_problems.is_empty()).then(|| Problem {
                 reason: "StorageShrinkRefused".into(),
                 message: applied.storage_problems.join("; "),
@@ -245,15 +280,36 @@ async fn publish_changes(store: &MemoryStore, context: &Context, applied: &Appli
     }
 }
 
-/// Invalid specs wait for the next change; everything else is retried with backoff.
+/// Invalid specs wait for the next change; everything else is retried with exponential
+/// backoff per store.
 pub fn error_policy(
-    _guard: Arc<DeserializeGuard<MemoryStore>>,
+    guard: Arc<DeserializeGuard<MemoryStore>>,
     error: &Error,
-    _context: Arc<Context>,
+    context: Arc<Context>,
 ) -> Action {
     if error.needs_spec_change() {
-        Action::await_change()
-    } else {
-        Action::requeue(Duration::from_secs(15))
+        return Action::await_change();
+    }
+    let key = match &guard.0 {
+        Ok(store) => key(store),
+        Err(invalid) => format!(
+            "{:?}/{:?}",
+            invalid.metadata.namespace, invalid.metadata.name
+        ),
+    };
+    let mut failures = context.failures();
+    let count = failures.entry(key).or_insert(0);
+    *count = count.saturating_add(1);
+    Action::requeue(backoff(*count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }

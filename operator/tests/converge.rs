@@ -54,11 +54,11 @@ fn context(client: &Client) -> Context {
         controller: "memgate-operator".into(),
         instance: None,
     };
-    Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: Metrics::new(),
-    }
+    Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        Metrics::new(),
+    )
 }
 
 async fn current(client: &Client, store: &MemoryStore) -> MemoryStore {
