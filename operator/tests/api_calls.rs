@@ -216,3 +216,47 @@ async fn a_reconcile_sends_its_requests_in_order() {
         .expect("its checks passed");
     assert_eq!(seen.len(), 11, "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_malformed_store_gets_an_event_and_waits_for_a_change() {
+    use kube::core::DeserializeGuard;
+    use memgate_operator::reconcile::reconcile;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let reporter = Reporter {
+        controller: "memgate-operator".into(),
+        instance: None,
+    };
+    let context = std::sync::Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client, reporter),
+        Metrics::new(),
+    ));
+    // What the watcher hands over for an object whose spec does not parse.
+    let malformed = json!({"apiVersion": "memgate.dev/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": "broken", "namespace": "team-c", "uid": "u-1"},
+        "spec": {"redis": "not an object"}});
+    let guard: DeserializeGuard<MemoryStore> = serde_json::from_value(malformed).expect("guarded");
+    assert!(guard.0.is_err());
+    let server = tokio::spawn(async move {
+        let (method, uri, body, send) = next(&mut handle).await;
+        assert_eq!(method, Method::POST);
+        assert_eq!(uri, "/apis/events.k8s.io/v1/namespaces/team-c/events?");
+        assert_eq!(body["reason"], "InvalidObject");
+        assert_eq!(body["type"], "Warning");
+        respond(send, StatusCode::CREATED, body);
+    });
+    let action = reconcile(std::sync::Arc::new(guard), context.clone())
+        .await
+        .expect("handled");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    server.await.expect("the API server saw the event");
+    assert_eq!(
+        context
+            .metrics
+            .reconciles
+            .with_label_values(&["invalid_object"])
+            .get(),
+        1
+    );
+}

@@ -275,3 +275,79 @@ async fn a_spec_the_reconciler_cannot_honour_changes_nothing() {
     let (status, reason) = condition(&reported, "Degraded");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
 }
+
+fn claim(
+    namespace: &str,
+    name: &str,
+    size: &str,
+) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    }))
+    .expect("claim")
+}
+
+async fn claim_size(client: &Client, namespace: &str, name: &str) -> String {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), namespace);
+    let claim = api.get(name).await.expect("claim");
+    claim
+        .spec
+        .expect("spec")
+        .resources
+        .expect("resources")
+        .requests
+        .expect("requests")["storage"]
+        .0
+        .clone()
+}
+
+#[tokio::test]
+async fn volumes_grow_but_never_shrink() {
+    let store = fixture("managed.yaml"); // redis storage 2Gi
+    let client = ClientBuilder::new()
+        .with_resource::<MemoryStore>()
+        .with_status_subresource::<MemoryStore>()
+        .with_object(store.clone())
+        .with_object(secret("team-a", "openai", "api-key", "sk-1"))
+        .with_object(claim("team-a", "data-notes-redis-0", "2Gi"))
+        .build()
+        .await
+        .expect("fake client");
+    let context = context(&client);
+
+    let mut grown = current(&client, &store).await;
+    if let Some(managed) = grown.spec.redis.managed.as_mut() {
+        managed.storage = "4Gi".into();
+    }
+    reconcile_store(&grown, &context).await.expect("reconcile");
+    assert_eq!(
+        claim_size(&client, "team-a", "data-notes-redis-0").await,
+        "4Gi"
+    );
+    let reported = current(&client, &store).await;
+    assert_eq!(condition(&reported, "Degraded").0, "False");
+
+    let mut shrunk = current(&client, &store).await;
+    if let Some(managed) = shrunk.spec.redis.managed.as_mut() {
+        managed.storage = "1Gi".into();
+    }
+    reconcile_store(&shrunk, &context).await.expect("reconcile");
+    assert_eq!(
+        claim_size(&client, "team-a", "data-notes-redis-0").await,
+        "4Gi",
+        "never shrunk"
+    );
+    let reported = current(&client, &store).await;
+    assert_eq!(
+        condition(&reported, "Degraded"),
+        ("True".into(), "StorageShrinkRefused".into())
+    );
+    assert_eq!(
+        context.metrics.reconciles.with_label_values(&["ok"]).get(),
+        2,
+        "a refused shrink is reported, not retried as an error"
+    );
+}
