@@ -5,6 +5,7 @@
 //! the spec (pure), [`build`] the desired objects (pure: spec in, objects out), apply them
 //! (server-side apply, a fixed order), then report status.
 
+pub mod admin;
 pub mod apply;
 pub mod build;
 pub mod controller;

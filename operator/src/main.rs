@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http::StatusCode;
 use kube::runtime::events::Reporter;
-use memgate::http::{full, Response};
 use memgate_operator::build;
 use memgate_operator::crd::{crd_yaml, MemoryStore};
 use memgate_operator::leader::{self, LeaseSettings};
@@ -76,12 +73,6 @@ struct RunArgs {
     lease_duration: Duration,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
-    let mut response = http::Response::new(full(body.into()));
-    *response.status_mut() = status;
-    response
-}
-
 /// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let mut terminate =
@@ -119,13 +110,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         listener,
         move |request: http::Request<hyper::body::Incoming>, _remote| {
             let metrics = admin_metrics.clone();
-            async move {
-                match request.uri().path() {
-                    "/metrics" => text(StatusCode::OK, metrics.render()),
-                    "/healthz" | "/readyz" => text(StatusCode::OK, "ok\n"),
-                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
-                }
-            }
+            async move { memgate_operator::admin::answer(request.uri().path(), &metrics) }
         },
         admin_stopped,
         memgate::server::ConnectionSettings::default(),
