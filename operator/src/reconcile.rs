@@ -307,6 +307,39 @@ pub fn error_policy(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn errors_back_off_per_store_and_invalid_specs_wait_for_a_change() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = Client::new(service, "default");
+        let reporter = kube::runtime::events::Reporter {
+            controller: "test".into(),
+            instance: None,
+        };
+        let context = Arc::new(Context::new(
+            client.clone(),
+            Recorder::new(client, reporter),
+            Metrics::new(),
+        ));
+        let mut store = MemoryStore::new("notes", Default::default());
+        store.metadata.namespace = Some("team-a".into());
+        let guard = Arc::new(DeserializeGuard(Ok(store)));
+        let missing = Error::MissingSecret {
+            name: "openai".into(),
+            key: "api-key".into(),
+        };
+        let first = error_policy(guard.clone(), &missing, context.clone());
+        let second = error_policy(guard.clone(), &missing, context.clone());
+        assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+        assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+        assert_eq!(
+            error_policy(guard, &Error::NoNamespace, context),
+            Action::await_change()
+        );
+    }
+
     #[test]
     fn retries_back_off_up_to_five_minutes() {
         let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();

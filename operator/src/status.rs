@@ -253,3 +253,114 @@ pub fn compute(
         endpoints: Some(endpoints(store)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
+    };
+    use k8s_openapi::jiff::SignedDuration;
+
+    fn store() -> MemoryStore {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/managed.yaml");
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("store")
+    }
+
+    fn set(ready: i32, updated: i32) -> StatefulSet {
+        let mut set = StatefulSet {
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                observed_generation: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        set.metadata.generation = Some(2);
+        set
+    }
+
+    fn workers(ready: i32) -> Deployment {
+        let mut deployment = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(3),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(ready),
+                updated_replicas: Some(3),
+                observed_generation: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        deployment.metadata.generation = Some(1);
+        deployment
+    }
+
+    fn get<'a>(status: &'a MemoryStoreStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition")
+    }
+
+    #[test]
+    fn conditions_follow_the_objects_real_state() {
+        let store = store();
+        let t0 = Timestamp::now();
+        let rolling = Applied {
+            redis: Some(set(1, 1)),
+            qdrant: Some(set(0, 1)),
+            worker: Some(workers(1)),
+            ..Default::default()
+        };
+        let first = compute(&store, &rolling, None, t0);
+        assert_eq!(get(&first, AVAILABLE).status, "False");
+        assert_eq!(get(&first, PROGRESSING).status, "True");
+        assert!(get(&first, PROGRESSING).message.contains("qdrant 0/1"));
+        assert_eq!(first.redis.as_ref().map(|p| p.ready.as_str()), Some("1/1"));
+        assert_eq!(
+            first.workers.as_ref().map(|p| p.ready.as_str()),
+            Some("1/3")
+        );
+
+        let mut store = store;
+        store.status = Some(first.clone());
+        let ready = Applied {
+            redis: Some(set(1, 1)),
+            qdrant: Some(set(1, 1)),
+            worker: Some(workers(3)),
+            ..Default::default()
+        };
+        let t1 = t0 + SignedDuration::from_secs(30);
+        let second = compute(&store, &ready, None, t1);
+        assert_eq!(get(&second, AVAILABLE).status, "True");
+        assert_eq!(get(&second, PROGRESSING).status, "False");
+        assert_eq!(
+            get(&second, AVAILABLE).last_transition_time,
+            Time(t1),
+            "flipped"
+        );
+        assert_eq!(
+            get(&second, DEGRADED).last_transition_time,
+            get(&first, DEGRADED).last_transition_time,
+            "Degraded stayed False: its time stays"
+        );
+        assert_eq!(second.observed_generation, Some(3));
+
+        let problem = Problem {
+            reason: "SecretNotFound".into(),
+            message: "Secret \"openai\" has no key".into(),
+        };
+        let third = compute(&store, &ready, Some(problem), t1);
+        assert_eq!(get(&third, DEGRADED).status, "True");
+        assert_eq!(get(&third, DEGRADED).reason, "SecretNotFound");
+    }
+}

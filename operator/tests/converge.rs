@@ -163,6 +163,24 @@ async fn a_managed_store_converges_and_a_second_reconcile_changes_nothing() {
         .secrets
         .contains(&"notes-redis-auth/password".to_string()));
 
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "team-a");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    // Events with the same reason for one object are aggregated into one series by kube's
+    // Recorder, as kubectl shows them.
+    assert!(
+        reasons.contains(&"Created".to_string()),
+        "generated Secrets are announced: {reasons:?}"
+    );
+    assert!(reasons.contains(&"Applied".to_string()), "{reasons:?}");
+
     reconcile_store(&reconciled, &context)
         .await
         .expect("second reconcile");
@@ -251,6 +269,22 @@ async fn a_missing_secret_changes_nothing_and_is_reported() {
         .await
         .expect_err("the Redis password Secret is missing");
     assert!(matches!(error, Error::MissingSecret { .. }), "{error}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "team-b");
+    let warnings: Vec<(String, String)> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .map(|e| {
+            (
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(warnings, vec![("Warning".into(), "SecretNotFound".into())]);
     assert!(names(&snapshot(&client, "team-b").await).is_empty());
     let reported = current(&client, &store).await;
     assert_eq!(
