@@ -33,7 +33,7 @@ install_python_tools() {
 # the real Kubernetes schemas of the oldest supported version, strictly (unknown fields fail).
 validate_kubernetes_objects() {
   local k8s=1.29.0 out=target/rendered
-  log "kubernetes-validate ($k8s, strict): the CRD and the rendered objects of every sample"
+  log "kubernetes-validate ($k8s, strict): the CRD, every sample's rendered objects, injected apps"
   cargo build -q -p memgate-operator --bin memgate-operator
   rm -rf "$out" && mkdir -p "$out"
   "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet crds/memorystore.yaml
@@ -41,6 +41,11 @@ validate_kubernetes_objects() {
     local rendered="$out/$(basename "$sample")"
     target/debug/memgate-operator render -f "$sample" > "$rendered"
     "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet "$rendered"
+  done
+  for app in operator/tests/fixtures/apps/*.yaml; do
+    local injected="$out/injected-$(basename "$app")"
+    target/debug/memgate-operator inject -f "$app" -s operator/tests/fixtures/managed.yaml > "$injected"
+    "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet "$injected"
   done
   echo "all valid"
 }

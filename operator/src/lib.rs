@@ -11,6 +11,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

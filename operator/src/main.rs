@@ -33,6 +33,16 @@ enum Command {
     Run(RunArgs),
     /// Print the MemoryStore CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
+    /// Print manifests with the memgate sidecar injected where a pod template is annotated
+    /// `memgate.dev/inject: <store>` (like `istioctl kube-inject`), for GitOps and review.
+    Inject {
+        /// The manifests (multi-document YAML; `-` for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The MemoryStore manifests the annotations may name.
+        #[arg(short, long = "store", required = true)]
+        stores: Vec<PathBuf>,
+    },
     /// Print the objects the operator would apply for a MemoryStore, as multi-document YAML.
     Render {
         /// The MemoryStore manifest.
@@ -166,6 +176,42 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn read(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// Every document of a multi-document YAML text, in order.
+fn documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| Ok(serde::Deserialize::deserialize(document)?))
+        .filter(|value: &anyhow::Result<serde_json::Value>| {
+            !matches!(value, Ok(serde_json::Value::Null))
+        })
+        .collect()
+}
+
+fn inject(file: &PathBuf, store_files: &[PathBuf]) -> anyhow::Result<String> {
+    let mut stores = Vec::new();
+    for path in store_files {
+        for document in documents(&read(path)?)? {
+            let store: MemoryStore = serde_json::from_value(document)
+                .with_context(|| format!("{} is not a MemoryStore", path.display()))?;
+            stores.push(store);
+        }
+    }
+    let mut out = Vec::new();
+    for mut manifest in documents(&read(file)?)? {
+        memgate_operator::inject::inject_manifest(&mut manifest, &stores)?;
+        out.push(yaml(&manifest)?);
+    }
+    Ok(out.join("---\n"))
+}
+
 fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -218,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
             run(args).await?;
         }
         Command::Crd => print!("{}", crd_yaml()?),
+        Command::Inject { file, stores } => print!("{}", inject(&file, &stores)?),
         Command::Render { file, namespace } => print!("{}", render(&file, &namespace)?),
     }
     Ok(())

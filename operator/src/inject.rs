@@ -1,0 +1,400 @@
+//! Sidecar injection, as a pure function on a pod spec: the memgate proxy joins the pod as a
+//! native sidecar (an init container with `restartPolicy: Always`, so it starts before the app
+//! and stops after it), with the store's config mounted, its secrets as env from Secret
+//! references, and `MEMGATE_URL` given to every app container.
+//!
+//! Injecting twice changes nothing: a pod that already has the sidecar is left as it is.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PodSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::build::config::{ADMIN_PORT, CONFIG_DIR, CONFIG_KEY};
+use crate::build::security::container_security;
+use crate::build::{config_map_name, memgate_env, worker};
+use crate::crd::MemoryStore;
+
+/// The annotation that asks for the sidecar; its value names the MemoryStore.
+pub const INJECT_ANNOTATION: &str = "memgate.dev/inject";
+/// Set on an injected pod: the store whose sidecar it got.
+pub const INJECTED_ANNOTATION: &str = "memgate.dev/injected";
+pub const SIDECAR_NAME: &str = "memgate-proxy";
+/// What the app calls instead of the legacy service.
+pub const MEMGATE_URL: &str = "http://127.0.0.1:8080";
+const CONFIG_VOLUME: &str = "memgate-config";
+const TMP_VOLUME: &str = "memgate-tmp";
+/// The proxy runs as this user whatever the pod's own security context says.
+const UID: i64 = 65532;
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".into())),
+            ("memory".to_string(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("256Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn admin_probe(path: &str, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("memgate-admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    }
+}
+
+/// The sidecar container for `store`.
+pub fn sidecar(store: &MemoryStore) -> Container {
+    let mut security = container_security();
+    security.run_as_user = Some(UID);
+    security.run_as_group = Some(UID);
+    Container {
+        name: SIDECAR_NAME.into(),
+        image: Some(worker::image(store)),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        env: Some(memgate_env(store)),
+        ports: Some(vec![ContainerPort {
+            name: Some("memgate-admin".into()),
+            container_port: i32::from(ADMIN_PORT),
+            ..Default::default()
+        }]),
+        // The app starts once the proxy listens. Readiness is the process's health, not its
+        // dependencies': with Redis or Qdrant down the proxy still answers (from legacy, or
+        // degraded), so it must not take the app out of its Service.
+        startup_probe: Some(admin_probe("/healthz", 30)),
+        readiness_probe: Some(admin_probe("/healthz", 3)),
+        restart_policy: Some("Always".into()),
+        resources: Some(
+            store
+                .spec
+                .proxy
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        security_context: Some(security),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME.into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: TMP_VOLUME.into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+fn volumes(store: &MemoryStore) -> [Volume; 2] {
+    [
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(store),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Whether the pod already has the sidecar.
+pub fn is_injected(pod: &PodSpec) -> bool {
+    pod.init_containers
+        .iter()
+        .flatten()
+        .any(|container| container.name == SIDECAR_NAME)
+}
+
+/// Adds the sidecar to `pod`. Returns whether anything changed (false when already injected).
+pub fn inject(pod: &mut PodSpec, store: &MemoryStore) -> bool {
+    if is_injected(pod) {
+        return false;
+    }
+    // First among the init containers: the others (migrations, say) may call it already.
+    pod.init_containers
+        .get_or_insert_with(Vec::new)
+        .insert(0, sidecar(store));
+    let volumes_list = pod.volumes.get_or_insert_with(Vec::new);
+    for volume in volumes(store) {
+        if !volumes_list.iter().any(|v| v.name == volume.name) {
+            volumes_list.push(volume);
+        }
+    }
+    for container in &mut pod.containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|var| var.name == "MEMGATE_URL") {
+            env.push(EnvVar {
+                name: "MEMGATE_URL".into(),
+                value: Some(MEMGATE_URL.into()),
+                ..Default::default()
+            });
+        }
+    }
+    true
+}
+
+/// Why a manifest could not be injected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InjectError {
+    #[error("{kind} {name:?} asks for MemoryStore {store:?}, which is not among the given stores")]
+    UnknownStore {
+        kind: String,
+        name: String,
+        store: String,
+    },
+    #[error("{kind} {name:?} has a pod template that does not parse: {reason}")]
+    InvalidPod {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// The path to the pod template (`metadata` + `spec`) of a workload kind, if it has one.
+fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Pod" => Some(&[]),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            Some(&["spec", "template"])
+        }
+        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
+fn lookup<'a>(
+    value: &'a mut serde_json::Value,
+    path: &[&str],
+) -> Option<&'a mut serde_json::Value> {
+    path.iter()
+        .try_fold(value, |value, key| value.get_mut(*key))
+}
+
+/// Injects the sidecar into one manifest (a Pod or a workload with a pod template) when its
+/// pod template is annotated `memgate.dev/inject: <store>`. Returns whether it changed.
+pub fn inject_manifest(
+    manifest: &mut serde_json::Value,
+    stores: &[MemoryStore],
+) -> Result<bool, InjectError> {
+    let kind = manifest["kind"].as_str().unwrap_or_default().to_string();
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(path) = template_path(&kind) else {
+        return Ok(false);
+    };
+    let Some(template) = lookup(manifest, path) else {
+        return Ok(false);
+    };
+    let Some(wanted) = template["metadata"]["annotations"][INJECT_ANNOTATION]
+        .as_str()
+        .map(str::to_string)
+    else {
+        return Ok(false);
+    };
+    let namespace = template["metadata"]["namespace"]
+        .as_str()
+        .map(str::to_string);
+    let store = stores
+        .iter()
+        .find(|store| {
+            store.metadata.name.as_deref() == Some(wanted.as_str())
+                && (namespace.is_none() || store.metadata.namespace == namespace)
+        })
+        .ok_or_else(|| InjectError::UnknownStore {
+            kind: kind.clone(),
+            name: name.clone(),
+            store: wanted.clone(),
+        })?;
+    let mut pod: PodSpec = serde_json::from_value(template["spec"].clone()).map_err(|error| {
+        InjectError::InvalidPod {
+            kind: kind.clone(),
+            name: name.clone(),
+            reason: error.to_string(),
+        }
+    })?;
+    if !inject(&mut pod, store) {
+        return Ok(false);
+    }
+    template["spec"] = serde_json::to_value(&pod).map_err(|error| InjectError::InvalidPod {
+        kind,
+        name,
+        reason: error.to_string(),
+    })?;
+    template["metadata"]["annotations"][INJECTED_ANNOTATION] = serde_json::Value::String(wanted);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> MemoryStore {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/managed.yaml");
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("store")
+    }
+
+    fn app() -> PodSpec {
+        PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("example/app:1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_sidecar_joins_as_a_native_sidecar() {
+        let mut pod = app();
+        assert!(inject(&mut pod, &store()));
+        let init = pod.init_containers.as_ref().expect("init containers");
+        assert_eq!(init[0].name, SIDECAR_NAME);
+        assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            init[0].args.as_deref().map(|a| a.join(" ")),
+            Some("serve --config /etc/memgate/config.yaml".into())
+        );
+        let secret_env: Vec<&str> = init[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.value_from.is_some())
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            secret_env,
+            vec![
+                "MEMGATE_REDIS__PASSWORD",
+                "MEMGATE_VECTORS__API_KEY",
+                "MEMGATE_OPENAI__API_KEY"
+            ]
+        );
+        let volumes = pod.volumes.as_ref().expect("volumes");
+        let config = volumes
+            .iter()
+            .find(|v| v.name == CONFIG_VOLUME)
+            .and_then(|v| v.config_map.as_ref())
+            .expect("config volume");
+        assert_eq!(config.name, "notes-proxy-config");
+        let url = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "MEMGATE_URL")
+            .and_then(|e| e.value.clone());
+        assert_eq!(url.as_deref(), Some(MEMGATE_URL));
+    }
+
+    #[test]
+    fn workloads_are_injected_through_their_pod_template() {
+        let mut deployment = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {
+                "metadata": {"labels": {"app": "agent"}, "annotations": {"memgate.dev/inject": "notes"}},
+                "spec": {"containers": [{"name": "agent", "image": "example/agent:1"}]}}}
+        });
+        assert_eq!(inject_manifest(&mut deployment, &[store()]), Ok(true));
+        let template = &deployment["spec"]["template"];
+        assert_eq!(template["spec"]["initContainers"][0]["name"], SIDECAR_NAME);
+        assert_eq!(
+            template["metadata"]["annotations"][INJECTED_ANNOTATION],
+            "notes"
+        );
+        let again = deployment.clone();
+        assert_eq!(inject_manifest(&mut deployment, &[store()]), Ok(false));
+        assert_eq!(deployment, again, "idempotent");
+
+        let mut plain = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c"}]}});
+        let before = plain.clone();
+        assert_eq!(inject_manifest(&mut plain, &[store()]), Ok(false));
+        assert_eq!(plain, before, "no annotation, no change");
+
+        let mut unknown = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {"memgate.dev/inject": "nope"}},
+            "spec": {"containers": [{"name": "c"}]}});
+        assert!(matches!(
+            inject_manifest(&mut unknown, &[store()]),
+            Err(InjectError::UnknownStore { .. })
+        ));
+        let mut service =
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
+        assert_eq!(inject_manifest(&mut service, &[store()]), Ok(false));
+    }
+
+    #[test]
+    fn injecting_twice_changes_nothing() {
+        let mut pod = app();
+        inject(&mut pod, &store());
+        let once = pod.clone();
+        assert!(!inject(&mut pod, &store()));
+        assert_eq!(pod, once);
+    }
+
+    #[test]
+    fn the_apps_own_settings_are_kept() {
+        let mut pod = app();
+        pod.containers[0].env = Some(vec![EnvVar {
+            name: "MEMGATE_URL".into(),
+            value: Some("http://127.0.0.1:9999".into()),
+            ..Default::default()
+        }]);
+        pod.init_containers = Some(vec![Container {
+            name: "migrate".into(),
+            ..Default::default()
+        }]);
+        inject(&mut pod, &store());
+        let names: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, vec![SIDECAR_NAME, "migrate"]);
+        let urls: Vec<&str> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "MEMGATE_URL")
+            .filter_map(|e| e.value.as_deref())
+            .collect();
+        assert_eq!(
+            urls,
+            vec!["http://127.0.0.1:9999"],
+            "an app's own value wins"
+        );
+    }
+}
