@@ -6,6 +6,7 @@
 //! (server-side apply, a fixed order), then report status.
 
 pub mod admin;
+pub mod admission;
 pub mod apply;
 pub mod build;
 pub mod controller;
