@@ -20,3 +20,4 @@ pub mod reconcile;
 pub mod secrets;
 pub mod status;
 pub mod webhook;
+pub mod webhook_certs;

@@ -1,0 +1,160 @@
+//! The webhook's certificate when the operator manages it: kept in a Secret (`ca.crt`,
+//! `tls.crt`, `tls.key`), replaced before it expires, and its CA written into the
+//! MutatingWebhookConfiguration's `caBundle` so the API server trusts the webhook.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::Client;
+use time::{Duration, OffsetDateTime};
+
+use crate::certs::{generate, service_dns_names, ServingCertificate};
+
+/// When the certificate in the Secret expires (RFC 3339), so renewal needs no X.509 parsing.
+pub const EXPIRES_ANNOTATION: &str = "memgate.dev/expires";
+/// How long a new certificate is valid.
+pub const VALIDITY: Duration = Duration::days(365);
+/// A certificate this close to expiry is replaced.
+pub const RENEW_BEFORE: Duration = Duration::days(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// Where the webhook's certificate lives.
+#[derive(Debug, Clone)]
+pub struct WebhookCertSettings {
+    pub namespace: String,
+    pub secret: String,
+    /// The webhook Service (the certificate's DNS names).
+    pub service: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` trusts it.
+    pub configuration: String,
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .and_then(|value| String::from_utf8(value.0.clone()).ok())
+}
+
+fn stored(secret: &Secret) -> Option<ServingCertificate> {
+    let expires = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPIRES_ANNOTATION))
+        .and_then(|value| {
+            OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()
+        })?;
+    Some(ServingCertificate {
+        ca_pem: text(secret, "ca.crt")?,
+        cert_pem: text(secret, "tls.crt")?,
+        key_pem: text(secret, "tls.key")?,
+        not_after: expires,
+    })
+}
+
+fn secret_of(settings: &WebhookCertSettings, certificate: &ServingCertificate) -> Secret {
+    let expires = certificate
+        .not_after
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(settings.secret.clone()),
+            namespace: Some(settings.namespace.clone()),
+            annotations: Some(BTreeMap::from([(EXPIRES_ANNOTATION.to_string(), expires)])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            (
+                "ca.crt".to_string(),
+                ByteString(certificate.ca_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.crt".to_string(),
+                ByteString(certificate.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                ByteString(certificate.key_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The certificate to serve: the stored one while it is far from expiry, else a new one
+/// (stored before it is returned). Returns it and whether it is new.
+pub async fn ensure_certificate(
+    client: &Client,
+    settings: &WebhookCertSettings,
+    now: OffsetDateTime,
+) -> Result<(ServingCertificate, bool), CertError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+    let existing = api.get_opt(&settings.secret).await?;
+    if let Some(certificate) = existing.as_ref().and_then(stored) {
+        if certificate.not_after - now > RENEW_BEFORE {
+            return Ok((certificate, false));
+        }
+    }
+    let certificate = generate(
+        service_dns_names(&settings.service, &settings.namespace),
+        VALIDITY,
+    )?;
+    let mut secret = secret_of(settings, &certificate);
+    match existing {
+        Some(existing) => {
+            secret.metadata.resource_version = existing.metadata.resource_version;
+            api.replace(&settings.secret, &PostParams::default(), &secret)
+                .await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &secret).await?;
+        }
+    }
+    tracing::info!(secret = %settings.secret, "issued a new webhook certificate");
+    Ok((certificate, true))
+}
+
+/// Writes the CA into every webhook of the MutatingWebhookConfiguration. Returns whether it
+/// changed anything.
+pub async fn publish_ca_bundle(
+    client: &Client,
+    settings: &WebhookCertSettings,
+    ca_pem: &str,
+) -> Result<bool, CertError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let Some(mut configuration) = api.get_opt(&settings.configuration).await? else {
+        tracing::warn!(configuration = %settings.configuration, "no MutatingWebhookConfiguration to trust the webhook");
+        return Ok(false);
+    };
+    let bundle = ByteString(ca_pem.as_bytes().to_vec());
+    let mut changed = false;
+    for webhook in configuration.webhooks.iter_mut().flatten() {
+        if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+            webhook.client_config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        api.replace(
+            &settings.configuration,
+            &PostParams::default(),
+            &configuration,
+        )
+        .await?;
+    }
+    Ok(changed)
+}

@@ -1,0 +1,95 @@
+//! The webhook certificate kept in a Secret on the in-memory API server: issued once, kept
+//! while valid, replaced before expiry; its CA written into the MutatingWebhookConfiguration.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, WebhookClientConfig,
+};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube_fake_client::ClientBuilder;
+use memgate_operator::webhook_certs::{
+    ensure_certificate, publish_ca_bundle, WebhookCertSettings, RENEW_BEFORE,
+};
+use time::{Duration, OffsetDateTime};
+
+fn settings() -> WebhookCertSettings {
+    WebhookCertSettings {
+        namespace: "memgate-system".into(),
+        secret: "memgate-webhook-tls".into(),
+        service: "memgate-webhook".into(),
+        configuration: "memgate".into(),
+    }
+}
+
+fn configuration() -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some("memgate".into()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "inject.memgate.dev".into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            failure_policy: Some("Ignore".into()),
+            client_config: WebhookClientConfig::default(),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[tokio::test]
+async fn the_certificate_is_issued_once_kept_and_renewed_before_expiry() {
+    let client = ClientBuilder::new().build().await.expect("fake client");
+    let now = OffsetDateTime::now_utc();
+    let (first, new) = ensure_certificate(&client, &settings(), now)
+        .await
+        .expect("issued");
+    assert!(new);
+    assert!(first.cert_pem.contains("BEGIN CERTIFICATE"));
+    let (kept, new) = ensure_certificate(&client, &settings(), now)
+        .await
+        .expect("kept");
+    assert!(!new, "a valid certificate is kept");
+    assert_eq!(kept, first);
+
+    // Near its expiry it is replaced.
+    let later = first.not_after - RENEW_BEFORE + Duration::days(1);
+    let (renewed, new) = ensure_certificate(&client, &settings(), later)
+        .await
+        .expect("renewed");
+    assert!(new);
+    assert_ne!(renewed.cert_pem, first.cert_pem);
+    let (stored, new) = ensure_certificate(&client, &settings(), now)
+        .await
+        .expect("read");
+    assert!(!new);
+    assert_eq!(stored.cert_pem, renewed.cert_pem, "the renewal was stored");
+}
+
+#[tokio::test]
+async fn the_ca_is_written_into_the_webhook_configuration() {
+    let client = ClientBuilder::new().build().await.expect("fake client");
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.create(&PostParams::default(), &configuration())
+        .await
+        .expect("configuration");
+    let (certificate, _) = ensure_certificate(&client, &settings(), OffsetDateTime::now_utc())
+        .await
+        .expect("issued");
+    assert!(publish_ca_bundle(&client, &settings(), &certificate.ca_pem)
+        .await
+        .expect("patched"));
+    let stored = api.get("memgate").await.expect("configuration");
+    let bundle = stored.webhooks.expect("webhooks")[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("caBundle");
+    assert_eq!(bundle.0, certificate.ca_pem.as_bytes());
+    assert!(
+        !publish_ca_bundle(&client, &settings(), &certificate.ca_pem)
+            .await
+            .expect("no-op"),
+        "an up-to-date bundle is left alone"
+    );
+}
