@@ -3,7 +3,7 @@
 //! the named MemoryStore up in the pod's namespace.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -14,8 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use memgate::http::{full, Response};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use stores::StoreLookup;
 use tokio::net::TcpListener;
@@ -60,17 +63,63 @@ pub mod stores {
     }
 }
 
-/// A TLS server configuration from PEM texts.
-pub fn tls_config(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<ServerConfig>> {
+/// The serving certificate, replaceable while serving: new connections get the new one.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    pub fn new(cert_pem: &str, key_pem: &str) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = certified_key(&provider, cert_pem, key_pem)?;
+        Ok(Self {
+            provider,
+            current: RwLock::new(key),
+        })
+    }
+
+    /// Serves `cert_pem`/`key_pem` from the next handshake on.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+        let key = certified_key(&self.provider, cert_pem, key_pem)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
+        Ok(())
+    }
+
+    /// A TLS server configuration that asks this resolver for its certificate.
+    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<ServerConfig>> {
+        let config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(
+    provider: &CryptoProvider,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<CertifiedKey>> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(CertifiedKey::from_der(certs, key, provider)?))
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response {

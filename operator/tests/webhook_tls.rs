@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use memgate_operator::certs::{generate, service_dns_names};
 use memgate_operator::crd::MemoryStore;
 use memgate_operator::webhook::stores::{Lookup, StoreLookup};
-use memgate_operator::webhook::{serve, tls_config};
+use memgate_operator::webhook::{serve, ReloadableCert};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -90,7 +90,11 @@ async fn the_webhook_answers_over_tls_with_a_patch() {
         time::Duration::days(1),
     )
     .expect("certificates");
-    let tls = tls_config(&certificate.cert_pem, &certificate.key_pem).expect("tls");
+    let tls = Arc::new(
+        ReloadableCert::new(&certificate.cert_pem, &certificate.key_pem).expect("certificate"),
+    )
+    .server_config()
+    .expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -143,7 +147,11 @@ async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
     )
     .expect("certificates");
     let other = generate(vec!["elsewhere.svc".into()], time::Duration::days(1)).expect("other CA");
-    let tls = tls_config(&certificate.cert_pem, &certificate.key_pem).expect("tls");
+    let tls = Arc::new(
+        ReloadableCert::new(&certificate.cert_pem, &certificate.key_pem).expect("certificate"),
+    )
+    .server_config()
+    .expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -155,4 +163,34 @@ async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
     })
     .await;
     assert!(outcome.is_err(), "the handshake fails");
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_from_the_next_connection() {
+    let names = || service_dns_names("memgate-webhook", "memgate-system");
+    let first = generate(names(), time::Duration::days(1)).expect("first");
+    let second = generate(names(), time::Duration::days(1)).expect("second");
+    let certificate =
+        Arc::new(ReloadableCert::new(&first.cert_pem, &first.key_pem).expect("certificate"));
+    let tls = certificate.server_config().expect("tls");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, tls, Arc::new(OneStore(store())), stopped));
+
+    let answer = post(addr, &first.ca_pem, review(json!({}))).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    certificate
+        .replace(&second.cert_pem, &second.key_pem)
+        .expect("replaced");
+    let answer = post(addr, &second.ca_pem, review(json!({}))).await;
+    assert_eq!(
+        answer["response"]["allowed"], true,
+        "served with the new certificate"
+    );
+    let old_ca = first.ca_pem.clone();
+    let outcome = tokio::spawn(async move { post(addr, &old_ca, review(json!({}))).await }).await;
+    assert!(outcome.is_err(), "the old CA no longer matches");
 }
