@@ -81,6 +81,78 @@ struct RunArgs {
     /// How long a Lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+    /// Where the sidecar-injection webhook listens (HTTPS); `off` to run without it.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8443",
+        env = "MEMGATE_OPERATOR_WEBHOOK_LISTEN"
+    )]
+    webhook_listen: String,
+    /// The webhook's Service (the names its certificate is for).
+    #[arg(long, default_value = "memgate-webhook")]
+    webhook_service: String,
+    /// The Secret the operator keeps the webhook's certificate in.
+    #[arg(long, default_value = "memgate-webhook-tls")]
+    webhook_secret: String,
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(long, default_value = "memgate")]
+    webhook_configuration: String,
+    /// Serve `tls.crt`/`tls.key` from this directory (e.g. a cert-manager Secret) instead of
+    /// issuing and rotating the certificate itself.
+    #[arg(long)]
+    webhook_cert_dir: Option<PathBuf>,
+}
+
+/// Starts the injection webhook unless it is off. Every replica serves it (the Service
+/// spreads admission requests). Two replicas issuing the first certificate at once: the loser's
+/// write conflicts, it exits, and restarted it serves the winner's.
+async fn start_webhook(
+    client: &kube::Client,
+    args: &RunArgs,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use memgate_operator::webhook::{serve, stores::ApiLookup, ReloadableCert};
+    use memgate_operator::webhook_certs::{current, keep_fresh, CertSource, WebhookCertSettings};
+    if args.webhook_listen == "off" {
+        return Ok(Vec::new());
+    }
+    let listen: SocketAddr = args.webhook_listen.parse().with_context(|| {
+        format!(
+            "--webhook-listen {:?} is not an address",
+            args.webhook_listen
+        )
+    })?;
+    let source = match &args.webhook_cert_dir {
+        Some(dir) => CertSource::Files(dir.clone()),
+        None => CertSource::Managed(WebhookCertSettings {
+            namespace: args.lease_namespace.clone(),
+            secret: args.webhook_secret.clone(),
+            service: args.webhook_service.clone(),
+            configuration: args.webhook_configuration.clone(),
+        }),
+    };
+    let pem = current(client, &source)
+        .await
+        .context("webhook certificate")?;
+    let serving = Arc::new(ReloadableCert::new(&pem.0, &pem.1)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind {listen}"))?;
+    tracing::info!(%listen, "injection webhook serving");
+    let server = tokio::spawn(serve(
+        listener,
+        serving.server_config()?,
+        Arc::new(ApiLookup(client.clone())),
+        stopped,
+    ));
+    let refresher = tokio::spawn(keep_fresh(
+        client.clone(),
+        source,
+        serving,
+        pem,
+        Duration::from_secs(3600),
+    ));
+    Ok(vec![server, refresher])
 }
 
 /// SIGTERM or Ctrl-C.
@@ -126,6 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         memgate::server::ConnectionSettings::default(),
     ));
     tracing::info!(admin = %args.admin_listen, %identity, "memgate operator starting");
+    let webhook = start_webhook(&client, &args, stop_admin.subscribe()).await?;
 
     let lease = LeaseSettings {
         name: "memgate-operator".into(),
@@ -140,6 +213,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = shutdown_signal() => {
                 let _ = stop_admin.send(true);
                 let _ = admin.await;
+                for task in webhook {
+                    task.abort();
+                }
                 return Ok(());
             }
         }
@@ -170,6 +246,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     memgate_operator::controller::run(client, metrics, reporter, shutdown).await;
     let _ = stop_admin.send(true);
     let _ = admin.await;
+    for task in webhook {
+        task.abort();
+    }
     if lost.load(Ordering::SeqCst) {
         anyhow::bail!("lost the leader Lease; exiting so a restart rejoins the election");
     }

@@ -158,3 +158,67 @@ pub async fn publish_ca_bundle(
     }
     Ok(changed)
 }
+
+/// Where the webhook's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// Issued and rotated by the operator (this module).
+    Managed(WebhookCertSettings),
+    /// `tls.crt` and `tls.key` in a directory, kept fresh by someone else (cert-manager).
+    Files(std::path::PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Managed(#[from] CertError),
+    #[error("cannot read {path}: {error}")]
+    File { path: String, error: std::io::Error },
+}
+
+/// The certificate and key (PEM) to serve now. Managed: issued or renewed when due, and the
+/// CA published into the webhook configuration.
+pub async fn current(client: &Client, source: &CertSource) -> Result<(String, String), LoadError> {
+    match source {
+        CertSource::Managed(settings) => {
+            let (certificate, _) =
+                ensure_certificate(client, settings, OffsetDateTime::now_utc()).await?;
+            publish_ca_bundle(client, settings, &certificate.ca_pem).await?;
+            Ok((certificate.cert_pem, certificate.key_pem))
+        }
+        CertSource::Files(dir) => {
+            let read = |name: &str| {
+                let path = dir.join(name);
+                std::fs::read_to_string(&path).map_err(|error| LoadError::File {
+                    path: path.display().to_string(),
+                    error,
+                })
+            };
+            Ok((read("tls.crt")?, read("tls.key")?))
+        }
+    }
+}
+
+/// Re-reads the certificate every `every` and serves it when it changed.
+pub async fn keep_fresh(
+    client: Client,
+    source: CertSource,
+    serving: std::sync::Arc<crate::webhook::ReloadableCert>,
+    mut last: (String, String),
+    every: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match current(&client, &source).await {
+            Ok(fresh) if fresh != last => match serving.replace(&fresh.0, &fresh.1) {
+                Ok(()) => {
+                    tracing::info!("webhook certificate replaced");
+                    last = fresh;
+                }
+                Err(error) => tracing::warn!(%error, "the new webhook certificate does not load"),
+            },
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot refresh the webhook certificate"),
+        }
+    }
+}

@@ -93,3 +93,41 @@ async fn the_ca_is_written_into_the_webhook_configuration() {
         "an up-to-date bundle is left alone"
     );
 }
+
+#[tokio::test]
+async fn certificates_come_from_files_or_from_the_operator() {
+    use memgate_operator::webhook_certs::{current, CertSource};
+    let client = ClientBuilder::new().build().await.expect("fake client");
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.create(&PostParams::default(), &configuration())
+        .await
+        .expect("configuration");
+    let (cert, key) = current(&client, &CertSource::Managed(settings()))
+        .await
+        .expect("managed");
+    assert!(cert.contains("BEGIN CERTIFICATE") && key.contains("PRIVATE KEY"));
+    let published = api
+        .get("memgate")
+        .await
+        .expect("configuration")
+        .webhooks
+        .expect("webhooks")[0]
+        .client_config
+        .ca_bundle
+        .is_some();
+    assert!(published, "the CA is published with it");
+
+    let dir = std::env::temp_dir().join(format!("memgate-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("tls.crt"), "CERT").expect("write");
+    std::fs::write(dir.join("tls.key"), "KEY").expect("write");
+    let files = current(&client, &CertSource::Files(dir.clone()))
+        .await
+        .expect("files");
+    assert_eq!(files, ("CERT".to_string(), "KEY".to_string()));
+    let missing = current(&client, &CertSource::Files(dir.join("nope"))).await;
+    assert!(missing
+        .expect_err("no files")
+        .to_string()
+        .contains("tls.crt"));
+}
