@@ -97,6 +97,10 @@ struct RunArgs {
     /// The MutatingWebhookConfiguration whose caBundle the operator keeps current.
     #[arg(long, default_value = "memgate")]
     webhook_configuration: String,
+    /// The memgate image for workers and sidecars of stores that name none (the chart passes
+    /// its own image).
+    #[arg(long, env = "MEMGATE_DEFAULT_IMAGE")]
+    default_image: Option<String>,
     /// Serve `tls.crt`/`tls.key` from this directory (e.g. a cert-manager Secret) instead of
     /// issuing and rotating the certificate itself.
     #[arg(long)]
@@ -177,6 +181,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
     let metrics = Metrics::new();
+    if let Some(image) = &args.default_image {
+        memgate_operator::build::worker::set_default_image(image.clone());
+    }
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("memgate-operator-{}", std::process::id()))

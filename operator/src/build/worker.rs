@@ -34,12 +34,22 @@ pub fn name(store: &MemoryStore) -> String {
     format!("{}-worker", store.name_any())
 }
 
+/// The image of stores that name none, as the operator was started with (`--default-image`,
+/// which the Helm chart sets to its own image); [`DEFAULT_IMAGE`] when unset.
+static CONFIGURED_DEFAULT_IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the default image once, at start.
+pub fn set_default_image(image: String) {
+    let _ = CONFIGURED_DEFAULT_IMAGE.set(image);
+}
+
 pub fn image(store: &MemoryStore) -> String {
-    store
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
+    store.spec.image.clone().unwrap_or_else(|| {
+        CONFIGURED_DEFAULT_IMAGE
+            .get()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
+    })
 }
 
 fn default_resources() -> ResourceRequirements {
