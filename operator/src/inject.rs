@@ -5,13 +5,10 @@
 //!
 //! Injecting twice changes nothing: a pod that already has the sidecar is left as it is.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PodSpec, Probe, ResourceRequirements, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::build::config::{ADMIN_PORT, CONFIG_DIR, CONFIG_KEY};
@@ -32,17 +29,7 @@ const TMP_VOLUME: &str = "memgate-tmp";
 const UID: i64 = 65532;
 
 fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("50m".into())),
-            ("memory".to_string(), Quantity("64Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("256Mi".into()),
-        )])),
-        ..Default::default()
-    }
+    crate::build::resources("50m", "64Mi", "256Mi")
 }
 
 fn admin_probe(path: &str, failure_threshold: i32) -> Probe {

@@ -22,6 +22,27 @@ use self::config::ConfigError;
 use self::labels::{metadata, Component};
 use crate::crd::{MemoryStore, SecretKeyRef};
 
+/// CPU and memory requests and a memory limit (no CPU limit: throttling a cache or a proxy
+/// hurts more than it protects).
+pub fn resources(
+    cpu: &str,
+    memory: &str,
+    memory_limit: &str,
+) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory_limit.into()),
+        )])),
+        ..Default::default()
+    }
+}
+
 /// A managed part's workload and Service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedPart {

@@ -2,15 +2,12 @@
 //! probe: restarting Qdrant while it loads a large collection only makes it slower), and a
 //! Service with the HTTP (6333) and gRPC (6334) ports.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -43,17 +40,7 @@ pub fn api_key_ref(store: &MemoryStore, managed: &ManagedQdrant) -> SecretKeyRef
 }
 
 fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("250m".into())),
-            ("memory".to_string(), Quantity("1Gi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("2Gi".into()),
-        )])),
-        ..Default::default()
-    }
+    crate::build::resources("250m", "1Gi", "2Gi")
 }
 
 fn env(name: &str, value: &str) -> EnvVar {

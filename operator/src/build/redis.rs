@@ -48,17 +48,7 @@ pub fn password_ref(store: &MemoryStore, managed: &ManagedRedis) -> SecretKeyRef
 }
 
 fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("256Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("512Mi".into()),
-        )])),
-        ..Default::default()
-    }
+    crate::build::resources("100m", "256Mi", "512Mi")
 }
 
 /// `maxmemory` in bytes: 80% of the memory limit (else of the request).
