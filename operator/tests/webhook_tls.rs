@@ -83,24 +83,41 @@ async fn post(addr: std::net::SocketAddr, ca_pem: &str, body: Value) -> Value {
     serde_json::from_slice(&bytes).expect("an AdmissionReview")
 }
 
-#[tokio::test]
-async fn the_webhook_answers_over_tls_with_a_patch() {
-    let certificate = generate(
+/// A certificate for the webhook Service's names, from a CA of its own.
+fn certificate() -> memgate_operator::certs::ServingCertificate {
+    generate(
         service_dns_names("memgate-webhook", "memgate-system"),
         time::Duration::days(1),
     )
-    .expect("certificates");
-    let tls = Arc::new(
-        ReloadableCert::new(&certificate.cert_pem, &certificate.key_pem).expect("certificate"),
-    )
-    .server_config()
-    .expect("tls");
+    .expect("certificates")
+}
+
+/// The webhook serving `serving` on a free port; send `true` to stop it.
+async fn start(
+    serving: Arc<ReloadableCert>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = serving.server_config().expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, tls, Arc::new(OneStore(store())), stopped));
+    (addr, stop, server)
+}
+
+fn serving(certificate: &memgate_operator::certs::ServingCertificate) -> Arc<ReloadableCert> {
+    Arc::new(ReloadableCert::new(&certificate.cert_pem, &certificate.key_pem).expect("certificate"))
+}
+
+#[tokio::test]
+async fn the_webhook_answers_over_tls_with_a_patch() {
+    let certificate = certificate();
+    let (addr, stop, server) = start(serving(&certificate)).await;
 
     let answer = post(
         addr,
@@ -141,23 +158,8 @@ async fn the_webhook_answers_over_tls_with_a_patch() {
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
-    let certificate = generate(
-        service_dns_names("memgate-webhook", "memgate-system"),
-        time::Duration::days(1),
-    )
-    .expect("certificates");
     let other = generate(vec!["elsewhere.svc".into()], time::Duration::days(1)).expect("other CA");
-    let tls = Arc::new(
-        ReloadableCert::new(&certificate.cert_pem, &certificate.key_pem).expect("certificate"),
-    )
-    .server_config()
-    .expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, tls, Arc::new(OneStore(store())), stopped));
+    let (addr, _stop, _server) = start(serving(&certificate())).await;
     let outcome = tokio::spawn(async move {
         post(addr, &other.ca_pem, review(json!({}))).await;
     })
@@ -167,18 +169,9 @@ async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
 
 #[tokio::test]
 async fn a_replaced_certificate_is_served_from_the_next_connection() {
-    let names = || service_dns_names("memgate-webhook", "memgate-system");
-    let first = generate(names(), time::Duration::days(1)).expect("first");
-    let second = generate(names(), time::Duration::days(1)).expect("second");
-    let certificate =
-        Arc::new(ReloadableCert::new(&first.cert_pem, &first.key_pem).expect("certificate"));
-    let tls = certificate.server_config().expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, tls, Arc::new(OneStore(store())), stopped));
+    let (first, second) = (certificate(), certificate());
+    let certificate = serving(&first);
+    let (addr, _stop, _server) = start(certificate.clone()).await;
 
     let answer = post(addr, &first.ca_pem, review(json!({}))).await;
     assert_eq!(answer["response"]["allowed"], true);
