@@ -312,7 +312,11 @@ fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
     }
     let desired = build::build(&store, "")?;
     let mut out = String::new();
-    for secret in &desired.generated_secrets {
+    for secret in desired
+        .generated_secrets
+        .iter()
+        .map(|generated| &generated.secret)
+    {
         out.push_str(&format!(
             "# Secret {} (key {}) is generated once by the operator when missing\n",
             secret.name, secret.key

@@ -178,8 +178,9 @@ async fn pipeline(store: &MemoryStore, context: &Context) -> Result<Applied> {
     }
     // validate: a spec that cannot be built stops before any write.
     let planned = build::build(store, "")?;
-    for secret in &planned.generated_secrets {
-        if secrets::ensure_generated(client, store, secret).await? {
+    for generated in &planned.generated_secrets {
+        let secret = &generated.secret;
+        if secrets::ensure_generated(client, store, generated).await? {
             publish(
                 context,
                 store,

@@ -9,9 +9,9 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::build::labels::{metadata, Component};
-use crate::build::secret_refs;
-use crate::crd::{MemoryStore, SecretKeyRef};
+use crate::build::labels::metadata;
+use crate::build::{secret_refs, GeneratedSecret};
+use crate::crd::MemoryStore;
 use crate::error::{Error, Result};
 
 /// 64 hex characters from the OS's random source.
@@ -28,20 +28,16 @@ fn random_token() -> String {
 pub async fn ensure_generated(
     client: &Client,
     store: &MemoryStore,
-    secret: &SecretKeyRef,
+    generated: &GeneratedSecret,
 ) -> Result<bool> {
+    let secret = &generated.secret;
     let namespace = store.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     if api.get_opt(&secret.name).await?.is_some() {
         return Ok(false);
     }
-    let component = if secret.name.ends_with("-redis-auth") {
-        Component::Redis
-    } else {
-        Component::Qdrant
-    };
     let object = Secret {
-        metadata: metadata(store, secret.name.clone(), component),
+        metadata: metadata(store, secret.name.clone(), generated.component),
         data: Some(BTreeMap::from([(
             secret.key.clone(),
             ByteString(random_token().into_bytes()),

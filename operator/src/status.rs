@@ -37,64 +37,52 @@ fn external() -> PartStatus {
     }
 }
 
-fn stateful_set_status(set: &StatefulSet) -> PartStatus {
-    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let ready = set
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    part(ready, desired)
-}
-
-fn deployment_status(deployment: &Deployment) -> PartStatus {
-    let desired = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let ready = deployment
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    part(ready, desired)
-}
-
-/// Whether a workload has caught up with its latest spec.
-fn rolled_out(
+/// What status needs of a StatefulSet or Deployment: the same fields in both.
+struct Workload {
+    desired: i32,
+    ready: i32,
+    updated: i32,
     generation: Option<i64>,
     observed: Option<i64>,
-    updated: Option<i32>,
-    desired: i32,
-) -> bool {
-    generation.is_some() && generation <= observed && updated.unwrap_or(0) >= desired
 }
 
-fn set_rolled_out(set: &StatefulSet) -> bool {
-    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = set.status.as_ref();
-    rolled_out(
-        set.metadata.generation,
-        status.and_then(|s| s.observed_generation),
-        status.and_then(|s| s.updated_replicas),
-        desired,
-    )
-}
+impl Workload {
+    fn of_set(set: &StatefulSet) -> Self {
+        let status = set.status.as_ref();
+        Self {
+            desired: set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            generation: set.metadata.generation,
+            observed: status.and_then(|s| s.observed_generation),
+        }
+    }
 
-fn deployment_rolled_out(deployment: &Deployment) -> bool {
-    let desired = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status = deployment.status.as_ref();
-    rolled_out(
-        deployment.metadata.generation,
-        status.and_then(|s| s.observed_generation),
-        status.and_then(|s| s.updated_replicas),
-        desired,
-    )
+    fn of_deployment(deployment: &Deployment) -> Self {
+        let status = deployment.status.as_ref();
+        Self {
+            desired: deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+            ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            generation: deployment.metadata.generation,
+            observed: status.and_then(|s| s.observed_generation),
+        }
+    }
+
+    fn part(&self) -> PartStatus {
+        part(self.ready, self.desired)
+    }
+
+    /// Whether it has caught up with its latest spec.
+    fn rolled_out(&self) -> bool {
+        self.generation.is_some()
+            && self.generation <= self.observed
+            && self.updated >= self.desired
+    }
 }
 
 /// A condition with `lastTransitionTime` kept from the old one unless the status flipped.
@@ -150,19 +138,19 @@ pub fn compute(
         .unwrap_or_default();
     let generation = store.metadata.generation;
     let redis = match &applied.redis {
-        Some(set) => stateful_set_status(set),
+        Some(set) => Workload::of_set(set).part(),
         None if store.spec.redis.external.is_some() => external(),
         None => part(0, 1),
     };
     let qdrant = match &applied.qdrant {
-        Some(set) => stateful_set_status(set),
+        Some(set) => Workload::of_set(set).part(),
         None if store.spec.qdrant.external.is_some() => external(),
         None => part(0, 1),
     };
     let workers = applied
         .worker
         .as_ref()
-        .map(deployment_status)
+        .map(|d| Workload::of_deployment(d).part())
         .unwrap_or_else(|| part(0, store.spec.workers.replicas));
 
     let part_up = |p: &PartStatus| p.ready == "external" || p.ready_replicas >= 1;
@@ -178,12 +166,18 @@ pub fn compute(
             waiting.push(format!("{name} {}", p.ready));
         }
     }
-    let rolling = applied.redis.as_ref().is_some_and(|s| !set_rolled_out(s))
-        || applied.qdrant.as_ref().is_some_and(|s| !set_rolled_out(s))
+    let rolling = applied
+        .redis
+        .as_ref()
+        .is_some_and(|s| !Workload::of_set(s).rolled_out())
+        || applied
+            .qdrant
+            .as_ref()
+            .is_some_and(|s| !Workload::of_set(s).rolled_out())
         || applied
             .worker
             .as_ref()
-            .is_some_and(|d| !deployment_rolled_out(d));
+            .is_some_and(|d| !Workload::of_deployment(d).rolled_out());
     let progressing = !waiting.is_empty() || rolling;
 
     let paused = store.spec.paused;

@@ -64,7 +64,7 @@ fn a_managed_store_gets_redis_qdrant_workers_and_config() {
     let generated: Vec<&str> = desired
         .generated_secrets
         .iter()
-        .map(|s| s.name.as_str())
+        .map(|s| s.secret.name.as_str())
         .collect();
     assert_eq!(generated, vec!["notes-redis-auth", "notes-qdrant-auth"]);
     assert!(
@@ -346,7 +346,7 @@ fn switching_redis_from_managed_to_external_drops_its_objects() {
     let generated: Vec<&str> = desired
         .generated_secrets
         .iter()
-        .map(|s| s.name.as_str())
+        .map(|s| s.secret.name.as_str())
         .collect();
     assert_eq!(generated, vec!["notes-qdrant-auth"]);
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use memgate::config::{Config, ScopeConfig};
 use memgate_testkit::{
-    eventually, start_proxy_and_worker, test_config, FakeOpenAi, FakeUpstream, RedisServer,
+    eventually, scrape_metrics, start_proxy_and_worker, test_config, FakeOpenAi, FakeUpstream,
+    RedisServer,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -500,15 +501,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
     assert_eq!(queued, 0, "nothing was queued");
     let keys_after: Vec<String> = redis.keys(format!("{}*", env.prefix)).await.expect("keys");
     assert_eq!(keys_before, keys_after, "nothing was written");
-    let metrics = env
-        .http
-        .get(env.admin("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(env.proxy.admin_addr).await;
     assert!(
         metrics.contains("memgate_rejected_requests_total{code=\"invalid_limit\"} 2"),
         "{metrics}"
@@ -810,15 +803,7 @@ async fn admin_endpoints_report_metrics_health_and_readiness() {
         .expect("readyz");
     assert_eq!(response.status(), 200);
 
-    let metrics = env
-        .http
-        .get(env.admin("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(env.proxy.admin_addr).await;
     for expected in [
         "memgate_requests_total{cache=\"hit\",op=\"get\",path=\"fast\",status=\"2xx\"} 1",
         "memgate_request_duration_seconds_bucket{cache=\"hit\",op=\"get\",path=\"fast\"",

@@ -14,8 +14,8 @@ use memgate_testkit::load::{
     between, latency_quantile, recovered_after, status_mix, LoadOp, Sample, SteadyLoad,
 };
 use memgate_testkit::{
-    eventually, memgate_binary, start_proxy, start_proxy_and_worker, test_config, FakeOpenAi,
-    FakeUpstream, RedisServer,
+    eventually, memgate_binary, metric_value, scrape_metrics, start_proxy, start_proxy_and_worker,
+    test_config, FakeOpenAi, FakeUpstream, RedisServer,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,14 +128,7 @@ impl Env {
     }
 
     async fn metrics(&self) -> String {
-        self.http
-            .get(format!("http://{}/metrics", self.proxy.admin_addr))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        scrape_metrics(self.proxy.admin_addr).await
     }
 
     /// `memgate_circuit_state{dependency}`: 0 closed, 1 open, 2 half-open.
@@ -146,13 +139,6 @@ impl Env {
         )
         .unwrap_or(-1.0) as i64
     }
-}
-
-fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 fn ms(duration: Duration) -> String {
@@ -499,14 +485,7 @@ async fn past_the_in_flight_cap_requests_are_refused_at_once() {
             .all(|(_, _, took)| *took < Duration::from_millis(500)),
         "refused at once, not queued: {answers:?}"
     );
-    let metrics = http
-        .get(format!("http://{}/metrics", proxy.admin_addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(proxy.admin_addr).await;
     assert_eq!(
         metric_value(&metrics, "memgate_overloaded_requests_total"),
         Some(16.0)
@@ -627,14 +606,7 @@ async fn with_the_vector_store_down_reads_fall_back_and_writes_are_still_acknowl
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-memgate-degraded"], "legacy");
     }
-    let metrics = http
-        .get(format!("http://{}/metrics", proxy.admin_addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(proxy.admin_addr).await;
     assert_eq!(
         metric_value(&metrics, "memgate_circuit_state{dependency=\"qdrant\"}"),
         Some(1.0)

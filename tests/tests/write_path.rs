@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use memgate::config::Config;
 use memgate_testkit::{
-    eventually, memgate_binary, start_proxy, start_proxy_and_worker, test_config, FakeOpenAi,
-    RedisServer,
+    eventually, memgate_binary, scrape_metrics, start_proxy, start_proxy_and_worker, test_config,
+    FakeOpenAi, RedisServer,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -175,15 +175,7 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     assert_eq!(env.openai.chat_calls(), 3, "summary, valence and keywords");
 
     let admin = env.worker.as_ref().expect("worker").admin_addr;
-    let metrics = env
-        .http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_metrics(admin).await;
     for expected in [
         "memgate_jobs_total{kind=\"create\",outcome=\"done\"} 1",
         "memgate_queue_length{stream=\"writes\"}",

@@ -50,13 +50,20 @@ pub struct ManagedPart {
     pub service: Service,
 }
 
+/// A credential the operator generates (when the spec names none), and the part it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedSecret {
+    pub component: Component,
+    pub secret: SecretKeyRef,
+}
+
 /// Everything the operator keeps in place for one store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     /// `{name}-proxy-config`: the sidecar's and workers' config.
     pub config_map: ConfigMap,
     /// Secrets holding generated credentials: created once when missing, never changed.
-    pub generated_secrets: Vec<SecretKeyRef>,
+    pub generated_secrets: Vec<GeneratedSecret>,
     /// `None` when Redis is external.
     pub redis: Option<ManagedPart>,
     /// `None` when Qdrant is external.
@@ -137,7 +144,10 @@ pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, Confi
     let mut generated_secrets = Vec::new();
     let redis = store.spec.redis.managed.as_ref().map(|managed| {
         if managed.password_secret_ref.is_none() {
-            generated_secrets.push(redis::generated_secret(store));
+            generated_secrets.push(GeneratedSecret {
+                component: Component::Redis,
+                secret: redis::generated_secret(store),
+            });
         }
         ManagedPart {
             stateful_set: redis::stateful_set(store, managed),
@@ -146,7 +156,10 @@ pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, Confi
     });
     let qdrant = store.spec.qdrant.managed.as_ref().map(|managed| {
         if managed.api_key_secret_ref.is_none() {
-            generated_secrets.push(qdrant::generated_secret(store));
+            generated_secrets.push(GeneratedSecret {
+                component: Component::Qdrant,
+                secret: qdrant::generated_secret(store),
+            });
         }
         ManagedPart {
             stateful_set: qdrant::stateful_set(store, managed),
