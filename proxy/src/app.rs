@@ -214,7 +214,7 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
     Ok((cache, (writes, assoc)))
 }
 
-fn collection_spec(config: &Config) -> CollectionSpec {
+pub fn collection_spec(config: &Config) -> CollectionSpec {
     CollectionSpec {
         name: config.vectors.collection.clone(),
         dimensions: config.embeddings.dimensions,
@@ -254,6 +254,25 @@ async fn prepare_collection(
             })))
         }
     }
+}
+
+/// Runs the vector store's optimizer every `interval` (Qdrant Edge: indexes what was written
+/// since; a no-op for a Qdrant server), in the process that writes.
+pub fn spawn_vector_optimizer(
+    vectors: Arc<dyn VectorStore>,
+    interval: std::time::Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(error) = vectors.optimize().await {
+                tracing::warn!(%error, "optimizing the vector store failed; retrying later");
+            }
+        }
+    })
 }
 
 /// The workers of this config — one on `writes`, one on `assoc` — and the task batching their
@@ -501,6 +520,10 @@ pub async fn start_with(
     if config.cache.backend == CacheBackend::Memory {
         let (writes, assoc, batcher) = build_workers(&config, &backends, &metrics);
         background.push(batcher);
+        background.push(spawn_vector_optimizer(
+            backends.vectors.clone(),
+            config.vectors.optimize_interval,
+        ));
         workers.push(tokio::spawn(
             writes.run("embedded".into(), shutdown.subscribe()),
         ));
@@ -617,6 +640,9 @@ pub async fn start_worker_with(
         admin_addr,
         shutdown,
         tasks: vec![run, run_assoc, admin_server],
-        background: vec![batcher],
+        background: vec![
+            batcher,
+            spawn_vector_optimizer(backends.vectors.clone(), config.vectors.optimize_interval),
+        ],
     })
 }

@@ -314,6 +314,11 @@ pub struct VectorsConfig {
     pub search_ef: u64,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Qdrant Edge only: how often the writer (the worker, or the embedded proxy) runs Edge's
+    /// optimizers when points were written, so new points get an HNSW index. A Qdrant server
+    /// optimizes on its own.
+    #[serde(with = "humantime_serde")]
+    pub optimize_interval: Duration,
 }
 
 impl Default for VectorsConfig {
@@ -327,6 +332,7 @@ impl Default for VectorsConfig {
             distance: DistanceMetric::Cosine,
             search_ef: 32,
             timeout: Duration::from_secs(2),
+            optimize_interval: Duration::from_secs(30),
         }
     }
 }
@@ -567,6 +573,7 @@ impl Config {
         check_positive("cache.l1.ttl", self.cache.l1.ttl)?;
         check_positive("redis.timeout", self.redis.timeout)?;
         check_positive("vectors.timeout", self.vectors.timeout)?;
+        check_positive("vectors.optimizeInterval", self.vectors.optimize_interval)?;
         check_positive("openai.timeout", self.openai.timeout)?;
         check_positive("access.flushInterval", self.access.flush_interval)?;
         check_positive("reload.interval", self.reload.interval)?;

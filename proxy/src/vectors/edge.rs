@@ -4,7 +4,9 @@
 //! the same JSON the Qdrant REST API takes, which Edge's `Filter` deserializes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use qdrant_edge::{
@@ -29,6 +31,9 @@ pub struct EdgeStore {
     /// Keeps a temporary directory alive (and deletes it on drop) when no path was configured.
     _temp_dir: Option<tempfile::TempDir>,
     shard: OnceLock<Arc<EdgeShard>>,
+    /// Points written since the last [`VectorStore::optimize`]: Edge leaves indexing to its
+    /// user, and until the optimizer runs, new points are searched without an HNSW index.
+    unoptimized_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for EdgeStore {
@@ -63,6 +68,7 @@ impl EdgeStore {
             path,
             _temp_dir: temp_dir,
             shard: OnceLock::new(),
+            unoptimized_writes: AtomicU64::new(0),
         })
     }
 
@@ -70,10 +76,21 @@ impl EdgeStore {
         &self.path
     }
 
+    /// `(points, points with an HNSW index)`, once the collection is open.
+    pub fn index_status(&self) -> Option<(usize, usize)> {
+        let info = self.shard.get()?.info();
+        Some((info.points_count, info.indexed_vectors_count))
+    }
+
     fn shard(&self) -> Result<Arc<EdgeShard>, VectorError> {
         self.shard.get().cloned().ok_or_else(|| {
             VectorError::Edge("the collection is not open yet (ensure_collection)".into())
         })
+    }
+
+    fn count_writes(&self, points: usize) {
+        self.unoptimized_writes
+            .fetch_add(points as u64, Ordering::Relaxed);
     }
 
     async fn blocking<T: Send + 'static>(
@@ -248,6 +265,7 @@ impl VectorStore for EdgeStore {
     }
 
     async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError> {
+        self.count_writes(points.len());
         let points = points
             .into_iter()
             .map(|point| {
@@ -340,6 +358,7 @@ impl VectorStore for EdgeStore {
     }
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
+        self.count_writes(ids.len());
         let ids = ids.iter().map(|id| PointId::Uuid(*id)).collect();
         self.blocking(move |shard| {
             shard
@@ -409,6 +428,30 @@ impl VectorStore for EdgeStore {
         self.shard().map(|_| ())
     }
 
+    /// Runs Edge's optimizers (segment merging, HNSW indexing, vacuum) to completion on the
+    /// blocking pool, when anything was written since the last run. Searches and writes go on
+    /// meanwhile: Qdrant optimizes a copy of the segments and swaps it in.
+    async fn optimize(&self) -> Result<bool, VectorError> {
+        let writes = self.unoptimized_writes.swap(0, Ordering::Relaxed);
+        if writes == 0 || self.shard.get().is_none() {
+            self.count_writes(writes as usize);
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let result = self.blocking(|shard| shard.optimize().map_err(edge_error)).await;
+        match &result {
+            Ok(changed) => tracing::info!(
+                writes,
+                changed,
+                seconds = started.elapsed().as_secs_f64(),
+                "optimized the Qdrant Edge shard"
+            ),
+            // Try again next time.
+            Err(_) => self.count_writes(writes as usize),
+        }
+        result
+    }
+
     fn backend_name(&self) -> &'static str {
         "edge"
     }
@@ -418,6 +461,81 @@ impl VectorStore for EdgeStore {
 mod tests {
     use super::*;
     use crate::memory::{DateRange, MemoryType, ValenceRange};
+
+    /// A deterministic pseudo-random unit vector.
+    fn vector(seed: u64, dimensions: usize) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let raw: Vec<f32> = (0..dimensions)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+        raw.into_iter().map(|x| x / norm).collect()
+    }
+
+    /// Past Edge's indexing threshold (10 MB of vectors) the optimizer builds an HNSW index;
+    /// searches answer the same while it runs and after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn optimize_indexes_what_was_written_and_searches_go_on() {
+        const DIMENSIONS: usize = 1536;
+        const POINTS: u128 = 2000;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(EdgeStore::open(Some(dir.path())).expect("open"));
+        let spec = CollectionSpec {
+            name: "memories".into(),
+            dimensions: DIMENSIONS as u64,
+            distance: DistanceMetric::Cosine,
+            scope_field: None,
+        };
+        store.ensure_collection(&spec).await.expect("collection");
+        assert!(!store.optimize().await.expect("optimize"), "nothing written yet");
+        for chunk in (0..POINTS).collect::<Vec<_>>().chunks(500) {
+            let points = chunk
+                .iter()
+                .map(|&i| MemoryPoint {
+                    id: Uuid::from_u128(i + 1),
+                    vector: vector(i as u64, DIMENSIONS),
+                    memory: [("content".to_string(), Value::from(format!("memory {i}")))]
+                        .into_iter()
+                        .collect(),
+                })
+                .collect();
+            store.upsert(points).await.expect("upsert");
+        }
+        assert_eq!(store.index_status(), Some((POINTS as usize, 0)));
+
+        let query = |i: u64| VectorQuery {
+            vector: vector(i, DIMENSIONS),
+            filter: MemoryFilter::default(),
+            limit: 3,
+            score_threshold: None,
+            ef: 64,
+        };
+        let searcher = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut searches = 0;
+                while searches < 200 {
+                    let found = store.search(query(searches % 50)).await.expect("search");
+                    assert_eq!(found[0].memory["id"], Uuid::from_u128(u128::from(searches % 50) + 1).to_string());
+                    searches += 1;
+                }
+            })
+        };
+        assert!(store.optimize().await.expect("optimize"));
+        searcher.await.expect("searches during the optimization");
+
+        let (points, indexed) = store.index_status().expect("open");
+        assert_eq!(points, POINTS as usize);
+        assert!(indexed > 0, "no HNSW index after optimizing");
+        let found = store.search(query(1234)).await.expect("search");
+        assert_eq!(found[0].memory["id"], Uuid::from_u128(1235).to_string());
+        assert!(!store.optimize().await.expect("optimize"), "nothing new to index");
+    }
 
     #[test]
     fn every_filter_parses_as_an_edge_filter() {

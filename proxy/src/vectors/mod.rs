@@ -170,6 +170,10 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError>;
     /// Answers when the store is reachable.
     async fn health(&self) -> Result<(), VectorError>;
+    /// Builds the indexes for what was written since the last call, where the backend leaves
+    /// that to its user (Qdrant Edge); a Qdrant server optimizes on its own. Whether anything
+    /// changed.
+    async fn optimize(&self) -> Result<bool, VectorError>;
     /// `"qdrant"` or `"edge"`, for logs and metrics.
     fn backend_name(&self) -> &'static str;
 }

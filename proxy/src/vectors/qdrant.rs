@@ -347,6 +347,11 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    /// The server runs its own optimizers in the background.
+    async fn optimize(&self) -> Result<bool, VectorError> {
+        Ok(false)
+    }
+
     fn backend_name(&self) -> &'static str {
         "qdrant"
     }

@@ -1,0 +1,133 @@
+//! Everything a run talks to, started on this machine: a `redis-server` of its own, the
+//! OpenAI-compatible stand-in (every call delayed by `--openai-latency-ms`), one Qdrant Edge
+//! shard, the reference legacy service, and a memgate proxy with its worker in front of it.
+//! Proxy, worker and legacy service share the one vector store and the one OpenAI endpoint, so
+//! the two paths differ only in design.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use memgate::app::{collection_spec, Backends, RunningProxy, RunningWorker};
+use memgate::config::{
+    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend,
+};
+use memgate::keys::{KeySpace, Scope};
+use memgate::vectors::{EdgeStore, VectorStore};
+use memgate_testkit::{FakeOpenAi, RedisServer};
+use uuid::Uuid;
+
+use crate::legacy_service::{self, LegacyParts, RunningLegacyService};
+
+/// The knobs of the environment.
+#[derive(Debug, Clone)]
+pub struct EnvironmentSettings {
+    pub dimensions: u64,
+    pub openai_latency: Duration,
+}
+
+pub struct Environment {
+    pub config: Config,
+    pub redis: RedisServer,
+    pub openai: FakeOpenAi,
+    pub edge: Arc<EdgeStore>,
+    pub legacy: RunningLegacyService,
+    pub proxy: RunningProxy,
+    pub worker: RunningWorker,
+    _data: tempfile::TempDir,
+}
+
+/// memgate's production defaults, with the endpoints of this environment.
+fn proxy_config(data: &std::path::Path, redis_url: String, openai_url: String, dimensions: u64) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("static address"),
+        admin_listen: "127.0.0.1:0".parse().expect("static address"),
+        ..Config::default()
+    };
+    config.store.namespace = "bench".into();
+    config.store.name = "memories".into();
+    config.cache.backend = CacheBackend::Redis;
+    config.redis.url = Some(redis_url);
+    config.vectors.backend = VectorBackend::Edge;
+    config.vectors.path = Some(data.join("edge"));
+    config.embeddings.provider = EmbeddingProvider::Openai;
+    config.embeddings.model = "text-embedding-3-small".into();
+    config.embeddings.dimensions = dimensions;
+    config.enrichment.provider = EnrichmentProvider::Openai;
+    config.enrichment.model = "gpt-4o-mini".into();
+    config.openai.base_url = openai_url;
+    config.openai.api_key = Some("sk-bench".into());
+    // The stand-in answers slowly on purpose; a create's three calls plus retries must fit.
+    config.openai.timeout = Duration::from_secs(30);
+    // Enough concurrent jobs for 500 creates/s whose enrichment takes 150 ms a call.
+    config.worker.concurrency = 512;
+    // A fast GET's L1 holds the whole hot set.
+    config.cache.l1.max_entries = 100_000;
+    config
+}
+
+impl Environment {
+    /// Starts everything; the collection exists and is empty when this returns.
+    pub async fn start(settings: &EnvironmentSettings) -> anyhow::Result<Self> {
+        let data = tempfile::Builder::new().prefix("memgate-bench-").tempdir()?;
+        let redis = RedisServer::start().context("starting redis-server")?;
+        let dimensions = usize::try_from(settings.dimensions)?;
+        let openai = FakeOpenAi::start(dimensions).await?;
+        openai.set_delay(settings.openai_latency);
+        let mut config = proxy_config(data.path(), redis.url(), openai.base_url(), settings.dimensions);
+
+        let edge = Arc::new(EdgeStore::open(config.vectors.path.as_deref())?);
+        edge.ensure_collection(&collection_spec(&config)).await?;
+        let mut backends = Backends::from_config(&config)?;
+        backends.vectors = edge.clone();
+
+        let legacy = legacy_service::start(
+            LegacyParts {
+                vectors: edge.clone(),
+                embedder: backends.embedder.clone(),
+                enricher: backends.enricher.clone(),
+                search_ef: config.vectors.search_ef,
+            },
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
+        config.upstream.url = Some(legacy.url());
+        config.validate()?;
+        let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
+        let worker = memgate::app::start_worker_with(config.clone(), backends).await?;
+        Ok(Self {
+            config,
+            redis,
+            openai,
+            edge,
+            legacy,
+            proxy,
+            worker,
+            _data: data,
+        })
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy.api_addr)
+    }
+
+    pub fn vectors(&self) -> Arc<dyn VectorStore> {
+        self.edge.clone()
+    }
+
+    /// The Redis key of a cached memory.
+    pub fn memory_key(&self, id: Uuid) -> String {
+        KeySpace::new(self.config.key_prefix()).memory(&Scope::UNSCOPED, id)
+    }
+
+    /// The write queue's stream.
+    pub fn writes_stream(&self) -> String {
+        format!("{}writes", self.config.key_prefix())
+    }
+
+    pub async fn shutdown(self) {
+        self.proxy.shutdown().await;
+        self.worker.shutdown().await;
+        drop(self.legacy);
+    }
+}

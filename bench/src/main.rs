@@ -1,0 +1,142 @@
+//! `memgate-bench`: seeds memories, runs every scenario open loop, and writes the results as
+//! Markdown, JSON and an SVG latency plot.
+//!
+//! `cargo run --release -p memgate-bench -- --dataset-size 10000`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use memgate::embeddings::HashingEmbedder;
+use memgate_bench::dataset;
+use memgate_bench::environment::{Environment, EnvironmentSettings};
+use memgate_bench::machine::Machine;
+use memgate_bench::plot;
+use memgate_bench::report::{Report, Seeding, Settings};
+use memgate_bench::scenarios::{RunSettings, Runner};
+
+/// Benchmarks memgate's fast path against a reference legacy memory service on this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Memories stored before the runs.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    dataset_size: u64,
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Requests per second of the read scenarios and baselines.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Requests per second of the `create` scenario.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    create_rate: u64,
+    /// Requests per second of the legacy searches and creates (each holds a connection for
+    /// hundreds of milliseconds).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    legacy_rate: u64,
+    /// Latency the OpenAI-compatible stand-in adds to every call, in milliseconds.
+    #[arg(long, default_value_t = 150)]
+    openai_latency_ms: u64,
+    /// Embedding dimensions.
+    #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    dimensions: u64,
+    /// Where `results.md`, `results.json` and `latency.svg` go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let dataset_size = usize::try_from(args.dataset_size)?;
+    // The system under test (proxy, worker, legacy service, stand-ins) and the load generator
+    // run on runtimes of their own; all of it shares this machine's cores.
+    let services = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("services")
+        .enable_all()
+        .build()?;
+    let load = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    let env = services.block_on(Environment::start(&EnvironmentSettings {
+        dimensions: args.dimensions,
+        openai_latency: Duration::from_millis(args.openai_latency_ms),
+    }))?;
+    let embedder = HashingEmbedder::new("bench", usize::try_from(args.dimensions)?);
+    let dataset = services.block_on(dataset::seed(&env.vectors(), &embedder, dataset_size, !args.quiet))?;
+    let (points, indexed) = env.edge.index_status().context("the collection is open")?;
+    eprintln!(
+        "seeded {points} memories in {:.1} s, indexed in {:.1} s ({indexed} with an HNSW index)",
+        dataset.seconds_to_store, dataset.seconds_to_index
+    );
+
+    let runner = Runner::new(
+        &env,
+        &dataset,
+        RunSettings {
+            rate: args.rate,
+            create_rate: args.create_rate,
+            legacy_rate: args.legacy_rate,
+            seconds: args.seconds,
+            show_progress: !args.quiet,
+        },
+    );
+    let (scenarios, worker) = load.block_on(runner.run())?;
+
+    let mut report = Report {
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: Machine::describe(),
+        settings: Settings {
+            dataset_size,
+            seconds: args.seconds,
+            rate: args.rate,
+            create_rate: args.create_rate,
+            legacy_rate: args.legacy_rate,
+            openai_latency_ms: args.openai_latency_ms,
+            dimensions: args.dimensions,
+            search_ef: env.config.vectors.search_ef,
+        },
+        seeding: Seeding {
+            memories: points,
+            seconds_to_store: dataset.seconds_to_store,
+            seconds_to_index: dataset.seconds_to_index,
+            indexed_points: indexed,
+        },
+        worker: Some(worker),
+        scenarios,
+        comparisons: Vec::new(),
+        targets: Vec::new(),
+    };
+    report.evaluate();
+    write_outputs(&args.out, &report)?;
+    println!("{}", report.markdown());
+    eprintln!("results in {}", args.out.display());
+    services.block_on(env.shutdown());
+    Ok(())
+}
+
+fn write_outputs(dir: &std::path::Path, report: &Report) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, contents: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+    };
+    write("results.md", report.markdown())?;
+    write("results.json", serde_json::to_string_pretty(report)?)?;
+    write("latency.svg", plot::svg(report))?;
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The scenarios, in the order they run: baselines (no proxy), the fast path, the legacy path
+//! through the proxy, then writes (creates queue work for the worker, so they go last).
+//!
+//! | scenario | what is measured |
+//! |---|---|
+//! | `redis-get` | a direct Redis GET of a cached memory (no proxy) |
+//! | `upstream-direct` | `GET /memories/{id}` straight to the legacy service (no proxy) |
+//! | `vector-search` | a direct vector search, query vector in hand (no proxy, no HTTP) |
+//! | `get` | fast `GET /memories/{id}` of a cached memory (`x-memgate-cache: hit`) |
+//! | `get-cold` | fast GET of memories never read: read from the vector store (`miss`) |
+//! | `search` | fast search whose result is cached (`hit`) |
+//! | `search-cold` | fast search whose embedding is cached but whose result is not: a vector search (`miss`) |
+//! | `legacy-get`, `legacy-search` | the same calls forced onto the legacy path |
+//! | `create` | fast `POST /memories`, timed to the `202` |
+//! | `legacy-create` | the same on the legacy path, timed to its `201` |
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::StatusCode;
+use memgate::embeddings::HashingEmbedder;
+use memgate::vectors::{MemoryFilter, VectorQuery};
+use redis::AsyncCommands;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::dataset::{self, Dataset};
+use crate::driver::{self, Failure, Op};
+use crate::environment::Environment;
+use crate::http_calls::{self, Call, Expect, HttpClient};
+use crate::progress;
+use crate::report::{Group, ScenarioResult, WorkerDrain};
+
+/// How many memories are read over and over (the cached sets).
+const HOT: usize = 200;
+/// Query texts of the cold searches start here, far from the cached ones.
+const COLD_QUERY_BASE: usize = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub rate: u64,
+    pub create_rate: u64,
+    pub legacy_rate: u64,
+    pub seconds: u64,
+    pub show_progress: bool,
+}
+
+impl RunSettings {
+    fn count(&self, rate: u64) -> usize {
+        usize::try_from(rate.saturating_mul(self.seconds)).unwrap_or(usize::MAX)
+    }
+}
+
+/// Runs every scenario; returns the results and how long the worker took after the creates.
+pub struct Runner<'a> {
+    env: &'a Environment,
+    dataset: &'a Dataset,
+    settings: RunSettings,
+    client: HttpClient,
+    results: Vec<ScenarioResult>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(env: &'a Environment, dataset: &'a Dataset, settings: RunSettings) -> Self {
+        Self {
+            env,
+            dataset,
+            settings,
+            client: http_calls::client(),
+            results: Vec::new(),
+        }
+    }
+
+    fn hot_ids(&self) -> &[Uuid] {
+        &self.dataset.ids[..HOT.min(self.dataset.ids.len())]
+    }
+
+    fn cold_ids(&self) -> &[Uuid] {
+        &self.dataset.ids[HOT.min(self.dataset.ids.len())..]
+    }
+
+    fn gets(&self, base: &str, ids: &[Uuid], route: Option<&'static str>) -> anyhow::Result<Vec<Call>> {
+        ids.iter()
+            .map(|id| {
+                let call = Call::get(&format!("{base}/memories/{id}"))?;
+                Ok(match route {
+                    Some(route) => call.route(route),
+                    None => call,
+                })
+            })
+            .collect()
+    }
+
+    fn searches(
+        &self,
+        texts: impl Iterator<Item = usize>,
+        limit: u32,
+        route: &'static str,
+    ) -> anyhow::Result<Vec<Call>> {
+        let url = format!("{}/memories/search", self.env.proxy_url());
+        texts
+            .map(|i| Ok(Call::post(&url, &json!({"query": dataset::query(i), "limit": limit}))?.route(route)))
+            .collect()
+    }
+
+    fn creates(&self, first: usize, count: usize, route: &'static str) -> anyhow::Result<Vec<Call>> {
+        let url = format!("{}/memories", self.env.proxy_url());
+        (first..first + count)
+            .map(|i| {
+                let body = json!({"content": dataset::sentence(i), "tags": ["bench"]});
+                Ok(Call::post(&url, &body)?.route(route))
+            })
+            .collect()
+    }
+
+    /// Runs `op` without recording it: fills caches and connection pools.
+    async fn warm(&self, label: &str, op: &Op, rate: u64, count: usize) -> anyhow::Result<()> {
+        let bar = progress::bar(count as u64, label, self.settings.show_progress);
+        let outcome = driver::run(op, rate, count, &bar).await;
+        bar.finish_and_clear();
+        anyhow::ensure!(
+            outcome.errors == 0,
+            "{label}: {} of {count} requests failed, first: {}",
+            outcome.errors,
+            outcome.first_failure.unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// Runs and records one scenario.
+    async fn measure(&mut self, name: &str, group: Group, what: &str, op: &Op, rate: u64, count: usize) {
+        let visible = self.settings.show_progress && count as u64 > rate.saturating_mul(3);
+        let bar = progress::bar(count as u64, name, visible);
+        let outcome = driver::run(op, rate, count, &bar).await;
+        bar.finish_and_clear();
+        let result = ScenarioResult::new(name, group, what, rate, &outcome);
+        eprintln!(
+            "{name:>16}: p50 {:.3} ms, p99 {:.3} ms, {} errors, {} unexpected",
+            result.p50_ms, result.p99_ms, result.errors, result.unexpected
+        );
+        if let Some(failure) = &result.first_failure {
+            eprintln!("{:>16}  first failure: {failure}", "");
+        }
+        self.results.push(result);
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<(Vec<ScenarioResult>, WorkerDrain)> {
+        let s = self.settings.clone();
+        let proxy = self.env.proxy_url();
+        let hit = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "hit");
+        let miss = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "miss");
+        let legacy = Expect::status(StatusCode::OK).with_header("x-memgate-path", "legacy");
+        let count = s.count(s.rate);
+
+        // Warm up: the hot memories and the cached searches, and the embeddings of the cold
+        // searches (searched once with another limit, so their results stay uncached).
+        let get_hot = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("fast"))?, Expect::status(StatusCode::OK))?;
+        self.warm("warming cached GETs", &get_hot, s.rate, HOT.min(self.dataset.ids.len()) * 2).await?;
+        let search_hot = self.searches(0..HOT, 10, "fast")?;
+        let warm_search = http_calls::op(&self.client, search_hot.clone(), Expect::status(StatusCode::OK))?;
+        self.warm("warming cached searches", &warm_search, s.rate, HOT * 2).await?;
+        let cold_texts = COLD_QUERY_BASE..COLD_QUERY_BASE + count;
+        let warm_embeddings = http_calls::op(&self.client, self.searches(cold_texts.clone(), 9, "fast")?, Expect::status(StatusCode::OK))?;
+        self.warm("warming cold-search embeddings", &warm_embeddings, s.rate, count).await?;
+        let legacy_hot = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("legacy"))?, legacy)?;
+        self.warm("warming the legacy path", &legacy_hot, s.rate, s.rate as usize).await?;
+
+        // Baselines.
+        let redis_get = self.redis_get().await?;
+        self.measure("redis-get", Group::Baseline, "Redis GET of a cached memory, no proxy", &redis_get, s.rate, count).await;
+        let direct = http_calls::op(&self.client, self.gets(&self.env.legacy.url(), self.hot_ids(), None)?, Expect::status(StatusCode::OK))?;
+        self.measure("upstream-direct", Group::Baseline, "GET straight to the legacy service, no proxy", &direct, s.rate, count).await;
+        let vector_search = self.vector_search()?;
+        self.measure("vector-search", Group::Baseline, "vector search in process, query vector in hand", &vector_search, s.rate, count).await;
+
+        // The fast path.
+        let get = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("fast"))?, hit)?;
+        self.measure("get", Group::Fast, "GET, cached (L1)", &get, s.rate, count).await;
+        let cold_ids = self.cold_ids().to_vec();
+        let get_cold = http_calls::op(&self.client, self.gets(&proxy, &cold_ids, Some("fast"))?, miss)?;
+        self.measure("get-cold", Group::Fast, "GET, never read: from the vector store", &get_cold, s.rate, count.min(cold_ids.len())).await;
+        let search = http_calls::op(&self.client, search_hot, hit)?;
+        self.measure("search", Group::Fast, "search, result cached", &search, s.rate, count).await;
+        let search_cold = http_calls::op(&self.client, self.searches(cold_texts, 10, "fast")?, miss)?;
+        self.measure("search-cold", Group::Fast, "search, embedding cached, vector search done", &search_cold, s.rate, count).await;
+
+        // The legacy path, through the proxy.
+        let legacy_count = s.count(s.legacy_rate);
+        let legacy_get = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("legacy"))?, legacy)?;
+        self.measure("legacy-get", Group::Legacy, "GET on the legacy path", &legacy_get, s.rate, count).await;
+        let legacy_search = http_calls::op(&self.client, self.searches(0..HOT, 10, "legacy")?, legacy)?;
+        self.measure("legacy-search", Group::Legacy, "search on the legacy path", &legacy_search, s.legacy_rate, legacy_count).await;
+
+        // Writes.
+        let create_count = s.count(s.create_rate);
+        let create = http_calls::op(
+            &self.client,
+            self.creates(10_000_000, create_count, "fast")?,
+            Expect::status(StatusCode::ACCEPTED).with_header("x-memgate-path", "fast"),
+        )?;
+        self.measure("create", Group::Fast, "create, until the 202", &create, s.create_rate, create_count).await;
+        let drain = self.wait_for_worker(create_count as u64).await?;
+        let legacy_create = http_calls::op(
+            &self.client,
+            self.creates(20_000_000, legacy_count, "legacy")?,
+            Expect::status(StatusCode::CREATED).with_header("x-memgate-path", "legacy"),
+        )?;
+        self.measure("legacy-create", Group::Legacy, "create on the legacy path, until the 201", &legacy_create, s.legacy_rate, legacy_count).await;
+        Ok((self.results, drain))
+    }
+
+    /// A direct GET of the hot memories' Redis keys.
+    async fn redis_get(&self) -> anyhow::Result<Op> {
+        let connection = self.env.redis.client().await?;
+        let keys: Arc<Vec<String>> = Arc::new(self.hot_ids().iter().map(|id| self.env.memory_key(*id)).collect());
+        let mut probe = connection.clone();
+        let cached: Option<Vec<u8>> = probe.get(&keys[0]).await?;
+        anyhow::ensure!(cached.is_some(), "the hot memories are not in Redis after the warm-up");
+        Ok(Arc::new(move |i| {
+            let mut connection = connection.clone();
+            let key = keys[i % keys.len()].clone();
+            Box::pin(async move {
+                match connection.get::<_, Option<Vec<u8>>>(&key).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Failure::Unexpected(format!("{key} is not cached"))),
+                    Err(error) => Err(Failure::Error(format!("GET {key}: {error}"))),
+                }
+            })
+        }))
+    }
+
+    /// A direct vector search with the query vectors computed beforehand.
+    fn vector_search(&self) -> anyhow::Result<Op> {
+        let dimensions = usize::try_from(self.env.config.embeddings.dimensions)?;
+        let embedder = HashingEmbedder::new("bench", dimensions);
+        let vectors: Arc<Vec<Vec<f32>>> = Arc::new((0..HOT).map(|i| embedder.embed_one(&dataset::query(COLD_QUERY_BASE + i))).collect());
+        let store = self.env.vectors();
+        let ef = self.env.config.vectors.search_ef;
+        Ok(Arc::new(move |i| {
+            let store = store.clone();
+            let vector = vectors[i % vectors.len()].clone();
+            Box::pin(async move {
+                let query = VectorQuery { vector, filter: MemoryFilter::default(), limit: 10, score_threshold: None, ef };
+                match store.search(query).await {
+                    Ok(found) if !found.is_empty() => Ok(()),
+                    Ok(_) => Err(Failure::Unexpected("no results".into())),
+                    Err(error) => Err(Failure::Error(format!("search: {error}"))),
+                }
+            })
+        }))
+    }
+
+    /// Waits (at most two minutes) until the worker has stored every acknowledged create.
+    async fn wait_for_worker(&self, creates: u64) -> anyhow::Result<WorkerDrain> {
+        let mut connection = self.env.redis.client().await.context("redis")?;
+        let stream = self.env.writes_stream();
+        let started = Instant::now();
+        let spinner = progress::spinner("waiting for the worker", self.settings.show_progress);
+        let mut drained = false;
+        while started.elapsed() < Duration::from_secs(120) {
+            let backlog: u64 = connection.xlen(&stream).await?;
+            if backlog == 0 {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        spinner.finish_and_clear();
+        Ok(WorkerDrain {
+            creates,
+            seconds_after_run: started.elapsed().as_secs_f64(),
+            drained,
+        })
+    }
+}
