@@ -85,7 +85,10 @@ fn point(i: usize, embedder: &HashingEmbedder, now: chrono::DateTime<Utc>) -> Me
     let created = now - chrono::Duration::minutes(i as i64);
     let request = CreateMemoryRequest {
         content: content.clone(),
-        summary: Some(format!("A note about {}", &content[..content.len().min(40)])),
+        summary: Some(format!(
+            "A note about {}",
+            &content[..content.len().min(40)]
+        )),
         memory_type: Some(match i % 3 {
             0 => MemoryType::Episodic,
             1 => MemoryType::Semantic,

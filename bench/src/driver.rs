@@ -124,7 +124,11 @@ mod tests {
         });
         let outcome = run(&op, 500, 50, &ProgressBar::hidden()).await;
         assert_eq!(outcome.answered(), 50);
-        assert!(outcome.elapsed < Duration::from_secs(1), "{:?}", outcome.elapsed);
+        assert!(
+            outcome.elapsed < Duration::from_secs(1),
+            "{:?}",
+            outcome.elapsed
+        );
         assert!(outcome.histogram.value_at_quantile(0.5) >= 200_000);
     }
 
@@ -143,6 +147,9 @@ mod tests {
         assert_eq!(outcome.answered(), 6, "errors are not latencies");
         assert_eq!(outcome.unexpected, 3);
         assert_eq!(outcome.errors, 3);
-        assert_eq!(outcome.first_failure.as_deref(), Some("request 1: cache miss"));
+        assert_eq!(
+            outcome.first_failure.as_deref(),
+            Some("request 1: cache miss")
+        );
     }
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use memgate::app::{collection_spec, Backends, RunningProxy, RunningWorker};
-use memgate::config::{
-    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend,
-};
+use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 use memgate::keys::{KeySpace, Scope};
 use memgate::vectors::{EdgeStore, VectorStore};
 use memgate_testkit::{FakeOpenAi, RedisServer};
@@ -38,7 +36,12 @@ pub struct Environment {
 }
 
 /// memgate's production defaults, with the endpoints of this environment.
-fn proxy_config(data: &std::path::Path, redis_url: String, openai_url: String, dimensions: u64) -> Config {
+fn proxy_config(
+    data: &std::path::Path,
+    redis_url: String,
+    openai_url: String,
+    dimensions: u64,
+) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("static address"),
         admin_listen: "127.0.0.1:0".parse().expect("static address"),
@@ -69,12 +72,19 @@ fn proxy_config(data: &std::path::Path, redis_url: String, openai_url: String, d
 impl Environment {
     /// Starts everything; the collection exists and is empty when this returns.
     pub async fn start(settings: &EnvironmentSettings) -> anyhow::Result<Self> {
-        let data = tempfile::Builder::new().prefix("memgate-bench-").tempdir()?;
+        let data = tempfile::Builder::new()
+            .prefix("memgate-bench-")
+            .tempdir()?;
         let redis = RedisServer::start().context("starting redis-server")?;
         let dimensions = usize::try_from(settings.dimensions)?;
         let openai = FakeOpenAi::start(dimensions).await?;
         openai.set_delay(settings.openai_latency);
-        let mut config = proxy_config(data.path(), redis.url(), openai.base_url(), settings.dimensions);
+        let mut config = proxy_config(
+            data.path(),
+            redis.url(),
+            openai.base_url(),
+            settings.dimensions,
+        );
 
         let edge = Arc::new(EdgeStore::open(config.vectors.path.as_deref())?);
         edge.ensure_collection(&collection_spec(&config)).await?;

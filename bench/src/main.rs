@@ -54,8 +54,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -76,7 +75,12 @@ fn main() -> anyhow::Result<()> {
         openai_latency: Duration::from_millis(args.openai_latency_ms),
     }))?;
     let embedder = HashingEmbedder::new("bench", usize::try_from(args.dimensions)?);
-    let dataset = services.block_on(dataset::seed(&env.vectors(), &embedder, dataset_size, !args.quiet))?;
+    let dataset = services.block_on(dataset::seed(
+        &env.vectors(),
+        &embedder,
+        dataset_size,
+        !args.quiet,
+    ))?;
     let (points, indexed) = env.edge.index_status().context("the collection is open")?;
     eprintln!(
         "seeded {points} memories in {:.1} s, indexed in {:.1} s ({indexed} with an HNSW index)",

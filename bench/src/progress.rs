@@ -8,11 +8,10 @@ pub fn bar(len: u64, message: &str, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template(
-        "{msg:>28} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     ProgressBar::new(len)
         .with_style(style)
         .with_message(message.to_string())

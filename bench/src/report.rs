@@ -185,13 +185,37 @@ impl Report {
     pub fn evaluate(&mut self) {
         let pairs: [(&str, &str, &str); 8] = [
             ("fast get against legacy get", "get", "legacy-get"),
-            ("fast search (cached) against legacy search", "search", "legacy-search"),
-            ("fast search (cold) against legacy search", "search-cold", "legacy-search"),
-            ("create acknowledged against legacy create", "create", "legacy-create"),
-            ("proxy on the legacy path against calling it directly", "legacy-get", "upstream-direct"),
+            (
+                "fast search (cached) against legacy search",
+                "search",
+                "legacy-search",
+            ),
+            (
+                "fast search (cold) against legacy search",
+                "search-cold",
+                "legacy-search",
+            ),
+            (
+                "create acknowledged against legacy create",
+                "create",
+                "legacy-create",
+            ),
+            (
+                "proxy on the legacy path against calling it directly",
+                "legacy-get",
+                "upstream-direct",
+            ),
             ("fast get against a direct Redis GET", "get", "redis-get"),
-            ("fast get (cold) against a direct Redis GET", "get-cold", "redis-get"),
-            ("fast search (cold) against a direct vector search", "search-cold", "vector-search"),
+            (
+                "fast get (cold) against a direct Redis GET",
+                "get-cold",
+                "redis-get",
+            ),
+            (
+                "fast search (cold) against a direct vector search",
+                "search-cold",
+                "vector-search",
+            ),
         ];
         self.comparisons = pairs
             .iter()
@@ -221,9 +245,10 @@ impl Report {
         p99("search", 2.0);
         p99("search-cold", 15.0);
         p99("create", 3.0);
-        if let (Some(proxied), Some(direct)) =
-            (self.scenario("legacy-get"), self.scenario("upstream-direct"))
-        {
+        if let (Some(proxied), Some(direct)) = (
+            self.scenario("legacy-get"),
+            self.scenario("upstream-direct"),
+        ) {
             let added = proxied.p50_ms - direct.p50_ms;
             targets.push(TargetCheck {
                 target: "the proxy adds < 0.3 ms at p50 over a direct upstream call".into(),
@@ -231,7 +256,8 @@ impl Report {
                 met: added < 0.3,
             });
         }
-        if let (Some(fast), Some(legacy)) = (self.scenario("search"), self.scenario("legacy-search"))
+        if let (Some(fast), Some(legacy)) =
+            (self.scenario("search"), self.scenario("legacy-search"))
         {
             let speedup = legacy.p50_ms / fast.p50_ms.max(1e-6);
             targets.push(TargetCheck {
@@ -423,8 +449,13 @@ mod tests {
         let curve = curve(&outcome(&micros).histogram);
         assert_eq!(curve.first().map(|p| p.percentile), Some(0.0));
         assert_eq!(curve.last().map(|p| p.percentile), Some(100.0));
-        assert!(curve.windows(2).all(|w| w[0].ms <= w[1].ms && w[0].percentile <= w[1].percentile));
-        let p99 = curve.iter().find(|p| (p.percentile - 99.0).abs() < 1e-9).expect("p99 point");
+        assert!(curve
+            .windows(2)
+            .all(|w| w[0].ms <= w[1].ms && w[0].percentile <= w[1].percentile));
+        let p99 = curve
+            .iter()
+            .find(|p| (p.percentile - 99.0).abs() < 1e-9)
+            .expect("p99 point");
         assert!((p99.ms - 9.9).abs() < 0.05, "{p99:?}");
     }
 }

@@ -80,7 +80,12 @@ impl<'a> Runner<'a> {
         &self.dataset.ids[HOT.min(self.dataset.ids.len())..]
     }
 
-    fn gets(&self, base: &str, ids: &[Uuid], route: Option<&'static str>) -> anyhow::Result<Vec<Call>> {
+    fn gets(
+        &self,
+        base: &str,
+        ids: &[Uuid],
+        route: Option<&'static str>,
+    ) -> anyhow::Result<Vec<Call>> {
         ids.iter()
             .map(|id| {
                 let call = Call::get(&format!("{base}/memories/{id}"))?;
@@ -100,11 +105,21 @@ impl<'a> Runner<'a> {
     ) -> anyhow::Result<Vec<Call>> {
         let url = format!("{}/memories/search", self.env.proxy_url());
         texts
-            .map(|i| Ok(Call::post(&url, &json!({"query": dataset::query(i), "limit": limit}))?.route(route)))
+            .map(|i| {
+                Ok(
+                    Call::post(&url, &json!({"query": dataset::query(i), "limit": limit}))?
+                        .route(route),
+                )
+            })
             .collect()
     }
 
-    fn creates(&self, first: usize, count: usize, route: &'static str) -> anyhow::Result<Vec<Call>> {
+    fn creates(
+        &self,
+        first: usize,
+        count: usize,
+        route: &'static str,
+    ) -> anyhow::Result<Vec<Call>> {
         let url = format!("{}/memories", self.env.proxy_url());
         (first..first + count)
             .map(|i| {
@@ -129,7 +144,15 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs and records one scenario.
-    async fn measure(&mut self, name: &str, group: Group, what: &str, op: &Op, rate: u64, count: usize) {
+    async fn measure(
+        &mut self,
+        name: &str,
+        group: Group,
+        what: &str,
+        op: &Op,
+        rate: u64,
+        count: usize,
+    ) {
         let visible = self.settings.show_progress && count as u64 > rate.saturating_mul(3);
         let bar = progress::bar(count as u64, name, visible);
         let outcome = driver::run(op, rate, count, &bar).await;
@@ -155,42 +178,160 @@ impl<'a> Runner<'a> {
 
         // Warm up: the hot memories and the cached searches, and the embeddings of the cold
         // searches (searched once with another limit, so their results stay uncached).
-        let get_hot = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("fast"))?, Expect::status(StatusCode::OK))?;
-        self.warm("warming cached GETs", &get_hot, s.rate, HOT.min(self.dataset.ids.len()) * 2).await?;
+        let get_hot = http_calls::op(
+            &self.client,
+            self.gets(&proxy, self.hot_ids(), Some("fast"))?,
+            Expect::status(StatusCode::OK),
+        )?;
+        self.warm(
+            "warming cached GETs",
+            &get_hot,
+            s.rate,
+            HOT.min(self.dataset.ids.len()) * 2,
+        )
+        .await?;
         let search_hot = self.searches(0..HOT, 10, "fast")?;
-        let warm_search = http_calls::op(&self.client, search_hot.clone(), Expect::status(StatusCode::OK))?;
-        self.warm("warming cached searches", &warm_search, s.rate, HOT * 2).await?;
+        let warm_search = http_calls::op(
+            &self.client,
+            search_hot.clone(),
+            Expect::status(StatusCode::OK),
+        )?;
+        self.warm("warming cached searches", &warm_search, s.rate, HOT * 2)
+            .await?;
         let cold_texts = COLD_QUERY_BASE..COLD_QUERY_BASE + count;
-        let warm_embeddings = http_calls::op(&self.client, self.searches(cold_texts.clone(), 9, "fast")?, Expect::status(StatusCode::OK))?;
-        self.warm("warming cold-search embeddings", &warm_embeddings, s.rate, count).await?;
-        let legacy_hot = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("legacy"))?, legacy)?;
-        self.warm("warming the legacy path", &legacy_hot, s.rate, s.rate as usize).await?;
+        let warm_embeddings = http_calls::op(
+            &self.client,
+            self.searches(cold_texts.clone(), 9, "fast")?,
+            Expect::status(StatusCode::OK),
+        )?;
+        self.warm(
+            "warming cold-search embeddings",
+            &warm_embeddings,
+            s.rate,
+            count,
+        )
+        .await?;
+        let legacy_hot = http_calls::op(
+            &self.client,
+            self.gets(&proxy, self.hot_ids(), Some("legacy"))?,
+            legacy,
+        )?;
+        self.warm(
+            "warming the legacy path",
+            &legacy_hot,
+            s.rate,
+            s.rate as usize,
+        )
+        .await?;
 
         // Baselines.
         let redis_get = self.redis_get().await?;
-        self.measure("redis-get", Group::Baseline, "Redis GET of a cached memory, no proxy", &redis_get, s.rate, count).await;
-        let direct = http_calls::op(&self.client, self.gets(&self.env.legacy.url(), self.hot_ids(), None)?, Expect::status(StatusCode::OK))?;
-        self.measure("upstream-direct", Group::Baseline, "GET straight to the legacy service, no proxy", &direct, s.rate, count).await;
+        self.measure(
+            "redis-get",
+            Group::Baseline,
+            "Redis GET of a cached memory, no proxy",
+            &redis_get,
+            s.rate,
+            count,
+        )
+        .await;
+        let direct = http_calls::op(
+            &self.client,
+            self.gets(&self.env.legacy.url(), self.hot_ids(), None)?,
+            Expect::status(StatusCode::OK),
+        )?;
+        self.measure(
+            "upstream-direct",
+            Group::Baseline,
+            "GET straight to the legacy service, no proxy",
+            &direct,
+            s.rate,
+            count,
+        )
+        .await;
         let vector_search = self.vector_search()?;
-        self.measure("vector-search", Group::Baseline, "vector search in process, query vector in hand", &vector_search, s.rate, count).await;
+        self.measure(
+            "vector-search",
+            Group::Baseline,
+            "vector search in process, query vector in hand",
+            &vector_search,
+            s.rate,
+            count,
+        )
+        .await;
 
         // The fast path.
-        let get = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("fast"))?, hit)?;
-        self.measure("get", Group::Fast, "GET, cached (L1)", &get, s.rate, count).await;
+        let get = http_calls::op(
+            &self.client,
+            self.gets(&proxy, self.hot_ids(), Some("fast"))?,
+            hit,
+        )?;
+        self.measure("get", Group::Fast, "GET, cached (L1)", &get, s.rate, count)
+            .await;
         let cold_ids = self.cold_ids().to_vec();
-        let get_cold = http_calls::op(&self.client, self.gets(&proxy, &cold_ids, Some("fast"))?, miss)?;
-        self.measure("get-cold", Group::Fast, "GET, never read: from the vector store", &get_cold, s.rate, count.min(cold_ids.len())).await;
+        let get_cold = http_calls::op(
+            &self.client,
+            self.gets(&proxy, &cold_ids, Some("fast"))?,
+            miss,
+        )?;
+        self.measure(
+            "get-cold",
+            Group::Fast,
+            "GET, never read: from the vector store",
+            &get_cold,
+            s.rate,
+            count.min(cold_ids.len()),
+        )
+        .await;
         let search = http_calls::op(&self.client, search_hot, hit)?;
-        self.measure("search", Group::Fast, "search, result cached", &search, s.rate, count).await;
-        let search_cold = http_calls::op(&self.client, self.searches(cold_texts, 10, "fast")?, miss)?;
-        self.measure("search-cold", Group::Fast, "search, embedding cached, vector search done", &search_cold, s.rate, count).await;
+        self.measure(
+            "search",
+            Group::Fast,
+            "search, result cached",
+            &search,
+            s.rate,
+            count,
+        )
+        .await;
+        let search_cold =
+            http_calls::op(&self.client, self.searches(cold_texts, 10, "fast")?, miss)?;
+        self.measure(
+            "search-cold",
+            Group::Fast,
+            "search, embedding cached, vector search done",
+            &search_cold,
+            s.rate,
+            count,
+        )
+        .await;
 
         // The legacy path, through the proxy.
         let legacy_count = s.count(s.legacy_rate);
-        let legacy_get = http_calls::op(&self.client, self.gets(&proxy, self.hot_ids(), Some("legacy"))?, legacy)?;
-        self.measure("legacy-get", Group::Legacy, "GET on the legacy path", &legacy_get, s.rate, count).await;
-        let legacy_search = http_calls::op(&self.client, self.searches(0..HOT, 10, "legacy")?, legacy)?;
-        self.measure("legacy-search", Group::Legacy, "search on the legacy path", &legacy_search, s.legacy_rate, legacy_count).await;
+        let legacy_get = http_calls::op(
+            &self.client,
+            self.gets(&proxy, self.hot_ids(), Some("legacy"))?,
+            legacy,
+        )?;
+        self.measure(
+            "legacy-get",
+            Group::Legacy,
+            "GET on the legacy path",
+            &legacy_get,
+            s.rate,
+            count,
+        )
+        .await;
+        let legacy_search =
+            http_calls::op(&self.client, self.searches(0..HOT, 10, "legacy")?, legacy)?;
+        self.measure(
+            "legacy-search",
+            Group::Legacy,
+            "search on the legacy path",
+            &legacy_search,
+            s.legacy_rate,
+            legacy_count,
+        )
+        .await;
 
         // Writes.
         let create_count = s.count(s.create_rate);
@@ -199,24 +340,48 @@ impl<'a> Runner<'a> {
             self.creates(10_000_000, create_count, "fast")?,
             Expect::status(StatusCode::ACCEPTED).with_header("x-memgate-path", "fast"),
         )?;
-        self.measure("create", Group::Fast, "create, until the 202", &create, s.create_rate, create_count).await;
+        self.measure(
+            "create",
+            Group::Fast,
+            "create, until the 202",
+            &create,
+            s.create_rate,
+            create_count,
+        )
+        .await;
         let drain = self.wait_for_worker(create_count as u64).await?;
         let legacy_create = http_calls::op(
             &self.client,
             self.creates(20_000_000, legacy_count, "legacy")?,
             Expect::status(StatusCode::CREATED).with_header("x-memgate-path", "legacy"),
         )?;
-        self.measure("legacy-create", Group::Legacy, "create on the legacy path, until the 201", &legacy_create, s.legacy_rate, legacy_count).await;
+        self.measure(
+            "legacy-create",
+            Group::Legacy,
+            "create on the legacy path, until the 201",
+            &legacy_create,
+            s.legacy_rate,
+            legacy_count,
+        )
+        .await;
         Ok((self.results, drain))
     }
 
     /// A direct GET of the hot memories' Redis keys.
     async fn redis_get(&self) -> anyhow::Result<Op> {
         let connection = self.env.redis.client().await?;
-        let keys: Arc<Vec<String>> = Arc::new(self.hot_ids().iter().map(|id| self.env.memory_key(*id)).collect());
+        let keys: Arc<Vec<String>> = Arc::new(
+            self.hot_ids()
+                .iter()
+                .map(|id| self.env.memory_key(*id))
+                .collect(),
+        );
         let mut probe = connection.clone();
         let cached: Option<Vec<u8>> = probe.get(&keys[0]).await?;
-        anyhow::ensure!(cached.is_some(), "the hot memories are not in Redis after the warm-up");
+        anyhow::ensure!(
+            cached.is_some(),
+            "the hot memories are not in Redis after the warm-up"
+        );
         Ok(Arc::new(move |i| {
             let mut connection = connection.clone();
             let key = keys[i % keys.len()].clone();
@@ -234,14 +399,24 @@ impl<'a> Runner<'a> {
     fn vector_search(&self) -> anyhow::Result<Op> {
         let dimensions = usize::try_from(self.env.config.embeddings.dimensions)?;
         let embedder = HashingEmbedder::new("bench", dimensions);
-        let vectors: Arc<Vec<Vec<f32>>> = Arc::new((0..HOT).map(|i| embedder.embed_one(&dataset::query(COLD_QUERY_BASE + i))).collect());
+        let vectors: Arc<Vec<Vec<f32>>> = Arc::new(
+            (0..HOT)
+                .map(|i| embedder.embed_one(&dataset::query(COLD_QUERY_BASE + i)))
+                .collect(),
+        );
         let store = self.env.vectors();
         let ef = self.env.config.vectors.search_ef;
         Ok(Arc::new(move |i| {
             let store = store.clone();
             let vector = vectors[i % vectors.len()].clone();
             Box::pin(async move {
-                let query = VectorQuery { vector, filter: MemoryFilter::default(), limit: 10, score_threshold: None, ef };
+                let query = VectorQuery {
+                    vector,
+                    filter: MemoryFilter::default(),
+                    limit: 10,
+                    score_threshold: None,
+                    ef,
+                };
                 match store.search(query).await {
                     Ok(found) if !found.is_empty() => Ok(()),
                     Ok(_) => Err(Failure::Unexpected("no results".into())),

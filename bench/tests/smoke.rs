@@ -23,12 +23,18 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
     let out = tempfile::tempdir().expect("dir");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_memgate-bench"))
         .args([
-            "--dataset-size", "400",
-            "--seconds", "1",
-            "--rate", "200",
-            "--create-rate", "100",
-            "--legacy-rate", "20",
-            "--openai-latency-ms", "20",
+            "--dataset-size",
+            "400",
+            "--seconds",
+            "1",
+            "--rate",
+            "200",
+            "--create-rate",
+            "100",
+            "--legacy-rate",
+            "20",
+            "--openai-latency-ms",
+            "20",
             "--quiet",
             "--out",
         ])
@@ -40,14 +46,31 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
     let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
     let report: Value = serde_json::from_str(&json).expect("JSON");
     let scenarios = report["scenarios"].as_array().expect("scenarios");
-    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     assert_eq!(names, SCENARIOS);
     for scenario in scenarios {
         let name = &scenario["name"];
-        assert_eq!(scenario["errors"], 0, "{name}: {}", scenario["firstFailure"]);
-        assert_eq!(scenario["unexpected"], 0, "{name}: {}", scenario["firstFailure"]);
-        assert!(scenario["answered"].as_u64().is_some_and(|n| n > 0), "{name}");
-        assert!(scenario["p99Ms"].as_f64() >= scenario["p50Ms"].as_f64(), "{name}");
+        assert_eq!(
+            scenario["errors"], 0,
+            "{name}: {}",
+            scenario["firstFailure"]
+        );
+        assert_eq!(
+            scenario["unexpected"], 0,
+            "{name}: {}",
+            scenario["firstFailure"]
+        );
+        assert!(
+            scenario["answered"].as_u64().is_some_and(|n| n > 0),
+            "{name}"
+        );
+        assert!(
+            scenario["p99Ms"].as_f64() >= scenario["p50Ms"].as_f64(),
+            "{name}"
+        );
     }
     assert_eq!(report["seeding"]["memories"], 400);
     assert_eq!(report["targets"].as_array().map(Vec::len), Some(6));

@@ -438,7 +438,9 @@ impl VectorStore for EdgeStore {
             return Ok(false);
         }
         let started = Instant::now();
-        let result = self.blocking(|shard| shard.optimize().map_err(edge_error)).await;
+        let result = self
+            .blocking(|shard| shard.optimize().map_err(edge_error))
+            .await;
         match &result {
             Ok(changed) => tracing::info!(
                 writes,
@@ -464,7 +466,9 @@ mod tests {
 
     /// A deterministic pseudo-random unit vector.
     fn vector(seed: u64, dimensions: usize) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let raw: Vec<f32> = (0..dimensions)
             .map(|_| {
                 state = state
@@ -492,7 +496,10 @@ mod tests {
             scope_field: None,
         };
         store.ensure_collection(&spec).await.expect("collection");
-        assert!(!store.optimize().await.expect("optimize"), "nothing written yet");
+        assert!(
+            !store.optimize().await.expect("optimize"),
+            "nothing written yet"
+        );
         for chunk in (0..POINTS).collect::<Vec<_>>().chunks(500) {
             let points = chunk
                 .iter()
@@ -521,7 +528,10 @@ mod tests {
                 let mut searches = 0;
                 while searches < 200 {
                     let found = store.search(query(searches % 50)).await.expect("search");
-                    assert_eq!(found[0].memory["id"], Uuid::from_u128(u128::from(searches % 50) + 1).to_string());
+                    assert_eq!(
+                        found[0].memory["id"],
+                        Uuid::from_u128(u128::from(searches % 50) + 1).to_string()
+                    );
                     searches += 1;
                 }
             })
@@ -534,7 +544,10 @@ mod tests {
         assert!(indexed > 0, "no HNSW index after optimizing");
         let found = store.search(query(1234)).await.expect("search");
         assert_eq!(found[0].memory["id"], Uuid::from_u128(1235).to_string());
-        assert!(!store.optimize().await.expect("optimize"), "nothing new to index");
+        assert!(
+            !store.optimize().await.expect("optimize"),
+            "nothing new to index"
+        );
     }
 
     #[test]
