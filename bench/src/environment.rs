@@ -22,6 +22,10 @@ use crate::legacy_service::{self, LegacyParts, RunningLegacyService};
 pub struct EnvironmentSettings {
     pub dimensions: u64,
     pub openai_latency: Duration,
+    /// `vectors.optimizeInterval` of the worker.
+    pub optimize_interval: Duration,
+    /// `worker.accessSyncInterval`.
+    pub access_sync_interval: Duration,
 }
 
 pub struct Environment {
@@ -32,7 +36,7 @@ pub struct Environment {
     pub legacy: RunningLegacyService,
     pub proxy: RunningProxy,
     pub worker: RunningWorker,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 /// memgate's production defaults, with the endpoints of this environment.
@@ -113,7 +117,7 @@ impl Environment {
             legacy,
             proxy,
             worker,
-            _data: data,
+            data,
         })
     }
 
@@ -135,9 +139,13 @@ impl Environment {
         format!("{}writes", self.config.key_prefix())
     }
 
-    pub async fn shutdown(self) {
+    /// Stops the proxy, the worker and the legacy service; returns the data directory, to be
+    /// removed once nothing holds the vector store any more.
+    pub async fn shutdown(self) -> tempfile::TempDir {
         self.proxy.shutdown().await;
         self.worker.shutdown().await;
         drop(self.legacy);
+        drop(self.edge);
+        self.data
     }
 }

@@ -42,19 +42,30 @@ struct Args {
     /// Embedding dimensions.
     #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     dimensions: u64,
+    /// How often the worker indexes what was written (`vectors.optimizeInterval`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    optimize_interval: Duration,
+    /// How often the worker copies read counts into the vector store
+    /// (`worker.accessSyncInterval`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    access_sync_interval: Duration,
     /// Where `results.md`, `results.json` and `latency.svg` go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Run only these scenarios (comma-separated names, e.g. `search,search-cold`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,qdrant_edge=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -73,6 +84,8 @@ fn main() -> anyhow::Result<()> {
     let env = services.block_on(Environment::start(&EnvironmentSettings {
         dimensions: args.dimensions,
         openai_latency: Duration::from_millis(args.openai_latency_ms),
+        optimize_interval: args.optimize_interval,
+        access_sync_interval: args.access_sync_interval,
     }))?;
     let embedder = HashingEmbedder::new("bench", usize::try_from(args.dimensions)?);
     let dataset = services.block_on(dataset::seed(
@@ -96,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             legacy_rate: args.legacy_rate,
             seconds: args.seconds,
             show_progress: !args.quiet,
+            only: args.only.clone(),
         },
     );
     let (scenarios, worker) = load.block_on(runner.run())?;
@@ -127,10 +141,28 @@ fn main() -> anyhow::Result<()> {
     };
     report.evaluate();
     write_outputs(&args.out, &report)?;
+    // The proxy's own view (dependency call times, cache hits), for where the time went.
+    let metrics = load.block_on(proxy_metrics(env.proxy.admin_addr))?;
+    std::fs::write(args.out.join("proxy-metrics.txt"), metrics)?;
     println!("{}", report.markdown());
     eprintln!("results in {}", args.out.display());
-    services.block_on(env.shutdown());
+    let data = services.block_on(env.shutdown());
+    // Edge flushes its shard when the last handle goes, possibly on a blocking thread: the
+    // runtime (which waits for those) goes before the directory does.
+    drop(services);
+    drop(data);
     Ok(())
+}
+
+async fn proxy_metrics(admin: std::net::SocketAddr) -> anyhow::Result<String> {
+    use http_body_util::BodyExt;
+    let client = memgate_bench::http_calls::client();
+    let response = client
+        .get(format!("http://{admin}/metrics").parse()?)
+        .await
+        .context("proxy /metrics")?;
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn write_outputs(dir: &std::path::Path, report: &Report) -> anyhow::Result<()> {

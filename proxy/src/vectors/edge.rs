@@ -11,10 +11,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use qdrant_edge::{
     CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, ScrollRequest, SearchParams, SearchRequest, SetPayloadOp, UpdateOperation, Vectors,
-    WithPayloadInterface, DEFAULT_VECTOR_NAME,
+    FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, NamedQuery, Payload,
+    PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, QueryEnum, ScrollRequest, SearchParams, SearchRequest,
+    SetPayloadOp, UpdateOperation, Vectors, WithPayloadInterface, DEFAULT_VECTOR_NAME,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -31,8 +31,9 @@ pub struct EdgeStore {
     /// Keeps a temporary directory alive (and deletes it on drop) when no path was configured.
     _temp_dir: Option<tempfile::TempDir>,
     shard: OnceLock<Arc<EdgeShard>>,
-    /// Points written since the last [`VectorStore::optimize`]: Edge leaves indexing to its
-    /// user, and until the optimizer runs, new points are searched without an HNSW index.
+    /// Points written (or changed) since the last [`VectorStore::optimize`]: Edge leaves
+    /// indexing to its user, and until the optimizer runs, those points are searched without
+    /// an HNSW index.
     unoptimized_writes: AtomicU64,
 }
 
@@ -151,7 +152,14 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
         };
     }
     let dimensions = usize::try_from(spec.dimensions).map_err(edge_error)?;
+    // Indexing on one thread: an embedded shard shares its cores with the requests it serves,
+    // and an HNSW build on every core would stall them for its whole length.
+    let hnsw = HnswIndexConfig {
+        max_indexing_threads: 1,
+        ..HnswIndexConfig::default()
+    };
     let config = EdgeConfigBuilder::new()
+        .hnsw_config(hnsw)
         .vector(
             DEFAULT_VECTOR_NAME,
             EdgeVectorParamsBuilder::new(dimensions, distance(spec.distance)).build(),
@@ -397,6 +405,9 @@ impl VectorStore for EdgeStore {
     }
 
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
+        // A payload change moves a point out of an indexed segment into the appendable one,
+        // where it is searched without the index until the optimizer runs.
+        self.count_writes(1);
         let payload = Payload(fields.into_iter().collect());
         self.blocking(move |shard| {
             let exists = !shard
