@@ -11,10 +11,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use qdrant_edge::{
     CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, NamedQuery, Payload,
-    PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStructPersisted, QueryEnum, ScrollRequest, SearchParams, SearchRequest,
-    SetPayloadOp, UpdateOperation, Vectors, WithPayloadInterface, DEFAULT_VECTOR_NAME,
+    FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QueryEnum, ScrollRequest, SearchParams, SearchRequest, SetPayloadOp, UpdateOperation, Vectors,
+    WithPayloadInterface, DEFAULT_VECTOR_NAME,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -152,14 +152,7 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
         };
     }
     let dimensions = usize::try_from(spec.dimensions).map_err(edge_error)?;
-    // Indexing on one thread: an embedded shard shares its cores with the requests it serves,
-    // and an HNSW build on every core would stall them for its whole length.
-    let hnsw = HnswIndexConfig {
-        max_indexing_threads: 1,
-        ..HnswIndexConfig::default()
-    };
     let config = EdgeConfigBuilder::new()
-        .hnsw_config(hnsw)
         .vector(
             DEFAULT_VECTOR_NAME,
             EdgeVectorParamsBuilder::new(dimensions, distance(spec.distance)).build(),
