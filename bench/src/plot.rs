@@ -39,6 +39,15 @@ fn dash(result: &ScenarioResult) -> &'static str {
     }
 }
 
+/// Baselines are drawn thinner than the two paths.
+fn stroke_width(result: &ScenarioResult) -> f64 {
+    if result.group == Group::Baseline {
+        1.5
+    } else {
+        2.0
+    }
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -187,11 +196,7 @@ fn curve(out: &mut String, axes: &Axes, result: &ScenarioResult) {
         .iter()
         .map(|p| format!("{:.1},{:.1}", axes.x(p.percentile), axes.y(p.ms)))
         .collect();
-    let width = if result.group == Group::Baseline {
-        1.5
-    } else {
-        2.0
-    };
+    let width = stroke_width(result);
     let _ = writeln!(
         out,
         r#"<polyline data-scenario="{}" fill="none" stroke="{}" stroke-width="{width}"{} points="{}"/>"#,
@@ -205,11 +210,7 @@ fn curve(out: &mut String, axes: &Axes, result: &ScenarioResult) {
 fn legend(out: &mut String, index: usize, result: &ScenarioResult) {
     let x = WIDTH - RIGHT + 16.0;
     let y = TOP + 10.0 + index as f64 * 20.0;
-    let width = if result.group == Group::Baseline {
-        1.5
-    } else {
-        2.0
-    };
+    let width = stroke_width(result);
     let _ = writeln!(
         out,
         r#"<line x1="{x}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{}" stroke-width="{width}"{}/><text x="{:.1}" y="{:.1}">{} (p50 {})</text>"#,
