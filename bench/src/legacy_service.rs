@@ -18,15 +18,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use memgate::embeddings::Embedder;
 use memgate::enrichment::Enricher;
 use memgate::error::ApiError;
-use memgate::http::{json_response, parse_json, Response};
+use memgate::http::{json_response, parse_json, read_body, Response};
 use memgate::memory::{
-    parse_memory_id, CreateMemoryRequest, MemoryStatus, SearchRequest, StoredMemory,
+    merge_tags, parse_memory_id, CreateMemoryRequest, MemoryStatus, SearchRequest, StoredMemory,
 };
 use memgate::server::{serve, ConnectionSettings};
 use memgate::vectors::{MemoryFilter, MemoryPoint, VectorQuery, VectorStore};
@@ -95,7 +94,8 @@ pub async fn start(parts: LegacyParts, listen: SocketAddr) -> anyhow::Result<Run
 async fn handle(parts: Arc<LegacyParts>, request: Request<Incoming>) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let body = match read(request).await {
+    let (head, body) = request.into_parts();
+    let body = match read_body(&head.headers, body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
@@ -110,14 +110,6 @@ async fn handle(parts: Arc<LegacyParts>, request: Request<Incoming>) -> Response
         Ok((status, value)) => json_response(status, Bytes::from(value.to_string())),
         Err(error) => error.into_response(),
     }
-}
-
-async fn read(request: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let collected = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|error| ApiError::bad_request("body_unreadable", error.to_string()))?;
-    Ok(collected.to_bytes())
 }
 
 fn failed(what: &str, error: impl std::fmt::Display) -> ApiError {
@@ -247,18 +239,8 @@ async fn create(parts: &LegacyParts, body: &[u8]) -> Result<(StatusCode, Value),
     let mut memory = request.into_record(id, Utc::now(), MemoryStatus::Ready);
     memory.insert("summary".into(), Value::from(summary));
     memory.insert("emotionalValence".into(), Value::from(valence));
-    let mut tags: Vec<Value> = memory
-        .get("tags")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for keyword in keywords {
-        let keyword = Value::from(keyword);
-        if !tags.contains(&keyword) {
-            tags.push(keyword);
-        }
-    }
-    memory.insert("tags".into(), Value::Array(tags));
+    let tags = merge_tags(memory.get("tags"), keywords);
+    memory.insert("tags".into(), tags);
     parts
         .vectors
         .upsert(vec![MemoryPoint {

@@ -306,6 +306,25 @@ fn check_valence(field: &str, value: f64) -> Result<(), ApiError> {
     }
 }
 
+/// Tags as the user gave them, then the extracted keywords, without repeats.
+pub fn merge_tags(given: Option<&Value>, keywords: Vec<String>) -> Value {
+    let mut tags: Vec<String> = given
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for keyword in keywords {
+        if !tags.contains(&keyword) {
+            tags.push(keyword);
+        }
+    }
+    Value::from(tags)
+}
+
 /// `PATCH /memories/{id}`: the fields to replace; content changes are re-embedded.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Worker;
 use crate::keys::Scope;
-use crate::memory::{is_tombstone, tombstone, StoredMemory};
+use crate::memory::{is_tombstone, merge_tags, tombstone, StoredMemory};
 use crate::queue::{RecordWrite, WriteOp};
 use crate::vectors::{MemoryFilter, MemoryPoint, ScoredMemory, VectorQuery};
 
@@ -38,25 +38,6 @@ fn with_association(existing: Option<&Value>, own: Uuid, other: Uuid) -> StoredM
     let mut fields = StoredMemory::new();
     fields.insert("associations".into(), Value::Array(ids));
     fields
-}
-
-/// Tags as the user gave them, then the extracted keywords, without repeats.
-fn merge_tags(given: Option<&Value>, keywords: Vec<String>) -> Value {
-    let mut tags: Vec<String> = given
-        .and_then(Value::as_array)
-        .map(|tags| {
-            tags.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    for keyword in keywords {
-        if !tags.contains(&keyword) {
-            tags.push(keyword);
-        }
-    }
-    Value::from(tags)
 }
 
 impl Worker {
