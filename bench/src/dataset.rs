@@ -1,15 +1,16 @@
-//! The benchmark's memories: generated sentences, stored straight into the vector store (as
-//! a worker would have stored them, enriched and embedded) so seeding 100,000 takes seconds,
-//! not the hours the enrichment calls would; then Qdrant Edge's optimizer builds the index.
+//! The benchmark's memories: generated sentences, stored straight into the vector store in
+//! cldmemory's layout (as a worker or cldmemory would have stored them, enriched and embedded
+//! with the layout's text) so seeding 100,000 takes seconds, not the hours the enrichment calls
+//! would; then Qdrant Edge's optimizer builds the index.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use memgate::embeddings::HashingEmbedder;
-use memgate::memory::{CreateMemoryRequest, MemoryStatus, MemoryType};
+use memgate::layout::{Enrichment, Layout};
+use memgate::memory::{MemoryType, StoreContext, StoreRequest};
 use memgate::vectors::{MemoryPoint, VectorStore};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::progress;
@@ -48,6 +49,7 @@ pub struct Dataset {
 /// Stores `size` memories in batches, then runs the vector store's optimizer.
 pub async fn seed(
     vectors: &Arc<dyn VectorStore>,
+    layout: &dyn Layout,
     embedder: &HashingEmbedder,
     size: usize,
     show_progress: bool,
@@ -59,7 +61,7 @@ pub async fn seed(
     let mut ids = Vec::with_capacity(size);
     for start in (0..size).step_by(BATCH) {
         let points: Vec<MemoryPoint> = (start..(start + BATCH).min(size))
-            .map(|i| point(i, embedder, now))
+            .map(|i| point(i, layout, embedder, now))
             .collect();
         ids.extend(points.iter().map(|point| point.id));
         let stored = points.len() as u64;
@@ -79,33 +81,44 @@ pub async fn seed(
     })
 }
 
-fn point(i: usize, embedder: &HashingEmbedder, now: chrono::DateTime<Utc>) -> MemoryPoint {
+fn point(
+    i: usize,
+    layout: &dyn Layout,
+    embedder: &HashingEmbedder,
+    now: chrono::DateTime<Utc>,
+) -> MemoryPoint {
     let content = sentence(i);
-    let id = Uuid::now_v7();
+    let id = Uuid::new_v4();
     let created = now - chrono::Duration::minutes(i as i64);
-    let request = CreateMemoryRequest {
+    let request = StoreRequest {
         content: content.clone(),
         summary: Some(format!(
             "A note about {}",
             &content[..content.len().min(40)]
         )),
-        memory_type: Some(match i % 3 {
+        memory_type: match i % 3 {
             0 => MemoryType::Episodic,
             1 => MemoryType::Semantic,
             _ => MemoryType::Procedural,
-        }),
+        },
         importance: Some((i % 10) as f64 / 10.0),
-        emotional_valence: Some(((i % 21) as f64 - 10.0) / 10.0),
-        tags: content.split(' ').take(2).map(str::to_string).collect(),
-        associations: Vec::new(),
-        context: Default::default(),
-        metadata: [("source".to_string(), Value::from("memgate-bench"))]
-            .into_iter()
-            .collect(),
+        context: Some(StoreContext {
+            tags: Some(content.split(' ').take(2).map(str::to_string).collect()),
+            ..Default::default()
+        }),
     };
+    let mut memory = layout.new_memory(id, &request, None, created);
+    layout.apply_enrichment(
+        &mut memory,
+        Enrichment {
+            summary: None,
+            valence: Ok(Some(((i % 21) as f64 - 10.0) / 10.0)),
+            keywords: None,
+        },
+    );
     MemoryPoint {
         id,
-        vector: embedder.embed_one(&content),
-        memory: request.into_record(id, created, MemoryStatus::Ready),
+        vector: embedder.embed_one(&layout.embedded_text(&memory)),
+        memory: layout.payload(&memory),
     }
 }

@@ -1,8 +1,8 @@
 //! Everything a run talks to, started on this machine: a `redis-server` of its own, the
 //! OpenAI-compatible stand-in (every call delayed by `--openai-latency-ms`), one Qdrant Edge
-//! shard, the reference legacy service, and a memgate proxy with its worker in front of it.
-//! Proxy, worker and legacy service share the one vector store and the one OpenAI endpoint, so
-//! the two paths differ only in design.
+//! shard, the reference cldmemory (`reference/`, MCP over HTTP+SSE), and a memgate proxy with
+//! its worker. Proxy, worker and reference share the one vector store, the one layout and the
+//! one OpenAI endpoint, so the two differ only in design.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,11 @@ use memgate::app::{collection_spec, Backends, RunningProxy, RunningWorker};
 use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 use memgate::keys::{KeySpace, Scope};
 use memgate::vectors::{EdgeStore, VectorStore};
-use memgate_testkit::{FakeOpenAi, RedisServer};
+use memgate_testkit::{start_reference, FakeOpenAi, RedisServer, Reference};
 use uuid::Uuid;
 
-use crate::legacy_service::{self, LegacyParts, RunningLegacyService};
+/// The `hostname:cwd` the reference stamps, and memgate's layout with it.
+const PROJECT: &str = "bench-host:/app";
 
 /// The knobs of the environment.
 #[derive(Debug, Clone)]
@@ -33,7 +34,10 @@ pub struct Environment {
     pub redis: RedisServer,
     pub openai: FakeOpenAi,
     pub edge: Arc<EdgeStore>,
-    pub legacy: RunningLegacyService,
+    /// The layout memgate speaks (cldmemory's), for seeding and queries.
+    pub layout: Arc<dyn memgate::layout::Layout>,
+    /// The reference cldmemory: the legacy service.
+    pub legacy: Reference,
     pub proxy: RunningProxy,
     pub worker: RunningWorker,
     data: tempfile::TempDir,
@@ -61,7 +65,8 @@ fn proxy_config(
     config.embeddings.model = "text-embedding-3-small".into();
     config.embeddings.dimensions = dimensions;
     config.enrichment.provider = EnrichmentProvider::Openai;
-    config.enrichment.model = "gpt-4o-mini".into();
+    config.enrichment.model = "gpt-4o".into();
+    config.layout.project = Some(PROJECT.into());
     config.openai.base_url = openai_url;
     config.openai.api_key = Some("sk-bench".into());
     // The stand-in answers slowly on purpose; a create's three calls plus retries must fit.
@@ -95,18 +100,11 @@ impl Environment {
         let mut backends = Backends::from_config(&config)?;
         backends.vectors = edge.clone();
 
-        let legacy = legacy_service::start(
-            LegacyParts {
-                vectors: edge.clone(),
-                embedder: backends.embedder.clone(),
-                enricher: backends.enricher.clone(),
-                search_ef: config.vectors.search_ef,
-            },
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
-        config.upstream.url = Some(legacy.url());
+        let legacy = start_reference(edge.clone(), &openai.base_url(), &config).await?;
+        // Every REST request takes the fast path: the legacy speaks MCP, not REST.
+        config.rollout.percent = 100;
         config.validate()?;
+        let layout = backends.layout.clone();
         let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
         let worker = memgate::app::start_worker_with(config.clone(), backends).await?;
         Ok(Self {
@@ -114,6 +112,7 @@ impl Environment {
             redis,
             openai,
             edge,
+            layout,
             legacy,
             proxy,
             worker,

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use memgate::embeddings::HashingEmbedder;
-use memgate_bench::dataset;
 use memgate_bench::environment::{Environment, EnvironmentSettings};
 use memgate_bench::machine::Machine;
 use memgate_bench::plot;
 use memgate_bench::report::{Report, Seeding, Settings};
 use memgate_bench::scenarios::{RunSettings, Runner};
+use memgate_bench::{dataset, recall};
 
 /// Benchmarks memgate's fast path against a reference legacy memory service on this machine.
 #[derive(Debug, Parser)]
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 150)]
     openai_latency_ms: u64,
     /// Embedding dimensions.
-    #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = 1536, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     dimensions: u64,
     /// How often the worker indexes what was written (`vectors.optimizeInterval`).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -59,6 +59,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
+
+/// Queries the recall of the search ef is measured over.
+const RECALL_QUERIES: usize = 200;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     let embedder = HashingEmbedder::new("bench", usize::try_from(args.dimensions)?);
     let dataset = services.block_on(dataset::seed(
         &env.vectors(),
+        env.layout.as_ref(),
         &embedder,
         dataset_size,
         !args.quiet,
@@ -99,6 +103,27 @@ fn main() -> anyhow::Result<()> {
         "seeded {points} memories in {:.1} s, indexed in {:.1} s ({indexed} with an HNSW index)",
         dataset.seconds_to_store, dataset.seconds_to_index
     );
+
+    let recall = services.block_on(recall::measure(
+        &env.vectors(),
+        env.layout.as_ref(),
+        &embedder,
+        RECALL_QUERIES,
+        &[
+            env.config.vectors.search_ef,
+            Some(16),
+            Some(32),
+            Some(64),
+            Some(128),
+        ],
+    ))?;
+    for result in &recall {
+        eprintln!(
+            "recall@10 with ef {}: {:.4}",
+            result.ef.map_or("default".into(), |ef| ef.to_string()),
+            result.recall_at_10
+        );
+    }
 
     let runner = Runner::new(
         &env,
@@ -135,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             indexed_points: indexed,
         },
         worker: Some(worker),
+        recall,
         scenarios,
         comparisons: Vec::new(),
         targets: Vec::new(),

@@ -1,18 +1,20 @@
-//! The scenarios, in the order they run: baselines (no proxy), the fast path, the legacy path
-//! through the proxy, then writes (creates queue work for the worker, so they go last).
+//! The scenarios, in the order they run: baselines (no proxy), the fast path, the legacy
+//! service, then writes (creates queue work for the worker, so they go last).
 //!
 //! | scenario | what is measured |
 //! |---|---|
 //! | `redis-get` | a direct Redis GET of a cached memory (no proxy) |
-//! | `upstream-direct` | `GET /memories/{id}` straight to the legacy service (no proxy) |
 //! | `vector-search` | a direct vector search, query vector in hand (no proxy, no HTTP) |
 //! | `get` | fast `GET /memories/{id}` of a cached memory (`x-memgate-cache: hit`) |
 //! | `get-cold` | fast GET of memories never read: read from the vector store (`miss`) |
 //! | `search` | fast search whose result is cached (`hit`) |
 //! | `search-cold` | fast search whose embedding is cached but whose result is not: a vector search (`miss`) |
-//! | `legacy-get`, `legacy-search` | the same calls forced onto the legacy path |
+//! | `legacy-get`, `legacy-search` | `get_memory`, `search_memories` of the reference cldmemory over MCP (HTTP+SSE), to the result on the stream |
 //! | `create` | fast `POST /memories`, timed to the `202` |
-//! | `legacy-create` | the same on the legacy path, timed to its `201` |
+//! | `legacy-create` | the reference's `store_memory`, to its result |
+//!
+//! The legacy scenarios call the reference directly: memgate's MCP front (which would put
+//! the proxy in between) is not built yet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +31,8 @@ use crate::dataset::{self, Dataset};
 use crate::driver::{self, Failure, Op};
 use crate::environment::Environment;
 use crate::http_calls::{self, Call, Expect, HttpClient};
-use crate::progress;
 use crate::report::{Group, ScenarioResult, WorkerDrain};
+use crate::{mcp_calls, progress};
 
 /// How many memories are read over and over (the cached sets).
 const HOT: usize = 200;
@@ -108,11 +110,17 @@ impl<'a> Runner<'a> {
         let url = format!("{}/memories/search", self.env.proxy_url());
         texts
             .map(|i| {
-                Ok(
-                    Call::post(&url, &json!({"query": dataset::query(i), "limit": limit}))?
-                        .route(route),
-                )
+                let body =
+                    json!({"query": dataset::query(i), "limit": limit, "detailLevel": "compact"});
+                Ok(Call::post(&url, &body)?.route(route))
             })
+            .collect()
+    }
+
+    /// `search_memories` arguments for the same queries (compact rows, cldmemory's default).
+    fn legacy_searches(&self, texts: impl Iterator<Item = usize>) -> Vec<serde_json::Value> {
+        texts
+            .map(|i| json!({"query": dataset::query(i), "limit": 10}))
             .collect()
     }
 
@@ -125,7 +133,7 @@ impl<'a> Runner<'a> {
         let url = format!("{}/memories", self.env.proxy_url());
         (first..first + count)
             .map(|i| {
-                let body = json!({"content": dataset::sentence(i), "tags": ["bench"]});
+                let body = json!({"content": dataset::sentence(i), "type": "episodic", "context": {"tags": ["bench"]}});
                 Ok(Call::post(&url, &body)?.route(route))
             })
             .collect()
@@ -178,8 +186,8 @@ impl<'a> Runner<'a> {
         let proxy = self.env.proxy_url();
         let hit = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "hit");
         let miss = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "miss");
-        let legacy = Expect::status(StatusCode::OK).with_header("x-memgate-path", "legacy");
         let count = s.count(s.rate);
+        let mcp = mcp_calls::sessions(&self.env.legacy.url(), 16).await?;
 
         // Warm up: the hot memories and the cached searches, and the embeddings of the cold
         // searches (searched once with another limit, so their results stay uncached).
@@ -216,19 +224,6 @@ impl<'a> Runner<'a> {
             count,
         )
         .await?;
-        let legacy_hot = http_calls::op(
-            &self.client,
-            self.gets(&proxy, self.hot_ids(), Some("legacy"))?,
-            legacy,
-        )?;
-        self.warm(
-            "warming the legacy path",
-            &legacy_hot,
-            s.rate,
-            s.rate as usize,
-        )
-        .await?;
-
         self.settle().await?;
 
         // Baselines.
@@ -238,20 +233,6 @@ impl<'a> Runner<'a> {
             Group::Baseline,
             "Redis GET of a cached memory, no proxy",
             &redis_get,
-            s.rate,
-            count,
-        )
-        .await;
-        let direct = http_calls::op(
-            &self.client,
-            self.gets(&self.env.legacy.url(), self.hot_ids(), None)?,
-            Expect::status(StatusCode::OK),
-        )?;
-        self.measure(
-            "upstream-direct",
-            Group::Baseline,
-            "GET straight to the legacy service, no proxy",
-            &direct,
             s.rate,
             count,
         )
@@ -312,28 +293,28 @@ impl<'a> Runner<'a> {
         )
         .await;
 
-        // The legacy path, through the proxy.
+        // The legacy service: the reference cldmemory over MCP.
         let legacy_count = s.count(s.legacy_rate);
-        let legacy_get = http_calls::op(
-            &self.client,
-            self.gets(&proxy, self.hot_ids(), Some("legacy"))?,
-            legacy,
-        )?;
+        let hot_gets: Vec<serde_json::Value> = self
+            .hot_ids()
+            .iter()
+            .map(|id| json!({"id": id.to_string()}))
+            .collect();
+        let legacy_get = mcp_calls::op(&mcp, "get_memory", hot_gets)?;
         self.measure(
             "legacy-get",
             Group::Legacy,
-            "GET on the legacy path",
+            "`get_memory` of the reference cldmemory over MCP",
             &legacy_get,
-            s.rate,
-            count,
+            s.legacy_rate,
+            legacy_count,
         )
         .await;
-        let legacy_search =
-            http_calls::op(&self.client, self.searches(0..HOT, 10, "legacy")?, legacy)?;
+        let legacy_search = mcp_calls::op(&mcp, "search_memories", self.legacy_searches(0..HOT))?;
         self.measure(
             "legacy-search",
             Group::Legacy,
-            "search on the legacy path",
+            "`search_memories` of the reference cldmemory over MCP",
             &legacy_search,
             s.legacy_rate,
             legacy_count,
@@ -357,15 +338,14 @@ impl<'a> Runner<'a> {
         )
         .await;
         let drain = self.wait_for_worker(create_count as u64).await?;
-        let legacy_create = http_calls::op(
-            &self.client,
-            self.creates(20_000_000, legacy_count, "legacy")?,
-            Expect::status(StatusCode::CREATED).with_header("x-memgate-path", "legacy"),
-        )?;
+        let legacy_creates: Vec<serde_json::Value> = (20_000_000..20_000_000 + legacy_count)
+            .map(|i| json!({"content": dataset::sentence(i), "type": "episodic", "context": {"tags": ["bench"]}}))
+            .collect();
+        let legacy_create = mcp_calls::op(&mcp, "store_memory", legacy_creates)?;
         self.measure(
             "legacy-create",
             Group::Legacy,
-            "create on the legacy path, until the 201",
+            "`store_memory` of the reference cldmemory over MCP, to its result",
             &legacy_create,
             s.legacy_rate,
             legacy_count,
@@ -424,13 +404,17 @@ impl<'a> Runner<'a> {
     fn vector_search(&self) -> anyhow::Result<Op> {
         let dimensions = usize::try_from(self.env.config.embeddings.dimensions)?;
         let embedder = HashingEmbedder::new("bench", dimensions);
+        let layout = self.env.layout.clone();
         let vectors: Arc<Vec<Vec<f32>>> = Arc::new(
             (0..HOT)
-                .map(|i| embedder.embed_one(&dataset::query(COLD_QUERY_BASE + i)))
+                .map(|i| {
+                    embedder.embed_one(&layout.query_text(&dataset::query(COLD_QUERY_BASE + i)))
+                })
                 .collect(),
         );
         let store = self.env.vectors();
         let ef = self.env.config.vectors.search_ef;
+        let fetch = layout.search_fetch_limit(10);
         Ok(Arc::new(move |i| {
             let store = store.clone();
             let vector = vectors[i % vectors.len()].clone();
@@ -438,9 +422,10 @@ impl<'a> Runner<'a> {
                 let query = VectorQuery {
                     vector,
                     filter: MemoryFilter::default(),
-                    limit: 10,
+                    limit: fetch,
                     score_threshold: None,
                     ef,
+                    exact: false,
                 };
                 match store.search(query).await {
                     Ok(found) if !found.is_empty() => Ok(()),

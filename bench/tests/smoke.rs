@@ -4,9 +4,8 @@
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 10] = [
     "redis-get",
-    "upstream-direct",
     "vector-search",
     "get",
     "get-cold",
@@ -73,7 +72,15 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
         );
     }
     assert_eq!(report["seeding"]["memories"], 400);
-    assert_eq!(report["targets"].as_array().map(Vec::len), Some(6));
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(5));
+    let recall = report["recall"].as_array().expect("recall");
+    assert_eq!(recall.len(), 5, "the default ef and four others");
+    assert!(
+        recall.iter().all(|r| r["recallAt10"]
+            .as_f64()
+            .is_some_and(|x| (0.0..=1.0).contains(&x))),
+        "{recall:?}"
+    );
     assert_eq!(report["worker"]["drained"], true);
 
     let markdown = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");

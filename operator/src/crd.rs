@@ -93,6 +93,41 @@ pub struct MemoryStoreSpec {
     pub workers: WorkersSpec,
     /// The sidecar injected into app pods.
     pub proxy: ProxySpec,
+    /// The legacy service's settings that shape what it stores and finds (cldmemory's
+    /// `SIMILARITY_THRESHOLD`, `MEMORY_METADATA` and project), so memgate stores and finds the
+    /// same.
+    #[serde(default)]
+    pub layout: LayoutSpec,
+}
+
+/// The legacy memory service's deployment settings memgate must honour.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutSpec {
+    /// Searches naming no threshold leave out results scoring below this (cldmemory's
+    /// `SIMILARITY_THRESHOLD`).
+    #[serde(default = "default_similarity_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub similarity_threshold: f32,
+    /// Metadata stamped on every memory and added to query texts (cldmemory's
+    /// `MEMORY_METADATA`: `key:value,key2:value2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_metadata: Option<String>,
+    /// The `hostname:cwd` string the legacy process stamps on new memories (in a container,
+    /// `<container id>:/app`). Without it, memgate stamps its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub project: Option<String>,
+}
+
+impl Default for LayoutSpec {
+    fn default() -> Self {
+        Self {
+            similarity_threshold: default_similarity_threshold(),
+            memory_metadata: None,
+            project: None,
+        }
+    }
 }
 
 /// A key in a Secret of the store's namespace.
@@ -168,10 +203,11 @@ pub struct QdrantSpec {
     #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("collection is immutable"))]
     pub collection: String,
-    /// `hnsw_ef` of fast-path searches: lower is faster, higher is more exact.
-    #[serde(default = "default_search_ef")]
+    /// `hnsw_ef` of fast-path searches: lower is faster, higher is more exact. Unset: the
+    /// collection's default, as the legacy service searches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
-    pub search_ef: u64,
+    pub search_ef: Option<u64>,
 }
 
 /// A Qdrant StatefulSet run by the operator.
@@ -284,7 +320,7 @@ pub enum EnrichmentProvider {
 pub struct EnrichmentSpec {
     #[serde(default)]
     pub provider: EnrichmentProvider,
-    /// The chat model, e.g. `gpt-4o-mini`.
+    /// The chat model (cldmemory uses `gpt-4o`).
     #[serde(default = "default_chat_model")]
     #[schemars(length(min = 1))]
     pub model: String,
@@ -446,10 +482,10 @@ fn default_qdrant_image() -> String {
     "qdrant/qdrant:v1.15.5-unprivileged".into()
 }
 fn default_collection() -> String {
-    "memories".into()
+    "human_memories".into()
 }
-fn default_search_ef() -> u64 {
-    32
+fn default_similarity_threshold() -> f32 {
+    0.7
 }
 fn default_openai_url() -> String {
     "https://api.openai.com/v1".into()
@@ -464,7 +500,7 @@ fn default_dimensions() -> u64 {
     1536
 }
 fn default_chat_model() -> String {
-    "gpt-4o-mini".into()
+    "gpt-4o".into()
 }
 fn default_memory_ttl() -> String {
     "1h".into()

@@ -202,7 +202,13 @@ fn the_config_map_holds_the_proxy_config_without_secrets() {
         Some("http://notes-qdrant.team-a.svc:6334")
     );
     assert_eq!(config.vectors.collection, "agent-memories");
-    assert_eq!(config.vectors.search_ef, 48);
+    assert_eq!(config.vectors.search_ef, Some(48));
+    assert_eq!(config.layout.similarity_threshold, 0.3);
+    assert_eq!(
+        config.layout.memory_metadata.as_deref(),
+        Some("team:core,env:prod")
+    );
+    assert_eq!(config.layout.project.as_deref(), Some("3f2a9c1b:/app"));
     assert_eq!(config.rollout.percent, 25);
     assert_eq!(
         config.cache.memory_ttl,

@@ -27,6 +27,7 @@ use crate::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
 use crate::fallback::Fallbacks;
 use crate::fastpath::{FastPath, FastPathSettings, Guards};
 use crate::keys::KeySpace;
+use crate::layout::Layout;
 use crate::legacy::{LegacyClient, LegacySettings};
 use crate::metrics::Metrics;
 use crate::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
@@ -50,6 +51,8 @@ pub struct Backends {
     pub vectors: Arc<dyn VectorStore>,
     pub embedder: Arc<dyn Embedder>,
     pub enricher: Arc<dyn Enricher>,
+    /// How the legacy service keeps a memory.
+    pub layout: Arc<dyn Layout>,
 }
 
 impl Backends {
@@ -111,6 +114,7 @@ impl Backends {
             vectors,
             embedder,
             enricher,
+            layout: crate::layout::from_config(&config.layout),
         })
     }
 }
@@ -295,6 +299,7 @@ pub fn build_workers(
             backends.enricher.clone(),
             batcher.clone(),
             backends.cache.clone(),
+            backends.layout.clone(),
             KeySpace::new(config.key_prefix()),
             metrics.clone(),
             WorkerSettings {
@@ -305,8 +310,6 @@ pub fn build_workers(
                 drain_timeout: config.worker.drain_timeout,
                 memory_ttl: config.cache.memory_ttl,
                 access_sync_interval: config.worker.access_sync_interval,
-                association_threshold: config.worker.association_threshold,
-                max_associations: config.worker.max_associations,
                 search_ef: config.vectors.search_ef,
                 scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
             },
@@ -410,6 +413,7 @@ pub async fn start_with(
         backends.vectors.clone(),
         embeddings,
         backends.queue.clone(),
+        backends.layout.clone(),
         keys.clone(),
         access.clone(),
         dependencies.guards.clone(),

@@ -78,7 +78,8 @@ fn keyword_score(memory: &StoredMemory, terms: &[String]) -> f32 {
         .unwrap_or_default()
         .to_lowercase();
     let tags: Vec<String> = memory
-        .get("tags")
+        .get("context")
+        .and_then(|context| context.get("tags"))
         .and_then(Value::as_array)
         .map(|tags| {
             tags.iter()
@@ -277,7 +278,7 @@ mod tests {
             memory(json!({ "id": "b", "content": "Tomatoes in the GARDEN", "importance": 0.1 })),
             memory(json!({ "id": "c", "content": "Nothing here", "importance": 1.0 })),
             memory(
-                json!({ "id": "d", "content": "A note", "tags": ["Garden"], "importance": 0.5 }),
+                json!({ "id": "d", "content": "A note", "context": {"tags": ["Garden"]}, "importance": 0.5 }),
             ),
         ];
         let ranked = rank_by_keywords(memories, &terms, 10);

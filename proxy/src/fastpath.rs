@@ -3,10 +3,12 @@
 //!
 //! - `GET /memories/{id}`: L1 → cache store `mem:{id}` → vector store; a miss fills both caches.
 //! - `POST /memories/search`: result cache (keyed by the search generation and the normalised
-//!   request) → embedding cache → embed → vector search with filters and `hnsw_ef`.
+//!   request) → embedding cache → embed the layout's query text → vector search with filters,
+//!   cut by the layout's rules (threshold, limit); a blank query lists by the filters.
 //! - `POST /memories`, `PATCH` and `DELETE /memories/{id}`: validated, then the record readers
-//!   will see and the queue entry are stored in one atomic step and the answer is `202` at
-//!   once; a worker does the enrichment and the vector store write.
+//!   will see (the memory as the layout shapes it) and the queue entry are stored in one atomic
+//!   step and the answer is `202` at once; a worker does the enrichment and the vector store
+//!   write.
 //!
 //! A cache store that fails is skipped (logged and counted); a vector store or embedder that
 //! fails is a 503, since nothing else here can answer for it.
@@ -27,9 +29,10 @@ use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
 use crate::keys::{KeySpace, Scope};
+use crate::layout::{ChunkRole, Layout};
 use crate::memory::{
-    is_tombstone, tombstone, CreateMemoryRequest, MemoryStatus, NormalizedSearch, StoredMemory,
-    UpdateMemoryRequest,
+    is_tombstone, tombstone, DetailLevel, MemoryStatus, NormalizedSearch, StoreRequest,
+    StoredMemory, UpdateRequest,
 };
 use crate::metrics::Metrics;
 use crate::queue::{RecordWrite, Submission, Submitted, WriteOp, WriteQueue};
@@ -77,7 +80,7 @@ pub struct FastPathSettings {
     pub search_ttl: Duration,
     pub l1_entries: u64,
     pub l1_ttl: Duration,
-    pub search_ef: u64,
+    pub search_ef: Option<u64>,
     /// The payload field holding the tenant, when scoping is on.
     pub scope_field: Option<String>,
     /// How long an `Idempotency-Key` is remembered.
@@ -89,6 +92,7 @@ pub struct FastPath {
     vectors: Arc<dyn VectorStore>,
     embeddings: Arc<EmbeddingCache>,
     queue: Arc<dyn WriteQueue>,
+    layout: Arc<dyn Layout>,
     keys: KeySpace,
     memories_l1: Cache<String, Bytes>,
     access: AccessRecorder,
@@ -103,6 +107,13 @@ impl std::fmt::Debug for FastPath {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// A memory with memgate's `status`, as its record in the cache holds it.
+fn with_status(mut memory: StoredMemory, status: MemoryStatus) -> StoredMemory {
+    let status = serde_json::to_value(status).unwrap_or(Value::Null);
+    memory.insert("status".into(), status);
+    memory
 }
 
 /// Whether a cached record is still provisional.
@@ -171,6 +182,7 @@ impl FastPath {
         vectors: Arc<dyn VectorStore>,
         embeddings: Arc<EmbeddingCache>,
         queue: Arc<dyn WriteQueue>,
+        layout: Arc<dyn Layout>,
         keys: KeySpace,
         access: AccessRecorder,
         guards: Guards,
@@ -186,6 +198,7 @@ impl FastPath {
             vectors,
             embeddings,
             queue,
+            layout,
             keys,
             access,
             guards,
@@ -204,6 +217,11 @@ impl FastPath {
 
     pub fn guards(&self) -> &Guards {
         &self.guards
+    }
+
+    /// The threshold of searches that name none (the layout's).
+    pub fn default_similarity_threshold(&self) -> f32 {
+        self.layout.default_similarity_threshold()
     }
 
     /// A cache read whose failure is logged and treated as a miss.
@@ -266,9 +284,14 @@ impl FastPath {
             .call("retrieve", self.vectors.retrieve(id))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
-        let memory = memory
+        let mut memory = memory
             .filter(|memory| self.belongs_to(scope, memory))
             .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
+        if !memory.contains_key("id") {
+            // Not written by the legacy service or memgate, which keep it in the payload.
+            memory.insert("id".into(), Value::String(id.to_string()));
+        }
+        memory.insert("status".into(), Value::String("ready".into()));
         let body = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
         self.memories_l1.insert(key.clone(), body.clone()).await;
         self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
@@ -302,6 +325,7 @@ impl FastPath {
             min_importance: search.min_importance,
             emotional_range: search.emotional_range,
             date_range: search.date_range,
+            chunk_of: None,
         }
     }
 
@@ -345,38 +369,13 @@ impl FastPath {
             }
         };
 
-        let (vector, _) = self
-            .embeddings
-            .embed(&search.query)
-            .await
-            .map_err(|e| unavailable("the embedding provider", e))?;
-        let query = VectorQuery {
-            vector: vector.as_ref().clone(),
-            filter: self.filter_for(scope, &search),
-            limit: u64::from(search.limit),
-            score_threshold: search.similarity_threshold,
-            ef: self.settings.search_ef,
-        };
-        let found = self
-            .guards
-            .vectors
-            .call("search", self.vectors.search(query))
-            .await
-            .map_err(|e| unavailable("the vector store", e))?;
-
+        let found = self.find(scope, &search).await?;
         let ids: Vec<Uuid> = found
             .iter()
-            .filter_map(|m| m.memory.get("id").and_then(Value::as_str))
+            .filter_map(|(memory, _)| memory.get("id").and_then(Value::as_str))
             .filter_map(|id| Uuid::parse_str(id).ok())
             .collect();
-        let memories: Vec<Value> = found
-            .into_iter()
-            .map(|scored| {
-                let mut memory = scored.memory;
-                memory.insert("score".into(), Value::from(scored.score));
-                Value::Object(memory)
-            })
-            .collect();
+        let memories = self.shape_results(&search, found).await?;
         let body =
             serde_json::to_vec(&serde_json::json!({ "memories": memories })).map_err(internal)?;
         let body = Bytes::from(body);
@@ -389,6 +388,164 @@ impl FastPath {
             body,
             cache: CacheStatus::Miss,
         })
+    }
+
+    /// The memories a search finds, best first, with their scores: a vector search for the
+    /// layout's query text, cut at the threshold and the limit; a blank query lists the
+    /// memories matching the filters (none without a filter).
+    async fn find(
+        &self,
+        scope: &Scope,
+        search: &NormalizedSearch,
+    ) -> Result<Vec<(StoredMemory, Option<f32>)>, ApiError> {
+        let filter = self.filter_for(scope, search);
+        if search.is_blank() {
+            if !search.has_filters() {
+                return Ok(Vec::new());
+            }
+            let listed = self
+                .guards
+                .vectors
+                .call(
+                    "scroll",
+                    self.vectors.scroll(&filter, u64::from(search.limit)),
+                )
+                .await
+                .map_err(|e| unavailable("the vector store", e))?;
+            return Ok(listed.into_iter().map(|memory| (memory, None)).collect());
+        }
+        let text = self.layout.query_text(&search.query);
+        let (vector, _) = self
+            .embeddings
+            .embed(&text)
+            .await
+            .map_err(|e| unavailable("the embedding provider", e))?;
+        let threshold = search.similarity_threshold;
+        let query = VectorQuery {
+            vector: vector.as_ref().clone(),
+            filter,
+            limit: self.layout.search_fetch_limit(search.limit),
+            score_threshold: Some(threshold),
+            ef: self.settings.search_ef,
+            exact: false,
+        };
+        let found = self
+            .guards
+            .vectors
+            .call("search", self.vectors.search(query))
+            .await
+            .map_err(|e| unavailable("the vector store", e))?;
+        Ok(found
+            .into_iter()
+            .filter(|scored| scored.score >= threshold)
+            .take(search.limit as usize)
+            .map(|scored| (scored.memory, Some(scored.score)))
+            .collect())
+    }
+
+    /// The answer's memories: compact rows, or whole memories with the associated ones
+    /// appended, or with chunks put back together; `score` on what a vector search found.
+    async fn shape_results(
+        &self,
+        search: &NormalizedSearch,
+        found: Vec<(StoredMemory, Option<f32>)>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut results = found;
+        if search.include_associations {
+            results = self.with_associations(results).await?;
+        } else if search.detail_level == DetailLevel::Compact {
+            results = results
+                .into_iter()
+                .map(|(memory, score)| (self.layout.compact(&memory), score))
+                .collect();
+        }
+        if search.reconstruct_chunks && search.detail_level == DetailLevel::Full {
+            results = self.reconstruct_chunks(results).await?;
+        }
+        Ok(results
+            .into_iter()
+            .map(|(mut memory, score)| {
+                if let Some(score) = score {
+                    memory.insert("score".into(), Value::from(score));
+                }
+                Value::Object(memory)
+            })
+            .collect())
+    }
+
+    /// The results, then each association not among them (once, in order).
+    async fn with_associations(
+        &self,
+        results: Vec<(StoredMemory, Option<f32>)>,
+    ) -> Result<Vec<(StoredMemory, Option<f32>)>, ApiError> {
+        let mut seen: std::collections::HashSet<String> = results
+            .iter()
+            .filter_map(|(memory, _)| memory.get("id").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        let mut all = results.clone();
+        for (memory, _) in &results {
+            for associated in self.layout.associations(memory) {
+                if !seen.insert(associated.clone()) {
+                    continue;
+                }
+                let Ok(id) = Uuid::parse_str(&associated) else {
+                    continue;
+                };
+                let found = self
+                    .guards
+                    .vectors
+                    .call("retrieve", self.vectors.retrieve(id))
+                    .await
+                    .map_err(|e| unavailable("the vector store", e))?;
+                if let Some(found) = found {
+                    all.push((found, None));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Parents of chunks come back whole (their chunks' content joined); chunks themselves
+    /// are left out.
+    async fn reconstruct_chunks(
+        &self,
+        results: Vec<(StoredMemory, Option<f32>)>,
+    ) -> Result<Vec<(StoredMemory, Option<f32>)>, ApiError> {
+        let mut whole = Vec::with_capacity(results.len());
+        let mut parents_done = std::collections::HashSet::new();
+        for (memory, score) in results {
+            match self.layout.chunk_role(&memory) {
+                ChunkRole::Chunk => {}
+                ChunkRole::Whole => whole.push((memory, score)),
+                ChunkRole::Parent => {
+                    let id = memory
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if !parents_done.insert(id.clone()) {
+                        continue;
+                    }
+                    let filter = MemoryFilter {
+                        chunk_of: Some(id),
+                        ..Default::default()
+                    };
+                    let chunks = self
+                        .guards
+                        .vectors
+                        .call("scroll", self.vectors.scroll(&filter, 100))
+                        .await
+                        .map_err(|e| unavailable("the vector store", e))?;
+                    if chunks.is_empty() {
+                        whole.push((memory, score));
+                    } else {
+                        whole.push((self.layout.reconstruct(&memory, chunks), score));
+                    }
+                }
+            }
+        }
+        Ok(whole)
     }
 
     /// Stores the record and the queue entry atomically; `202` once both are stored.
@@ -422,29 +579,35 @@ impl FastPath {
     }
 
     /// `POST /memories`: `202 {"id","status":"processing"}` at once; a worker enriches it.
+    /// The memory stored at once is what the legacy service would store without its model.
     /// With an `Idempotency-Key`, a retry returns the first answer and stores nothing new.
     pub async fn create(
         &self,
         scope: &Scope,
-        request: CreateMemoryRequest,
+        request: StoreRequest,
         idempotency_key: Option<&str>,
+        client_metadata: Option<&str>,
     ) -> Result<FastAnswer, ApiError> {
         request.validate()?;
-        let id = Uuid::now_v7();
-        let summary_given = request.summary.is_some();
-        let valence_given = request.emotional_valence.is_some();
-        let mut memory = request.into_record(id, Utc::now(), MemoryStatus::Processing);
+        let id = Uuid::new_v4();
+        let needs = self.layout.enrichment_needs(&request);
+        let mut memory = self
+            .layout
+            .new_memory(id, &request, client_metadata, Utc::now());
         if let (Some(field), Some(tenant)) = (&self.settings.scope_field, scope.value()) {
             memory.insert(field.clone(), Value::String(tenant.to_string()));
         }
-        let record = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
+        let record = Bytes::from(
+            serde_json::to_vec(&with_status(memory.clone(), MemoryStatus::Processing))
+                .map_err(internal)?,
+        );
         let submission = Submission {
             op: WriteOp::Create {
                 id,
                 scope: scope.value().map(str::to_string),
                 memory,
-                summary_given,
-                valence_given,
+                needs_summary: needs.summary,
+                needs_keywords: needs.keywords,
             },
             record: RecordWrite {
                 key: self.keys.memory(scope, id),
@@ -489,26 +652,25 @@ impl FastPath {
     }
 
     /// `PATCH /memories/{id}`: readers see the change at once (`status: processing`); a worker
-    /// re-embeds changed content and stores it.
+    /// stores it (and re-embeds when the embedded text changed).
     pub async fn update(
         &self,
         scope: &Scope,
         id: Uuid,
-        request: UpdateMemoryRequest,
+        request: UpdateRequest,
     ) -> Result<FastAnswer, ApiError> {
-        let patch = request.into_patch()?;
+        request.validate()?;
         let mut memory = self.current(scope, id).await?;
-        for (field, value) in &patch {
-            memory.insert(field.clone(), value.clone());
-        }
-        memory.insert("status".into(), Value::String("processing".into()));
+        self.layout.apply_update(&mut memory, &request);
         let key = self.keys.memory(scope, id);
-        let record = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
+        let record = Bytes::from(
+            serde_json::to_vec(&with_status(memory, MemoryStatus::Processing)).map_err(internal)?,
+        );
         let submission = Submission {
             op: WriteOp::Update {
                 id,
                 scope: scope.value().map(str::to_string),
-                patch,
+                update: request,
             },
             record: RecordWrite {
                 key: key.clone(),

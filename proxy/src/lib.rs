@@ -2,7 +2,8 @@
 //!
 //! A request enters at [`server`], is classified and routed in [`service`] (fast or legacy,
 //! by [`routing`]), answered by [`fastpath`] from the caches ([`cache`], [`embeddings`]) and the
-//! vector store ([`vectors`]), or forwarded by [`legacy`]. [`app`] wires the parts from the
+//! vector store ([`vectors`]), or forwarded by [`legacy`]. What is stored, embedded and answered
+//! follows the legacy service's [`layout`]. [`app`] wires the parts from the
 //! [`config`]; [`admin`] serves metrics and health.
 
 pub mod access;
@@ -19,7 +20,9 @@ pub mod error;
 pub mod fallback;
 pub mod fastpath;
 pub mod http;
+pub mod js;
 pub mod keys;
+pub mod layout;
 pub mod legacy;
 pub mod memory;
 pub mod metrics;

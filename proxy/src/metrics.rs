@@ -43,6 +43,8 @@ pub struct Metrics {
     pub embedding_calls: IntCounter,
     pub embedded_texts: IntCounter,
     pub access_synced: IntCounter,
+    /// Enrichment calls that failed, whose fallback the layout stored instead.
+    pub enrichment_fallbacks: IntCounter,
     /// Circuit breaker state and transitions, `dependency`.
     pub breakers: crate::breaker::BreakerMetrics,
     /// `level` (`legacy`, `keyword`, `popular`): answers given by a fallback.
@@ -212,7 +214,15 @@ impl Metrics {
             &registry,
             IntCounter::new(
                 "memgate_access_synced_total",
-                "Read counts copied into the vector store",
+                "Memories whose new read counts were added to the vector store",
+            )
+            .expect("valid metric"),
+        );
+        let enrichment_fallbacks = register(
+            &registry,
+            IntCounter::new(
+                "memgate_enrichment_fallbacks_total",
+                "Enrichment calls that failed; the layout's fallback was stored instead",
             )
             .expect("valid metric"),
         );
@@ -243,6 +253,7 @@ impl Metrics {
             degraded,
             overloaded,
             access_synced,
+            enrichment_fallbacks,
             write_ack,
             queue_length,
             queue_pending,

@@ -10,7 +10,8 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, ToSchema};
 
 use crate::memory::{
-    CreateMemoryRequest, DateRange, Memory, MemoryStatus, MemoryType, SearchRequest, ValenceRange,
+    DateStrings, DetailLevel, Memory, MemoryStatus, MemoryType, SearchRequest, StoreContext,
+    StoreRequest, UpdateRequest, ValenceRange,
 };
 
 /// `{"error": {"code", "message"}}`
@@ -26,10 +27,18 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// `POST /memories/search` answer: memories with `score`, best first.
+/// `POST /memories/search` answer: memories (or compact rows) with `score`, best first.
 #[derive(Serialize, ToSchema)]
 pub struct SearchResponse {
     pub memories: Vec<Memory>,
+}
+
+/// `202` answer of a write: the memory's id and where it is in the write pipeline.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedWrite {
+    pub id: uuid::Uuid,
+    /// `processing`, or `deleting`.
+    pub status: String,
 }
 
 #[derive(OpenApi)]
@@ -46,8 +55,12 @@ pub struct SearchResponse {
         MemoryStatus,
         SearchRequest,
         ValenceRange,
-        DateRange,
-        CreateMemoryRequest,
+        DateStrings,
+        DetailLevel,
+        StoreRequest,
+        StoreContext,
+        UpdateRequest,
+        AcceptedWrite,
         SearchResponse,
         ErrorBody,
         ErrorDetail
@@ -125,8 +138,14 @@ pub fn document() -> Document {
     let create = OperationBuilder::new()
         .operation_id(Some("createMemory"))
         .summary(Some("Store a memory"))
-        .request_body(json_body("CreateMemoryRequest"))
-        .response("201", response("The stored memory", "Memory"))
+        .request_body(json_body("StoreRequest"))
+        .response(
+            "202",
+            response(
+                "Accepted: stored at once as `processing`, enriched and embedded by a worker",
+                "AcceptedWrite",
+            ),
+        )
         .response(
             "400",
             error("Malformed JSON, unknown field, or a value out of range"),
@@ -134,7 +153,7 @@ pub fn document() -> Document {
         .response("413", error("The body exceeds limits.maxBodyBytes"))
         .response(
             "503",
-            error("The embedding provider or vector store is unavailable"),
+            error("The write queue (Redis) is unavailable, or did not confirm the write"),
         );
     let paths = PathsBuilder::new()
         .path("/memories/{id}", PathItem::new(HttpMethod::Get, get))
@@ -160,7 +179,7 @@ mod tests {
         for name in [
             "Memory",
             "SearchRequest",
-            "CreateMemoryRequest",
+            "StoreRequest",
             "SearchResponse",
             "ErrorBody",
         ] {

@@ -25,9 +25,11 @@ use crate::http::{
 };
 use crate::keys::Scope;
 use crate::legacy::LegacyClient;
-use crate::memory::{parse_memory_id, CreateMemoryRequest, SearchRequest, UpdateMemoryRequest};
+use crate::memory::{parse_memory_id, SearchRequest, StoreRequest, UpdateRequest};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The client's metadata string (cldmemory's `Memory-Metadata`), stamped on what it creates.
+const MEMORY_METADATA: &str = "memory-metadata";
 use crate::metrics::Metrics;
 use crate::routing::{RoutePath, Router};
 
@@ -272,9 +274,13 @@ impl ApiState {
         body: Bytes,
         client: SocketAddr,
     ) -> Outcome {
-        let request = self
-            .scope(&parts.headers)
-            .and_then(|scope| Ok((scope, parse_json::<SearchRequest>(&body)?.normalize()?)));
+        let request = self.scope(&parts.headers).and_then(|scope| {
+            let request = parse_json::<SearchRequest>(&body)?;
+            Ok((
+                scope,
+                request.normalize(self.fast.default_similarity_threshold())?,
+            ))
+        });
         let (scope, search) = match request {
             Ok(request) => request,
             Err(error) => return self.refused(error),
@@ -358,7 +364,19 @@ impl ApiState {
         body: &[u8],
     ) -> Result<FastAnswer, ApiError> {
         let scope = self.scope(&parts.headers)?;
-        let create = parse_json::<CreateMemoryRequest>(body)?;
+        let create = parse_json::<StoreRequest>(body)?;
+        let client_metadata = parts
+            .headers
+            .get(MEMORY_METADATA)
+            .map(|value| {
+                value.to_str().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_metadata",
+                        "`Memory-Metadata` must be visible ASCII: `key:value,key2:value2`",
+                    )
+                })
+            })
+            .transpose()?;
         let idempotency_key = parts
             .headers
             .get(IDEMPOTENCY_KEY)
@@ -375,7 +393,9 @@ impl ApiState {
                     })
             })
             .transpose()?;
-        self.fast.create(&scope, create, idempotency_key).await
+        self.fast
+            .create(&scope, create, idempotency_key, client_metadata)
+            .await
     }
 
     async fn fast_update(
@@ -386,7 +406,7 @@ impl ApiState {
     ) -> Result<FastAnswer, ApiError> {
         let id = parse_memory_id(id)?;
         let scope = self.scope(&parts.headers)?;
-        let update = parse_json::<UpdateMemoryRequest>(body)?;
+        let update = parse_json::<UpdateRequest>(body)?;
         self.fast.update(&scope, id, update).await
     }
 

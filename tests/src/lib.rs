@@ -6,17 +6,26 @@
 //! - [`FakeOpenAi`]: an OpenAI-compatible `/embeddings` server (deterministic vectors from the
 //!   hashing embedder) that counts calls and can be told to be slow or fail.
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
+//! - [`start_reference`]: the reference cldmemory (`reference/`) on memgate's own vector
+//!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
 
 mod http_server;
 pub mod load;
+mod mcp_sse;
 mod openai;
 mod proxy;
 mod redis_server;
+mod reference;
 mod upstream;
 
-pub use openai::FakeOpenAi;
-pub use proxy::{memgate_binary, start_proxy, start_proxy_and_worker, test_config};
+pub use mcp_sse::McpSseClient;
+pub use openai::{chat_answer_text, FakeOpenAi};
+pub use proxy::{
+    memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
+    test_config, TEST_PROJECT,
+};
 pub use redis_server::RedisServer;
+pub use reference::{start_reference, Reference};
 pub use upstream::{FakeUpstream, RecordedRequest};
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.

@@ -132,7 +132,7 @@ fn build(
             .json(&json!({ "query": format!("{prefix} {sequence}"), "limit": 5 })),
         LoadOp::Create => client
             .post(format!("{base}/memories"))
-            .json(&json!({ "content": format!("steady load memory number {sequence}") })),
+            .json(&json!({ "content": format!("steady load memory number {sequence}"), "type": "episodic" })),
         LoadOp::Legacy => client
             .get(format!("{base}/legacy-only/{sequence}"))
             .header("x-memgate-route", "legacy"),

@@ -1,7 +1,9 @@
 //! An OpenAI-compatible server for tests: `POST /v1/embeddings` answers with the hashing
-//! embedder's vectors (so similar texts really are similar); `POST /v1/chat/completions`
-//! answers memgate's three enrichment prompts (summary, valence, keywords) with JSON the way a
-//! model following them would. It counts calls and can be told to add latency or fail.
+//! embedder's vectors (so similar texts really are similar), as float arrays or, when asked
+//! with `encoding_format: "base64"` (the official Node client's default), as base64 of
+//! little-endian f32; `POST /v1/chat/completions` answers cldmemory's three enrichment prompts
+//! (summary, valence, keywords) in plain text the way a model following them would. It counts
+//! calls and can be told to add latency or fail.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +33,20 @@ pub struct FakeOpenAi {
 struct EmbeddingRequest {
     model: String,
     input: Input,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+/// An embedding as the request asked for it: floats, or base64 of little-endian f32.
+fn encode_embedding(vector: Vec<f32>, format: Option<&str>) -> serde_json::Value {
+    use base64::Engine;
+    match format {
+        Some("base64") => {
+            let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        _ => json!(vector),
+    }
 }
 
 #[derive(Deserialize)]
@@ -75,7 +91,13 @@ impl FakeOpenAi {
                 let data: Vec<_> = texts
                     .iter()
                     .enumerate()
-                    .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": embedder.embed_one(text)}))
+                    .map(|(index, text)| {
+                        let embedding = encode_embedding(
+                            embedder.embed_one(text),
+                            parsed.encoding_format.as_deref(),
+                        );
+                        json!({"object": "embedding", "index": index, "embedding": embedding})
+                    })
                     .collect();
                 json(200, json!({
                     "object": "list",
@@ -128,7 +150,34 @@ struct ChatMessage {
     content: String,
 }
 
-/// Answers one of memgate's enrichment prompts, told apart by the system message.
+/// What a model following cldmemory's instructions answers for `content`, told apart by the
+/// system message: a summary, a valence number, or comma-separated keywords.
+pub fn chat_answer_text(instructions: &str, content: &str) -> String {
+    let lower = content.to_lowercase();
+    if instructions.contains("summary") {
+        format!("Summary: {}", content.chars().take(60).collect::<String>())
+    } else if instructions.contains("emotional valence") {
+        let valence = if lower.contains("happy") {
+            "0.8"
+        } else if lower.contains("sad") {
+            "-0.7"
+        } else {
+            "0.1"
+        };
+        valence.to_string()
+    } else if instructions.contains("key words") {
+        content
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 3)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    }
+}
+
+/// Answers one of the enrichment prompts.
 fn chat_answer(body: &[u8]) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
     let Ok(request) = serde_json::from_slice::<ChatRequest>(body) else {
         return json(
@@ -146,28 +195,7 @@ fn chat_answer(body: &[u8]) -> hyper::Response<http_body_util::Full<bytes::Bytes
         .last()
         .map(|m| m.content.as_str())
         .unwrap_or_default();
-    let lower = content.to_lowercase();
-    let answer = if instructions.contains("Summarize") {
-        json!({"summary": format!("Summary: {}", content.chars().take(60).collect::<String>())})
-    } else if instructions.contains("valence") {
-        let valence = if lower.contains("happy") {
-            0.8
-        } else if lower.contains("sad") {
-            -0.7
-        } else {
-            0.1
-        };
-        json!({"valence": valence})
-    } else if instructions.contains("keywords") {
-        let words: Vec<&str> = content
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.len() > 3)
-            .take(3)
-            .collect();
-        json!({"keywords": words})
-    } else {
-        json!({})
-    };
+    let answer = chat_answer_text(instructions, content);
     json(
         200,
         json!({
@@ -175,7 +203,7 @@ fn chat_answer(body: &[u8]) -> hyper::Response<http_body_util::Full<bytes::Bytes
             "object": "chat.completion",
             "created": 0,
             "model": request.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }),
     )

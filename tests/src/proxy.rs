@@ -1,8 +1,14 @@
 //! Starting a memgate proxy for a test: free ports, a temporary Qdrant Edge directory, and the
 //! given cache, upstream and embedding endpoints.
 
+use std::sync::Arc;
+
 use memgate::app::{Backends, RunningProxy, RunningWorker};
 use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
+use memgate::vectors::VectorStore;
+
+/// The `hostname:cwd` the test configs stamp on new memories.
+pub const TEST_PROJECT: &str = "test-host:/app";
 
 /// A config on free ports with Qdrant Edge under `data_dir`: the in-process cache unless
 /// `redis_url`, the hashing embedder unless `openai_base_url`, and `upstream` for legacy.
@@ -22,6 +28,9 @@ pub fn test_config(
     config.vectors.backend = VectorBackend::Edge;
     config.vectors.path = Some(data_dir.to_path_buf());
     config.embeddings.dimensions = 64;
+    config.layout.project = Some(TEST_PROJECT.into());
+    // Everything a search finds comes back (the tests choose their own thresholds).
+    config.layout.similarity_threshold = 0.0;
     match redis_url {
         Some(url) => {
             config.cache.backend = CacheBackend::Redis;
@@ -69,6 +78,19 @@ pub async fn start_proxy_and_worker(
     let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
     let worker = memgate::app::start_worker_with(config, backends).await?;
     Ok((proxy, worker))
+}
+
+/// [`start_proxy_and_worker`], and the vector store they share (for a legacy service that
+/// keeps its memories in the same store).
+pub async fn start_proxy_and_worker_sharing_vectors(
+    config: Config,
+) -> anyhow::Result<(RunningProxy, RunningWorker, Arc<dyn VectorStore>)> {
+    config.validate()?;
+    let backends = Backends::from_config(&config)?;
+    let vectors = backends.vectors.clone();
+    let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
+    let worker = memgate::app::start_worker_with(config, backends).await?;
+    Ok((proxy, worker, vectors))
 }
 
 /// The `memgate` binary next to the test binary (`target/debug/memgate`), for tests that run

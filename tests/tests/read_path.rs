@@ -69,7 +69,10 @@ impl Env {
 
     /// Creates a memory and waits until the worker has stored it (watching Redis, so the
     /// wait itself reads nothing through the API).
-    async fn create(&self, body: Value) -> String {
+    async fn create(&self, mut body: Value) -> String {
+        if body.get("type").is_none() {
+            body["type"] = json!("episodic");
+        }
         let response = self
             .fast(reqwest::Method::POST, "/memories")
             .json(&body)
@@ -293,10 +296,12 @@ async fn search_caches_results_and_embeddings_and_a_write_invalidates() {
 async fn search_filters_and_threshold_apply() {
     let env = Env::start(|_| {}).await;
     let semantic = env
-        .create(json!({"content": "Paris is the capital of France", "type": "semantic", "importance": 0.9, "emotionalValence": 0.2}))
+        .create(json!({"content": "Paris is the capital of France", "type": "semantic", "importance": 0.9}))
         .await;
     let sad = env
-        .create(json!({"content": "A sad rainy day in Paris", "type": "episodic", "importance": 0.3, "emotionalValence": -0.8}))
+        .create(
+            json!({"content": "A sad rainy day in Paris", "type": "episodic", "importance": 0.3}),
+        )
         .await;
 
     let (_, _, results) = env
@@ -312,11 +317,11 @@ async fn search_filters_and_threshold_apply() {
         .await;
     assert_eq!(ids(&results), vec![sad.clone()]);
     let (_, _, results) = env
-        .search(json!({"query": "Paris", "dateRange": {"end": "2000-01-01T00:00:00Z"}}))
+        .search(json!({"query": "Paris", "dateRange": {"start": "1999-01-01", "end": "2000-01-01T00:00:00Z"}}))
         .await;
     assert!(ids(&results).is_empty());
     let (_, _, results) = env
-        .search(json!({"query": "Paris", "dateRange": {"start": "2000-01-01T00:00:00Z"}}))
+        .search(json!({"query": "Paris", "dateRange": {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01"}}))
         .await;
     assert_eq!(ids(&results).len(), 2);
     let (_, _, results) = env.search(json!({"query": "Paris", "limit": 1})).await;
@@ -378,7 +383,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         (
             reqwest::Method::POST,
             "/memories",
-            json!({"content": "y".repeat(4000)}).to_string(),
+            json!({"content": "y".repeat(4000), "type": "semantic"}).to_string(),
             413,
             "body_too_large",
         ),
@@ -399,7 +404,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         (
             reqwest::Method::POST,
             "/memories/search",
-            json!({"query": "x", "limit": 101}).to_string(),
+            json!({"query": "x", "limit": 51}).to_string(),
             400,
             "invalid_limit",
         ),
@@ -420,9 +425,10 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         (
             reqwest::Method::POST,
             "/memories/search",
-            json!({"query": "   "}).to_string(),
+            json!({"query": "x", "dateRange": {"start": "yesterday", "end": "2025-01-01"}})
+                .to_string(),
             400,
-            "empty_query",
+            "invalid_date",
         ),
         (
             reqwest::Method::POST,
@@ -434,14 +440,14 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         (
             reqwest::Method::POST,
             "/memories",
-            json!({"content": "x", "importance": 7}).to_string(),
+            json!({"content": "x", "type": "semantic", "importance": 7}).to_string(),
             400,
             "out_of_range",
         ),
         (
             reqwest::Method::POST,
             "/memories",
-            json!({"content": ""}).to_string(),
+            json!({"content": "", "type": "semantic"}).to_string(),
             400,
             "empty_content",
         ),

@@ -77,7 +77,7 @@ impl Env {
             .http
             .post(format!("{}/memories", self.base()))
             .header("x-user-id", "alice")
-            .json(&json!({ "content": content, "tags": tags }))
+            .json(&json!({ "content": content, "type": "semantic", "context": {"tags": tags} }))
             .send()
             .await
             .expect("create")
@@ -615,7 +615,7 @@ async fn with_the_vector_store_down_reads_fall_back_and_writes_are_still_acknowl
     let accepted = http
         .post(format!("{base}/memories"))
         .header("x-user-id", "alice")
-        .json(&json!({ "content": "kept until Qdrant is back" }))
+        .json(&json!({ "content": "kept until Qdrant is back", "type": "semantic" }))
         .send()
         .await
         .expect("create");

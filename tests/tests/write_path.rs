@@ -60,7 +60,11 @@ impl Env {
             .header("x-user-id", "alice")
     }
 
-    async fn create(&self, body: Value) -> (reqwest::StatusCode, Value) {
+    /// `POST /memories`; an `episodic` memory unless the body names its type.
+    async fn create(&self, mut body: Value) -> (reqwest::StatusCode, Value) {
+        if body.get("type").is_none() && body.get("content").is_some() {
+            body["type"] = json!("episodic");
+        }
         let response = self
             .request(reqwest::Method::POST, "/memories")
             .json(&body)
@@ -130,7 +134,7 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     );
     let response = env
         .request(reqwest::Method::POST, "/memories")
-        .json(&json!({"content": content, "tags": ["travel"], "importance": 0.7}))
+        .json(&json!({"content": content, "type": "episodic", "context": {"tags": ["travel"], "location": "Paris"}, "importance": 0.7}))
         .send()
         .await
         .expect("create");
@@ -145,7 +149,8 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     assert_eq!(location, format!("/memories/{id}"));
     assert_eq!(
         uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
-        7
+        4,
+        "random ids, as cldmemory's"
     );
 
     let (status, provisional) = env.get(&id).await;
@@ -153,8 +158,10 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     if provisional["status"] == "processing" {
         assert_eq!(
             provisional["summary"].as_str().map(|s| s.chars().count()),
-            Some(200)
+            Some(153),
+            "what cldmemory stores without a model: 150 characters and `...`"
         );
+        assert_eq!(provisional["emotionalValence"], 0);
     }
 
     let ready = env.wait_status(&id, "ready", Duration::from_secs(10)).await;
@@ -163,16 +170,19 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
         .expect("summary")
         .starts_with("Summary: A happy afternoon"));
     assert_eq!(ready["emotionalValence"], 0.8);
-    let tags: Vec<&str> = ready["tags"]
-        .as_array()
-        .expect("tags")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(tags[0], "travel", "the user's tags come first");
-    assert!(tags.contains(&"happy"), "keywords join the tags: {tags:?}");
+    assert_eq!(
+        ready["context"],
+        json!({"tags": ["travel"], "location": "Paris"}),
+        "given tags replace the keywords"
+    );
     assert_eq!(ready["importance"], 0.7);
-    assert_eq!(env.openai.chat_calls(), 3, "summary, valence and keywords");
+    assert_eq!(ready["decay"], 0);
+    assert_eq!(ready["project"], memgate_testkit::TEST_PROJECT);
+    assert_eq!(
+        env.openai.chat_calls(),
+        2,
+        "summary and valence; no keywords, the tags were given"
+    );
 
     let admin = env.worker.as_ref().expect("worker").admin_addr;
     let metrics = scrape_metrics(admin).await;
@@ -207,7 +217,8 @@ async fn embeddings_are_batched_across_jobs() {
     })
     .await;
     env.openai.set_delay(Duration::from_millis(100));
-    let creates = (0..20).map(|i| env.create(json!({"content": format!("memory number {i}"), "summary": "s", "emotionalValence": 0.0})));
+    let creates = (0..20)
+        .map(|i| env.create(json!({"content": format!("memory number {i}"), "summary": "s"})));
     let answers = futures::future::join_all(creates).await;
     let ids: Vec<String> = answers
         .iter()
@@ -227,8 +238,8 @@ async fn embeddings_are_batched_across_jobs() {
     );
     assert_eq!(
         env.openai.chat_calls(),
-        20,
-        "only keywords: summary and valence were given"
+        40,
+        "valence and keywords: the summary was given"
     );
 }
 
@@ -244,7 +255,7 @@ async fn a_retried_create_with_the_same_idempotency_key_creates_nothing_new() {
     let send = || {
         env.request(reqwest::Method::POST, "/memories")
             .header("idempotency-key", "create-42")
-            .json(&json!({"content": "only once"}))
+            .json(&json!({"content": "only once", "type": "semantic"}))
             .send()
     };
     let first: Value = send().await.expect("first").json().await.expect("json");
@@ -265,7 +276,7 @@ async fn a_retried_create_with_the_same_idempotency_key_creates_nothing_new() {
         .post(format!("http://{}/memories", env.proxy.api_addr))
         .header("x-user-id", "bob")
         .header("idempotency-key", "create-42")
-        .json(&json!({"content": "bob's own"}))
+        .json(&json!({"content": "bob's own", "type": "semantic"}))
         .send()
         .await
         .expect("bob");
@@ -349,7 +360,7 @@ async fn delete_hides_at_once_and_update_applies() {
 
 #[tokio::test]
 async fn similar_memories_are_associated_both_ways() {
-    let env = Env::start(true, |c| c.worker.association_threshold = 0.6).await;
+    let env = Env::start(true, |c| c.layout.similarity_threshold = 0.6).await;
     let mut ids = Vec::new();
     for content in [
         "We drank coffee in Paris with Marie",
@@ -357,7 +368,7 @@ async fn similar_memories_are_associated_both_ways() {
         "We drank coffee in Paris with Marie again",
     ] {
         let (_, accepted) = env
-            .create(json!({"content": content, "summary": "s", "emotionalValence": 0.0}))
+            .create(json!({"content": content, "summary": "s", "context": {"tags": []}}))
             .await;
         let id = accepted["id"].as_str().expect("id").to_string();
         env.wait_status(&id, "ready", Duration::from_secs(10)).await;
@@ -470,8 +481,12 @@ async fn bad_writes_are_rejected_and_nothing_is_queued() {
         (json!({"content": "x", "type": "dream"}), "invalid_field"),
         (json!({"content": "x", "importance": -0.1}), "out_of_range"),
         (
-            json!({"content": "x", "emotionalValence": 1.5}),
-            "out_of_range",
+            json!({"content": "x", "emotionalValence": 0.5}),
+            "invalid_field",
+        ),
+        (
+            json!({"content": "x", "context": {"people": "Ann"}}),
+            "invalid_field",
         ),
         (json!({"summary": "no content"}), "invalid_field"),
         (json!({"content": "x".repeat(5000)}), "body_too_large"),
@@ -543,7 +558,7 @@ async fn embedded_mode_runs_the_same_pipeline_in_process() {
     let base = format!("http://{}", proxy.api_addr);
     let accepted: Value = http
         .post(format!("{base}/memories"))
-        .json(&json!({"content": "What a wonderful, happy day at the beach!"}))
+        .json(&json!({"content": "What a wonderful, happy day at the beach!", "type": "episodic"}))
         .send()
         .await
         .expect("create")
@@ -615,7 +630,7 @@ async fn a_killed_workers_job_is_finished_by_another() {
     env.openai.set_delay(Duration::from_millis(1500));
     let mut first = spawn_worker(&env, "first", "1s");
     let (_, accepted) = env
-        .create(json!({"content": "survive a crash", "summary": "s", "emotionalValence": 0.0}))
+        .create(json!({"content": "survive a crash", "summary": "s"}))
         .await;
     let id = accepted["id"].as_str().expect("id").to_string();
     assert!(

@@ -100,6 +100,9 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     config.openai.base_url = spec.openai.base_url.clone();
     config.openai.timeout = duration("openai.timeout", &spec.openai.timeout)?;
     config.worker.concurrency = spec.workers.concurrency;
+    config.layout.similarity_threshold = spec.layout.similarity_threshold;
+    config.layout.memory_metadata = spec.layout.memory_metadata.clone();
+    config.layout.project = spec.layout.project.clone();
     config.validate().map_err(|invalid| ConfigError {
         field: invalid.field.to_string(),
         problem: invalid.problem,

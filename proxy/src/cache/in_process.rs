@@ -41,6 +41,8 @@ impl Expiry<String, Entry> for PerEntryTtl {
 struct Counters {
     integers: HashMap<String, u64>,
     access: HashMap<String, (u64, DateTime<Utc>)>,
+    /// Reads not yet added to the vector store.
+    unsynced: HashMap<String, u64>,
     popular: HashMap<String, HashMap<String, u64>>,
     dirty: HashMap<String, std::collections::HashSet<uuid::Uuid>>,
 }
@@ -128,8 +130,14 @@ impl CacheStore for InProcessCache {
         Ok(())
     }
 
+    /// Deletes whatever is under `key`: bytes, a counter or access statistics (as Redis
+    /// `DEL` deletes any type).
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
         self.entries.invalidate(key);
+        let mut counters = self.counters();
+        counters.integers.remove(key);
+        counters.access.remove(key);
+        counters.unsynced.remove(key);
         Ok(())
     }
 
@@ -175,6 +183,10 @@ impl CacheStore for InProcessCache {
             stats.0 += update.count;
             stats.1 = stats.1.max(update.last);
             *counters
+                .unsynced
+                .entry(update.access_key.clone())
+                .or_insert(0) += update.count;
+            *counters
                 .popular
                 .entry(update.popular_key.clone())
                 .or_default()
@@ -202,6 +214,25 @@ impl CacheStore for InProcessCache {
             .entry(dirty_key.to_string())
             .or_default()
             .extend(ids.iter().copied());
+        Ok(())
+    }
+
+    async fn take_unsynced(
+        &self,
+        access_key: &str,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
+        let mut counters = self.counters();
+        let count = counters.unsynced.remove(access_key).unwrap_or(0);
+        let last = counters.access.get(access_key).map(|stats| stats.1);
+        Ok(last.filter(|_| count > 0).map(|last| (count, last)))
+    }
+
+    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+        *self
+            .counters()
+            .unsynced
+            .entry(access_key.to_string())
+            .or_insert(0) += count;
         Ok(())
     }
 

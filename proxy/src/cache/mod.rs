@@ -59,8 +59,8 @@ pub trait CacheStore: Send + Sync + 'static {
     ) -> Result<(u64, Option<Bytes>), CacheError>;
     /// Adds one to the integer under `key` and returns the new value.
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
-    /// Adds a batch of reads to `access:{id}` (`count`, `last`) and the `popular` sets, and
-    /// marks the ids in the set `dirty_key` for the workers to copy into the vector store.
+    /// Adds a batch of reads to `access:{id}` (`count`, `unsynced`, `last`) and the `popular`
+    /// sets, and marks the ids in the set `dirty_key` for the workers to copy into the vector store.
     async fn record_accesses(
         &self,
         updates: &[AccessUpdate],
@@ -70,6 +70,14 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn take_dirty(&self, dirty_key: &str, max: usize) -> Result<Vec<Uuid>, CacheError>;
     /// Puts ids back into the set `dirty_key` (their copy failed).
     async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError>;
+    /// The reads of one memory not yet added to the vector store, `(count, last)`, taken
+    /// atomically (they count as added from now on); `None` when there are none.
+    async fn take_unsynced(
+        &self,
+        access_key: &str,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
+    /// Gives back reads taken by [`CacheStore::take_unsynced`] whose write failed.
+    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError>;
     /// Exact access statistics of one memory: `(count, last)`.
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
     /// The values under `keys`, in order (MGET).

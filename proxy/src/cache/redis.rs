@@ -19,10 +19,18 @@ local generation = redis.call('GET', KEYS[1]) or '0'
 return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
 "#;
 
+/// Takes the reads not yet added to the vector store: `{unsynced, last}`, leaving 0.
+const TAKE_UNSYNCED: &str = r#"
+local count = tonumber(redis.call('HGET', KEYS[1], 'unsynced') or '0')
+if count > 0 then redis.call('HINCRBY', KEYS[1], 'unsynced', -count) end
+return {count, redis.call('HGET', KEYS[1], 'last')}
+"#;
+
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
     get_at_generation: redis::Script,
+    take_unsynced: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -63,6 +71,7 @@ impl RedisCache {
         Ok(Self {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
+            take_unsynced: redis::Script::new(TAKE_UNSYNCED),
         })
     }
 
@@ -178,6 +187,8 @@ impl CacheStore for RedisCache {
             let id = update.id.to_string();
             pipe.hincr(&update.access_key, "count", update.count)
                 .ignore()
+                .hincr(&update.access_key, "unsynced", update.count)
+                .ignore()
                 .hset(&update.access_key, "last", last)
                 .ignore()
                 .zincr(&update.popular_key, &id, update.count)
@@ -207,6 +218,36 @@ impl CacheStore for RedisCache {
         }
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let _: u64 = self.connection.clone().sadd(dirty_key, ids).await?;
+        Ok(())
+    }
+
+    async fn take_unsynced(
+        &self,
+        access_key: &str,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
+        let (count, last): (u64, Option<String>) = self
+            .take_unsynced
+            .key(access_key)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let Some(last) = last.filter(|_| count > 0) else {
+            return Ok(None);
+        };
+        let last = DateTime::parse_from_rfc3339(&last)
+            .map_err(|_| CacheError::Corrupt {
+                key: access_key.to_string(),
+                expected: "an RFC 3339 `last` field",
+            })?
+            .with_timezone(&Utc);
+        Ok(Some((count, last)))
+    }
+
+    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+        let _: i64 = self
+            .connection
+            .clone()
+            .hincr(access_key, "unsynced", count)
+            .await?;
         Ok(())
     }
 

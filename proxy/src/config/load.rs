@@ -79,6 +79,9 @@ fn embedded_profile() -> serde_json::Value {
         "embeddings": { "provider": "hashing", "model": "memgate-hashing-v1", "dimensions": 384 },
         "enrichment": { "provider": "local" },
         "rollout": { "percent": 100 },
+        // The hashing embedder scores related texts lower than a model does: cldmemory's own
+        // example configuration's threshold.
+        "layout": { "similarityThreshold": 0.3 },
     })
 }
 
@@ -168,7 +171,7 @@ cache: {memoryTtl: 30m, searchTtl: 1m}
         let config = load(&sources(&file)).expect("loads");
         assert_eq!(config.rollout.percent, 10);
         assert_eq!(config.cache.memory_ttl, Duration::from_secs(1800));
-        assert_eq!(config.vectors.search_ef, 16);
+        assert_eq!(config.vectors.search_ef, Some(16));
 
         let mut with_env = sources(&file);
         with_env.env = vec![

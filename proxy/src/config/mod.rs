@@ -30,6 +30,8 @@ pub struct Config {
     /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
     pub upstream: UpstreamConfig,
+    /// How the legacy service keeps a memory (its payload, embedded texts, search rules).
+    pub layout: LayoutConfig,
     pub rollout: RolloutConfig,
     /// Tenant scoping; off when absent.
     pub scope: Option<ScopeConfig>,
@@ -56,6 +58,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             upstream: UpstreamConfig::default(),
+            layout: LayoutConfig::default(),
             rollout: RolloutConfig::default(),
             scope: None,
             limits: LimitsConfig::default(),
@@ -114,6 +117,41 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// The legacy services whose layout memgate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LayoutKind {
+    /// cldmemory, the TypeScript MCP memory server.
+    Cldmemory,
+}
+
+/// The legacy service's layout and the settings its deployment has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LayoutConfig {
+    pub kind: LayoutKind,
+    /// Searches naming no threshold leave out results scoring below this (cldmemory's
+    /// `SIMILARITY_THRESHOLD`).
+    pub similarity_threshold: f32,
+    /// Metadata stamped on every memory and added to every query's embedded text
+    /// (cldmemory's `MEMORY_METADATA`: `key:value,key2:value2`).
+    pub memory_metadata: Option<String>,
+    /// The `hostname:cwd` string the legacy process stamps on new memories (it cannot be
+    /// computed from here). Without it, memgate stamps its own `hostname:cwd`.
+    pub project: Option<String>,
+}
+
+impl Default for LayoutConfig {
+    fn default() -> Self {
+        Self {
+            kind: LayoutKind::Cldmemory,
+            similarity_threshold: 0.7,
+            memory_metadata: None,
+            project: None,
         }
     }
 }
@@ -310,8 +348,9 @@ pub struct VectorsConfig {
     pub path: Option<PathBuf>,
     pub collection: String,
     pub distance: DistanceMetric,
-    /// `hnsw_ef` for fast-path searches: lower is faster, higher is more exact.
-    pub search_ef: u64,
+    /// `hnsw_ef` for fast-path searches: lower is faster, higher is more exact. Absent: the
+    /// collection's own default, as the legacy service searches.
+    pub search_ef: Option<u64>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Qdrant Edge only: how often the writer (the worker, or the embedded proxy) runs Edge's
@@ -328,9 +367,9 @@ impl Default for VectorsConfig {
             url: None,
             api_key: None,
             path: None,
-            collection: "memories".into(),
+            collection: "human_memories".into(),
             distance: DistanceMetric::Cosine,
-            search_ef: 32,
+            search_ef: None,
             timeout: Duration::from_secs(2),
             optimize_interval: Duration::from_secs(30),
         }
@@ -387,7 +426,7 @@ impl Default for EnrichmentConfig {
     fn default() -> Self {
         Self {
             provider: EnrichmentProvider::Openai,
-            model: "gpt-4o-mini".into(),
+            model: "gpt-4o".into(),
         }
     }
 }
@@ -417,13 +456,9 @@ pub struct WorkerConfig {
     /// How long a retried create with the same `Idempotency-Key` returns the first answer.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
-    /// How often read counts (`access:{id}`) are copied into the vector store's payload.
+    /// How often read counts (`access:{id}`) are added to the vector store's payload.
     #[serde(with = "humantime_serde")]
     pub access_sync_interval: Duration,
-    /// Similarity from which two memories are associated.
-    pub association_threshold: f32,
-    /// Most associations found for one memory.
-    pub max_associations: u64,
 }
 
 impl Default for WorkerConfig {
@@ -438,8 +473,6 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             access_sync_interval: Duration::from_secs(5),
-            association_threshold: 0.8,
-            max_associations: 5,
         }
     }
 }
@@ -608,8 +641,22 @@ impl Config {
         if self.vectors.collection.trim().is_empty() {
             return Err(invalid("vectors.collection", "must not be empty"));
         }
-        if self.vectors.search_ef == 0 {
+        if self.vectors.search_ef == Some(0) {
             return Err(invalid("vectors.searchEf", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.layout.similarity_threshold) {
+            return Err(invalid(
+                "layout.similarityThreshold",
+                "must be between 0 and 1",
+            ));
+        }
+        if self
+            .layout
+            .project
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(invalid("layout.project", "must not be empty when given"));
         }
         if !(1..=65_536).contains(&self.embeddings.dimensions) {
             return Err(invalid(

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use rake::{Rake, StopWords};
 
 use super::{clean_keywords, Enricher, EnrichmentError};
-use crate::memory::PROVISIONAL_SUMMARY_CHARS;
+
+/// Longest summary, in characters.
+const SUMMARY_CHARS: usize = 200;
 
 pub struct LocalEnricher {
     rake: Rake,
@@ -42,7 +44,7 @@ impl LocalEnricher {
         let content = content.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut summary = String::new();
         for sentence in content.split_inclusive(['.', '!', '?']) {
-            if summary.chars().count() + sentence.chars().count() > PROVISIONAL_SUMMARY_CHARS {
+            if summary.chars().count() + sentence.chars().count() > SUMMARY_CHARS {
                 break;
             }
             summary.push_str(sentence);
@@ -51,7 +53,7 @@ impl LocalEnricher {
             // One long sentence: cut at a word boundary.
             let mut cut = String::new();
             for word in content.split(' ') {
-                if cut.chars().count() + word.chars().count() + 1 > PROVISIONAL_SUMMARY_CHARS {
+                if cut.chars().count() + word.chars().count() + 1 > SUMMARY_CHARS {
                     break;
                 }
                 if !cut.is_empty() {
@@ -60,7 +62,7 @@ impl LocalEnricher {
                 cut.push_str(word);
             }
             if cut.is_empty() {
-                cut = content.chars().take(PROVISIONAL_SUMMARY_CHARS).collect();
+                cut = content.chars().take(SUMMARY_CHARS).collect();
             }
             return cut;
         }
@@ -74,13 +76,15 @@ impl Enricher for LocalEnricher {
         Ok(Self::summary_of(content))
     }
 
-    async fn emotional_valence(&self, content: &str) -> Result<f64, EnrichmentError> {
+    async fn emotional_valence(&self, content: &str) -> Result<Option<f64>, EnrichmentError> {
         let scores = self.sentiment.polarity_scores(content);
-        Ok(scores
-            .get("compound")
-            .copied()
-            .unwrap_or(0.0)
-            .clamp(-1.0, 1.0))
+        Ok(Some(
+            scores
+                .get("compound")
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(-1.0, 1.0),
+        ))
     }
 
     async fn keywords(&self, content: &str) -> Result<Vec<String>, EnrichmentError> {
@@ -101,11 +105,13 @@ mod tests {
         let happy = enricher
             .emotional_valence("What a wonderful, happy day with great friends!")
             .await
-            .expect("valence");
+            .expect("valence")
+            .expect("a number");
         let sad = enricher
             .emotional_valence("A terrible, sad and painful loss.")
             .await
-            .expect("valence");
+            .expect("valence")
+            .expect("a number");
         assert!(happy > 0.5, "{happy}");
         assert!(sad < -0.5, "{sad}");
     }
@@ -137,8 +143,8 @@ mod tests {
         let summary = LocalEnricher::summary_of(&long);
         assert!(summary.starts_with("First sentence here."));
         assert!(summary.ends_with('.'));
-        assert!(summary.chars().count() <= PROVISIONAL_SUMMARY_CHARS);
+        assert!(summary.chars().count() <= SUMMARY_CHARS);
         let one = "word ".repeat(100);
-        assert!(LocalEnricher::summary_of(&one).chars().count() <= PROVISIONAL_SUMMARY_CHARS);
+        assert!(LocalEnricher::summary_of(&one).chars().count() <= SUMMARY_CHARS);
     }
 }

@@ -1,9 +1,10 @@
 //! The enrichment concern: what the legacy service asks an LLM for when a memory is created —
 //! a summary, an emotional valence (−1..1) and keywords. The worker runs the three calls in
-//! parallel (and embeds separately, in batches).
+//! parallel (and embeds separately, in batches); a call that fails is not retried: the layout
+//! stores its fallback, as the legacy service does.
 //!
 //! Two implementations, chosen by `enrichment.provider`: [`OpenAiEnricher`] (chat completions
-//! through `async-openai`, prompts that return strict JSON, parsed and range-checked) and
+//! through `async-openai` with cldmemory's prompts, read as cldmemory reads the answers) and
 //! [`LocalEnricher`] (built in: extractive summary, VADER valence, RAKE keywords).
 
 mod local;
@@ -30,9 +31,10 @@ pub enum EnrichmentError {
 #[async_trait]
 pub trait Enricher: Send + Sync + 'static {
     async fn summarize(&self, content: &str) -> Result<String, EnrichmentError>;
-    /// −1 (very negative) .. 1 (very positive).
-    async fn emotional_valence(&self, content: &str) -> Result<f64, EnrichmentError>;
-    /// A few lowercase keywords, most relevant first.
+    /// −1 (very negative) .. 1 (very positive) as the model answered it (not clamped);
+    /// `None` when the answer is not a number.
+    async fn emotional_valence(&self, content: &str) -> Result<Option<f64>, EnrichmentError>;
+    /// A few keywords, most relevant first.
     async fn keywords(&self, content: &str) -> Result<Vec<String>, EnrichmentError>;
 }
 

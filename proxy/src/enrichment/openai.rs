@@ -1,50 +1,33 @@
-//! Enrichment through any OpenAI-compatible chat completions endpoint. Each prompt asks for a
-//! JSON object (`response_format: json_object`); answers are parsed and range-checked, and one
-//! that does not fit is an error (the worker retries it).
+//! Enrichment through any OpenAI-compatible chat completions endpoint, asked as cldmemory asks
+//! (its three instructions, temperature 0.3, its token limits) and answered as cldmemory reads
+//! the answers: the summary trimmed, the valence by JavaScript's `parseFloat`, the keywords
+//! split on commas. Given the same model, memgate then stores what cldmemory would.
 
 use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    CreateChatCompletionRequestArgs, ResponseFormat,
+    CreateChatCompletionRequestArgs,
 };
 use async_openai::Client;
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use super::{clean_keywords, Enricher, EnrichmentError};
+use super::{Enricher, EnrichmentError};
+use crate::js;
 
-const SUMMARY_PROMPT: &str =
-    "Summarize the user's memory in one or two sentences, at most 200 characters. \
-Answer with a JSON object: {\"summary\": \"...\"}.";
-const EMOTION_PROMPT: &str =
-    "Rate the emotional valence of the user's memory from -1 (very negative) to 1 \
-(very positive), 0 being neutral. Answer with a JSON object: {\"valence\": <number>}.";
+const SUMMARY_PROMPT: &str = "Create a concise 1-2 sentence summary capturing the essence of \
+the text. Be specific and informative.";
+const EMOTION_PROMPT: &str = "Analyze the emotional valence of this text. Return only a number \
+between -1 (very negative) and 1 (very positive).";
 const KEYWORDS_PROMPT: &str =
-    "List up to 8 short lowercase keywords for the user's memory, most relevant first. \
-Answer with a JSON object: {\"keywords\": [\"...\"]}.";
+    "Extract 3-5 key words or phrases from the text. Return only comma-separated keywords.";
 
 #[derive(Debug, Clone)]
 pub struct OpenAiEnricher {
     client: Client<OpenAIConfig>,
     model: String,
     timeout: Duration,
-}
-
-#[derive(Deserialize)]
-struct SummaryAnswer {
-    summary: String,
-}
-
-#[derive(Deserialize)]
-struct EmotionAnswer {
-    valence: f64,
-}
-
-#[derive(Deserialize)]
-struct KeywordsAnswer {
-    keywords: Vec<String>,
 }
 
 impl OpenAiEnricher {
@@ -56,45 +39,41 @@ impl OpenAiEnricher {
         }
     }
 
-    /// One chat completion whose answer is a JSON object of type `T`.
-    async fn ask<T: serde::de::DeserializeOwned>(
+    /// One chat completion: the answer's text, `None` when it has none.
+    async fn ask(
         &self,
         instructions: &str,
         content: &str,
-        expected: &'static str,
-    ) -> Result<T, EnrichmentError> {
+        max_tokens: u32,
+    ) -> Result<Option<String>, EnrichmentError> {
+        #[allow(deprecated)] // `max_tokens`: what cldmemory sends, and what compatible servers read
         let request = CreateChatCompletionRequestArgs::default()
             .model(&self.model)
             .messages([
                 ChatCompletionRequestSystemMessage::from(instructions).into(),
                 ChatCompletionRequestUserMessage::from(content).into(),
             ])
-            .response_format(ResponseFormat::JsonObject)
-            .temperature(0.0)
+            .temperature(0.3)
+            .max_tokens(max_tokens)
             .build()
             .map_err(|e| EnrichmentError::Provider(e.to_string()))?;
         let response = tokio::time::timeout(self.timeout, self.client.chat().create(request))
             .await
             .map_err(|_| EnrichmentError::Timeout(self.timeout))?
             .map_err(|e| EnrichmentError::Provider(e.to_string()))?;
-        let answer = response
+        Ok(response
             .choices
             .into_iter()
             .next()
-            .and_then(|choice| choice.message.content)
-            .unwrap_or_default();
-        serde_json::from_str(answer.trim())
-            .map_err(|_| EnrichmentError::InvalidAnswer { expected, answer })
+            .and_then(|choice| choice.message.content))
     }
 }
 
 #[async_trait]
 impl Enricher for OpenAiEnricher {
     async fn summarize(&self, content: &str) -> Result<String, EnrichmentError> {
-        let answer: SummaryAnswer = self
-            .ask(SUMMARY_PROMPT, content, "{\"summary\": string}")
-            .await?;
-        let summary = answer.summary.trim().to_string();
+        let answer = self.ask(SUMMARY_PROMPT, content, 60).await?;
+        let summary = js::trim(answer.as_deref().unwrap_or_default()).to_string();
         if summary.is_empty() {
             return Err(EnrichmentError::InvalidAnswer {
                 expected: "a non-empty summary",
@@ -104,23 +83,17 @@ impl Enricher for OpenAiEnricher {
         Ok(summary)
     }
 
-    async fn emotional_valence(&self, content: &str) -> Result<f64, EnrichmentError> {
-        let answer: EmotionAnswer = self
-            .ask(EMOTION_PROMPT, content, "{\"valence\": number}")
-            .await?;
-        if !(-1.0..=1.0).contains(&answer.valence) {
-            return Err(EnrichmentError::InvalidAnswer {
-                expected: "a valence between -1 and 1",
-                answer: answer.valence.to_string(),
-            });
-        }
-        Ok(answer.valence)
+    async fn emotional_valence(&self, content: &str) -> Result<Option<f64>, EnrichmentError> {
+        let answer = self.ask(EMOTION_PROMPT, content, 10).await?;
+        // `parseFloat(answer || '0')`
+        let answer = answer.filter(|text| !text.is_empty());
+        Ok(js::parse_float(answer.as_deref().unwrap_or("0")))
     }
 
     async fn keywords(&self, content: &str) -> Result<Vec<String>, EnrichmentError> {
-        let answer: KeywordsAnswer = self
-            .ask(KEYWORDS_PROMPT, content, "{\"keywords\": [string]}")
-            .await?;
-        Ok(clean_keywords(answer.keywords))
+        let answer = self.ask(KEYWORDS_PROMPT, content, 50).await?;
+        Ok(answer
+            .map(|text| text.split(',').map(|k| js::trim(k).to_string()).collect())
+            .unwrap_or_default())
     }
 }

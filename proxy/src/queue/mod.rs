@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::memory::StoredMemory;
+use crate::memory::{StoredMemory, UpdateRequest};
 
 pub const WRITES_STREAM: &str = "writes";
 pub const ASSOC_STREAM: &str = "assoc";
@@ -33,21 +33,22 @@ pub const CONSUMER_GROUP: &str = "workers";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum WriteOp {
-    /// `memory` is the provisional record; enrichment fills what the caller left out.
+    /// `memory` is the new memory as the layout made it (without memgate's `status`);
+    /// enrichment fills what the caller left out.
     #[serde(rename_all = "camelCase")]
     Create {
         id: Uuid,
         scope: Option<String>,
         memory: StoredMemory,
-        summary_given: bool,
-        valence_given: bool,
+        needs_summary: bool,
+        needs_keywords: bool,
     },
-    /// Fields to replace in the stored memory.
+    /// The update as the client sent it; applied to the stored memory by the layout.
     #[serde(rename_all = "camelCase")]
     Update {
         id: Uuid,
         scope: Option<String>,
-        patch: StoredMemory,
+        update: UpdateRequest,
     },
     #[serde(rename_all = "camelCase")]
     Delete { id: Uuid, scope: Option<String> },

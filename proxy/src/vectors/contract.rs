@@ -35,8 +35,8 @@ fn point(
         .to_rfc3339();
     let memory = json!({
         "id": id, "content": format!("memory {n}"), "summary": "s", "type": kind,
-        "importance": importance, "emotionalValence": valence, "tags": ["t"],
-        "timestamp": timestamp, "userId": user, "status": "ready",
+        "importance": importance, "emotionalValence": valence, "context": {"tags": ["t"]},
+        "timestamp": timestamp, "userId": user,
     });
     let serde_json::Value::Object(memory) = memory else {
         unreachable!()
@@ -54,7 +54,8 @@ fn query(filter: MemoryFilter) -> VectorQuery {
         filter,
         limit: 10,
         score_threshold: None,
-        ef: 32,
+        ef: Some(32),
+        exact: false,
     }
 }
 
@@ -94,6 +95,11 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .expect("exists");
     assert_eq!(one["id"], json!(Uuid::from_u128(1)));
     assert_eq!(one["content"], "memory 1");
+    assert_eq!(
+        one.keys().next().map(String::as_str),
+        Some("id"),
+        "the payload as written, in its order"
+    );
     assert_eq!(one["userId"], "alice");
     assert!(store
         .retrieve(Uuid::from_u128(99))
@@ -165,6 +171,45 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
     top.limit = 1;
     assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
 
+    let mut exact = query(alice(MemoryFilter::default()));
+    exact.exact = true;
+    exact.ef = None;
+    assert_eq!(
+        ids(&store.search(exact).await.expect("search")),
+        vec![1, 2, 3]
+    );
+
+    let scrolled = store
+        .scroll(&alice(MemoryFilter::default()), 2)
+        .await
+        .expect("scroll");
+    let scrolled: Vec<u128> = scrolled
+        .iter()
+        .filter_map(|m| m["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
+        .map(|id| id.as_u128())
+        .collect();
+    assert_eq!(scrolled, vec![1, 2], "point-id order, up to the limit");
+
+    let mut chunk = point(8, [0.0, 0.0, 1.0, 1.0], "semantic", 0.5, 0.0, 4, "alice");
+    chunk.memory.insert(
+        "context".into(),
+        json!({"tags": [], "chunkOf": "parent-1", "chunkIndex": 0}),
+    );
+    store.upsert(vec![chunk]).await.expect("upsert");
+    let chunks = store
+        .scroll(
+            &MemoryFilter {
+                chunk_of: Some("parent-1".into()),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .expect("scroll");
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0]["context"]["chunkOf"], "parent-1");
+    store.delete(&[Uuid::from_u128(8)]).await.expect("delete");
+
     let vector = store
         .vector_of(Uuid::from_u128(3))
         .await
@@ -223,7 +268,9 @@ async fn keyword_scenario(store: &dyn VectorStore, alice: MemoryFilter) {
         .memory
         .insert("content".into(), json!("Planted Tomatoes in the garden"));
     let mut tagged = point(6, [0.0, 0.0, 0.0, 1.0], "semantic", 0.5, 0.0, 3, "alice");
-    tagged.memory.insert("tags".into(), json!(["tomatoes"]));
+    tagged
+        .memory
+        .insert("context".into(), json!({"tags": ["tomatoes"]}));
     let mut bobs = point(7, [0.0, 0.0, 1.0, 0.0], "episodic", 0.5, 0.0, 2, "bob");
     bobs.memory
         .insert("content".into(), json!("tomatoes everywhere"));

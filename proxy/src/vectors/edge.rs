@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{
-    memory_from_payload, payload_of, CollectionSpec, IndexKind, KeywordQuery, MemoryFilter,
-    MemoryPoint, ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+    CollectionSpec, IndexKind, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
+    VectorQuery, VectorStore, INDEXED_FIELDS,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -214,6 +214,9 @@ fn filter_json(filter: &MemoryFilter) -> Option<Value> {
             must.push(json!({ "key": "timestamp", "range": bounds }));
         }
     }
+    if let Some(parent) = &filter.chunk_of {
+        must.push(json!({ "key": "context.chunkOf", "match": { "value": parent } }));
+    }
     (!must.is_empty()).then(|| json!({ "must": must }))
 }
 
@@ -225,7 +228,7 @@ fn keyword_filter_json(query: &KeywordQuery) -> Value {
         .iter()
         .map(|term| json!({ "key": "content", "match": { "text": term } }))
         .collect();
-    should.push(json!({ "key": "tags", "match": { "any": query.terms } }));
+    should.push(json!({ "key": "context.tags", "match": { "any": query.terms } }));
     filter["should"] = Value::Array(should);
     filter
 }
@@ -234,13 +237,6 @@ fn to_filter(filter: &MemoryFilter) -> Result<Option<Filter>, VectorError> {
     filter_json(filter)
         .map(|value| serde_json::from_value::<Filter>(value).map_err(edge_error))
         .transpose()
-}
-
-fn point_id_string(id: &PointId) -> String {
-    match id {
-        PointId::Uuid(uuid) => uuid.to_string(),
-        PointId::NumId(num) => num.to_string(),
-    }
 }
 
 fn payload_map(payload: Option<Payload>) -> StoredMemory {
@@ -270,7 +266,7 @@ impl VectorStore for EdgeStore {
         let points = points
             .into_iter()
             .map(|point| {
-                let payload = Payload(payload_of(&point.memory).into_iter().collect());
+                let payload = Payload(point.memory.into_iter().collect());
                 PointStructPersisted {
                     id: PointId::Uuid(point.id),
                     vector: Vectors::from(point.vector).0.into(),
@@ -297,9 +293,10 @@ impl VectorStore for EdgeStore {
                     None,
                 )
                 .map_err(edge_error)?;
-            Ok(records.into_iter().next().map(|record| {
-                memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))
-            }))
+            Ok(records
+                .into_iter()
+                .next()
+                .map(|record| payload_map(record.payload)))
         })
         .await
     }
@@ -310,7 +307,8 @@ impl VectorStore for EdgeStore {
             query: QueryEnum::Nearest(NamedQuery::default_dense(query.vector)),
             filter,
             params: Some(SearchParams {
-                hnsw_ef: Some(usize::try_from(query.ef).unwrap_or(usize::MAX)),
+                hnsw_ef: query.ef.map(|ef| usize::try_from(ef).unwrap_or(usize::MAX)),
+                exact: query.exact,
                 ..Default::default()
             }),
             limit: usize::try_from(query.limit).unwrap_or(usize::MAX),
@@ -324,10 +322,7 @@ impl VectorStore for EdgeStore {
             Ok(points
                 .into_iter()
                 .map(|point| ScoredMemory {
-                    memory: memory_from_payload(
-                        &point_id_string(&point.id),
-                        payload_map(point.payload),
-                    ),
+                    memory: payload_map(point.payload),
                     score: point.score,
                 })
                 .collect())
@@ -350,9 +345,30 @@ impl VectorStore for EdgeStore {
             let (records, _) = shard.scroll(request).map_err(edge_error)?;
             Ok(records
                 .into_iter()
-                .map(|record| {
-                    memory_from_payload(&point_id_string(&record.id), payload_map(record.payload))
-                })
+                .map(|record| payload_map(record.payload))
+                .collect())
+        })
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        filter: &MemoryFilter,
+        limit: u64,
+    ) -> Result<Vec<StoredMemory>, VectorError> {
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(usize::try_from(limit).unwrap_or(usize::MAX).max(1)),
+            filter: to_filter(filter)?,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: qdrant_edge::WithVector::Bool(false),
+            order_by: None,
+        };
+        self.blocking(move |shard| {
+            let (records, _) = shard.scroll(request).map_err(edge_error)?;
+            Ok(records
+                .into_iter()
+                .map(|record| payload_map(record.payload))
                 .collect())
         })
         .await
@@ -510,9 +526,12 @@ mod tests {
                 .map(|&i| MemoryPoint {
                     id: Uuid::from_u128(i + 1),
                     vector: vector(i as u64, DIMENSIONS),
-                    memory: [("content".to_string(), Value::from(format!("memory {i}")))]
-                        .into_iter()
-                        .collect(),
+                    memory: [
+                        ("id".to_string(), Value::from(Uuid::from_u128(i + 1).to_string())),
+                        ("content".to_string(), Value::from(format!("memory {i}"))),
+                    ]
+                    .into_iter()
+                    .collect(),
                 })
                 .collect();
             store.upsert(points).await.expect("upsert");
@@ -524,7 +543,8 @@ mod tests {
             filter: MemoryFilter::default(),
             limit: 3,
             score_threshold: None,
-            ef: 64,
+            ef: Some(64),
+            exact: false,
         };
         let searcher = {
             let store = store.clone();
@@ -568,9 +588,10 @@ mod tests {
                 start: Some(chrono::Utc::now()),
                 end: None,
             }),
+            chunk_of: Some("parent".into()),
         };
         let parsed = to_filter(&filter).expect("valid").expect("some");
-        assert_eq!(parsed.must.as_ref().map(Vec::len), Some(5));
+        assert_eq!(parsed.must.as_ref().map(Vec::len), Some(6));
         assert!(to_filter(&MemoryFilter::default())
             .expect("valid")
             .is_none());

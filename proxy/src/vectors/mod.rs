@@ -1,5 +1,6 @@
 //! The vector-store concern: memories as points (id = memory id, payload = the memory's JSON
-//! without `id`), searched by embedding with payload filters.
+//! exactly as the layout gives it, and read back exactly as stored), searched by embedding
+//! with payload filters.
 //!
 //! Two implementations, chosen by `vectors.backend`: [`QdrantStore`] (a Qdrant server over gRPC)
 //! and [`EdgeStore`] (Qdrant Edge in this process). Both index the same payload fields, so
@@ -20,8 +21,8 @@ use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
 /// Payload fields with an index, and the kind of index each needs.
 pub const INDEXED_FIELDS: &[(&str, IndexKind)] = &[
     ("type", IndexKind::Keyword),
-    ("tags", IndexKind::Keyword),
-    ("status", IndexKind::Keyword),
+    ("context.tags", IndexKind::Keyword),
+    ("context.chunkOf", IndexKind::Keyword),
     ("importance", IndexKind::Float),
     ("emotionalValence", IndexKind::Float),
     ("timestamp", IndexKind::Datetime),
@@ -83,6 +84,8 @@ pub struct MemoryFilter {
     pub min_importance: Option<f64>,
     pub emotional_range: Option<ValenceRange>,
     pub date_range: Option<DateRange>,
+    /// Only the chunks of this parent memory (`context.chunkOf`).
+    pub chunk_of: Option<String>,
 }
 
 impl MemoryFilter {
@@ -112,7 +115,14 @@ impl MemoryFilter {
                         && range.end.is_none_or(|end| at <= end)
                 })
         });
-        scope_ok && type_ok && importance_ok && valence_ok && date_ok
+        let chunk_ok = self.chunk_of.as_ref().is_none_or(|parent| {
+            memory
+                .get("context")
+                .and_then(|context| context.get("chunkOf"))
+                .and_then(Value::as_str)
+                == Some(parent.as_str())
+        });
+        scope_ok && type_ok && importance_ok && valence_ok && date_ok && chunk_ok
     }
 }
 
@@ -122,8 +132,10 @@ pub struct VectorQuery {
     pub filter: MemoryFilter,
     pub limit: u64,
     pub score_threshold: Option<f32>,
-    /// `hnsw_ef`: lower is faster, higher is more exact.
-    pub ef: u64,
+    /// `hnsw_ef`: lower is faster, higher is more exact; `None` is the collection's default.
+    pub ef: Option<u64>,
+    /// Every point compared, no index: the true nearest (for measuring recall).
+    pub exact: bool,
 }
 
 /// A search by words, for when no embedding can be had: memories (matching `filter`) whose
@@ -162,6 +174,12 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
     /// Memories matching a [`KeywordQuery`], in the store's order.
     async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError>;
+    /// Up to `limit` memories matching `filter`, in point-id order (Qdrant's scroll).
+    async fn scroll(
+        &self,
+        filter: &MemoryFilter,
+        limit: u64,
+    ) -> Result<Vec<StoredMemory>, VectorError>;
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
     /// The vector of one point, when it exists.
     async fn vector_of(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorError>;
@@ -176,22 +194,6 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn optimize(&self) -> Result<bool, VectorError>;
     /// `"qdrant"` or `"edge"`, for logs and metrics.
     fn backend_name(&self) -> &'static str;
-}
-
-/// The payload to store: the memory without `id` (the point id) and `score`.
-pub fn payload_of(memory: &StoredMemory) -> StoredMemory {
-    let mut payload = memory.clone();
-    payload.remove("id");
-    payload.remove("score");
-    payload
-}
-
-/// The memory as served: the payload with `id` first.
-pub fn memory_from_payload(id: &str, payload: StoredMemory) -> StoredMemory {
-    let mut memory = StoredMemory::with_capacity(payload.len() + 1);
-    memory.insert("id".into(), Value::String(id.to_string()));
-    memory.extend(payload.into_iter().filter(|(key, _)| key != "id"));
-    memory
 }
 
 #[cfg(test)]
@@ -229,6 +231,7 @@ mod tests {
                 start: "2026-01-01T00:00:00Z".parse().ok(),
                 end: None,
             }),
+            chunk_of: None,
         };
         assert!(all.matches(&stored));
         let other_tenant = MemoryFilter {

@@ -2,18 +2,18 @@
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, vectors_config::Config as VectorsConfigKind, Condition,
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder,
-    Distance, FieldType, Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct,
-    PointsIdsList, Range, ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder,
-    SetPayloadPointsBuilder, Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
+    vectors_config::Config as VectorsConfigKind, Condition, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, Distance, FieldType,
+    Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct, PointsIdsList,
+    Range, ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, SetPayloadPointsBuilder,
+    Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
 
 use super::{
-    memory_from_payload, payload_of, CollectionSpec, IndexKind, KeywordQuery, MemoryFilter,
-    MemoryPoint, ScoredMemory, VectorError, VectorQuery, VectorStore, INDEXED_FIELDS,
+    CollectionSpec, IndexKind, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
+    VectorQuery, VectorStore, INDEXED_FIELDS,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -103,6 +103,9 @@ fn to_filter(filter: &MemoryFilter) -> Option<Filter> {
             },
         ));
     }
+    if let Some(parent) = &filter.chunk_of {
+        must.push(Condition::matches("context.chunkOf", parent.clone()));
+    }
     (!must.is_empty()).then(|| Filter::must(must))
 }
 
@@ -113,17 +116,9 @@ fn keyword_filter(query: &KeywordQuery) -> Filter {
         .terms
         .iter()
         .map(|term| Condition::matches_text("content", term.clone()))
-        .chain([Condition::matches("tags", query.terms.clone())])
+        .chain([Condition::matches("context.tags", query.terms.clone())])
         .collect();
     filter
-}
-
-fn point_id_string(id: Option<PointId>) -> String {
-    match id.and_then(|id| id.point_id_options) {
-        Some(PointIdOptions::Uuid(uuid)) => uuid,
-        Some(PointIdOptions::Num(num)) => num.to_string(),
-        None => String::new(),
-    }
 }
 
 fn json_payload(
@@ -201,22 +196,22 @@ impl VectorStore for QdrantStore {
     }
 
     async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError> {
-        let points = points
-            .into_iter()
-            .map(|point| {
-                let payload =
-                    Payload::try_from(serde_json::Value::Object(payload_of(&point.memory)))
+        let points =
+            points
+                .into_iter()
+                .map(|point| {
+                    let payload = Payload::try_from(serde_json::Value::Object(point.memory))
                         .map_err(|e| VectorError::InvalidPayload {
                             id: point.id.to_string(),
                             reason: e.to_string(),
                         })?;
-                Ok(PointStruct::new(
-                    point.id.to_string(),
-                    point.vector,
-                    payload,
-                ))
-            })
-            .collect::<Result<Vec<_>, VectorError>>()?;
+                    Ok(PointStruct::new(
+                        point.id.to_string(),
+                        point.vector,
+                        payload,
+                    ))
+                })
+                .collect::<Result<Vec<_>, VectorError>>()?;
         self.client
             .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
             .await?;
@@ -231,15 +226,21 @@ impl VectorStore for QdrantStore {
                     .with_payload(true),
             )
             .await?;
-        Ok(response.result.into_iter().next().map(|point| {
-            memory_from_payload(&point_id_string(point.id), json_payload(point.payload))
-        }))
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .map(|point| json_payload(point.payload)))
     }
 
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError> {
+        let mut params = SearchParamsBuilder::default().exact(query.exact);
+        if let Some(ef) = query.ef {
+            params = params.hnsw_ef(ef);
+        }
         let mut request = SearchPointsBuilder::new(&self.collection, query.vector, query.limit)
             .with_payload(true)
-            .params(SearchParamsBuilder::default().hnsw_ef(query.ef));
+            .params(params);
         if let Some(filter) = to_filter(&query.filter) {
             request = request.filter(filter);
         }
@@ -251,10 +252,7 @@ impl VectorStore for QdrantStore {
             .result
             .into_iter()
             .map(|point| ScoredMemory {
-                memory: memory_from_payload(
-                    &point_id_string(point.id),
-                    json_payload(point.payload),
-                ),
+                memory: json_payload(point.payload),
                 score: point.score,
             })
             .collect())
@@ -274,9 +272,26 @@ impl VectorStore for QdrantStore {
         Ok(response
             .result
             .into_iter()
-            .map(|point| {
-                memory_from_payload(&point_id_string(point.id), json_payload(point.payload))
-            })
+            .map(|point| json_payload(point.payload))
+            .collect())
+    }
+
+    async fn scroll(
+        &self,
+        filter: &MemoryFilter,
+        limit: u64,
+    ) -> Result<Vec<StoredMemory>, VectorError> {
+        let mut request = ScrollPointsBuilder::new(&self.collection)
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX).max(1))
+            .with_payload(true);
+        if let Some(filter) = to_filter(filter) {
+            request = request.filter(filter);
+        }
+        let response = self.client.scroll(request).await?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|point| json_payload(point.payload))
             .collect())
     }
 

@@ -1,4 +1,7 @@
 //! Applying one queued write to the vector store; the record readers see next is the result.
+//!
+//! The layout decides what is stored: the enrichment (or its fallbacks) of a new memory, the
+//! text that is embedded, how an update changes a memory, and how memories are associated.
 
 use std::time::Instant;
 
@@ -7,98 +10,83 @@ use uuid::Uuid;
 
 use super::Worker;
 use crate::keys::Scope;
-use crate::memory::{is_tombstone, merge_tags, tombstone, StoredMemory};
+use crate::layout::{Enrichment, EnrichmentNeeds};
+use crate::memory::{is_tombstone, tombstone, StoredMemory, UpdateRequest};
 use crate::queue::{RecordWrite, WriteOp};
-use crate::vectors::{MemoryFilter, MemoryPoint, ScoredMemory, VectorQuery};
+use crate::vectors::{MemoryFilter, MemoryPoint, VectorQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error(transparent)]
-    Enrichment(#[from] crate::enrichment::EnrichmentError),
     #[error(transparent)]
     Embedding(#[from] crate::embeddings::EmbeddingError),
     #[error(transparent)]
     Vectors(#[from] crate::vectors::VectorError),
     #[error("memory {0} is not in the vector store (yet)")]
     Missing(Uuid),
-    #[error("memory {0} has no content")]
-    NoContent(Uuid),
 }
 
-/// `{"associations": [...]}` with `other` added to `existing` (never `own`, never twice).
-fn with_association(existing: Option<&Value>, own: Uuid, other: Uuid) -> StoredMemory {
-    let mut ids: Vec<Value> = existing
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let other_value = Value::String(other.to_string());
-    if other != own && !ids.contains(&other_value) {
-        ids.push(other_value);
+/// The fields of `after` that differ from `before` (the payload fields an update sets).
+fn changed_fields(before: &StoredMemory, after: &StoredMemory) -> StoredMemory {
+    after
+        .iter()
+        .filter(|(field, value)| before.get(field.as_str()) != Some(value))
+        .map(|(field, value)| (field.clone(), value.clone()))
+        .collect()
+}
+
+/// `list` with `id` appended, cut to `cap` (a full list drops the new link, as cldmemory's
+/// `[...list, id].slice(0, cap)` does); `None` when nothing changes.
+fn with_link(list: Vec<String>, id: &str, cap: usize) -> Option<Vec<String>> {
+    if list.iter().any(|existing| existing == id) {
+        return None;
     }
-    let mut fields = StoredMemory::new();
-    fields.insert("associations".into(), Value::Array(ids));
-    fields
+    let mut linked = list.clone();
+    linked.push(id.to_string());
+    linked.truncate(cap);
+    (linked != list).then_some(linked)
 }
 
 impl Worker {
-    /// Applies `op`; returns the record readers see next and, for a stored create or content
-    /// change, the association discovery to queue.
+    /// Applies `op`; returns the record readers see next and, for a stored create, the
+    /// association discovery to queue.
     pub(super) async fn apply(
         &self,
         op: &WriteOp,
     ) -> Result<(RecordWrite, Option<WriteOp>), ApplyError> {
         let key = self.record_key(op.scope(), op.id());
-        let associate = WriteOp::Associate {
-            id: op.id(),
-            scope: op.scope().map(str::to_string),
-        };
         match op {
             WriteOp::Create {
                 id,
                 memory,
-                summary_given,
-                valence_given,
-                ..
+                needs_summary,
+                needs_keywords,
+                scope,
             } => {
                 if self.is_deleted(&key).await {
                     return Ok((self.record(key, tombstone(*id)), None));
                 }
-                let (memory, vector) = self
-                    .enrich(*id, memory.clone(), !summary_given, !valence_given, true)
-                    .await?;
-                Ok((
-                    self.store(key, *id, memory, Some(vector)).await?,
-                    Some(associate),
-                ))
+                let needs = EnrichmentNeeds {
+                    summary: *needs_summary,
+                    keywords: *needs_keywords,
+                };
+                let mut memory = memory.clone();
+                let enrichment = self.enrich(&memory, needs).await;
+                self.layout.apply_enrichment(&mut memory, enrichment);
+                let vector = self.embed(&memory).await?;
+                let record = self.store(key, *id, memory, vector).await?;
+                let associate = WriteOp::Associate {
+                    id: *id,
+                    scope: scope.clone(),
+                };
+                Ok((record, Some(associate)))
             }
-            WriteOp::Update { id, patch, .. } => {
-                let mut memory = self
-                    .vectors
-                    .retrieve(*id)
-                    .await?
-                    .ok_or(ApplyError::Missing(*id))?;
-                let content_changed = patch
-                    .get("content")
-                    .is_some_and(|c| Some(c) != memory.get("content"));
-                for (field, value) in patch {
-                    memory.insert(field.clone(), value.clone());
-                }
-                if content_changed {
-                    let summary = !patch.contains_key("summary");
-                    let valence = !patch.contains_key("emotionalValence");
-                    let keywords = !patch.contains_key("tags");
-                    let (memory, vector) =
-                        self.enrich(*id, memory, summary, valence, keywords).await?;
-                    Ok((
-                        self.store(key, *id, memory, Some(vector)).await?,
-                        Some(associate),
-                    ))
-                } else {
-                    Ok((self.store(key, *id, memory, None).await?, None))
-                }
-            }
+            WriteOp::Update { id, update, .. } => Ok((self.update(key, *id, update).await?, None)),
             WriteOp::Delete { id, .. } => {
                 self.vectors.delete(&[*id]).await?;
+                // Its unsynced reads have nowhere to go any more.
+                if let Err(error) = self.cache.delete(&self.keys.access(*id)).await {
+                    tracing::warn!(%error, %id, "could not drop a deleted memory's read counts");
+                }
                 Ok((self.record(key, tombstone(*id)), None))
             }
             WriteOp::Associate { id, scope } => {
@@ -107,8 +95,35 @@ impl Worker {
         }
     }
 
-    /// Links a memory with its nearest neighbours (same tenant, above the threshold), both
-    /// ways. Neighbours' cached records are dropped so they are read fresh.
+    /// Changes only what the update changes: the embedding is redone (with the layout's
+    /// recipe) only when the embedded text changed; otherwise only the changed payload fields
+    /// are set, and concurrent changes to other fields (read counts) survive.
+    async fn update(
+        &self,
+        key: String,
+        id: Uuid,
+        update: &UpdateRequest,
+    ) -> Result<RecordWrite, ApplyError> {
+        let stored = self
+            .vectors
+            .retrieve(id)
+            .await?
+            .ok_or(ApplyError::Missing(id))?;
+        let mut memory = stored.clone();
+        self.layout.apply_update(&mut memory, update);
+        if self.layout.embedded_text(&memory) != self.layout.embedded_text(&stored) {
+            let vector = self.embed(&memory).await?;
+            return self.store(key, id, memory, vector).await;
+        }
+        let changed = changed_fields(&self.layout.payload(&stored), &self.layout.payload(&memory));
+        if !changed.is_empty() {
+            self.vectors.set_fields(id, changed).await?;
+        }
+        Ok(self.ready_record(key, memory))
+    }
+
+    /// Links a new memory with its nearest neighbours by the layout's rule, both ways.
+    /// Neighbours' cached records are dropped so they are read fresh.
     async fn associate(
         &self,
         key: String,
@@ -123,6 +138,8 @@ impl Worker {
             .retrieve(id)
             .await?
             .ok_or(ApplyError::Missing(id))?;
+        let rule = self.layout.association_rule();
+        let threshold = self.layout.default_similarity_threshold();
         let query = VectorQuery {
             vector,
             filter: MemoryFilter {
@@ -133,51 +150,51 @@ impl Worker {
                     .zip(scope.map(str::to_string)),
                 ..Default::default()
             },
-            limit: self.settings.max_associations + 1,
-            score_threshold: Some(self.settings.association_threshold),
+            limit: self.layout.search_fetch_limit(rule.candidates),
+            score_threshold: Some(threshold),
             ef: self.settings.search_ef,
+            exact: false,
         };
-        let neighbours: Vec<ScoredMemory> = self
+        let own = id.to_string();
+        let neighbours: Vec<StoredMemory> = self
             .vectors
             .search(query)
             .await?
             .into_iter()
-            .filter(|found| {
-                found.memory.get("id").and_then(Value::as_str) != Some(id.to_string().as_str())
-            })
-            .take(usize::try_from(self.settings.max_associations).unwrap_or(usize::MAX))
+            .filter(|found| found.score >= threshold)
+            .take(rule.candidates as usize)
+            .map(|found| found.memory)
+            .filter(|found| found.get("id").and_then(Value::as_str) != Some(own.as_str()))
+            .take(rule.keep)
             .collect();
+        if neighbours.is_empty() {
+            return Ok(self.ready_record(key, memory));
+        }
         let scope = scope.map(Scope::tenant).unwrap_or(Scope::UNSCOPED);
         let mut linked = Vec::new();
-        for neighbour in neighbours {
+        for neighbour in &neighbours {
             let Some(other) = neighbour
-                .memory
                 .get("id")
                 .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
+                .and_then(|text| Uuid::parse_str(text).ok())
             else {
                 continue;
             };
-            let theirs = with_association(neighbour.memory.get("associations"), other, id);
-            self.vectors.set_fields(other, theirs).await?;
-            if let Err(error) = self.cache.delete(&self.keys.memory(&scope, other)).await {
-                tracing::warn!(%error, %other, "could not drop a neighbour's cached record");
+            linked.push(other.to_string());
+            let theirs = self.layout.associations(neighbour);
+            if let Some(list) = with_link(theirs, &own, rule.neighbour_cap) {
+                self.vectors
+                    .set_fields(other, self.layout.associations_fields(list))
+                    .await?;
+                if let Err(error) = self.cache.delete(&self.keys.memory(&scope, other)).await {
+                    tracing::warn!(%error, %other, "could not drop a neighbour's cached record");
+                }
             }
-            linked.push(other);
         }
-        let mut ours = memory.get("associations").cloned();
-        for other in &linked {
-            let fields = with_association(ours.as_ref(), id, *other);
-            ours = fields.get("associations").cloned();
-        }
-        if let Some(associations) = ours {
-            let mut fields = StoredMemory::new();
-            fields.insert("associations".into(), associations.clone());
-            self.vectors.set_fields(id, fields).await?;
-            memory.insert("associations".into(), associations);
-        }
-        let body = serde_json::to_vec(&memory).unwrap_or_default();
-        Ok(self.record(key, body.into()))
+        let fields = self.layout.associations_fields(linked);
+        self.vectors.set_fields(id, fields.clone()).await?;
+        memory.extend(fields);
+        Ok(self.ready_record(key, memory))
     }
 
     fn record(&self, key: String, value: bytes::Bytes) -> RecordWrite {
@@ -188,144 +205,117 @@ impl Worker {
         }
     }
 
+    /// The record of a stored memory: the memory with memgate's `status: ready`.
+    fn ready_record(&self, key: String, mut memory: StoredMemory) -> RecordWrite {
+        memory.insert("status".into(), Value::String("ready".into()));
+        memory.shift_remove("error");
+        let body = serde_json::to_vec(&memory).unwrap_or_default();
+        self.record(key, body.into())
+    }
+
     async fn is_deleted(&self, key: &str) -> bool {
         matches!(self.cache.get(key).await, Ok(Some(record)) if is_tombstone(&record))
     }
 
-    /// Enrichment and embedding in parallel; fills the fields asked for.
-    async fn enrich(
-        &self,
-        id: Uuid,
-        mut memory: StoredMemory,
-        summary: bool,
-        valence: bool,
-        keywords: bool,
-    ) -> Result<(StoredMemory, Vec<f32>), ApplyError> {
+    /// Summary, valence and keywords in parallel. A failure is the layout's to fall back on,
+    /// never the job's: the legacy service stores its fallbacks too.
+    async fn enrich(&self, memory: &StoredMemory, needs: EnrichmentNeeds) -> Enrichment {
         let content = memory
             .get("content")
             .and_then(Value::as_str)
-            .ok_or(ApplyError::NoContent(id))?
-            .to_string();
+            .unwrap_or_default();
         let started = Instant::now();
-        let (new_summary, new_valence, new_keywords, vector) = tokio::try_join!(
+        let (summary, valence, keywords) = tokio::join!(
             async {
-                match summary {
-                    true => self
-                        .enricher
-                        .summarize(&content)
-                        .await
-                        .map(Some)
-                        .map_err(ApplyError::from),
-                    false => Ok(None),
+                match needs.summary {
+                    true => Some(self.enricher.summarize(content).await),
+                    false => None,
                 }
             },
+            self.enricher.emotional_valence(content),
             async {
-                match valence {
-                    true => self
-                        .enricher
-                        .emotional_valence(&content)
-                        .await
-                        .map(Some)
-                        .map_err(ApplyError::from),
-                    false => Ok(None),
+                match needs.keywords {
+                    true => Some(self.enricher.keywords(content).await),
+                    false => None,
                 }
             },
-            async {
-                match keywords {
-                    true => self
-                        .enricher
-                        .keywords(&content)
-                        .await
-                        .map(Some)
-                        .map_err(ApplyError::from),
-                    false => Ok(None),
-                }
-            },
-            async {
-                self.embeddings
-                    .embed(content.clone())
-                    .await
-                    .map_err(ApplyError::from)
-            },
-        )?;
+        );
+        for error in [
+            summary.as_ref().and_then(|s| s.as_ref().err()),
+            valence.as_ref().err(),
+            keywords.as_ref().and_then(|k| k.as_ref().err()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            tracing::warn!(%error, "enrichment failed; storing the fallback");
+            self.metrics.enrichment_fallbacks.inc();
+        }
         self.metrics
             .job_duration
             .with_label_values(&["enrich"])
             .observe(started.elapsed().as_secs_f64());
-        if let Some(summary) = new_summary {
-            memory.insert("summary".into(), Value::String(summary));
+        Enrichment {
+            summary,
+            valence,
+            keywords,
         }
-        if let Some(valence) = new_valence {
-            memory.insert("emotionalValence".into(), Value::from(valence));
-        }
-        if let Some(keywords) = new_keywords {
-            let tags = merge_tags(memory.get("tags"), keywords);
-            memory.insert("tags".into(), tags);
-        }
-        Ok((memory, vector))
     }
 
-    /// Upserts the memory with its vector (embedding the content when none is given: a point
-    /// cannot be written without one).
+    /// The embedding of the memory's embedded text (the layout's recipe).
+    async fn embed(&self, memory: &StoredMemory) -> Result<Vec<f32>, ApplyError> {
+        let text = self.layout.embedded_text(memory);
+        Ok(self.embeddings.embed(text).await?)
+    }
+
+    /// Upserts the memory's payload with its vector.
     async fn store(
         &self,
         key: String,
         id: Uuid,
-        mut memory: StoredMemory,
-        vector: Option<Vec<f32>>,
+        memory: StoredMemory,
+        vector: Vec<f32>,
     ) -> Result<RecordWrite, ApplyError> {
-        let vector = match vector {
-            Some(vector) => vector,
-            None => {
-                let content = memory
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .ok_or(ApplyError::NoContent(id))?;
-                self.embeddings.embed(content.to_string()).await?
-            }
-        };
-        memory.insert("id".into(), Value::String(id.to_string()));
-        memory.insert("status".into(), Value::String("ready".into()));
-        memory.remove("error");
         let started = Instant::now();
         self.vectors
             .upsert(vec![MemoryPoint {
                 id,
                 vector,
-                memory: memory.clone(),
+                memory: self.layout.payload(&memory),
             }])
             .await?;
         self.metrics
             .job_duration
             .with_label_values(&["upsert"])
             .observe(started.elapsed().as_secs_f64());
-        let body = serde_json::to_vec(&memory).unwrap_or_default();
-        Ok(self.record(key, body.into()))
+        Ok(self.ready_record(key, memory))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn associations_are_added_once_and_never_to_oneself() {
-        let own = Uuid::from_u128(1);
-        let other = Uuid::from_u128(2);
-        let once = with_association(None, own, other);
-        let twice = with_association(once.get("associations"), own, other);
-        assert_eq!(
-            twice["associations"],
-            serde_json::json!([other.to_string()])
-        );
-        let itself = with_association(None, own, own);
-        assert_eq!(itself["associations"], serde_json::json!([]));
+    fn links_are_added_once_and_a_full_list_drops_the_new_one() {
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(with_link(ids(&["a"]), "b", 5), Some(ids(&["a", "b"])));
+        assert_eq!(with_link(ids(&["a", "b"]), "b", 5), None);
+        assert_eq!(with_link(ids(&["1", "2", "3", "4", "5"]), "b", 5), None);
     }
 
     #[test]
-    fn tags_keep_the_users_first() {
-        let given = serde_json::json!(["travel", "paris"]);
-        let merged = merge_tags(Some(&given), vec!["paris".into(), "coffee".into()]);
-        assert_eq!(merged, serde_json::json!(["travel", "paris", "coffee"]));
+    fn only_changed_fields_are_set() {
+        let object = |value: Value| match value {
+            Value::Object(map) => map,
+            _ => unreachable!("objects"),
+        };
+        let before = object(json!({"id": "a", "importance": 0.5, "accessCount": 3}));
+        let after = object(json!({"id": "a", "importance": 0.9, "accessCount": 3}));
+        assert_eq!(
+            Value::Object(changed_fields(&before, &after)),
+            json!({"importance": 0.9})
+        );
     }
 }

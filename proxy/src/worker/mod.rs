@@ -1,8 +1,8 @@
 //! The write worker: drains the `writes` queue and does the slow part of every write.
 //!
-//! For a create it asks the enrichment provider for summary, valence and keywords and the
-//! embedder for the vector, all in parallel (embeddings batched across jobs), upserts the point,
-//! and finishes the job: the ready record replaces the provisional one, the search generation
+//! For a create it asks the enrichment provider for summary, valence and keywords in parallel
+//! (a failure stores the layout's fallback), then embeds the layout's text for the memory
+//! (batched across jobs), upserts the layout's payload, and finishes the job: the ready record replaces the provisional one, the search generation
 //! moves, the entry is acknowledged. A job that fails is retried with exponential backoff, then
 //! moved to `writes:dead` and its memory marked `status: failed` with the reason. Jobs a dead
 //! worker left pending are claimed after `worker.claimIdle`. On shutdown it takes no new jobs
@@ -21,6 +21,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::enrichment::Enricher;
 use crate::keys::{KeySpace, Scope};
+use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::queue::{Finish, Job, RecordWrite, WriteOp, WriteQueue};
 use crate::vectors::VectorStore;
@@ -35,9 +36,7 @@ pub struct WorkerSettings {
     pub drain_timeout: Duration,
     pub memory_ttl: Duration,
     pub access_sync_interval: Duration,
-    pub association_threshold: f32,
-    pub max_associations: u64,
-    pub search_ef: u64,
+    pub search_ef: Option<u64>,
     /// The tenant's payload field, when scoping is on.
     pub scope_field: Option<String>,
 }
@@ -48,6 +47,7 @@ pub struct Worker {
     enricher: Arc<dyn Enricher>,
     embeddings: EmbeddingBatcher,
     cache: Arc<dyn crate::cache::CacheStore>,
+    layout: Arc<dyn Layout>,
     keys: KeySpace,
     metrics: Metrics,
     settings: WorkerSettings,
@@ -75,6 +75,7 @@ impl Worker {
         enricher: Arc<dyn Enricher>,
         embeddings: EmbeddingBatcher,
         cache: Arc<dyn crate::cache::CacheStore>,
+        layout: Arc<dyn Layout>,
         keys: KeySpace,
         metrics: Metrics,
         settings: WorkerSettings,
@@ -85,6 +86,7 @@ impl Worker {
             enricher,
             embeddings,
             cache,
+            layout,
             keys,
             metrics,
             settings,
@@ -178,9 +180,9 @@ impl Worker {
         }
     }
 
-    /// Copies the read counts of up to `max` recently read memories into the vector store's
-    /// payload (`accessCount`, `lastAccessed`); returns how many it handled. Ids whose copy
-    /// failed are put back for the next round.
+    /// Adds the reads of up to `max` recently read memories to their vector-store payload
+    /// (as the layout counts them: on top of what is stored, never overwriting it); returns
+    /// how many it handled. Reads whose write failed are kept for the next round.
     pub async fn sync_accesses(&self, max: usize) -> usize {
         let dirty_key = self.keys.access_dirty();
         let ids = match self.cache.take_dirty(&dirty_key, max).await {
@@ -192,8 +194,9 @@ impl Worker {
         };
         let mut failed = Vec::new();
         for id in &ids {
-            let stats = match self.cache.access_stats(&self.keys.access(*id)).await {
-                Ok(Some(stats)) => stats,
+            let access_key = self.keys.access(*id);
+            let (count, last) = match self.cache.take_unsynced(&access_key).await {
+                Ok(Some(unsynced)) => unsynced,
                 Ok(None) => continue,
                 Err(error) => {
                     tracing::warn!(%error, %id, "could not read access counts");
@@ -201,14 +204,20 @@ impl Worker {
                     continue;
                 }
             };
-            let mut fields = crate::memory::StoredMemory::new();
-            fields.insert("accessCount".into(), Value::from(stats.0));
-            let last = stats.1.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            fields.insert("lastAccessed".into(), Value::String(last));
-            match self.vectors.set_fields(*id, fields).await {
-                Ok(()) => self.metrics.access_synced.inc(),
+            match self.add_accesses(*id, count, last).await {
+                Ok(true) => self.metrics.access_synced.inc(),
+                // Read while its create was still on its way to the vector store: next round.
+                Ok(false) => {
+                    if let Err(error) = self.cache.return_unsynced(&access_key, count).await {
+                        tracing::warn!(%error, %id, lost = count, "could not keep unsynced reads");
+                    }
+                    failed.push(*id);
+                }
                 Err(error) => {
-                    tracing::warn!(%error, %id, "could not copy access counts to the vector store");
+                    tracing::warn!(%error, %id, "could not add read counts to the vector store");
+                    if let Err(error) = self.cache.return_unsynced(&access_key, count).await {
+                        tracing::warn!(%error, %id, lost = count, "could not keep unsynced reads");
+                    }
                     failed.push(*id);
                 }
             }
@@ -217,6 +226,23 @@ impl Worker {
             tracing::warn!(%error, lost = failed.len(), "could not requeue access syncs");
         }
         ids.len() - failed.len()
+    }
+
+    /// Adds `count` reads (the last at `last`) to one memory's payload; `false` when the
+    /// memory is not in the vector store (yet). A deleted memory's reads are dropped with its
+    /// access state when the delete is applied.
+    async fn add_accesses(
+        &self,
+        id: uuid::Uuid,
+        count: u64,
+        last: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, crate::vectors::VectorError> {
+        let Some(payload) = self.vectors.retrieve(id).await? else {
+            return Ok(false);
+        };
+        let fields = self.layout.accessed(&payload, count, last);
+        self.vectors.set_fields(id, fields).await?;
+        Ok(true)
     }
 
     async fn export_queue_stats(&self) {

@@ -1,0 +1,142 @@
+//! The layout concern: how the legacy memory service keeps a memory, so that memories written
+//! through memgate and through the legacy service are indistinguishable to both.
+//!
+//! A [`Layout`] knows the payload a memory is stored as, the text that is embedded for a memory
+//! and for a query, the values a new memory starts with and how enrichment (or its failure)
+//! fills them, how an update changes a memory, how search results are cut and shown, and how
+//! reads are counted. The fast path and the workers ask the layout and never look at field
+//! names themselves.
+//!
+//! One implementation today: [`CldMemoryLayout`], the layout of cldmemory (the TypeScript MCP
+//! memory server memgate serves first).
+
+mod cldmemory;
+mod metadata;
+
+pub use cldmemory::{CldMemoryLayout, CldMemorySettings};
+pub use metadata::{merge_metadata, parse_metadata};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::config::{LayoutConfig, LayoutKind};
+
+use crate::enrichment::EnrichmentError;
+use crate::memory::{StoreRequest, StoredMemory, UpdateRequest};
+
+/// The layout the config names, with its deployment's settings.
+pub fn from_config(config: &LayoutConfig) -> Arc<dyn Layout> {
+    match config.kind {
+        LayoutKind::Cldmemory => Arc::new(CldMemoryLayout::new(CldMemorySettings {
+            similarity_threshold: config.similarity_threshold,
+            memory_metadata: config.memory_metadata.clone(),
+            project: config
+                .project
+                .clone()
+                .unwrap_or_else(CldMemoryLayout::local_project),
+        })),
+    }
+}
+
+/// What enrichment found for a new memory; each part may have failed, and the layout decides
+/// what a failure stores.
+#[derive(Debug)]
+pub struct Enrichment {
+    /// `None` when the client gave a summary (nothing was asked).
+    pub summary: Option<Result<String, EnrichmentError>>,
+    /// `Ok(None)`: the answer was not a number.
+    pub valence: Result<Option<f64>, EnrichmentError>,
+    /// `None` when the client's tags replace the keywords (nothing was asked).
+    pub keywords: Option<Result<Vec<String>, EnrichmentError>>,
+}
+
+/// What a new memory needs from enrichment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrichmentNeeds {
+    pub summary: bool,
+    pub keywords: bool,
+}
+
+/// How a new memory is linked to its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AssociationRule {
+    /// Nearest memories asked for (as a search with this limit).
+    pub candidates: u32,
+    /// Of those, without the memory itself, the first this many become its associations.
+    pub keep: usize,
+    /// A neighbour's list longer than this drops the new link.
+    pub neighbour_cap: usize,
+}
+
+/// How the legacy service keeps a memory.
+pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
+    /// A new memory as it is stored before enrichment: the values the legacy service stores
+    /// when its LLM is unavailable. `client_metadata` is the caller's metadata string.
+    fn new_memory(
+        &self,
+        id: Uuid,
+        request: &StoreRequest,
+        client_metadata: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoredMemory;
+
+    /// What enrichment a new memory needs.
+    fn enrichment_needs(&self, request: &StoreRequest) -> EnrichmentNeeds;
+
+    /// Fills what enrichment found, or the fallbacks for what failed.
+    fn apply_enrichment(&self, memory: &mut StoredMemory, enrichment: Enrichment);
+
+    /// Applies an update to a memory.
+    fn apply_update(&self, memory: &mut StoredMemory, update: &UpdateRequest);
+
+    /// The vector-store payload of a memory (without memgate's own bookkeeping).
+    fn payload(&self, memory: &StoredMemory) -> StoredMemory;
+
+    /// The text embedded for a stored memory.
+    fn embedded_text(&self, memory: &StoredMemory) -> String;
+
+    /// The text embedded for a search query.
+    fn query_text(&self, query: &str) -> String;
+
+    /// The similarity threshold of a search that names none.
+    fn default_similarity_threshold(&self) -> f32;
+
+    /// How many nearest points a search for `limit` results asks the vector store for.
+    fn search_fetch_limit(&self, limit: u32) -> u64;
+
+    /// The short form of a memory in search results.
+    fn compact(&self, memory: &StoredMemory) -> StoredMemory;
+
+    /// The payload fields to set after `count` more reads, the last at `last`: added to what
+    /// is stored, never overwriting it.
+    fn accessed(&self, payload: &StoredMemory, count: u64, last: DateTime<Utc>) -> StoredMemory;
+
+    /// The association rule for new memories.
+    fn association_rule(&self) -> AssociationRule;
+
+    /// The associations of a memory, as ids.
+    fn associations(&self, memory: &StoredMemory) -> Vec<String>;
+
+    /// The payload fields that set a memory's associations.
+    fn associations_fields(&self, associations: Vec<String>) -> StoredMemory;
+
+    /// Whether a memory is the parent of chunks, one chunk, or neither.
+    fn chunk_role(&self, memory: &StoredMemory) -> ChunkRole;
+
+    /// A parent memory with its chunks' content joined, as a search with chunks reconstructed
+    /// answers it.
+    fn reconstruct(&self, parent: &StoredMemory, chunks: Vec<StoredMemory>) -> StoredMemory;
+}
+
+/// Where a memory stands in chunking (a long text stored as a parent and its parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkRole {
+    /// The parent of chunks, found by their `chunkOf` (its id).
+    Parent,
+    /// A chunk of another memory.
+    Chunk,
+    /// A memory of its own.
+    Whole,
+}
