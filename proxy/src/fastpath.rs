@@ -462,9 +462,14 @@ impl FastPath {
         if search.reconstruct_chunks && search.detail_level == DetailLevel::Full {
             results = self.reconstruct_chunks(results).await?;
         }
+        let whole = search.include_associations || search.detail_level == DetailLevel::Full;
         Ok(results
             .into_iter()
             .map(|(mut memory, score)| {
+                if whole && !memory.contains_key("status") {
+                    // In the vector store, so stored: memgate's status of it.
+                    memory.insert("status".into(), Value::String("ready".into()));
+                }
                 if let Some(score) = score {
                     memory.insert("score".into(), Value::from(score));
                 }
