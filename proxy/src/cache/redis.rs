@@ -26,6 +26,16 @@ if count > 0 then redis.call('HINCRBY', KEYS[1], 'unsynced', -count) end
 return {count, redis.call('HGET', KEYS[1], 'last')}
 "#;
 
+/// The `last` field of an access hash.
+fn parse_last(key: &str, text: &str) -> Result<DateTime<Utc>, CacheError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| CacheError::Corrupt {
+            key: key.to_string(),
+            expected: "an RFC 3339 `last` field",
+        })
+}
+
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
@@ -230,16 +240,10 @@ impl CacheStore for RedisCache {
             .key(access_key)
             .invoke_async(&mut self.connection.clone())
             .await?;
-        let Some(last) = last.filter(|_| count > 0) else {
-            return Ok(None);
-        };
-        let last = DateTime::parse_from_rfc3339(&last)
-            .map_err(|_| CacheError::Corrupt {
-                key: access_key.to_string(),
-                expected: "an RFC 3339 `last` field",
-            })?
-            .with_timezone(&Utc);
-        Ok(Some((count, last)))
+        match last.filter(|_| count > 0) {
+            Some(last) => Ok(Some((count, parse_last(access_key, &last)?))),
+            None => Ok(None),
+        }
     }
 
     async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
@@ -259,15 +263,7 @@ impl CacheStore for RedisCache {
             .query_async(&mut self.connection.clone())
             .await?;
         match (count, last) {
-            (Some(count), Some(last)) => {
-                let last = DateTime::parse_from_rfc3339(&last)
-                    .map_err(|_| CacheError::Corrupt {
-                        key: key.to_string(),
-                        expected: "an RFC 3339 `last` field",
-                    })?
-                    .with_timezone(&Utc);
-                Ok(Some((count, last)))
-            }
+            (Some(count), Some(last)) => Ok(Some((count, parse_last(key, &last)?))),
             _ => Ok(None),
         }
     }

@@ -105,6 +105,32 @@ impl EdgeStore {
     }
 }
 
+impl EdgeStore {
+    /// The payloads of up to `limit` points matching `filter`, in point-id order.
+    async fn scroll_payloads(
+        &self,
+        filter: Option<Filter>,
+        limit: u64,
+    ) -> Result<Vec<StoredMemory>, VectorError> {
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(usize::try_from(limit).unwrap_or(usize::MAX).max(1)),
+            filter,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: qdrant_edge::WithVector::Bool(false),
+            order_by: None,
+        };
+        self.blocking(move |shard| {
+            let (records, _) = shard.scroll(request).map_err(edge_error)?;
+            Ok(records
+                .into_iter()
+                .map(|record| payload_map(record.payload))
+                .collect())
+        })
+        .await
+    }
+}
+
 impl Drop for EdgeStore {
     /// Flushes the shard (Edge does so when it is dropped) while its directory still exists:
     /// before a temporary directory is removed. If the directory was removed under us, the
@@ -333,22 +359,7 @@ impl VectorStore for EdgeStore {
     async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
         let filter =
             serde_json::from_value::<Filter>(keyword_filter_json(&query)).map_err(edge_error)?;
-        let request = ScrollRequest {
-            offset: None,
-            limit: Some(usize::try_from(query.limit).unwrap_or(usize::MAX).max(1)),
-            filter: Some(filter),
-            with_payload: Some(WithPayloadInterface::Bool(true)),
-            with_vector: qdrant_edge::WithVector::Bool(false),
-            order_by: None,
-        };
-        self.blocking(move |shard| {
-            let (records, _) = shard.scroll(request).map_err(edge_error)?;
-            Ok(records
-                .into_iter()
-                .map(|record| payload_map(record.payload))
-                .collect())
-        })
-        .await
+        self.scroll_payloads(Some(filter), query.limit).await
     }
 
     async fn scroll(
@@ -356,22 +367,7 @@ impl VectorStore for EdgeStore {
         filter: &MemoryFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
-        let request = ScrollRequest {
-            offset: None,
-            limit: Some(usize::try_from(limit).unwrap_or(usize::MAX).max(1)),
-            filter: to_filter(filter)?,
-            with_payload: Some(WithPayloadInterface::Bool(true)),
-            with_vector: qdrant_edge::WithVector::Bool(false),
-            order_by: None,
-        };
-        self.blocking(move |shard| {
-            let (records, _) = shard.scroll(request).map_err(edge_error)?;
-            Ok(records
-                .into_iter()
-                .map(|record| payload_map(record.payload))
-                .collect())
-        })
-        .await
+        self.scroll_payloads(to_filter(filter)?, limit).await
     }
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
@@ -527,7 +523,10 @@ mod tests {
                     id: Uuid::from_u128(i + 1),
                     vector: vector(i as u64, DIMENSIONS),
                     memory: [
-                        ("id".to_string(), Value::from(Uuid::from_u128(i + 1).to_string())),
+                        (
+                            "id".to_string(),
+                            Value::from(Uuid::from_u128(i + 1).to_string()),
+                        ),
                         ("content".to_string(), Value::from(format!("memory {i}"))),
                     ]
                     .into_iter()
