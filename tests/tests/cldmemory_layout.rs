@@ -322,6 +322,7 @@ async fn the_same_search_finds_the_same_memories_in_the_same_order() {
         json!({"query": "", "type": "semantic"}),
         json!({"query": "   "}),
         json!({"query": "Paris", "emotionalRange": {"min": 0.5, "max": -0.5}}),
+        json!({"query": "coffee in Paris", "includeAssociations": true}),
     ];
     let mut found_some = 0;
     for search in searches {
@@ -336,7 +337,7 @@ async fn the_same_search_finds_the_same_memories_in_the_same_order() {
             .as_array()
             .expect("memories")
             .iter()
-            .map(|row| without(row, &["score", "accessCount", "lastAccessed"]))
+            .map(|row| without(row, &["score", "status", "accessCount", "lastAccessed"]))
             .collect();
         let reference_rows: Vec<Value> = theirs
             .as_array()
@@ -347,6 +348,77 @@ async fn the_same_search_finds_the_same_memories_in_the_same_order() {
         assert_eq!(rows, reference_rows, "compact rows alike: {search}");
     }
     assert!(found_some >= 6, "only {found_some} searches found anything");
+}
+
+#[tokio::test]
+async fn chunked_memories_come_back_whole_from_both() {
+    let env = Env::start(|_| {}).await;
+    let parent = Uuid::new_v4().to_string();
+    let memory = |id: &str, content: &str, context: Value| {
+        let mut memory = json!({
+            "id": id, "summary": content, "content": content, "type": "semantic",
+            "timestamp": "2026-01-01T00:00:00.000Z", "importance": 0.8, "emotionalValence": 0,
+            "associations": [], "context": context, "metadata": {},
+            "lastAccessed": "2026-01-01T00:00:00.000Z", "accessCount": 0, "decay": 0,
+            "project": TEST_PROJECT,
+        });
+        let text = reference_text(memory.as_object().expect("object"));
+        memory["embedding"] = json!(embedding(&text));
+        memory
+    };
+    let points = [
+        memory(
+            &parent,
+            "[Chunked Memory - 2 parts] The history of the lighthouse keepers...",
+            json!({"tags": ["lighthouse"], "isParentChunk": true, "totalChunks": 2}),
+        ),
+        memory(
+            &Uuid::new_v4().to_string(),
+            "Part two: the lighthouse was automated.",
+            json!({"tags": ["lighthouse"], "chunkIndex": 1, "chunkOf": parent, "totalChunks": 2}),
+        ),
+        memory(
+            &Uuid::new_v4().to_string(),
+            "Part one: keepers lived in the lighthouse.",
+            json!({"tags": ["lighthouse"], "chunkIndex": 0, "chunkOf": parent, "totalChunks": 2}),
+        ),
+    ];
+    for mut point in points {
+        let vector: Vec<f32> = serde_json::from_value(point["embedding"].take()).expect("vector");
+        let mut payload = point.as_object().cloned().expect("object");
+        payload.shift_remove("embedding");
+        let id = Uuid::parse_str(payload["id"].as_str().expect("id")).expect("uuid");
+        env.vectors
+            .upsert(vec![memgate::vectors::MemoryPoint {
+                id,
+                vector,
+                memory: payload,
+            }])
+            .await
+            .expect("upsert");
+    }
+    let search = json!({"query": "the lighthouse keepers", "detailLevel": "full", "reconstructChunks": true});
+    let theirs = env.reference("search_memories", search.clone()).await;
+    let (_, ours) = env.memgate_search(search).await;
+    assert_eq!(
+        ids(&ours["memories"]),
+        vec![parent.clone()],
+        "chunks are left out"
+    );
+    assert_eq!(ids(&theirs), vec![parent]);
+    let whole = &ours["memories"][0];
+    assert_eq!(
+        whole["content"],
+        "Part one: keepers lived in the lighthouse.\n\nPart two: the lighthouse was automated."
+    );
+    assert_eq!(
+        whole["metadata"],
+        json!({"reconstructed": true, "chunkCount": 2})
+    );
+    assert_eq!(
+        without(whole, &["score", "status", "accessCount", "lastAccessed"]),
+        without(&theirs[0], &["accessCount", "lastAccessed"])
+    );
 }
 
 #[tokio::test]
