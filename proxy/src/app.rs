@@ -17,7 +17,7 @@ use crate::breaker::{BreakerSettings, CircuitBreaker};
 use crate::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, EnrichmentProvider,
-    RolloutHandle, VectorBackend, WatchGuard,
+    RolloutHandle, UpstreamMcpTransport, VectorBackend, WatchGuard,
 };
 use crate::dependency::Dependency;
 use crate::embeddings::{
@@ -29,6 +29,9 @@ use crate::fastpath::{FastPath, FastPathSettings, Guards};
 use crate::keys::KeySpace;
 use crate::layout::Layout;
 use crate::legacy::{LegacyClient, LegacySettings};
+use crate::mcp::{
+    FrontSettings, HttpTransports, McpFront, Upstream, UpstreamSettings, UpstreamTarget,
+};
 use crate::metrics::Metrics;
 use crate::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
 use crate::routing::Router;
@@ -320,6 +323,24 @@ pub fn build_workers(
     (writes, assoc, batcher_task)
 }
 
+/// memgate's session with the legacy service's MCP server, when there is one.
+pub fn mcp_upstream(config: &Config) -> anyhow::Result<Option<Arc<Upstream>>> {
+    let settings = UpstreamSettings {
+        connect_timeout: config.upstream.connect_timeout,
+        timeout: config.upstream.timeout,
+    };
+    let mcp = &config.upstream.mcp;
+    let target = match (mcp.transport, &config.upstream.url) {
+        (UpstreamMcpTransport::Stdio, _) => UpstreamTarget::Stdio(mcp.command.clone()),
+        (UpstreamMcpTransport::Sse, Some(url)) => {
+            let url = format!("{}{}", url.trim_end_matches('/'), mcp.path);
+            UpstreamTarget::Sse(url.parse().context("upstream.url")?)
+        }
+        (UpstreamMcpTransport::Sse, None) => return Ok(None),
+    };
+    Ok(Some(Upstream::new(target, settings)))
+}
+
 /// A consumer name unique to this process: the pod name in a cluster.
 pub fn consumer_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -364,6 +385,8 @@ impl RunningProxy {
     /// recorded accesses.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        // Open event streams end with their sessions, so the drain does not wait for them.
+        self.state.mcp.front.sessions.close_all();
         for task in self.servers.drain(..).chain(self.workers.drain(..)) {
             let _ = task.await;
         }
@@ -462,6 +485,17 @@ pub async fn start_with(
         .as_ref()
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
+    let mcp = Arc::new(McpFront::new(
+        fast.clone(),
+        mcp_upstream(&config)?,
+        Router::new(rollout.clone(), sticky_header.clone()),
+        metrics.clone(),
+        FrontSettings {
+            wait_for_stored: config.mcp.wait_for_stored,
+            writes_to_legacy: config.fallback.writes_to_legacy,
+            max_sessions: config.mcp.max_sessions,
+        },
+    ));
     let openapi =
         Bytes::from(serde_json::to_vec(&crate::openapi::document()).context("OpenAPI document")?);
     let state = Arc::new(ApiState {
@@ -474,6 +508,10 @@ pub async fn start_with(
         writes_to_legacy: config.fallback.writes_to_legacy,
         metrics: metrics.clone(),
         openapi,
+        mcp: HttpTransports {
+            front: mcp.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+        },
     });
 
     let api_listener = TcpListener::bind(config.listen)
@@ -542,6 +580,7 @@ pub async fn start_with(
         config.access.flush_interval,
     ));
     background.extend(collection_retry);
+    background.extend(mcp.spawn_housekeeping(config.mcp.session_idle_timeout));
     let gauge = metrics.rollout_percent.clone();
     let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
         watch_rollout(sources, config.reload.interval, rollout, move |percent| {

@@ -56,6 +56,59 @@ pub enum Command {
     /// `enrichment`, `openai`, `worker`); serves `/metrics`, `/healthz`, `/readyz` on
     /// `adminListen`. On SIGTERM it finishes the jobs in flight, then exits.
     Worker(ServeArgs),
+    /// Speak MCP on another transport than the API port's.
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// MCP on this process's stdin and stdout, for clients that launch their memory server
+    /// as a process: `memgate mcp stdio [options] -- <legacy command…>`.
+    ///
+    /// The legacy service (e.g. `node /opt/cldmemory/dist/index.js`) runs as a child over
+    /// stdio; memgate answers the memory tools it covers from the fast path and forwards the
+    /// rest. Without a command, memgate's own memory tools answer alone. The API and admin
+    /// ports are bound on free ports unless given.
+    Stdio(StdioArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StdioArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// This client's metadata, as cldmemory's `Memory-Metadata` (`key:value,key2:value2`).
+    #[arg(long, env = "MEMORY_METADATA_CLIENT")]
+    pub memory_metadata: Option<String>,
+    /// The legacy service's command line [config: upstream.mcp.command].
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl StdioArgs {
+    /// The config sources: the serve options, the child command, free ports by default.
+    pub fn sources(&self) -> ConfigSources {
+        let mut sources = self.serve.sources();
+        let mut set = |path: &str, value: figment::value::Value| {
+            sources.overrides.push((path.to_string(), value));
+        };
+        if self.serve.listen.is_none() {
+            set("listen", "127.0.0.1:0".into());
+        }
+        if self.serve.admin_listen.is_none() {
+            set("adminListen", "127.0.0.1:0".into());
+        }
+        if !self.command.is_empty() {
+            set("upstream.mcp.transport", "stdio".into());
+            let command: Vec<figment::value::Value> = self
+                .command
+                .iter()
+                .map(|part| part.clone().into())
+                .collect();
+            set("upstream.mcp.command", command.into());
+        }
+        sources
+    }
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +228,29 @@ mod tests {
             config.upstream.url.as_deref(),
             Some("http://127.0.0.1:3000")
         );
+    }
+
+    #[test]
+    fn stdio_takes_the_legacy_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from([
+            "memgate",
+            "mcp",
+            "stdio",
+            "--embedded",
+            "--",
+            "node",
+            "dist/index.js",
+        ])
+        .expect("parses");
+        let Command::Mcp(McpCommand::Stdio(args)) = cli.command else {
+            panic!("parsed as mcp stdio")
+        };
+        let config = crate::config::load(&args.sources()).expect("valid");
+        assert_eq!(
+            config.upstream.mcp.command,
+            vec!["node".to_string(), "dist/index.js".to_string()]
+        );
+        assert_eq!(config.listen.port(), 0);
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub struct FastAnswer {
     pub cache: CacheStatus,
 }
 
+/// A new memory, acknowledged: stored for readers and queued for the workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub id: Uuid,
+    /// The memory as stored now (without memgate's bookkeeping); `None` when an
+    /// `Idempotency-Key` replayed an earlier create.
+    pub memory: Option<StoredMemory>,
+}
+
 /// The request path's guarded dependencies.
 #[derive(Clone, Debug)]
 pub struct Guards {
@@ -217,6 +226,12 @@ impl FastPath {
 
     pub fn guards(&self) -> &Guards {
         &self.guards
+    }
+
+    /// A memory as the legacy service shows it: without memgate's bookkeeping (`status`,
+    /// `error`, `score`), numbers as JavaScript writes them.
+    pub fn shown(&self, memory: &StoredMemory) -> StoredMemory {
+        self.layout.payload(memory)
     }
 
     /// The threshold of searches that name none (the layout's).
@@ -593,6 +608,22 @@ impl FastPath {
         idempotency_key: Option<&str>,
         client_metadata: Option<&str>,
     ) -> Result<FastAnswer, ApiError> {
+        let stored = self
+            .store(scope, request, idempotency_key, client_metadata)
+            .await?;
+        Ok(Self::accepted(stored.id, "processing"))
+    }
+
+    /// Stores a new memory and its write job: the memory as the legacy service would store
+    /// it without its model, enriched later by a worker. A replay of an `Idempotency-Key`
+    /// names the first memory and stores nothing.
+    pub async fn store(
+        &self,
+        scope: &Scope,
+        request: StoreRequest,
+        idempotency_key: Option<&str>,
+        client_metadata: Option<&str>,
+    ) -> Result<Stored, ApiError> {
         request.validate()?;
         let id = Uuid::new_v4();
         let needs = self.layout.enrichment_needs(&request);
@@ -606,6 +637,7 @@ impl FastPath {
             serde_json::to_vec(&with_status(memory.clone(), MemoryStatus::Processing))
                 .map_err(internal)?,
         );
+        let memory_view = memory.clone();
         let submission = Submission {
             op: WriteOp::Create {
                 id,
@@ -629,8 +661,83 @@ impl FastPath {
             generation_key: self.keys.search_generation(),
         };
         match self.submit(submission).await? {
-            Submitted::Queued { .. } => Ok(Self::accepted(id, "processing")),
-            Submitted::Replayed { id } => Ok(Self::accepted(id, "processing")),
+            Submitted::Queued { .. } => Ok(Stored {
+                id,
+                memory: Some(self.layout.payload(&memory_view)),
+            }),
+            Submitted::Replayed { id } => Ok(Stored { id, memory: None }),
+        }
+    }
+
+    /// Forgets what memgate holds of these memories and retires every cached search: another
+    /// writer (the legacy service) changed them. Records still being written by memgate
+    /// (provisional or deleted) are kept, since they are newer than the vector store.
+    pub async fn invalidate(&self, scope: &Scope, ids: &[Uuid]) {
+        for id in ids {
+            let key = self.keys.memory(scope, *id);
+            self.memories_l1.invalidate(&key).await;
+            let keep = self
+                .cache_get(&key, "get_memory")
+                .await
+                .is_some_and(|record| is_tombstone(&record) || is_processing(&record));
+            if !keep {
+                self.cache_delete(&key).await;
+            }
+        }
+        self.retire_searches().await;
+    }
+
+    /// Forgets every memory held in this process and retires every cached search (a write
+    /// elsewhere changed memories memgate cannot name). Records in a shared cache expire
+    /// within `cache.memoryTtl`.
+    pub async fn invalidate_all(&self) {
+        self.memories_l1.invalidate_all();
+        self.retire_searches().await;
+    }
+
+    async fn retire_searches(&self) {
+        let key = self.keys.search_generation();
+        match self
+            .guards
+            .cache
+            .call("retire_searches", self.cache.increment(&key))
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not retire cached searches"),
+        }
+    }
+
+    async fn cache_delete(&self, key: &str) {
+        if let Err(error) = self
+            .guards
+            .cache
+            .call("delete", self.cache.delete(key))
+            .await
+        {
+            tracing::warn!(%error, key, "cache delete failed");
+        }
+    }
+
+    /// Waits until memgate's own pending write of this memory is in the vector store, at
+    /// most `bound`: whether it is (or was never pending).
+    pub async fn wait_stored(&self, scope: &Scope, id: Uuid, bound: Duration) -> bool {
+        let key = self.keys.memory(scope, id);
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let pending = self
+                .cache_get(&key, "get_memory")
+                .await
+                .is_some_and(|record| is_processing(&record));
+            if !pending {
+                return true;
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -664,9 +771,22 @@ impl FastPath {
         id: Uuid,
         request: UpdateRequest,
     ) -> Result<FastAnswer, ApiError> {
+        self.change(scope, id, request).await?;
+        Ok(Self::accepted(id, "processing"))
+    }
+
+    /// Applies an update for readers at once and queues it for the vector store; the memory
+    /// as it now reads (without memgate's bookkeeping).
+    pub async fn change(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        request: UpdateRequest,
+    ) -> Result<StoredMemory, ApiError> {
         request.validate()?;
         let mut memory = self.current(scope, id).await?;
         self.layout.apply_update(&mut memory, &request);
+        let updated = self.layout.payload(&memory);
         let key = self.keys.memory(scope, id);
         let record = Bytes::from(
             serde_json::to_vec(&with_status(memory, MemoryStatus::Processing)).map_err(internal)?,
@@ -688,7 +808,7 @@ impl FastPath {
         };
         self.submit(submission).await?;
         self.memories_l1.invalidate(&key).await;
-        Ok(Self::accepted(id, "processing"))
+        Ok(updated)
     }
 
     /// `DELETE /memories/{id}`: gone from reads at once (a tombstone record, and cached

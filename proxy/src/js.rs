@@ -357,6 +357,77 @@ pub fn to_iso_string(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// `JSON.stringify(value, null, 2)`: two-space indent, numbers as [`number_to_string`] writes
+/// them (`1`, `0.5`, `1e+21`), strings escaped as JavaScript escapes them.
+pub fn stringify_pretty(value: &Value) -> String {
+    let mut out = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, JsFormatter::default());
+    if serde::Serialize::serialize(value, &mut serializer).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// serde_json's pretty formatter with JavaScript's number text.
+#[derive(Default)]
+struct JsFormatter {
+    pretty: serde_json::ser::PrettyFormatter<'static>,
+}
+
+impl serde_json::ser::Formatter for JsFormatter {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        writer.write_all(number_to_string(value).as_bytes())
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_array(writer)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.pretty.end_array(writer)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.pretty.begin_array_value(writer, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        self.pretty.end_array_value(writer)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_object(writer)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.pretty.end_object(writer)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.pretty.begin_object_key(writer, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        self.pretty.begin_object_value(writer)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        self.pretty.end_object_value(writer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,5 +551,14 @@ mod tests {
         assert_eq!(to_js_string(&json!(true)), "true");
         assert_eq!(to_js_string(&json!(["a", null, 2])), "a,,2");
         assert_eq!(to_js_string(&json!({"a": 1})), "[object Object]");
+    }
+
+    #[test]
+    fn stringify_pretty_writes_as_javascript_does() {
+        let value = serde_json::json!({"a": [1.0, 0.5, 1e21, -0.0000001], "b": {}, "c": [], "d": "x\u{1}\"", "e": null});
+        assert_eq!(
+            stringify_pretty(&value),
+            "{\n  \"a\": [\n    1,\n    0.5,\n    1e+21,\n    -1e-7\n  ],\n  \"b\": {},\n  \"c\": [],\n  \"d\": \"x\\u0001\\\"\",\n  \"e\": null\n}"
+        );
     }
 }

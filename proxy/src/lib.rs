@@ -24,6 +24,7 @@ pub mod js;
 pub mod keys;
 pub mod layout;
 pub mod legacy;
+pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod openapi;

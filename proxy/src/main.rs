@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use memgate::cli::{Cli, Command, LogFormat};
+use memgate::cli::{Cli, Command, LogFormat, McpCommand};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
@@ -59,6 +59,18 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight jobs");
             worker.shutdown().await;
+        }
+        Command::Mcp(McpCommand::Stdio(args)) => {
+            let config = memgate::config::load(&args.sources())?;
+            let proxy = memgate::app::start(config, None).await?;
+            let front = proxy.state.mcp.front.clone();
+            let metadata = args.memory_metadata.clone();
+            let served = tokio::select! {
+                served = memgate::mcp::stdio::serve(front, tokio::io::stdin(), tokio::io::stdout(), metadata) => served,
+                _ = shutdown_signal() => Ok(()),
+            };
+            proxy.shutdown().await;
+            served?;
         }
     }
     Ok(())

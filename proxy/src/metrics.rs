@@ -51,6 +51,13 @@ pub struct Metrics {
     pub degraded: IntCounterVec,
     /// Requests refused at once because `limits.maxInFlight` were already in flight.
     pub overloaded: IntCounter,
+    /// MCP tool calls: `tool`, `path` (`fast`, `legacy`), `outcome` (`ok`, `error`,
+    /// `cancelled`, `degraded`).
+    pub mcp_tool_calls: IntCounterVec,
+    /// Time from a tool call's arrival to its result: `tool`, `path`.
+    pub mcp_tool_duration: HistogramVec,
+    /// Open MCP client sessions, `transport` (`sse`, `streamable`, `stdio`).
+    pub mcp_sessions: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -248,10 +255,41 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let mcp_tool_calls = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("memgate_mcp_tool_calls_total", "MCP tool calls answered"),
+                &["tool", "path", "outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let mcp_tool_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "memgate_mcp_tool_duration_seconds",
+                    "Time from an MCP tool call to its result",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["tool", "path"],
+            )
+            .expect("valid metric"),
+        );
+        let mcp_sessions = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("memgate_mcp_sessions", "Open MCP client sessions"),
+                &["transport"],
+            )
+            .expect("valid metric"),
+        );
         Self {
             breakers,
             degraded,
             overloaded,
+            mcp_tool_calls,
+            mcp_tool_duration,
+            mcp_sessions,
             access_synced,
             enrichment_fallbacks,
             write_ack,

@@ -55,6 +55,25 @@ impl Router {
 
     /// The path for a request with these headers from this client.
     pub fn choose(&self, headers: &HeaderMap, client: IpAddr) -> Result<RoutePath, ApiError> {
+        self.choose_by(headers, client.to_string().as_bytes())
+    }
+
+    /// The path of an MCP session, chosen once when it opens: sticky by the configured
+    /// header, else by the `user` of its metadata, else by the session itself.
+    pub fn choose_for_session(
+        &self,
+        headers: &HeaderMap,
+        metadata_user: Option<&str>,
+        session_id: &str,
+    ) -> Result<RoutePath, ApiError> {
+        let fallback = metadata_user
+            .filter(|user| !user.is_empty())
+            .unwrap_or(session_id);
+        self.choose_by(headers, fallback.as_bytes())
+    }
+
+    /// Forced by `x-memgate-route`, else sticky by the configured header, else by `fallback`.
+    fn choose_by(&self, headers: &HeaderMap, fallback: &[u8]) -> Result<RoutePath, ApiError> {
         if let Some(forced) = headers.get(ROUTE_HEADER) {
             return match forced.as_bytes() {
                 b"fast" => Ok(RoutePath::Fast),
@@ -80,7 +99,7 @@ impl Router {
             .filter(|value| !value.is_empty());
         let in_rollout = match sticky_value {
             Some(value) => bucket(value) < percent,
-            None => bucket(client.to_string().as_bytes()) < percent,
+            None => bucket(fallback) < percent,
         };
         Ok(if in_rollout {
             RoutePath::Fast

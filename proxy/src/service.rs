@@ -42,6 +42,12 @@ pub enum Operation<'a> {
     Update(&'a str),
     Delete(&'a str),
     OpenApi,
+    /// `GET /sse`: an MCP session over HTTP+SSE.
+    McpStream,
+    /// `POST /messages`: a message of an HTTP+SSE session.
+    McpMessage,
+    /// `/mcp`: MCP over Streamable HTTP.
+    Mcp,
     Other,
 }
 
@@ -50,6 +56,9 @@ impl<'a> Operation<'a> {
         let rest = path.strip_prefix("/memories");
         match (method, rest) {
             (&Method::GET, _) if path == "/openapi.json" => Self::OpenApi,
+            (&Method::GET, _) if path == "/sse" => Self::McpStream,
+            (&Method::POST, _) if path == "/messages" => Self::McpMessage,
+            (_, _) if path == "/mcp" => Self::Mcp,
             (&Method::POST, Some("" | "/")) => Self::Create,
             (&Method::POST, Some("/search")) => Self::Search,
             (method, Some(rest)) => match rest.strip_prefix('/') {
@@ -74,6 +83,7 @@ impl<'a> Operation<'a> {
             Self::Update(_) => "update",
             Self::Delete(_) => "delete",
             Self::OpenApi => "openapi",
+            Self::McpStream | Self::McpMessage | Self::Mcp => "mcp",
             Self::Other => "other",
         }
     }
@@ -91,6 +101,8 @@ pub struct ApiState {
     pub writes_to_legacy: bool,
     pub metrics: Metrics,
     pub openapi: Bytes,
+    /// MCP over HTTP: `/sse`, `/messages`, `/mcp`.
+    pub mcp: crate::mcp::HttpTransports,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -178,9 +190,15 @@ impl ApiState {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if operation == Operation::OpenApi {
-            let response = json_response(StatusCode::OK, self.openapi.clone());
-            return Outcome::fast(response, CacheStatus::Bypass);
+        match operation {
+            Operation::OpenApi => {
+                let response = json_response(StatusCode::OK, self.openapi.clone());
+                return Outcome::fast(response, CacheStatus::Bypass);
+            }
+            Operation::McpStream | Operation::McpMessage | Operation::Mcp => {
+                return Outcome::fast(self.mcp(operation, request).await, CacheStatus::Bypass);
+            }
+            _ => {}
         }
         let route = match self.router.choose(request.headers(), client.ip()) {
             Ok(route) => route,
@@ -208,7 +226,11 @@ impl ApiState {
             Operation::Create => self.fast_create(&parts, &body).await,
             Operation::Update(id) => self.fast_update(&parts, &body, id).await,
             Operation::Delete(id) => self.fast_delete(&parts, id).await,
-            Operation::OpenApi | Operation::Other => {
+            Operation::OpenApi
+            | Operation::McpStream
+            | Operation::McpMessage
+            | Operation::Mcp
+            | Operation::Other => {
                 unreachable!("only fast-path operations get here")
             }
         };
@@ -239,7 +261,22 @@ impl ApiState {
             Operation::Create | Operation::Update(_) | Operation::Delete(_) => {
                 self.writes_to_legacy && error.code == DEPENDENCY_UNAVAILABLE
             }
-            Operation::OpenApi | Operation::Other => false,
+            _ => false,
+        }
+    }
+
+    /// MCP over HTTP: the session's tenant comes from the request that opens it.
+    async fn mcp<B>(&self, operation: Operation<'_>, request: Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let scope = self.scope(&parts.headers);
+        match operation {
+            Operation::McpStream => self.mcp.open_sse(&parts, scope),
+            Operation::McpMessage => self.mcp.post_sse_message(parts, body).await,
+            _ => self.mcp.streamable(parts, body, scope).await,
         }
     }
 

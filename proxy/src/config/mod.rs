@@ -30,6 +30,8 @@ pub struct Config {
     /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
     pub upstream: UpstreamConfig,
+    /// The MCP front (`/sse`, `/messages`, `/mcp`).
+    pub mcp: McpConfig,
     /// How the legacy service keeps a memory (its payload, embedded texts, search rules).
     pub layout: LayoutConfig,
     pub rollout: RolloutConfig,
@@ -58,6 +60,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             upstream: UpstreamConfig::default(),
+            mcp: McpConfig::default(),
             layout: LayoutConfig::default(),
             rollout: RolloutConfig::default(),
             scope: None,
@@ -107,6 +110,8 @@ pub struct UpstreamConfig {
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// How memgate reaches the legacy service's MCP server.
+    pub mcp: UpstreamMcpConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -117,6 +122,61 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+            mcp: UpstreamMcpConfig::default(),
+        }
+    }
+}
+
+/// The legacy service's MCP server: HTTP+SSE under `upstream.url` (cldmemory), or a child
+/// process over stdio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UpstreamMcpConfig {
+    pub transport: UpstreamMcpTransport,
+    /// With `sse`: the event stream's path under `upstream.url`.
+    pub path: String,
+    /// With `stdio`: the command line that starts the legacy service.
+    pub command: Vec<String>,
+}
+
+impl Default for UpstreamMcpConfig {
+    fn default() -> Self {
+        Self {
+            transport: UpstreamMcpTransport::Sse,
+            path: "/sse".into(),
+            command: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamMcpTransport {
+    Sse,
+    Stdio,
+}
+
+/// memgate's MCP front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// How long a forwarded call naming a memory memgate acknowledged waits for it to be
+    /// stored first.
+    #[serde(with = "humantime_serde")]
+    pub wait_for_stored: Duration,
+    /// Streamable HTTP sessions unused this long are closed.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// The most client sessions open at once.
+    pub max_sessions: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            wait_for_stored: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 10_000,
         }
     }
 }
@@ -553,9 +613,23 @@ impl Config {
         if let Some(header) = &self.rollout.sticky_header {
             check_header_name("rollout.stickyHeader", header)?;
         }
+        let stdio_upstream = self.upstream.mcp.transport == UpstreamMcpTransport::Stdio;
+        if stdio_upstream && self.upstream.mcp.command.is_empty() {
+            return Err(invalid(
+                "upstream.mcp.command",
+                "is required with upstream.mcp.transport: stdio",
+            ));
+        }
+        if !self.upstream.mcp.path.starts_with('/') {
+            return Err(invalid("upstream.mcp.path", "must start with `/`"));
+        }
+        if self.mcp.max_sessions == 0 {
+            return Err(invalid("mcp.maxSessions", "must be greater than 0"));
+        }
+        check_positive("mcp.sessionIdleTimeout", self.mcp.session_idle_timeout)?;
         if let Some(url) = &self.upstream.url {
             check_http_url("upstream.url", url)?;
-        } else if self.rollout.percent < 100 {
+        } else if self.rollout.percent < 100 && !stdio_upstream {
             return Err(invalid(
                 "upstream.url",
                 "is required when rollout.percent is below 100 (some requests go to legacy)",

@@ -73,7 +73,13 @@ impl Worker {
                 let enrichment = self.enrich(&memory, needs).await;
                 self.layout.apply_enrichment(&mut memory, enrichment);
                 let vector = self.embed(&memory).await?;
-                let record = self.store(key, *id, memory, vector).await?;
+                let record = self.store(key.clone(), *id, memory, vector).await?;
+                // Deleted while it was enriched: the delete may have run before this store,
+                // so the point goes again (a delete acknowledged after this check finds it).
+                if self.is_deleted(&key).await {
+                    self.vectors.delete(&[*id]).await?;
+                    return Ok((self.record(key, tombstone(*id)), None));
+                }
                 let associate = WriteOp::Associate {
                     id: *id,
                     scope: scope.clone(),

@@ -1,0 +1,21 @@
+//! MCP: memgate as an MCP gateway for memory services.
+//!
+//! Clients connect over HTTP+SSE or Streamable HTTP ([`http_transports`]) or stdio
+//! ([`stdio`]); each connection is a [`session::ClientSession`]. The [`front::McpFront`]
+//! answers every message: the memory tools memgate covers ([`tools`]) from the fast path,
+//! with the legacy service's result texts; everything else over memgate's own session with
+//! the legacy service ([`upstream::Upstream`]).
+
+pub mod event_stream;
+pub mod front;
+pub mod http_transports;
+pub mod jsonrpc;
+pub mod session;
+pub mod sse_events;
+pub mod stdio;
+pub mod tools;
+pub mod upstream;
+
+pub use front::{FrontSettings, McpFront};
+pub use http_transports::HttpTransports;
+pub use upstream::{Upstream, UpstreamSettings, UpstreamTarget};
