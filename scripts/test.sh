@@ -18,13 +18,18 @@ install_debian_packages() {
   fi
 }
 
-# Python tools for the Kubernetes checks, in a virtualenv of their own under target/.
+# Python tools for the Kubernetes checks and the MCP tests, in a virtualenv of their own under target/.
 install_python_tools() {
   local venv=target/python-tools
   if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     log "installing kubernetes-validate from PyPI into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
+  fi
+  # The official MCP SDK, for the tests that drive memgate's MCP front as its clients do.
+  if ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+    log "installing the Python MCP SDK (mcp) from PyPI into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0"
   fi
   KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
 }
@@ -116,8 +121,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 validate_kubernetes_objects
 check_chart
 
-log "cargo build --bin memgate (the end-to-end tests run it as real worker processes)"
-cargo build -p memgate --bin memgate
+log "cargo build: memgate and the reference cldmemory (the end-to-end tests run them as processes)"
+cargo build -p memgate --bin memgate -p cldmemory-reference --bin cldmemory-reference
 
 log "cargo test (unit, contract and end-to-end; real redis-server started per test)"
 if [ -z "${QDRANT_URL:-}" ]; then

@@ -20,6 +20,7 @@ pub mod model;
 pub mod openai;
 pub mod qdrant;
 pub mod service;
+pub mod stdio;
 pub mod tools;
 pub mod transport;
 

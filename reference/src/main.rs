@@ -1,5 +1,6 @@
 //! `cldmemory-reference`: the reference cldmemory as a process, configured as cldmemory is
-//! (its environment variables), serving MCP over HTTP+SSE on a Qdrant Edge shard of its own.
+//! (its environment variables), serving MCP over stdio (`MCP_TRANSPORT_MODE=stdio`, the
+//! default) or HTTP+SSE (`sse`) on a Qdrant Edge shard of its own.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,qdrant_edge=error".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let dimensions: u64 = env("VECTOR_DIMENSION")
         .map_or(Ok(1536), |d| d.parse())
@@ -61,6 +63,15 @@ async fn main() -> anyhow::Result<()> {
         openai,
         settings,
     ));
+    let info = ServerInfo {
+        name: env("MCP_SERVER_NAME").unwrap_or_else(|| "memory-server".into()),
+    };
+    if env("MCP_TRANSPORT_MODE").as_deref().unwrap_or("stdio") == "stdio" {
+        tracing::info!("cldmemory reference serving MCP over stdio");
+        cldmemory_reference::stdio::serve(service, info, tokio::io::stdin(), tokio::io::stdout())
+            .await?;
+        return Ok(());
+    }
     let address = format!(
         "{}:{}",
         env("MCP_HOST").unwrap_or_else(|| "127.0.0.1".into()),
@@ -69,9 +80,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| address.clone())?;
-    let info = ServerInfo {
-        name: env("MCP_SERVER_NAME").unwrap_or_else(|| "memory-server".into()),
-    };
     let running = cldmemory_reference::serve(listener, service, info)?;
     tracing::info!(url = %running.url(), "cldmemory reference serving MCP over HTTP+SSE at /sse");
     tokio::signal::ctrl_c().await?;

@@ -14,6 +14,7 @@ pub mod load;
 mod mcp_sse;
 mod openai;
 mod proxy;
+pub mod python;
 mod redis_server;
 mod reference;
 mod upstream;
@@ -25,7 +26,7 @@ pub use proxy::{
     test_config, TEST_PROJECT,
 };
 pub use redis_server::RedisServer;
-pub use reference::{start_reference, Reference};
+pub use reference::{start_memgate_in_front_of_reference, start_reference, Reference};
 pub use upstream::{FakeUpstream, RecordedRequest};
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.

@@ -102,6 +102,45 @@ impl McpSseClient {
         })
     }
 
+    /// Where messages are posted (`…/messages?sessionId=…`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Posts a body as it is; the status and the body of the answer.
+    pub async fn post_raw(&self, body: impl Into<String>) -> anyhow::Result<(u16, String)> {
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// Sends a request without waiting: its id and where its answer will arrive.
+    pub async fn send_request(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> anyhow::Result<(u64, oneshot::Receiver<Value>)> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .insert(id, tx);
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let (status, body) = self.post_raw(message.to_string()).await?;
+        if status != 202 {
+            bail!("POST answered {status}: {body}");
+        }
+        Ok((id, rx))
+    }
+
     /// A JSON-RPC request; the whole response message.
     pub async fn request(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         let id = self

@@ -22,6 +22,27 @@ impl Reference {
         self.server.url()
     }
 
+    /// Stops its MCP server (open streams end), as when the legacy service goes down.
+    pub async fn stop(&mut self) -> std::net::SocketAddr {
+        let addr = self.server.addr;
+        let stopped = std::mem::replace(&mut self.server, serve_nowhere(&self.service).await);
+        stopped.stop().await;
+        addr
+    }
+
+    /// Serves again on `addr` (after [`Reference::stop`]), on the same store.
+    pub async fn restart(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        let listener = bind_again(addr).await?;
+        self.server = cldmemory_reference::serve(
+            listener,
+            self.service.clone(),
+            ServerInfo {
+                name: "memory-server".into(),
+            },
+        )?;
+        Ok(())
+    }
+
     /// A tool's result text, called in-process as the MCP server would call it.
     pub async fn call(&self, tool: &str, arguments: serde_json::Value) -> String {
         let result = cldmemory_reference::tools::call(&self.service, tool, Some(&arguments)).await;
@@ -62,4 +83,53 @@ pub async fn start_reference(
         },
     )?;
     Ok(Reference { service, server })
+}
+
+/// memgate (proxy and worker) in front of the reference cldmemory, all three on one vector
+/// store: `config.upstream.url` is set to the reference, whose settings follow `config`.
+pub async fn start_memgate_in_front_of_reference(
+    mut config: Config,
+    openai_base_url: &str,
+) -> anyhow::Result<(
+    memgate::app::RunningProxy,
+    memgate::app::RunningWorker,
+    Arc<dyn VectorStore>,
+    Reference,
+)> {
+    let backends = memgate::app::Backends::from_config(&config)?;
+    let reference = start_reference(backends.vectors.clone(), openai_base_url, &config).await?;
+    config.upstream.url = Some(reference.url());
+    config.validate()?;
+    let vectors = backends.vectors.clone();
+    let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
+    let worker = memgate::app::start_worker_with(config, backends).await?;
+    Ok((proxy, worker, vectors, reference))
+}
+
+/// A placeholder server on a free port, for the time the real one is down.
+async fn serve_nowhere(service: &Arc<MemoryService>) -> RunningReference {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    cldmemory_reference::serve(
+        listener,
+        service.clone(),
+        ServerInfo {
+            name: "placeholder".into(),
+        },
+    )
+    .expect("placeholder")
+}
+
+/// Binds `addr` again, retrying while the old socket lets go.
+async fn bind_again(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(anyhow::anyhow!("cannot bind {addr} again: {last:?}"))
 }

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::sync::mpsc;
 
 use super::front::McpFront;
-use super::jsonrpc::{self, Message};
+use super::jsonrpc::Message;
 use super::session::Transport;
 use crate::keys::Scope;
 
@@ -46,13 +46,14 @@ where
         if line.trim().is_empty() {
             continue;
         }
+        // As cldmemory's SDK does on stdio: a line that is not a JSON-RPC message is reported
+        // (here on stderr) and gets no answer.
         let message = match serde_json::from_str::<Value>(&line) {
             Ok(value) => Message::parse(value),
-            Err(error) => Err(jsonrpc::error(
-                Value::Null,
-                jsonrpc::PARSE_ERROR,
-                &format!("Parse error: {error}"),
-            )),
+            Err(error) => {
+                tracing::warn!(%error, "a line on stdin is not JSON; ignored");
+                continue;
+            }
         };
         match message {
             Ok(message) => {
@@ -63,9 +64,7 @@ where
                     }
                 });
             }
-            Err(answer) => {
-                let _ = answers.send(answer);
-            }
+            Err(_) => tracing::warn!("a line on stdin is not a JSON-RPC message; ignored"),
         }
     }
     front.sessions.close(&session.id);

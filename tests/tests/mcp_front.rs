@@ -1,0 +1,645 @@
+//! memgate as an MCP gateway in front of the reference cldmemory: a client configured for
+//! cldmemory talks to memgate (URL aside), gets the memory tools from the fast path with
+//! cldmemory's texts byte for byte, and every other tool from cldmemory, with memgate's caches
+//! kept coherent. memgate (proxy and worker on a real `redis-server`) and the reference share
+//! one Qdrant Edge shard and one OpenAI-compatible stand-in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memgate::config::Config;
+use memgate::vectors::VectorStore;
+use memgate_testkit::{
+    eventually, scrape_metrics, start_memgate_in_front_of_reference, test_config, FakeOpenAi,
+    McpSseClient, RedisServer, Reference,
+};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+const DIMENSIONS: usize = 64;
+
+struct Env {
+    redis: RedisServer,
+    openai: FakeOpenAi,
+    proxy: memgate::app::RunningProxy,
+    _worker: memgate::app::RunningWorker,
+    _vectors: Arc<dyn VectorStore>,
+    reference: Reference,
+    prefix: String,
+    _data: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start(adjust: impl FnOnce(&mut Config)) -> Env {
+        let redis = RedisServer::start().expect("redis-server");
+        let openai = FakeOpenAi::start(DIMENSIONS).await.expect("openai");
+        let data = tempfile::tempdir().expect("dir");
+        let mut config = test_config(
+            data.path(),
+            Some(redis.url()),
+            Some(openai.base_url()),
+            None,
+        );
+        config.rollout.percent = 100;
+        config.layout.similarity_threshold = 0.3;
+        config.layout.memory_metadata = Some("team:core".into());
+        // memgate's reads reach the vector store only when flushed: none during a test, so
+        // both services read the same stored state.
+        config.access.flush_interval = Duration::from_secs(3600);
+        config.upstream.timeout = Duration::from_secs(3);
+        adjust(&mut config);
+        let prefix = config.key_prefix();
+        let (proxy, worker, vectors, reference) =
+            start_memgate_in_front_of_reference(config, &openai.base_url())
+                .await
+                .expect("memgate in front of the reference");
+        Env {
+            redis,
+            openai,
+            proxy,
+            _worker: worker,
+            _vectors: vectors,
+            reference,
+            prefix,
+            _data: data,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.proxy.api_addr)
+    }
+
+    /// A client of memgate, as cldmemory's clients connect (HTTP+SSE).
+    async fn client(&self, metadata: Option<&str>) -> McpSseClient {
+        let client = McpSseClient::connect(&self.url(), metadata)
+            .await
+            .expect("connects to memgate");
+        client.initialize().await.expect("initialize");
+        client
+    }
+
+    /// Until the memory's record is `ready` and no association job is left.
+    async fn wait_for_worker(&self, id: &str) {
+        let redis = self.redis.client().await.expect("redis");
+        let key = format!("{}mem:{id}", self.prefix);
+        let assoc = format!("{}assoc", self.prefix);
+        let done = eventually(Duration::from_secs(10), || {
+            let mut redis = redis.clone();
+            let (key, assoc) = (key.clone(), assoc.clone());
+            async move {
+                let record: Option<String> = redis.get(&key).await.unwrap_or(None);
+                let pending: u64 = redis.xlen(&assoc).await.unwrap_or(1);
+                record.is_some_and(|r| r.contains("\"status\":\"ready\"")) && pending == 0
+            }
+        })
+        .await;
+        assert!(done, "the worker stored {id}");
+    }
+
+    /// The names of the reference's tools, asked directly.
+    async fn reference_tool_names(&self) -> Vec<String> {
+        let direct = McpSseClient::connect(&self.reference.url(), None)
+            .await
+            .expect("connects to the reference");
+        direct.initialize().await.expect("initialize");
+        let tools = direct
+            .request("tools/list", json!({}))
+            .await
+            .expect("tools");
+        tools["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|tool| tool["name"].as_str().expect("name").to_string())
+            .collect()
+    }
+
+    /// A memory stored by cldmemory itself; its id.
+    async fn cldmemory_store(&self, arguments: Value) -> String {
+        let text = self.reference.call("store_memory", arguments).await;
+        let memory: Value = serde_json::from_str(&text).expect("a memory");
+        memory["id"].as_str().expect("id").to_string()
+    }
+}
+
+fn id_of(text: &str) -> String {
+    let memory: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("JSON: {text}"));
+    memory["id"].as_str().expect("id").to_string()
+}
+
+/// `search_memories` arguments as LLM clients send them (the schema lists the fields with
+/// defaults as required), with `extra` on top.
+fn search_args(query: &str, extra: Value) -> Value {
+    let mut args = json!({"query": query, "limit": 10, "detailLevel": "compact",
+        "includeAssociations": false, "reconstructChunks": false});
+    if let Value::Object(extra) = extra {
+        for (key, value) in extra {
+            args[key] = value;
+        }
+    }
+    args
+}
+
+#[tokio::test]
+async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
+    let env = Env::start(|_| {}).await;
+    let client = env.client(Some("user:ann")).await;
+
+    let theirs = env
+        .cldmemory_store(
+            json!({"content": "A sad goodbye at the train station in Paris",
+            "type": "emotional", "context": {"tags": ["farewell"], "location": "Paris"},
+            "importance": 0.25}),
+        )
+        .await;
+    let stored = client
+        .call_tool(
+            "store_memory",
+            json!({"content": "We drank strong coffee in Paris with Marie", "type": "episodic",
+                   "context": {"location": "Paris", "people": ["Marie"]}, "extra": true}),
+        )
+        .await
+        .expect("store");
+    // Acknowledged at once, as cldmemory stores a memory when its LLM is unavailable, in
+    // `JSON.stringify(memory, null, 2)`.
+    let acknowledged: Value = serde_json::from_str(&stored).expect("JSON");
+    assert_eq!(
+        stored,
+        serde_json::to_string_pretty(&acknowledged).expect("pretty")
+    );
+    assert_eq!(
+        acknowledged["summary"],
+        "We drank strong coffee in Paris with Marie"
+    );
+    assert_eq!(acknowledged["emotionalValence"], 0);
+    assert_eq!(
+        acknowledged["metadata"],
+        json!({"team": "core", "user": "ann"})
+    );
+    assert!(
+        acknowledged.get("status").is_none(),
+        "no memgate bookkeeping"
+    );
+    let ours = id_of(&stored);
+    env.wait_for_worker(&ours).await;
+
+    for id in [&theirs, &ours] {
+        let via_memgate = client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("get");
+        let direct = env.reference.call("get_memory", json!({"id": id})).await;
+        assert_eq!(via_memgate, direct, "get_memory {id}");
+    }
+
+    let searches = [
+        search_args("coffee in Paris", json!({})),
+        search_args("goodbye at the station", json!({"type": "emotional"})),
+        search_args("", json!({"type": "episodic"})),
+        search_args("", json!({})),
+        search_args(
+            "Paris",
+            json!({"detailLevel": "full", "similarityThreshold": 0.1}),
+        ),
+        search_args("Paris", json!({"includeAssociations": true, "limit": 1})),
+        search_args(
+            "Paris",
+            json!({"minImportance": 0.5, "emotionalRange": {"min": -1, "max": 1},
+                   "dateRange": {"start": "2000-01-01", "end": "2100-01-01"}}),
+        ),
+    ];
+    let found = client
+        .call_tool("search_memories", search_args("coffee in Paris", json!({})))
+        .await
+        .expect("search");
+    assert!(found.contains(&ours) && found.contains(&theirs), "{found}");
+    for arguments in searches {
+        let via_memgate = client
+            .call_tool("search_memories", arguments.clone())
+            .await
+            .expect("search");
+        let direct = env
+            .reference
+            .call("search_memories", arguments.clone())
+            .await;
+        assert_eq!(via_memgate, direct, "search_memories {arguments}");
+    }
+
+    // Answers the fast path does not give are cldmemory's own.
+    let missing = uuid::Uuid::new_v4().to_string();
+    for (tool, arguments) in [
+        ("get_memory", json!({"id": missing})),
+        ("get_memory", json!({"id": "not-a-uuid"})),
+        ("search_memories", json!({"query": "x", "limit": 0})),
+        ("search_memories", json!({"limit": 5})),
+        (
+            "search_memories",
+            search_args(
+                "x",
+                json!({"dateRange": {"start": "yesterday", "end": "today"}}),
+            ),
+        ),
+        ("store_memory", json!({"content": "no type"})),
+        ("no_such_tool", json!({})),
+    ] {
+        let via_memgate = client
+            .call_tool(tool, arguments.clone())
+            .await
+            .expect("call");
+        let direct = env.reference.call(tool, arguments.clone()).await;
+        assert_eq!(via_memgate, direct, "{tool} {arguments}");
+    }
+
+    let deleted = client
+        .call_tool("delete_memory", json!({"id": ours}))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, format!("Memory {ours} deleted successfully"));
+    let gone = client
+        .call_tool("get_memory", json!({"id": ours}))
+        .await
+        .expect("get");
+    assert_eq!(gone, "Memory not found", "hidden at once");
+    let deleted_in_store = eventually(Duration::from_secs(10), || async {
+        env.reference.call("get_memory", json!({"id": ours})).await == "Memory not found"
+    })
+    .await;
+    assert!(deleted_in_store, "the workers delete it from the store");
+
+    let metrics = scrape_metrics(env.proxy.admin_addr).await;
+    assert!(
+        metrics.contains(
+            "memgate_mcp_tool_calls_total{outcome=\"ok\",path=\"fast\",tool=\"get_memory\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("path=\"legacy\",tool=\"get_memory\""));
+}
+
+#[tokio::test]
+async fn memgate_introduces_itself_as_cldmemory_and_forwards_the_other_tools() {
+    let env = Env::start(|_| {}).await;
+    let client = McpSseClient::connect(&env.url(), None)
+        .await
+        .expect("connects");
+    let direct = McpSseClient::connect(&env.reference.url(), None)
+        .await
+        .expect("connects to the reference");
+    assert_eq!(
+        client.initialize().await.expect("initialize"),
+        direct.initialize().await.expect("initialize"),
+        "cldmemory's serverInfo and capabilities"
+    );
+    let tools = client
+        .request("tools/list", json!({}))
+        .await
+        .expect("tools");
+    let direct_tools = direct
+        .request("tools/list", json!({}))
+        .await
+        .expect("tools");
+    assert_eq!(tools["result"], direct_tools["result"]);
+
+    let a = env
+        .cldmemory_store(json!({"content": "The bees swarmed in May", "type": "episodic"}))
+        .await;
+    let b = env
+        .cldmemory_store(json!({"content": "Quantum tunnelling explained", "type": "semantic"}))
+        .await;
+    // memgate caches both.
+    for id in [&a, &b] {
+        client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("get");
+    }
+
+    let connected = client
+        .call_tool(
+            "connect_memories",
+            json!({"sourceId": a, "targetId": b, "bidirectional": true}),
+        )
+        .await
+        .expect("connect");
+    assert_eq!(connected, format!("Connected memories {a} and {b}"));
+    let via_memgate = client
+        .call_tool("get_memory", json!({"id": a}))
+        .await
+        .expect("get");
+    assert!(
+        via_memgate.contains(&b),
+        "no stale read after a forwarded connect"
+    );
+    assert_eq!(
+        via_memgate,
+        env.reference.call("get_memory", json!({"id": a})).await
+    );
+
+    let updated = client
+        .call_tool(
+            "update_memory",
+            json!({"id": a, "content": "The bees swarmed in June", "context": {}}),
+        )
+        .await
+        .expect("update");
+    assert!(updated.contains("The bees swarmed in June"), "{updated}");
+    let via_memgate = client
+        .call_tool("get_memory", json!({"id": a}))
+        .await
+        .expect("get");
+    assert!(
+        via_memgate.contains("The bees swarmed in June"),
+        "no stale read after a forwarded update: {via_memgate}"
+    );
+
+    let bulk = client
+        .call_tool("delete_memories_bulk", json!({"ids": [b]}))
+        .await
+        .expect("bulk delete");
+    assert!(bulk.contains("\"deleted\": 1"), "{bulk}");
+    let gone = client
+        .call_tool("get_memory", json!({"id": b}))
+        .await
+        .expect("get");
+    assert_eq!(
+        gone, "Memory not found",
+        "no stale read after a forwarded delete"
+    );
+
+    let cleared = client
+        .call_tool("delete_all_memories", json!({"confirm": true}))
+        .await
+        .expect("delete all");
+    assert!(
+        cleared.contains("All memories have been deleted"),
+        "{cleared}"
+    );
+    let searched = client
+        .call_tool("search_memories", search_args("bees", json!({})))
+        .await
+        .expect("search");
+    assert_eq!(searched, "[]", "no stale search after deleting everything");
+}
+
+#[tokio::test]
+async fn a_memory_stored_through_memgate_can_be_named_in_a_forwarded_call_at_once() {
+    let env = Env::start(|_| {}).await;
+    let client = env.client(None).await;
+    let old = env
+        .cldmemory_store(json!({"content": "Old note about the harbour", "type": "semantic"}))
+        .await;
+    env.openai.set_delay(Duration::from_millis(1000));
+    let started = Instant::now();
+    let stored = client
+        .call_tool(
+            "store_memory",
+            json!({"content": "New note about the lighthouse", "type": "semantic"}),
+        )
+        .await
+        .expect("store");
+    let acknowledged_in = started.elapsed();
+    let new = id_of(&stored);
+    // The next call names it before any worker stored it: memgate waits for the store.
+    let connected = client
+        .call_tool(
+            "connect_memories",
+            json!({"sourceId": new, "targetId": old, "bidirectional": true}),
+        )
+        .await
+        .expect("connect");
+    assert_eq!(connected, format!("Connected memories {new} and {old}"));
+    assert!(
+        acknowledged_in < Duration::from_millis(1000),
+        "acknowledged before one OpenAI call could answer ({acknowledged_in:?})"
+    );
+    let got = client
+        .call_tool("get_memory", json!({"id": new}))
+        .await
+        .expect("get");
+    assert!(got.contains(&old), "{got}");
+}
+
+#[tokio::test]
+async fn twenty_sessions_at_once_each_get_their_own_answers() {
+    let env = Env::start(|_| {}).await;
+    let sessions = futures::future::join_all((0..20).map(|n| {
+        let env = &env;
+        async move {
+            let metadata = format!("user:u{n}");
+            let client = env.client(Some(&metadata)).await;
+            let stored = client
+                .call_tool(
+                    "store_memory",
+                    json!({"content": format!("Session {n} remembers the number {n}"), "type": "semantic"}),
+                )
+                .await
+                .expect("store");
+            let id = id_of(&stored);
+            let got = client
+                .call_tool("get_memory", json!({"id": id}))
+                .await
+                .expect("get");
+            let forwarded = client
+                .call_tool("get_memory", json!({"id": format!("bad-{n}")}))
+                .await
+                .expect("forwarded");
+            (n, id, got, forwarded)
+        }
+    }))
+    .await;
+    for (n, id, got, forwarded) in sessions {
+        let memory: Value = serde_json::from_str(&got).expect("JSON");
+        assert_eq!(memory["id"], id.as_str());
+        assert_eq!(memory["metadata"]["user"], format!("u{n}"));
+        let direct = env
+            .reference
+            .call("get_memory", json!({"id": format!("bad-{n}")}))
+            .await;
+        assert_eq!(forwarded, direct, "session {n}'s forwarded answer");
+    }
+}
+
+#[tokio::test]
+async fn the_legacy_down_degrades_forwarded_calls_and_the_fast_path_answers_on() {
+    let mut env = Env::start(|_| {}).await;
+    let client = env.client(None).await;
+    let stored = client
+        .call_tool(
+            "store_memory",
+            json!({"content": "Bread rises in a warm kitchen", "type": "procedural"}),
+        )
+        .await
+        .expect("store");
+    let id = id_of(&stored);
+    env.wait_for_worker(&id).await;
+
+    let addr = env.reference.stop().await;
+    let started = Instant::now();
+    let answer = client
+        .request(
+            "tools/call",
+            json!({"name": "analyze_memories", "arguments": {}}),
+        )
+        .await
+        .expect("an answer, not a hang");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("legacy MCP")),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded");
+    let got = client
+        .call_tool("get_memory", json!({"id": id}))
+        .await
+        .expect("get");
+    assert_eq!(
+        id_of(&got),
+        id,
+        "the fast path answers while the legacy is down"
+    );
+    let searched = client
+        .call_tool("search_memories", search_args("bread kitchen", json!({})))
+        .await
+        .expect("search");
+    assert!(searched.contains(&id), "{searched}");
+    let listed = client
+        .request("tools/list", json!({}))
+        .await
+        .expect("tools");
+    assert!(listed["result"]["tools"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+
+    env.reference.restart(addr).await.expect("restart");
+    let back = eventually(Duration::from_secs(10), || async {
+        client
+            .call_tool("get_memory", json!({"id": "not-a-uuid"}))
+            .await
+            .is_ok_and(|text| text.starts_with("Error: "))
+    })
+    .await;
+    assert!(back, "forwarded calls work again once the legacy is back");
+}
+
+#[tokio::test]
+async fn bad_mcp_input_gets_cldmemorys_answers_and_writes_nothing() {
+    let env = Env::start(|_| {}).await;
+    let client = env.client(None).await;
+    let http = reqwest::Client::new();
+    for (url, expected) in [
+        (
+            format!("{}/messages", env.url()),
+            "Missing sessionId parameter or Mcp-Session-Id header",
+        ),
+        (
+            format!("{}/messages?sessionId=nope", env.url()),
+            "Invalid or expired session ID",
+        ),
+    ] {
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"]["code"], -32600);
+        assert_eq!(body["error"]["message"], expected);
+    }
+    for body in [
+        "{not json",
+        "[]",
+        "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",
+        "{\"id\":1}",
+    ] {
+        let (status, _) = client.post_raw(body).await.expect("post");
+        assert_eq!(status, 400, "{body}");
+    }
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"store_memory","arguments":{{"content":"{}","type":"semantic"}}}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (status, _) = client.post_raw(huge).await.expect("post");
+    assert_eq!(status, 413);
+    let listed = env
+        .reference
+        .call(
+            "search_memories",
+            json!({"query": "", "type": "semantic", "limit": 50}),
+        )
+        .await;
+    assert_eq!(listed, "[]", "nothing was written");
+    // The session still works.
+    let pong = client.request("ping", json!({})).await.expect("ping");
+    assert_eq!(pong["result"], json!({}));
+}
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_upstream_and_answers_nothing() {
+    let env = Env::start(|_| {}).await;
+    let client = env.client(None).await;
+    let a = env
+        .cldmemory_store(json!({"content": "Slow update target", "type": "semantic"}))
+        .await;
+    env.openai.set_delay(Duration::from_millis(1500));
+    let (id, answer) = client
+        .send_request(
+            "tools/call",
+            json!({"name": "update_memory", "arguments": {"id": a, "content": "changed", "context": {}}}),
+        )
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = client
+        .post_raw(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                   "params": {"requestId": id, "reason": "user"}})
+            .to_string(),
+        )
+        .await
+        .expect("cancel");
+    assert_eq!(status, 202);
+    let answered = tokio::time::timeout(Duration::from_secs(3), answer).await;
+    assert!(
+        !matches!(answered, Ok(Ok(_))),
+        "a cancelled request gets no answer: {answered:?}"
+    );
+    env.openai.set_delay(Duration::ZERO);
+    let pong = client.request("ping", json!({})).await.expect("ping");
+    assert_eq!(pong["result"], json!({}));
+}
+
+#[tokio::test]
+async fn the_python_sdk_works_through_memgate_as_it_works_with_cldmemory() {
+    use memgate_testkit::python::{sdk_check, step};
+    let env = Env::start(|_| {}).await;
+    let direct_tools = env.reference_tool_names().await;
+    for transport in ["sse", "streamable"] {
+        let observations = sdk_check(&["session", &env.url(), transport]).await;
+        assert_eq!(step(&observations, "initialize")["server"], "memory-server");
+        assert_eq!(step(&observations, "tools")["names"], json!(direct_tools));
+        let stored = step(&observations, "store");
+        let id = stored["id"].as_str().expect("id");
+        let memory: Value =
+            serde_json::from_str(stored["text"].as_str().expect("text")).expect("JSON");
+        assert_eq!(memory["metadata"], json!({"team": "core", "user": "ann"}));
+        let found = step(&observations, "search")["text"]
+            .as_str()
+            .expect("text");
+        assert!(found.contains(id), "{transport}: {found}");
+        assert_eq!(
+            step(&observations, "get_deleted")["text"],
+            "Memory not found"
+        );
+
+        let sessions = sdk_check(&["sessions", &env.url(), transport, "20"]).await;
+        assert_eq!(sessions.len(), 20);
+        for session in &sessions {
+            assert_eq!(session["id"], session["got_id"], "{session}");
+            assert_eq!(session["user"], format!("u{}", session["n"]), "{session}");
+        }
+    }
+}
