@@ -38,17 +38,12 @@ async def connect(base, transport, metadata=None):
         raise SystemExit(f"unknown transport {transport}")
 
 
-async def search_until_found(session, query, memory_id):
-    """The search text once it names the memory (a worker stores it after the acknowledgement)."""
+async def search(session, query):
+    """One search, right after the store: like cldmemory, memgate answers it with the memory
+    the session just stored."""
     arguments = {"query": query, "limit": 50, "includeAssociations": False,
                  "detailLevel": "compact", "reconstructChunks": False}
-    text = None
-    for _ in range(100):
-        text = text_of(await session.call_tool("search_memories", arguments))
-        if memory_id in text:
-            return text
-        await asyncio.sleep(0.1)
-    return text
+    return text_of(await session.call_tool("search_memories", arguments))
 
 
 async def walk_through(session, out, tag=""):
@@ -65,7 +60,7 @@ async def walk_through(session, out, tag=""):
     out.append({"step": "store", "id": memory["id"], "text": text_of(stored)})
     got = await session.call_tool("get_memory", {"id": memory["id"]})
     out.append({"step": "get", "text": text_of(got)})
-    found = await search_until_found(session, "when do the tomatoes ripen", memory["id"])
+    found = await search(session, "when do the tomatoes ripen")
     out.append({"step": "search", "text": found})
     deleted = await session.call_tool("delete_memory", {"id": memory["id"]})
     out.append({"step": "delete", "text": text_of(deleted)})

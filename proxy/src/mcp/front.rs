@@ -355,7 +355,10 @@ impl McpFront {
             }
         };
         let is_read = matches!(call, LocalCall::Search(_) | LocalCall::Get(_));
-        match self.local(identity, call).await {
+        if matches!(call, LocalCall::Search(_)) {
+            self.wait_for_own_writes(session).await;
+        }
+        match self.local(session, call).await {
             Ok(text) => ToolAnswer::fast(text),
             Err(error) if self.upstream.is_some() && self.may_forward(is_read, &error) => {
                 let degraded = error.status.is_server_error();
@@ -375,8 +378,24 @@ impl McpFront {
         is_read || (self.settings.writes_to_legacy && error.code == DEPENDENCY_UNAVAILABLE)
     }
 
+    /// Waits (bounded) until what this session stored is searchable: cldmemory answers a
+    /// store once the memory is in the vector store, so its next search finds it.
+    async fn wait_for_own_writes(&self, session: &ClientSession) {
+        let scope = &session.identity.scope;
+        for id in session.take_unsearchable() {
+            if !self
+                .fast
+                .wait_stored(scope, id, self.settings.wait_for_stored)
+                .await
+            {
+                tracing::warn!(%id, "searching before this session's memory is stored");
+            }
+        }
+    }
+
     /// A core call's result text.
-    async fn local(&self, identity: &SessionIdentity, call: LocalCall) -> Result<String, ApiError> {
+    async fn local(&self, session: &ClientSession, call: LocalCall) -> Result<String, ApiError> {
+        let identity = &session.identity;
         let scope = &identity.scope;
         match call {
             LocalCall::Search(request) => self.search(scope, request).await,
@@ -392,6 +411,7 @@ impl McpFront {
                     .fast
                     .store(scope, request, None, identity.metadata.as_deref())
                     .await?;
+                session.stored(stored.id);
                 let memory = stored.memory.unwrap_or_default();
                 Ok(tools::memory_text(Some(&memory)))
             }

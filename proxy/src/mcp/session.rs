@@ -53,6 +53,9 @@ pub struct ClientSession {
     in_flight: Mutex<HashMap<String, AbortHandle>>,
     protocol_version: Mutex<Option<String>>,
     last_used: Mutex<Instant>,
+    /// Memories this session stored that a worker may not have stored yet: its next search
+    /// waits for them, as cldmemory's store returns only once the memory is searchable.
+    unsearchable: Mutex<Vec<uuid::Uuid>>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -104,6 +107,16 @@ impl ClientSession {
             }
             None => false,
         }
+    }
+
+    /// A memory this session stored, not yet searchable.
+    pub fn stored(&self, id: uuid::Uuid) {
+        lock(&self.unsearchable).push(id);
+    }
+
+    /// The memories this session stored since its last search (now forgotten).
+    pub fn take_unsearchable(&self) -> Vec<uuid::Uuid> {
+        std::mem::take(&mut *lock(&self.unsearchable))
     }
 
     pub fn set_protocol_version(&self, version: &str) {
@@ -173,6 +186,7 @@ impl Sessions {
             in_flight: Mutex::new(HashMap::new()),
             protocol_version: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
+            unsearchable: Mutex::new(Vec::new()),
         });
         let mut open = lock(&self.open);
         if open.len() >= self.max_sessions {
