@@ -101,8 +101,10 @@ impl Environment {
         backends.vectors = edge.clone();
 
         let legacy = start_reference(edge.clone(), &openai.base_url(), &config).await?;
-        // Every REST request takes the fast path: the legacy speaks MCP, not REST.
+        // Every request takes the fast path unless it forces the legacy route; MCP calls the
+        // fast path does not answer go to the reference over memgate's upstream session.
         config.rollout.percent = 100;
+        config.upstream.url = Some(legacy.url());
         config.validate()?;
         let layout = backends.layout.clone();
         let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;

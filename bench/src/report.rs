@@ -186,7 +186,37 @@ impl Report {
 
     /// Fills `comparisons` and `targets` from the scenarios present.
     pub fn evaluate(&mut self) {
-        let pairs: [(&str, &str, &str); 7] = [
+        let pairs: [(&str, &str, &str); 13] = [
+            (
+                "MCP search through memgate (cached, SSE) against the reference",
+                "mcp-search",
+                "legacy-search",
+            ),
+            (
+                "MCP search through memgate (cached, Streamable HTTP) against the reference",
+                "mcp-search-http",
+                "legacy-search",
+            ),
+            (
+                "MCP search through memgate (embedding cached) against the reference",
+                "mcp-search-cold",
+                "legacy-search",
+            ),
+            (
+                "MCP store through memgate (SSE) against the reference",
+                "mcp-store",
+                "legacy-create",
+            ),
+            (
+                "MCP store through memgate (Streamable HTTP) against the reference",
+                "mcp-store-http",
+                "legacy-create",
+            ),
+            (
+                "a call forwarded by memgate against the reference direct",
+                "mcp-forward",
+                "legacy-get",
+            ),
             ("fast get against legacy get", "get", "legacy-get"),
             (
                 "fast search (cached) against legacy search",
@@ -251,6 +281,31 @@ impl Report {
                 target: "fast search ≥ 20× faster than legacy at p50".into(),
                 measured: format!("{speedup:.0}×"),
                 met: speedup >= 20.0,
+            });
+        }
+        let mut faster = |name: &str, against: &str, at_least: f64| {
+            if let (Some(fast), Some(legacy)) = (self.scenario(name), self.scenario(against)) {
+                let speedup = legacy.p50_ms / fast.p50_ms.max(1e-6);
+                targets.push(TargetCheck {
+                    target: format!("`{name}` ≥ {at_least}× faster than `{against}` at p50"),
+                    measured: format!("{speedup:.0}×"),
+                    met: speedup >= at_least && fast.errors == 0,
+                });
+            }
+        };
+        faster("mcp-search", "legacy-search", 100.0);
+        faster("mcp-search-http", "legacy-search", 100.0);
+        faster("mcp-search-cold", "legacy-search", 20.0);
+        faster("mcp-store", "legacy-create", 100.0);
+        faster("mcp-store-http", "legacy-create", 100.0);
+        if let (Some(forwarded), Some(direct)) =
+            (self.scenario("mcp-forward"), self.scenario("legacy-get"))
+        {
+            let added = forwarded.p50_ms - direct.p50_ms;
+            targets.push(TargetCheck {
+                target: "a forwarded MCP call adds ≤ 0.3 ms at p50".into(),
+                measured: format!("{added:+.3} ms"),
+                met: added <= 0.3 && forwarded.errors == 0,
             });
         }
         self.targets = targets;

@@ -10,11 +10,15 @@
 //! | `search` | fast search whose result is cached (`hit`) |
 //! | `search-cold` | fast search whose embedding is cached but whose result is not: a vector search (`miss`) |
 //! | `legacy-get`, `legacy-search` | `get_memory`, `search_memories` of the reference cldmemory over MCP (HTTP+SSE), to the result on the stream |
+//! | `mcp-search`, `mcp-search-http` | `search_memories` through memgate's MCP front (HTTP+SSE, Streamable HTTP), result cached |
+//! | `mcp-search-cold` | `search_memories` through memgate over HTTP+SSE, embedding cached, vector search done |
+//! | `mcp-forward` | `get_memory` on sessions forced to the legacy route: forwarded by memgate to the reference |
 //! | `create` | fast `POST /memories`, timed to the `202` |
+//! | `mcp-store`, `mcp-store-http` | `store_memory` through memgate's MCP front, to its (acknowledging) result |
 //! | `legacy-create` | the reference's `store_memory`, to its result |
 //!
-//! The legacy scenarios call the reference directly: memgate's MCP front (which would put
-//! the proxy in between) is not built yet.
+//! The `legacy-*` scenarios call the reference directly; the `mcp-*` ones call memgate, which
+//! has the reference as its upstream.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ use crate::dataset::{self, Dataset};
 use crate::driver::{self, Failure, Op};
 use crate::environment::Environment;
 use crate::http_calls::{self, Call, Expect, HttpClient};
+use crate::mcp_calls::Transport;
 use crate::report::{Group, ScenarioResult, WorkerDrain};
 use crate::{mcp_calls, progress};
 
@@ -187,7 +192,11 @@ impl<'a> Runner<'a> {
         let hit = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "hit");
         let miss = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "miss");
         let count = s.count(s.rate);
-        let mcp = mcp_calls::sessions(&self.env.legacy.url(), 16).await?;
+        let mcp = mcp_calls::sessions(&self.env.legacy.url(), 16, Transport::Sse, &[]).await?;
+        let through_sse = mcp_calls::sessions(&proxy, 16, Transport::Sse, &[]).await?;
+        let through_http = mcp_calls::sessions(&proxy, 16, Transport::Http, &[]).await?;
+        let forced_legacy = [("x-memgate-route", "legacy")];
+        let forwarded = mcp_calls::sessions(&proxy, 16, Transport::Sse, &forced_legacy).await?;
 
         // Warm up: the hot memories and the cached searches, and the embeddings of the cold
         // searches (searched once with another limit, so their results stay uncached).
@@ -321,6 +330,65 @@ impl<'a> Runner<'a> {
         )
         .await;
 
+        // memgate's MCP front, in front of the reference.
+        let mcp_search = mcp_calls::op(
+            &through_sse,
+            "search_memories",
+            self.legacy_searches(0..HOT),
+        )?;
+        self.measure(
+            "mcp-search",
+            Group::Fast,
+            "`search_memories` through memgate (HTTP+SSE), result cached",
+            &mcp_search,
+            s.rate,
+            count,
+        )
+        .await;
+        let mcp_search_http = mcp_calls::op(
+            &through_http,
+            "search_memories",
+            self.legacy_searches(0..HOT),
+        )?;
+        self.measure(
+            "mcp-search-http",
+            Group::Fast,
+            "`search_memories` through memgate (Streamable HTTP), result cached",
+            &mcp_search_http,
+            s.rate,
+            count,
+        )
+        .await;
+        // The cold texts' embeddings are cached; with limit 8 no result of them is.
+        let cold_mcp: Vec<serde_json::Value> = (COLD_QUERY_BASE..COLD_QUERY_BASE + count)
+            .map(|i| json!({"query": dataset::query(i), "limit": 8}))
+            .collect();
+        let mcp_search_cold = mcp_calls::op(&through_sse, "search_memories", cold_mcp)?;
+        self.measure(
+            "mcp-search-cold",
+            Group::Fast,
+            "`search_memories` through memgate (HTTP+SSE), embedding cached",
+            &mcp_search_cold,
+            s.rate,
+            count,
+        )
+        .await;
+        let forwarded_gets: Vec<serde_json::Value> = self
+            .hot_ids()
+            .iter()
+            .map(|id| json!({"id": id.to_string()}))
+            .collect();
+        let mcp_forward = mcp_calls::op(&forwarded, "get_memory", forwarded_gets)?;
+        self.measure(
+            "mcp-forward",
+            Group::Legacy,
+            "`get_memory` forwarded by memgate to the reference (legacy route)",
+            &mcp_forward,
+            s.legacy_rate,
+            legacy_count,
+        )
+        .await;
+
         // Writes.
         let create_count = s.count(s.create_rate);
         let create = http_calls::op(
@@ -337,7 +405,32 @@ impl<'a> Runner<'a> {
             create_count,
         )
         .await;
-        let drain = self.wait_for_worker(create_count as u64).await?;
+        let mcp_stores = |first: usize| -> Vec<serde_json::Value> {
+            (first..first + create_count)
+                .map(|i| json!({"content": dataset::sentence(i), "type": "episodic", "context": {"tags": ["bench"]}}))
+                .collect()
+        };
+        let mcp_store = mcp_calls::op(&through_sse, "store_memory", mcp_stores(30_000_000))?;
+        self.measure(
+            "mcp-store",
+            Group::Fast,
+            "`store_memory` through memgate (HTTP+SSE), acknowledged",
+            &mcp_store,
+            s.create_rate,
+            create_count,
+        )
+        .await;
+        let mcp_store_http = mcp_calls::op(&through_http, "store_memory", mcp_stores(40_000_000))?;
+        self.measure(
+            "mcp-store-http",
+            Group::Fast,
+            "`store_memory` through memgate (Streamable HTTP), acknowledged",
+            &mcp_store_http,
+            s.create_rate,
+            create_count,
+        )
+        .await;
+        let drain = self.wait_for_worker(create_count as u64 * 3).await?;
         let legacy_creates: Vec<serde_json::Value> = (20_000_000..20_000_000 + legacy_count)
             .map(|i| json!({"content": dataset::sentence(i), "type": "episodic", "context": {"tags": ["bench"]}}))
             .collect();

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 16] = [
     "redis-get",
     "vector-search",
     "get",
@@ -13,7 +13,13 @@ const SCENARIOS: [&str; 10] = [
     "search-cold",
     "legacy-get",
     "legacy-search",
+    "mcp-search",
+    "mcp-search-http",
+    "mcp-search-cold",
+    "mcp-forward",
     "create",
+    "mcp-store",
+    "mcp-store-http",
     "legacy-create",
 ];
 
@@ -72,7 +78,7 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
         );
     }
     assert_eq!(report["seeding"]["memories"], 400);
-    assert_eq!(report["targets"].as_array().map(Vec::len), Some(5));
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(11));
     let recall = report["recall"].as_array().expect("recall");
     assert_eq!(recall.len(), 5, "the default ef and four others");
     assert!(

@@ -11,6 +11,7 @@
 
 mod http_server;
 pub mod load;
+mod mcp_http;
 mod mcp_sse;
 mod openai;
 mod proxy;
@@ -19,6 +20,7 @@ mod redis_server;
 mod reference;
 mod upstream;
 
+pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
 pub use proxy::{

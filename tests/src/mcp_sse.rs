@@ -47,10 +47,19 @@ impl McpSseClient {
     /// Opens `{base}/sse` (with a `Memory-Metadata` header when given) and waits for the
     /// `endpoint` event.
     pub async fn connect(base: &str, metadata: Option<&str>) -> anyhow::Result<Self> {
+        let headers: Vec<(&str, &str)> = metadata
+            .map(|metadata| ("memory-metadata", metadata))
+            .into_iter()
+            .collect();
+        Self::connect_with(base, &headers).await
+    }
+
+    /// Opens `{base}/sse` with these request headers (metadata, a forced route).
+    pub async fn connect_with(base: &str, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
         let http = reqwest::Client::new();
         let mut request = http.get(format!("{base}/sse"));
-        if let Some(metadata) = metadata {
-            request = request.header("memory-metadata", metadata);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = request.send().await?.error_for_status()?;
         let session_id = response
