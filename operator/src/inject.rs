@@ -1,7 +1,8 @@
 //! Sidecar injection, as a pure function on a pod spec: the memgate proxy joins the pod as a
 //! native sidecar (an init container with `restartPolicy: Always`, so it starts before the app
 //! and stops after it), with the store's config mounted, its secrets as env from Secret
-//! references, and `MEMGATE_URL` given to every app container.
+//! references, and `MEMGATE_URL` (REST), `MEMGATE_MCP_SSE_URL` and `MEMGATE_MCP_URL` (MCP over
+//! HTTP+SSE and Streamable HTTP) given to every app container.
 //!
 //! Injecting twice changes nothing: a pod that already has the sidecar is left as it is.
 
@@ -23,6 +24,16 @@ pub const INJECTED_ANNOTATION: &str = "memgate.dev/injected";
 pub const SIDECAR_NAME: &str = "memgate-proxy";
 /// What the app calls instead of the legacy service.
 pub const MEMGATE_URL: &str = "http://127.0.0.1:8080";
+/// Where an MCP client configured for cldmemory's `…/sse` connects instead.
+pub const MEMGATE_MCP_SSE_URL: &str = "http://127.0.0.1:8080/sse";
+/// Where an MCP client speaking Streamable HTTP connects.
+pub const MEMGATE_MCP_URL: &str = "http://127.0.0.1:8080/mcp";
+/// The variables every app container gets, unless it sets them itself.
+const APP_ENV: [(&str, &str); 3] = [
+    ("MEMGATE_URL", MEMGATE_URL),
+    ("MEMGATE_MCP_SSE_URL", MEMGATE_MCP_SSE_URL),
+    ("MEMGATE_MCP_URL", MEMGATE_MCP_URL),
+];
 const CONFIG_VOLUME: &str = "memgate-config";
 const TMP_VOLUME: &str = "memgate-tmp";
 /// The proxy runs as this user whatever the pod's own security context says.
@@ -139,12 +150,14 @@ pub fn inject(pod: &mut PodSpec, store: &MemoryStore) -> bool {
     }
     for container in &mut pod.containers {
         let env = container.env.get_or_insert_with(Vec::new);
-        if !env.iter().any(|var| var.name == "MEMGATE_URL") {
-            env.push(EnvVar {
-                name: "MEMGATE_URL".into(),
-                value: Some(MEMGATE_URL.into()),
-                ..Default::default()
-            });
+        for (name, value) in APP_ENV {
+            if !env.iter().any(|var| var.name == name) {
+                env.push(EnvVar {
+                    name: name.into(),
+                    value: Some(value.into()),
+                    ..Default::default()
+                });
+            }
         }
     }
     true
@@ -303,6 +316,13 @@ mod tests {
             .find(|e| e.name == "MEMGATE_URL")
             .and_then(|e| e.value.clone());
         assert_eq!(url.as_deref(), Some(MEMGATE_URL));
+        let mcp = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "MEMGATE_MCP_SSE_URL")
+            .and_then(|e| e.value.clone());
+        assert_eq!(mcp.as_deref(), Some("http://127.0.0.1:8080/sse"));
     }
 
     #[test]

@@ -332,11 +332,15 @@ pub fn mcp_upstream(config: &Config) -> anyhow::Result<Option<Arc<Upstream>>> {
     let mcp = &config.upstream.mcp;
     let target = match (mcp.transport, &config.upstream.url) {
         (UpstreamMcpTransport::Stdio, _) => UpstreamTarget::Stdio(mcp.command.clone()),
-        (UpstreamMcpTransport::Sse, Some(url)) => {
-            let url = format!("{}{}", url.trim_end_matches('/'), mcp.path);
-            UpstreamTarget::Sse(url.parse().context("upstream.url")?)
+        (transport, Some(url)) => {
+            let url = format!("{}{}", url.trim_end_matches('/'), mcp.path());
+            let url = url.parse().context("upstream.url")?;
+            match transport {
+                UpstreamMcpTransport::StreamableHttp => UpstreamTarget::StreamableHttp(url),
+                _ => UpstreamTarget::Sse(url),
+            }
         }
-        (UpstreamMcpTransport::Sse, None) => return Ok(None),
+        (_, None) => return Ok(None),
     };
     Ok(Some(Upstream::new(target, settings)))
 }

@@ -136,3 +136,66 @@ async fn the_python_sdk_launches_memgate_over_stdio_alone_and_with_the_legacy_as
         "{\n  \"message\": \"All memories have been deleted\",\n  \"deleted\": true\n}"
     );
 }
+
+#[tokio::test]
+async fn memgate_forwards_to_a_legacy_service_speaking_streamable_http() {
+    use memgate::config::UpstreamMcpTransport;
+    use memgate_testkit::{McpHttpClient, McpSseClient};
+    // The legacy service: a memory server answering MCP on `/mcp` (memgate's own, with no
+    // legacy service of its own).
+    let legacy_data = tempfile::tempdir().expect("dir");
+    let legacy = start_proxy(test_config(legacy_data.path(), None, None, None))
+        .await
+        .expect("legacy");
+    let legacy_url = format!("http://{}", legacy.api_addr);
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(data.path(), None, None, Some(legacy_url.clone()));
+    config.upstream.mcp.transport = UpstreamMcpTransport::StreamableHttp;
+    let gateway = start_proxy(config).await.expect("gateway");
+    let gateway_url = format!("http://{}", gateway.api_addr);
+
+    // A session forced to the legacy route has every call answered by the legacy service.
+    let client = McpSseClient::connect_with(&gateway_url, &[("x-memgate-route", "legacy")])
+        .await
+        .expect("connects");
+    let init = client.initialize().await.expect("initialize");
+    assert_eq!(init["serverInfo"]["name"], "memgate");
+    let tools = client
+        .request("tools/list", json!({}))
+        .await
+        .expect("tools");
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, CORE_TOOLS);
+    let stored = client
+        .call_tool(
+            "store_memory",
+            json!({"content": "Stored through the gateway", "type": "semantic"}),
+        )
+        .await
+        .expect("store");
+    let id = serde_json::from_str::<Value>(&stored).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let direct = McpHttpClient::connect(&legacy_url).await.expect("legacy");
+    let there = direct
+        .call_tool("get_memory", json!({"id": id}))
+        .await
+        .expect("get");
+    assert!(there.contains("Stored through the gateway"), "{there}");
+    let forwarded = client
+        .call_tool("get_memory", json!({"id": id}))
+        .await
+        .expect("get");
+    assert_eq!(
+        serde_json::from_str::<Value>(&forwarded).expect("JSON")["id"],
+        id.as_str()
+    );
+    gateway.shutdown().await;
+    legacy.shutdown().await;
+}

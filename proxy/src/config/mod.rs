@@ -127,14 +127,16 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// The legacy service's MCP server: HTTP+SSE under `upstream.url` (cldmemory), or a child
-/// process over stdio.
+/// The legacy service's MCP server: HTTP+SSE (cldmemory) or Streamable HTTP under
+/// `upstream.url`, or a child process over stdio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct UpstreamMcpConfig {
     pub transport: UpstreamMcpTransport,
-    /// With `sse`: the event stream's path under `upstream.url`.
-    pub path: String,
+    /// The path under `upstream.url`: the event stream (`sse`, default `/sse`) or the
+    /// endpoint (`streamableHttp`, default `/mcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// With `stdio`: the command line that starts the legacy service.
     pub command: Vec<String>,
 }
@@ -143,7 +145,7 @@ impl Default for UpstreamMcpConfig {
     fn default() -> Self {
         Self {
             transport: UpstreamMcpTransport::Sse,
-            path: "/sse".into(),
+            path: None,
             command: Vec::new(),
         }
     }
@@ -153,7 +155,19 @@ impl Default for UpstreamMcpConfig {
 #[serde(rename_all = "camelCase")]
 pub enum UpstreamMcpTransport {
     Sse,
+    StreamableHttp,
     Stdio,
+}
+
+impl UpstreamMcpConfig {
+    /// The path under `upstream.url` for this transport.
+    pub fn path(&self) -> &str {
+        match (&self.path, self.transport) {
+            (Some(path), _) => path,
+            (None, UpstreamMcpTransport::StreamableHttp) => "/mcp",
+            (None, _) => "/sse",
+        }
+    }
 }
 
 /// memgate's MCP front.
@@ -620,7 +634,7 @@ impl Config {
                 "is required with upstream.mcp.transport: stdio",
             ));
         }
-        if !self.upstream.mcp.path.starts_with('/') {
+        if !self.upstream.mcp.path().starts_with('/') {
             return Err(invalid("upstream.mcp.path", "must start with `/`"));
         }
         if self.mcp.max_sessions == 0 {

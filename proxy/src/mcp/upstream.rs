@@ -1,5 +1,5 @@
-//! memgate as an MCP client of the legacy service: one upstream session, over HTTP+SSE or a
-//! child process's stdio, shared by every client session.
+//! memgate as an MCP client of the legacy service: one upstream session, over HTTP+SSE,
+//! Streamable HTTP or a child process's stdio, shared by every client session.
 //!
 //! Client requests are relayed under ids of this session's own (so any number of clients can
 //! share it: cldmemory answers one SSE client at a time), answers are matched back by id, a
@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::jsonrpc;
@@ -35,6 +35,8 @@ const ASKED_PROTOCOL_VERSION: &str = "2025-03-26";
 pub enum UpstreamTarget {
     /// HTTP+SSE (2024-11-05): the `GET` stream's URL, e.g. `http://127.0.0.1:3000/sse`.
     Sse(Uri),
+    /// Streamable HTTP: the endpoint's URL, e.g. `http://127.0.0.1:3000/mcp`.
+    StreamableHttp(Uri),
     /// A child process speaking MCP on its stdin and stdout.
     Stdio(Vec<String>),
 }
@@ -93,42 +95,60 @@ enum Outgoing {
         http: Box<HttpClient>,
         endpoint: Uri,
     },
+    /// Each message is a POST; answers come in its response (JSON or an event stream).
+    Streamable {
+        http: Box<HttpClient>,
+        url: Uri,
+        /// The `Mcp-Session-Id` the server gave at `initialize`.
+        session_id: Mutex<Option<String>>,
+        /// The revision agreed at `initialize`, sent as `MCP-Protocol-Version`.
+        protocol_version: Mutex<Option<String>>,
+    },
     Stdio(tokio::sync::Mutex<tokio::process::ChildStdin>),
 }
 
-/// One upstream session: its outgoing side, the requests waiting for answers, its reader.
+/// One upstream session: its outgoing side, the requests waiting for answers, the channel
+/// every incoming message goes through (one task delivers them), its readers.
 struct Session {
     outgoing: Outgoing,
+    incoming: mpsc::UnboundedSender<String>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     _child: Option<tokio::process::Child>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             task.abort();
         }
     }
 }
 
+fn guard<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Session {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+        guard(&self.waiting)
+    }
+
+    fn add_task(&self, task: JoinHandle<()>) {
+        guard(&self.tasks).push(task);
     }
 
     async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
         match &self.outgoing {
             Outgoing::Sse { http, endpoint } => {
-                let body = Bytes::from(message.to_string());
-                let request = Request::builder()
-                    .method(Method::POST)
-                    .uri(endpoint.clone())
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(body))
-                    .map_err(|e| UpstreamError::Refused(e.to_string()))?;
+                let request = post(endpoint, message, &[])?;
                 let response = http.request(request).await.map_err(|error| {
                     self.closed.store(true, Ordering::Release);
                     UpstreamError::Connect(error.to_string())
@@ -137,20 +157,34 @@ impl Session {
                 if status.is_success() {
                     return Ok(());
                 }
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
                 if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND {
                     // The session is gone on the other side (a restart): open another.
                     self.closed.store(true, Ordering::Release);
                 }
-                Err(UpstreamError::Refused(format!(
-                    "{status}: {}",
-                    String::from_utf8_lossy(&body)
-                )))
+                Err(refused(status, response.into_body()).await)
+            }
+            Outgoing::Streamable {
+                http,
+                url,
+                session_id,
+                protocol_version,
+            } => {
+                let mut headers = vec![(
+                    http::header::ACCEPT.as_str(),
+                    "application/json, text/event-stream".to_string(),
+                )];
+                if let Some(id) = guard(session_id).clone() {
+                    headers.push(("mcp-session-id", id));
+                }
+                if let Some(version) = guard(protocol_version).clone() {
+                    headers.push(("mcp-protocol-version", version));
+                }
+                let request = post(url, message, &headers)?;
+                let response = http.request(request).await.map_err(|error| {
+                    self.closed.store(true, Ordering::Release);
+                    UpstreamError::Connect(error.to_string())
+                })?;
+                self.streamable_answer(session_id, response).await
             }
             Outgoing::Stdio(stdin) => {
                 let mut line = message.to_string();
@@ -168,11 +202,115 @@ impl Session {
         }
     }
 
+    /// A Streamable HTTP POST's answer: `202` for a notification, else the messages in its
+    /// JSON body or event stream, into the session's incoming channel.
+    async fn streamable_answer(
+        &self,
+        session_id: &Mutex<Option<String>>,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<(), UpstreamError> {
+        let status = response.status();
+        if let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            *guard(session_id) = Some(id.to_string());
+        }
+        if status == StatusCode::NOT_FOUND && guard(session_id).is_some() {
+            self.closed.store(true, Ordering::Release);
+        }
+        if !status.is_success() {
+            return Err(refused(status, response.into_body()).await);
+        }
+        let event_stream = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if event_stream {
+            let incoming = self.incoming.clone();
+            self.add_task(tokio::spawn(async move {
+                let mut body = BodyStream::new(response.into_body());
+                let mut reader = EventReader::default();
+                while let Some(Ok(frame)) = body.next().await {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
+                    for event in reader.push(&chunk) {
+                        if event.name == "message" && incoming.send(event.data).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }));
+            return Ok(());
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?
+            .to_bytes();
+        if body.is_empty() {
+            return Ok(());
+        }
+        let messages = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => items,
+            Ok(message) => vec![message],
+            Err(error) => return Err(UpstreamError::Refused(format!("not JSON: {error}"))),
+        };
+        for message in messages {
+            let _ = self.incoming.send(message.to_string());
+        }
+        Ok(())
+    }
+
+    /// Remembers the revision agreed at `initialize` (Streamable HTTP sends it on).
+    fn agreed(&self, initialize: &Value) {
+        if let Outgoing::Streamable {
+            protocol_version, ..
+        } = &self.outgoing
+        {
+            *guard(protocol_version) = initialize
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+    }
+
     /// Ends the session: every waiting request fails with [`UpstreamError::Closed`].
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.waiting().clear();
     }
+}
+
+/// A JSON-RPC message as a POST.
+fn post(
+    uri: &Uri,
+    message: &Value,
+    headers: &[(&str, String)],
+) -> Result<Request<Full<Bytes>>, UpstreamError> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request
+        .body(Full::new(Bytes::from(message.to_string())))
+        .map_err(|e| UpstreamError::Refused(e.to_string()))
+}
+
+async fn refused(status: StatusCode, body: hyper::body::Incoming) -> UpstreamError {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    UpstreamError::Refused(format!("{status}: {}", String::from_utf8_lossy(&body)))
 }
 
 /// A request sent upstream and not yet answered; dropping it cancels it upstream.
@@ -351,6 +489,7 @@ impl Upstream {
         let Some(initialize) = answer.get("result").cloned() else {
             return Err(UpstreamError::Refused(format!("initialize: {answer}")));
         };
+        session.agreed(&initialize);
         session
             .send(&jsonrpc::notification(
                 "notifications/initialized",
@@ -402,8 +541,43 @@ impl Upstream {
     async fn open(self: &Arc<Self>) -> Result<Arc<Session>, UpstreamError> {
         match &self.target {
             UpstreamTarget::Sse(url) => self.open_sse(url.clone()).await,
+            UpstreamTarget::StreamableHttp(url) => Ok(self.session_on(
+                Outgoing::Streamable {
+                    http: Box::new(self.http.clone()),
+                    url: url.clone(),
+                    session_id: Mutex::new(None),
+                    protocol_version: Mutex::new(None),
+                },
+                None,
+            )),
             UpstreamTarget::Stdio(command) => self.open_stdio(command),
         }
+    }
+
+    /// A session sending through `outgoing`, with the task that delivers what comes in.
+    fn session_on(
+        self: &Arc<Self>,
+        outgoing: Outgoing,
+        child: Option<tokio::process::Child>,
+    ) -> Arc<Session> {
+        let (incoming, mut messages) = mpsc::unbounded_channel::<String>();
+        let session = Arc::new(Session {
+            outgoing,
+            incoming,
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            _child: child,
+        });
+        let weak = Arc::downgrade(&session);
+        let upstream = self.clone();
+        session.add_task(tokio::spawn(async move {
+            while let Some(data) = messages.recv().await {
+                upstream.deliver(&weak, &data).await;
+            }
+        }));
+        session
     }
 
     async fn open_sse(self: &Arc<Self>, url: Uri) -> Result<Arc<Session>, UpstreamError> {
@@ -444,41 +618,35 @@ impl Upstream {
             }
         };
         let endpoint = resolve(&url, &endpoint)?;
-        let session = Arc::new_cyclic(|weak: &std::sync::Weak<Session>| {
-            let weak = weak.clone();
-            let upstream = self.clone();
-            let task = tokio::spawn(async move {
-                for event in early {
-                    upstream.deliver(&weak, &event.data).await;
-                }
-                while let Some(frame) = body.next().await {
-                    let Ok(frame) = frame else { break };
-                    let Ok(chunk) = frame.into_data() else {
-                        continue;
-                    };
-                    for event in reader.push(&chunk) {
-                        if event.name == "message" {
-                            upstream.deliver(&weak, &event.data).await;
-                        }
+        let session = self.session_on(
+            Outgoing::Sse {
+                http: Box::new(self.http.clone()),
+                endpoint,
+            },
+            None,
+        );
+        let incoming = session.incoming.clone();
+        let weak = Arc::downgrade(&session);
+        session.add_task(tokio::spawn(async move {
+            let mut events = early;
+            loop {
+                for event in events.drain(..) {
+                    if event.name == "message" {
+                        let _ = incoming.send(event.data);
                     }
                 }
-                if let Some(session) = weak.upgrade() {
-                    tracing::info!("the legacy MCP event stream ended");
-                    session.close();
+                let Some(Ok(frame)) = body.next().await else {
+                    break;
+                };
+                if let Ok(chunk) = frame.into_data() {
+                    events = reader.push(&chunk);
                 }
-            });
-            Session {
-                outgoing: Outgoing::Sse {
-                    http: Box::new(self.http.clone()),
-                    endpoint,
-                },
-                waiting: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                closed: AtomicBool::new(false),
-                tasks: vec![task],
-                _child: None,
             }
-        });
+            if let Some(session) = weak.upgrade() {
+                tracing::info!("the legacy MCP event stream ended");
+                session.close();
+            }
+        }));
         Ok(session)
     }
 
@@ -502,30 +670,21 @@ impl Upstream {
             .stdout
             .take()
             .ok_or_else(|| UpstreamError::Connect("no stdout".into()))?;
-        let session = Arc::new_cyclic(|weak: &std::sync::Weak<Session>| {
-            let weak = weak.clone();
-            let upstream = self.clone();
-            let task = tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if !line.trim().is_empty() {
-                        upstream.deliver(&weak, &line).await;
-                    }
+        let session = self.session_on(Outgoing::Stdio(tokio::sync::Mutex::new(stdin)), Some(child));
+        let incoming = session.incoming.clone();
+        let weak = Arc::downgrade(&session);
+        session.add_task(tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !line.trim().is_empty() && incoming.send(line).is_err() {
+                    return;
                 }
-                if let Some(session) = weak.upgrade() {
-                    tracing::warn!("the legacy MCP process closed its output");
-                    session.close();
-                }
-            });
-            Session {
-                outgoing: Outgoing::Stdio(tokio::sync::Mutex::new(stdin)),
-                waiting: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                closed: AtomicBool::new(false),
-                tasks: vec![task],
-                _child: Some(child),
             }
-        });
+            if let Some(session) = weak.upgrade() {
+                tracing::warn!("the legacy MCP process closed its output");
+                session.close();
+            }
+        }));
         Ok(session)
     }
 
