@@ -295,6 +295,8 @@ pub fn serve(
                 },
                 _ = stopped.changed() => return,
             };
+            // Node's HTTP server (cldmemory's Express) turns Nagle's algorithm off too.
+            let _ = stream.set_nodelay(true);
             let state = state.clone();
             let mut stop = stopped.clone();
             tokio::spawn(async move {
