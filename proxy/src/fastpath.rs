@@ -234,6 +234,14 @@ impl FastPath {
         self.layout.payload(memory)
     }
 
+    /// A memory as a search of this detail shows it: a compact row, or the whole memory.
+    pub fn listed(&self, memory: &StoredMemory, detail: DetailLevel) -> StoredMemory {
+        match detail {
+            DetailLevel::Compact => self.layout.compact(memory),
+            DetailLevel::Full => self.shown(memory),
+        }
+    }
+
     /// The threshold of searches that name none (the layout's).
     pub fn default_similarity_threshold(&self) -> f32 {
         self.layout.default_similarity_threshold()

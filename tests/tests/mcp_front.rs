@@ -643,3 +643,33 @@ async fn the_python_sdk_works_through_memgate_as_it_works_with_cldmemory() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_search_neither_path_can_answer_goes_down_the_ladder() {
+    let env = Env::start(|_| {}).await;
+    let client = env.client(None).await;
+    let id = env
+        .cldmemory_store(
+            json!({"content": "The lighthouse keeper paints the spiral stairs",
+            "type": "semantic", "context": {"tags": ["lighthouse"]}}),
+        )
+        .await;
+    // OpenAI is down: memgate cannot embed a new query, nor can cldmemory.
+    env.openai.set_failing(true);
+    let answer = client
+        .call_tool(
+            "search_memories",
+            search_args("lighthouse stairs", json!({})),
+        )
+        .await
+        .expect("an answer");
+    let rows: Value = serde_json::from_str(&answer).expect("compact rows, not an error");
+    assert_eq!(rows[0]["id"], id.as_str(), "{answer}");
+    assert!(rows[0].get("content").is_none(), "compact rows: {answer}");
+    let metrics = scrape_metrics(env.proxy.admin_addr).await;
+    assert!(
+        metrics.contains("memgate_degraded_responses_total{level=\"keyword\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outcome=\"degraded\",path=\"fast\",tool=\"search_memories\""));
+}

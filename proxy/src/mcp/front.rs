@@ -20,6 +20,7 @@ use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, 
 use super::tools::{self, LocalCall, Plan};
 use super::upstream::{Upstream, UpstreamError};
 use crate::error::ApiError;
+use crate::fallback::Fallbacks;
 use crate::fastpath::{FastPath, DEPENDENCY_UNAVAILABLE};
 use crate::keys::Scope;
 use crate::layout::parse_metadata;
@@ -45,6 +46,8 @@ pub struct FrontSettings {
 
 pub struct McpFront {
     fast: Arc<FastPath>,
+    /// The lower rungs of the search ladder (keyword, popular).
+    fallbacks: Fallbacks,
     upstream: Option<Arc<Upstream>>,
     router: Router,
     pub sessions: Sessions,
@@ -85,11 +88,20 @@ impl ToolAnswer {
             degraded: false,
         }
     }
+
+    /// A JSON-RPC error or an `Error: …` text.
+    fn failed(&self) -> bool {
+        match &self.answer {
+            Ok(result) => is_error_text(result),
+            Err(_) => true,
+        }
+    }
 }
 
 impl McpFront {
     pub fn new(
         fast: Arc<FastPath>,
+        fallbacks: Fallbacks,
         upstream: Option<Arc<Upstream>>,
         router: Router,
         metrics: Metrics,
@@ -97,6 +109,7 @@ impl McpFront {
     ) -> Self {
         Self {
             fast,
+            fallbacks,
             upstream,
             router,
             sessions: Sessions::new(metrics.clone(), settings.max_sessions),
@@ -355,17 +368,65 @@ impl McpFront {
             }
         };
         let is_read = matches!(call, LocalCall::Search(_) | LocalCall::Get(_));
-        if matches!(call, LocalCall::Search(_)) {
+        let search = match &call {
+            LocalCall::Search(request) => Some(request.clone()),
+            _ => None,
+        };
+        if search.is_some() {
             self.wait_for_own_writes(session).await;
         }
-        match self.local(session, call).await {
-            Ok(text) => ToolAnswer::fast(text),
-            Err(error) if self.upstream.is_some() && self.may_forward(is_read, &error) => {
-                let degraded = error.status.is_server_error();
-                self.forward_tool(session, name, params, degraded).await
+        let error = match self.local(session, call).await {
+            Ok(text) => return ToolAnswer::fast(text),
+            Err(error) => error,
+        };
+        let unavailable = error.status.is_server_error();
+        let mut answer = if self.upstream.is_some() && self.may_forward(is_read, &error) {
+            self.forward_tool(session, name, params, unavailable).await
+        } else {
+            ToolAnswer::fast(tools::error_text(&error.message))
+        };
+        // The fast path and the legacy service both failed a search: down the ladder.
+        if let (Some(request), true) = (search, unavailable && answer.failed()) {
+            if let Some(text) = self.ladder(&session.identity.scope, request).await {
+                answer = ToolAnswer {
+                    answer: Ok(jsonrpc::text_result(text)),
+                    path: RoutePath::Fast,
+                    degraded: true,
+                };
             }
-            Err(error) => ToolAnswer::fast(tools::error_text(&error.message)),
         }
+        answer
+    }
+
+    /// A degraded search: memories with the query's words, else the most read ones; `None`
+    /// when neither rung can answer either.
+    async fn ladder(&self, scope: &Scope, request: SearchRequest) -> Option<String> {
+        let search = request
+            .normalize(self.fast.default_similarity_threshold())
+            .ok()?;
+        let filter = self.fast.filter_for(scope, &search);
+        let (level, body) = match self.fallbacks.keyword(&search, filter.clone()).await {
+            Ok(Some(body)) => ("keyword", body),
+            _ => match self.fallbacks.popular(scope, &search, filter).await {
+                Ok(body) => ("popular", body),
+                Err(error) => {
+                    tracing::debug!(%error, "every rung of the search ladder failed");
+                    return None;
+                }
+            },
+        };
+        #[derive(serde::Deserialize)]
+        struct Found {
+            memories: Vec<StoredMemory>,
+        }
+        let found: Found = serde_json::from_slice(&body).ok()?;
+        self.metrics.degraded.with_label_values(&[level]).inc();
+        let listed: Vec<Value> = found
+            .memories
+            .iter()
+            .map(|memory| Value::Object(self.fast.listed(memory, search.detail_level)))
+            .collect();
+        Some(tools::results_text(&listed))
     }
 
     /// Whether a call the core could not answer may go to the legacy service: one it refused
