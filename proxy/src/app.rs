@@ -17,7 +17,7 @@ use crate::breaker::{BreakerSettings, CircuitBreaker};
 use crate::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, EnrichmentProvider,
-    RolloutHandle, UpstreamMcpTransport, VectorBackend, WatchGuard,
+    RolloutHandle, StreamableResponse, UpstreamMcpTransport, VectorBackend, WatchGuard,
 };
 use crate::dependency::Dependency;
 use crate::embeddings::{
@@ -522,7 +522,8 @@ pub async fn start_with(
         openapi,
         mcp: HttpTransports {
             front: mcp.clone(),
-            max_body_bytes: config.limits.max_body_bytes,
+            max_body_bytes: config.mcp.max_body_bytes,
+            sse_answers: config.mcp.streamable_response == StreamableResponse::Sse,
         },
     });
 

@@ -560,10 +560,10 @@ async fn bad_mcp_input_gets_cldmemorys_answers_and_writes_nothing() {
     }
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"store_memory","arguments":{{"content":"{}","type":"semantic"}}}}}}"#,
-        "x".repeat(2 * 1024 * 1024)
+        "x".repeat(11 * 1024 * 1024)
     );
     let (status, _) = client.post_raw(huge).await.expect("post");
-    assert_eq!(status, 413);
+    assert_eq!(status, 413, "past cldmemory's 10 MB");
     let listed = env
         .reference
         .call(

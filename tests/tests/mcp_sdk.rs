@@ -74,6 +74,38 @@ async fn the_python_sdk_uses_memgates_own_memory_server_over_both_transports() {
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn streamable_http_can_answer_on_an_event_stream() {
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(data.path(), None, None, None);
+    config.mcp.streamable_response = memgate::config::StreamableResponse::Sse;
+    let proxy = start_proxy(config).await.expect("proxy");
+    let base = format!("http://{}", proxy.api_addr);
+    let observations = sdk_check(&["session", &base, "streamable"]).await;
+    check_walk(&observations, &CORE_TOOLS, "memgate");
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}}))
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(
+        answer.headers()["content-type"],
+        "text/event-stream",
+        "answered on an event stream"
+    );
+    let body = answer.text().await.expect("body");
+    assert!(body.starts_with("event: message\ndata: {"), "{body}");
+    assert!(
+        body.contains("\"protocolVersion\":\"2025-03-26\""),
+        "{body}"
+    );
+    proxy.shutdown().await;
+}
+
 /// The reference cldmemory's binary, next to memgate's (scripts/test.sh builds both).
 fn reference_binary() -> std::path::PathBuf {
     let binary = memgate_binary().with_file_name("cldmemory-reference");

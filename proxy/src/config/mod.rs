@@ -183,6 +183,18 @@ pub struct McpConfig {
     pub session_idle_timeout: Duration,
     /// The most client sessions open at once.
     pub max_sessions: usize,
+    /// The largest MCP message (cldmemory takes 10 MB, as Express's JSON parser is set).
+    pub max_body_bytes: usize,
+    /// How Streamable HTTP answers a POST with requests: `json` (one JSON body) or `sse` (an
+    /// event stream carrying the answers).
+    pub streamable_response: StreamableResponse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamableResponse {
+    Json,
+    Sse,
 }
 
 impl Default for McpConfig {
@@ -191,6 +203,8 @@ impl Default for McpConfig {
             wait_for_stored: Duration::from_secs(10),
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,
+            max_body_bytes: 10 * 1024 * 1024,
+            streamable_response: StreamableResponse::Json,
         }
     }
 }
@@ -636,6 +650,9 @@ impl Config {
         }
         if !self.upstream.mcp.path().starts_with('/') {
             return Err(invalid("upstream.mcp.path", "must start with `/`"));
+        }
+        if self.mcp.max_body_bytes == 0 {
+            return Err(invalid("mcp.maxBodyBytes", "must be greater than 0"));
         }
         if self.mcp.max_sessions == 0 {
             return Err(invalid("mcp.maxSessions", "must be greater than 0"));

@@ -29,6 +29,8 @@ const METADATA_HEADER: &str = "memory-metadata";
 pub struct HttpTransports {
     pub front: Arc<McpFront>,
     pub max_body_bytes: usize,
+    /// Streamable HTTP answers requests on an event stream instead of one JSON body.
+    pub sse_answers: bool,
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
@@ -54,9 +56,11 @@ fn json(status: StatusCode, value: &Value) -> Response {
     respond(status, "application/json", value.to_string())
 }
 
-fn event_stream_response(stream: EventStream) -> Response {
-    let body = StreamBody::new(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))));
-    let mut response = http::Response::new(body.boxed_unsync());
+fn event_stream_response<S>(frames: S) -> Response
+where
+    S: futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+{
+    let mut response = http::Response::new(StreamBody::new(frames).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -136,7 +140,8 @@ impl HttpTransports {
             receiver,
             OnClose::CloseSession(self.front.clone(), session.id.clone()),
         );
-        let mut response = event_stream_response(stream);
+        let mut response =
+            event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))));
         if let Ok(id) = HeaderValue::from_str(&session.id) {
             response.headers_mut().insert(SESSION_HEADER, id);
         }
@@ -293,7 +298,7 @@ impl HttpTransports {
             );
         };
         let stream = EventStream::new(None, receiver, OnClose::GiveBack(Arc::downgrade(&session)));
-        event_stream_response(stream)
+        event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
     }
 
     /// `POST /mcp`: one message or a batch; requests answered in the response (JSON),
@@ -375,6 +380,9 @@ impl HttpTransports {
             }
         };
         let has_requests = parsed.iter().any(|m| matches!(m, Message::Request { .. }));
+        if has_requests && self.sse_answers {
+            return self.streamable_events(session, parsed, initializing);
+        }
         let ids: Vec<Option<Value>> = parsed
             .iter()
             .map(|m| {
@@ -403,6 +411,46 @@ impl HttpTransports {
             answers.into_iter().next().unwrap_or(Value::Null)
         };
         let mut response = json(StatusCode::OK, &body);
+        if initializing {
+            if let Ok(id) = HeaderValue::from_str(&session.id) {
+                response.headers_mut().insert(SESSION_HEADER, id);
+            }
+        }
+        response
+    }
+}
+
+impl HttpTransports {
+    /// A POST's requests answered on an event stream: each answer an `event: message` as it
+    /// is ready; the stream ends after the last.
+    fn streamable_events(
+        &self,
+        session: Arc<ClientSession>,
+        messages: Vec<Message>,
+        initializing: bool,
+    ) -> Response {
+        let (answers, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        for message in messages {
+            let id = matches!(message, Message::Request { .. })
+                .then(|| message.id().cloned())
+                .flatten();
+            let (front, session, answers) = (self.front.clone(), session.clone(), answers.clone());
+            tokio::spawn(async move {
+                let answer = front.handle(&session, message).await;
+                if let Some(id) = id {
+                    let answer =
+                        answer.unwrap_or_else(|| jsonrpc::error(id, -32800, "Request cancelled"));
+                    let _ = answers.send(answer);
+                }
+            });
+        }
+        drop(answers);
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            let answer = receiver.recv().await?;
+            Some((sse_events::event("message", &answer.to_string()), receiver))
+        });
+        let mut response =
+            event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))));
         if initializing {
             if let Ok(id) = HeaderValue::from_str(&session.id) {
                 response.headers_mut().insert(SESSION_HEADER, id);
