@@ -596,7 +596,7 @@ fn own_introduction() -> Value {
 fn unavailable(error: &UpstreamError) -> Value {
     jsonrpc::error(
         Value::Null,
-        jsonrpc::UPSTREAM_UNAVAILABLE,
+        jsonrpc::SERVER_ERROR,
         &format!("memgate: {error}"),
     )
 }

@@ -218,7 +218,7 @@ impl HttpTransports {
             if !PROTOCOL_VERSIONS.contains(&version) {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
-                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    jsonrpc::SERVER_ERROR,
                     &format!(
                         "Bad Request: Unsupported protocol version {version:?} (supported: {})",
                         PROTOCOL_VERSIONS.join(", ")
@@ -239,7 +239,7 @@ impl HttpTransports {
             _ => {
                 let mut response = rpc_error(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    jsonrpc::UPSTREAM_UNAVAILABLE,
+                    jsonrpc::SERVER_ERROR,
                     "Method not allowed.",
                 );
                 response.headers_mut().insert(
@@ -258,7 +258,7 @@ impl HttpTransports {
         let Some(id) = header(parts, SESSION_HEADER) else {
             return Err(Box::new(rpc_error(
                 StatusCode::BAD_REQUEST,
-                jsonrpc::UPSTREAM_UNAVAILABLE,
+                jsonrpc::SERVER_ERROR,
                 "Bad Request: Mcp-Session-Id header is required",
             )));
         };
@@ -282,7 +282,7 @@ impl HttpTransports {
         {
             return rpc_error(
                 StatusCode::NOT_ACCEPTABLE,
-                jsonrpc::UPSTREAM_UNAVAILABLE,
+                jsonrpc::SERVER_ERROR,
                 "Not Acceptable: Client must accept text/event-stream",
             );
         }
@@ -293,7 +293,7 @@ impl HttpTransports {
         let Some(receiver) = session.take_stream() else {
             return rpc_error(
                 StatusCode::CONFLICT,
-                jsonrpc::UPSTREAM_UNAVAILABLE,
+                jsonrpc::SERVER_ERROR,
                 "Conflict: Only one SSE stream is allowed per session",
             );
         };
@@ -317,7 +317,7 @@ impl HttpTransports {
         if !(accepts(accept, "application/json") && accepts(accept, "text/event-stream")) {
             return rpc_error(
                 StatusCode::NOT_ACCEPTABLE,
-                jsonrpc::UPSTREAM_UNAVAILABLE,
+                jsonrpc::SERVER_ERROR,
                 "Not Acceptable: Client must accept both application/json and text/event-stream",
             );
         }
@@ -325,7 +325,7 @@ impl HttpTransports {
         {
             return rpc_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                jsonrpc::UPSTREAM_UNAVAILABLE,
+                jsonrpc::SERVER_ERROR,
                 "Unsupported Media Type: Content-Type must be application/json",
             );
         }

@@ -6,8 +6,9 @@ pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INTERNAL_ERROR: i64 = -32603;
-/// A server error: the legacy service could not be reached or did not answer in time.
-pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
+/// A server error (the JSON-RPC range's first code): a transport refusal, or the legacy
+/// service out of reach.
+pub const SERVER_ERROR: i64 = -32000;
 
 /// One JSON-RPC message from a peer.
 #[derive(Debug, Clone, PartialEq)]
