@@ -489,16 +489,9 @@ pub async fn start_with(
         .as_ref()
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
-    let mcp_fallbacks = Fallbacks::new(
-        backends.cache.clone(),
-        backends.vectors.clone(),
-        dependencies.guards.clone(),
-        keys.clone(),
-        config.fallback.keyword_candidates,
-    );
     let mcp = Arc::new(McpFront::new(
         fast.clone(),
-        mcp_fallbacks,
+        fallbacks.clone(),
         mcp_upstream(&config)?,
         Router::new(rollout.clone(), sticky_header.clone()),
         metrics.clone(),

@@ -143,6 +143,7 @@ fn search_body(memories: Vec<(StoredMemory, f32)>) -> Bytes {
 }
 
 /// The keyword and popular fallbacks, on the same guarded dependencies as the fast path.
+#[derive(Clone)]
 pub struct Fallbacks {
     cache: Arc<dyn CacheStore>,
     vectors: Arc<dyn VectorStore>,

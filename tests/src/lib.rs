@@ -27,7 +27,7 @@ pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
     test_config, TEST_PROJECT,
 };
-pub use redis_server::RedisServer;
+pub use redis_server::{worker_done, RedisServer};
 pub use reference::{start_memgate_in_front_of_reference, start_reference, Reference};
 pub use upstream::{FakeUpstream, RecordedRequest};
 

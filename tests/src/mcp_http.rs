@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 pub struct McpHttpClient {
@@ -75,9 +75,6 @@ impl McpHttpClient {
         let answer = self
             .request("tools/call", json!({"name": name, "arguments": arguments}))
             .await?;
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no text in {answer}"))
+        crate::mcp_sse::tool_text(&answer)
     }
 }

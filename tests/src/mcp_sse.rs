@@ -152,23 +152,7 @@ impl McpSseClient {
 
     /// A JSON-RPC request; the whole response message.
     pub async fn request(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .insert(id, tx);
-        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let response = self.http.post(&self.endpoint).json(&message).send().await?;
-        if response.status() != reqwest::StatusCode::ACCEPTED {
-            bail!(
-                "POST answered {}: {}",
-                response.status(),
-                response.text().await?
-            );
-        }
+        let (_, rx) = self.send_request(method, params).await?;
         Ok(tokio::time::timeout(Duration::from_secs(30), rx)
             .await
             .context("no answer on the stream")??)
@@ -193,9 +177,14 @@ impl McpSseClient {
         let answer = self
             .request("tools/call", json!({"name": name, "arguments": arguments}))
             .await?;
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no text in {answer}"))
+        tool_text(&answer)
     }
+}
+
+/// The text of a `tools/call` answer's first content item.
+pub(crate) fn tool_text(answer: &Value) -> anyhow::Result<String> {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no text in {answer}"))
 }

@@ -56,3 +56,13 @@ pub fn step<'a>(observations: &'a [Value], step: &str) -> &'a Value {
         .find(|o| o["step"] == step)
         .unwrap_or_else(|| panic!("no {step} in {observations:?}"))
 }
+
+/// The observations of `sdk_check.py sessions … count`: every session read back its own
+/// memory, with its own metadata.
+pub fn check_sessions(sessions: &[Value], count: usize) {
+    assert_eq!(sessions.len(), count);
+    for session in sessions {
+        assert_eq!(session["id"], session["got_id"], "{session}");
+        assert_eq!(session["user"], format!("u{}", session["n"]), "{session}");
+    }
+}

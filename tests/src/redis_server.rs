@@ -109,3 +109,24 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Whether memgate's worker stored the memory `id` of the store under key `prefix` (its record
+/// is `ready`) and left no association job, within ten seconds.
+pub async fn worker_done(redis: &RedisServer, prefix: &str, id: &str) -> bool {
+    let Ok(connection) = redis.client().await else {
+        return false;
+    };
+    let key = format!("{prefix}mem:{id}");
+    let assoc = format!("{prefix}assoc");
+    crate::eventually(std::time::Duration::from_secs(10), || {
+        let mut connection = connection.clone();
+        let (key, assoc) = (key.clone(), assoc.clone());
+        async move {
+            use redis::AsyncCommands;
+            let record: Option<String> = connection.get(&key).await.unwrap_or(None);
+            let pending: u64 = connection.xlen(&assoc).await.unwrap_or(1);
+            record.is_some_and(|r| r.contains("\"status\":\"ready\"")) && pending == 0
+        }
+    })
+    .await
+}

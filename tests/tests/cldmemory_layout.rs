@@ -11,10 +11,9 @@ use memgate::config::Config;
 use memgate::embeddings::HashingEmbedder;
 use memgate::vectors::VectorStore;
 use memgate_testkit::{
-    eventually, start_proxy_and_worker_sharing_vectors, start_reference, test_config, FakeOpenAi,
-    McpSseClient, RedisServer, Reference, TEST_PROJECT,
+    eventually, start_proxy_and_worker_sharing_vectors, start_reference, test_config, worker_done,
+    FakeOpenAi, McpSseClient, RedisServer, Reference, TEST_PROJECT,
 };
-use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -89,19 +88,7 @@ impl Env {
 
     /// Until the memory's record is `ready` and no association job is left.
     async fn wait_for_worker(&self, id: &str) {
-        let redis = self.redis.client().await.expect("redis");
-        let key = format!("{}mem:{id}", self.prefix);
-        let assoc = format!("{}assoc", self.prefix);
-        let done = eventually(Duration::from_secs(10), || {
-            let mut redis = redis.clone();
-            let (key, assoc) = (key.clone(), assoc.clone());
-            async move {
-                let record: Option<String> = redis.get(&key).await.unwrap_or(None);
-                let pending: u64 = redis.xlen(&assoc).await.unwrap_or(1);
-                record.is_some_and(|r| r.contains("\"status\":\"ready\"")) && pending == 0
-            }
-        })
-        .await;
+        let done = worker_done(&self.redis, &self.prefix, id).await;
         assert!(done, "the worker stored {id}");
     }
 

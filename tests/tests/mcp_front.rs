@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use memgate::config::Config;
 use memgate::vectors::VectorStore;
 use memgate_testkit::{
-    eventually, scrape_metrics, start_memgate_in_front_of_reference, test_config, FakeOpenAi,
-    McpSseClient, RedisServer, Reference,
+    eventually, scrape_metrics, start_memgate_in_front_of_reference, test_config, worker_done,
+    FakeOpenAi, McpSseClient, RedisServer, Reference,
 };
-use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 const DIMENSIONS: usize = 64;
@@ -80,19 +79,7 @@ impl Env {
 
     /// Until the memory's record is `ready` and no association job is left.
     async fn wait_for_worker(&self, id: &str) {
-        let redis = self.redis.client().await.expect("redis");
-        let key = format!("{}mem:{id}", self.prefix);
-        let assoc = format!("{}assoc", self.prefix);
-        let done = eventually(Duration::from_secs(10), || {
-            let mut redis = redis.clone();
-            let (key, assoc) = (key.clone(), assoc.clone());
-            async move {
-                let record: Option<String> = redis.get(&key).await.unwrap_or(None);
-                let pending: u64 = redis.xlen(&assoc).await.unwrap_or(1);
-                record.is_some_and(|r| r.contains("\"status\":\"ready\"")) && pending == 0
-            }
-        })
-        .await;
+        let done = worker_done(&self.redis, &self.prefix, id).await;
         assert!(done, "the worker stored {id}");
     }
 
@@ -614,7 +601,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_answers_nothing() {
 
 #[tokio::test]
 async fn the_python_sdk_works_through_memgate_as_it_works_with_cldmemory() {
-    use memgate_testkit::python::{sdk_check, step};
+    use memgate_testkit::python::{check_sessions, sdk_check, step};
     let env = Env::start(|_| {}).await;
     let direct_tools = env.reference_tool_names().await;
     for transport in ["sse", "streamable"] {
@@ -635,12 +622,10 @@ async fn the_python_sdk_works_through_memgate_as_it_works_with_cldmemory() {
             "Memory not found"
         );
 
-        let sessions = sdk_check(&["sessions", &env.url(), transport, "20"]).await;
-        assert_eq!(sessions.len(), 20);
-        for session in &sessions {
-            assert_eq!(session["id"], session["got_id"], "{session}");
-            assert_eq!(session["user"], format!("u{}", session["n"]), "{session}");
-        }
+        check_sessions(
+            &sdk_check(&["sessions", &env.url(), transport, "20"]).await,
+            20,
+        );
     }
 }
 

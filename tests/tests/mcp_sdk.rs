@@ -3,7 +3,7 @@
 //! by the SDK as cldmemory's clients launch it (alone, and with the legacy service as its
 //! child).
 
-use memgate_testkit::python::{sdk_check, step};
+use memgate_testkit::python::{check_sessions, sdk_check, step};
 use memgate_testkit::{memgate_binary, start_proxy, test_config};
 use serde_json::{json, Value};
 
@@ -64,12 +64,7 @@ async fn the_python_sdk_uses_memgates_own_memory_server_over_both_transports() {
             "{transport}: the client's metadata"
         );
 
-        let sessions = sdk_check(&["sessions", &base, transport, "20"]).await;
-        assert_eq!(sessions.len(), 20);
-        for session in &sessions {
-            assert_eq!(session["id"], session["got_id"], "{session}");
-            assert_eq!(session["user"], format!("u{}", session["n"]), "{session}");
-        }
+        check_sessions(&sdk_check(&["sessions", &base, transport, "20"]).await, 20);
     }
     proxy.shutdown().await;
 }
@@ -151,17 +146,7 @@ async fn the_python_sdk_launches_memgate_over_stdio_alone_and_with_the_legacy_as
         reference.to_str().expect("path"),
     ])
     .await;
-    let reference_tools = [
-        "store_memory",
-        "search_memories",
-        "get_memory",
-        "update_memory",
-        "delete_memory",
-        "connect_memories",
-        "remove_association",
-        "delete_memories_bulk",
-        "delete_all_memories",
-    ];
+    let reference_tools = cldmemory_reference::tools::TOOL_NAMES;
     check_walk(&observations, &reference_tools, "memory-server");
     assert_eq!(
         step(&observations, "delete_all")["text"],

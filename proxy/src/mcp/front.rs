@@ -250,7 +250,7 @@ impl McpFront {
         params: Option<Value>,
     ) -> Result<Value, Value> {
         match method.as_str() {
-            "initialize" => Ok(self.initialize(&session, params.as_ref()).await),
+            "initialize" => Ok(self.initialize(params.as_ref()).await),
             "ping" => Ok(json!({})),
             "tools/list" => self.list_tools(params).await,
             "tools/call" => self.call_tool(&session, params).await,
@@ -266,14 +266,13 @@ impl McpFront {
     }
 
     /// The legacy service's `initialize` answer at the revision agreed with this client.
-    async fn initialize(&self, session: &ClientSession, params: Option<&Value>) -> Value {
+    async fn initialize(&self, params: Option<&Value>) -> Value {
         let asked = params
             .and_then(|p| p.get("protocolVersion"))
             .and_then(Value::as_str);
         let version = asked
             .filter(|asked| PROTOCOL_VERSIONS.contains(asked))
             .unwrap_or(PROTOCOL_VERSIONS[0]);
-        session.set_protocol_version(version);
         let mut answer = match &self.upstream {
             Some(upstream) => match upstream.ensure_handshake().await {
                 Ok(handshake) => handshake.initialize,
@@ -415,14 +414,9 @@ impl McpFront {
                 }
             },
         };
-        #[derive(serde::Deserialize)]
-        struct Found {
-            memories: Vec<StoredMemory>,
-        }
-        let found: Found = serde_json::from_slice(&body).ok()?;
+        let found = memories_of(&body).ok()?;
         self.metrics.degraded.with_label_values(&[level]).inc();
         let listed: Vec<Value> = found
-            .memories
             .iter()
             .map(|memory| Value::Object(self.fast.listed(memory, search.detail_level)))
             .collect();
@@ -497,13 +491,8 @@ impl McpFront {
     async fn search(&self, scope: &Scope, request: SearchRequest) -> Result<String, ApiError> {
         let search = request.normalize(self.fast.default_similarity_threshold())?;
         let answer = self.fast.search(scope, search).await?;
-        #[derive(serde::Deserialize)]
-        struct Found {
-            memories: Vec<StoredMemory>,
-        }
-        let found: Found = serde_json::from_slice(&answer.body).map_err(internal)?;
-        let shown: Vec<Value> = found
-            .memories
+        let shown: Vec<Value> = memories_of(&answer.body)
+            .map_err(internal)?
             .iter()
             .map(|memory| Value::Object(self.fast.shown(memory)))
             .collect();
@@ -583,6 +572,15 @@ impl McpFront {
             Err(error) => Err(unavailable(&error)),
         }
     }
+}
+
+/// The memories of a search answer's body (`{"memories": [...]}`).
+fn memories_of(body: &[u8]) -> Result<Vec<StoredMemory>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Found {
+        memories: Vec<StoredMemory>,
+    }
+    Ok(serde_json::from_slice::<Found>(body)?.memories)
 }
 
 /// memgate's own `initialize` answer, when no legacy service introduces itself.

@@ -56,10 +56,11 @@ fn json(status: StatusCode, value: &Value) -> Response {
     respond(status, "application/json", value.to_string())
 }
 
-fn event_stream_response<S>(frames: S) -> Response
+fn event_stream_response<S>(events: S) -> Response
 where
-    S: futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+    S: futures::Stream<Item = Bytes> + Send + 'static,
 {
+    let frames = events.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes)));
     let mut response = http::Response::new(StreamBody::new(frames).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -140,12 +141,7 @@ impl HttpTransports {
             receiver,
             OnClose::CloseSession(self.front.clone(), session.id.clone()),
         );
-        let mut response =
-            event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))));
-        if let Ok(id) = HeaderValue::from_str(&session.id) {
-            response.headers_mut().insert(SESSION_HEADER, id);
-        }
-        response
+        named(event_stream_response(stream), &session)
     }
 
     /// `POST /messages?sessionId=…`: `202 Accepted` at once, the answer on the session's
@@ -298,7 +294,7 @@ impl HttpTransports {
             );
         };
         let stream = EventStream::new(None, receiver, OnClose::GiveBack(Arc::downgrade(&session)));
-        event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
+        event_stream_response(stream)
     }
 
     /// `POST /mcp`: one message or a batch; requests answered in the response (JSON),
@@ -383,40 +379,28 @@ impl HttpTransports {
         if has_requests && self.sse_answers {
             return self.streamable_events(session, parsed, initializing);
         }
-        let ids: Vec<Option<Value>> = parsed
-            .iter()
-            .map(|m| {
-                matches!(m, Message::Request { .. })
-                    .then(|| m.id().cloned())
-                    .flatten()
-            })
-            .collect();
         let front = &self.front;
-        let answers =
-            futures::future::join_all(parsed.into_iter().map(|m| front.handle(&session, m))).await;
+        let answers = futures::future::join_all(
+            parsed
+                .into_iter()
+                .map(|message| answer_of(front, &session, message)),
+        )
+        .await;
         if !has_requests {
             return respond(StatusCode::ACCEPTED, "text/plain", "");
         }
-        let answers: Vec<Value> = answers
-            .into_iter()
-            .zip(ids)
-            .filter_map(|(answer, id)| {
-                let id = id?;
-                Some(answer.unwrap_or_else(|| jsonrpc::error(id, -32800, "Request cancelled")))
-            })
-            .collect();
+        let mut answers = answers.into_iter().flatten();
         let body = if batch {
-            Value::Array(answers)
+            Value::Array(answers.collect())
         } else {
-            answers.into_iter().next().unwrap_or(Value::Null)
+            answers.next().unwrap_or(Value::Null)
         };
-        let mut response = json(StatusCode::OK, &body);
+        let response = json(StatusCode::OK, &body);
         if initializing {
-            if let Ok(id) = HeaderValue::from_str(&session.id) {
-                response.headers_mut().insert(SESSION_HEADER, id);
-            }
+            named(response, &session)
+        } else {
+            response
         }
-        response
     }
 }
 
@@ -431,15 +415,9 @@ impl HttpTransports {
     ) -> Response {
         let (answers, receiver) = tokio::sync::mpsc::unbounded_channel::<Value>();
         for message in messages {
-            let id = matches!(message, Message::Request { .. })
-                .then(|| message.id().cloned())
-                .flatten();
             let (front, session, answers) = (self.front.clone(), session.clone(), answers.clone());
             tokio::spawn(async move {
-                let answer = front.handle(&session, message).await;
-                if let Some(id) = id {
-                    let answer =
-                        answer.unwrap_or_else(|| jsonrpc::error(id, -32800, "Request cancelled"));
+                if let Some(answer) = answer_of(&front, &session, message).await {
                     let _ = answers.send(answer);
                 }
             });
@@ -449,15 +427,37 @@ impl HttpTransports {
             let answer = receiver.recv().await?;
             Some((sse_events::event("message", &answer.to_string()), receiver))
         });
-        let mut response =
-            event_stream_response(stream.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))));
+        let response = event_stream_response(stream);
         if initializing {
-            if let Ok(id) = HeaderValue::from_str(&session.id) {
-                response.headers_mut().insert(SESSION_HEADER, id);
-            }
+            named(response, &session)
+        } else {
+            response
         }
-        response
     }
+}
+
+/// A Streamable HTTP message's answer: a request's (`-32800` when the client cancelled it
+/// meanwhile); nothing for a notification or a response.
+async fn answer_of(
+    front: &Arc<McpFront>,
+    session: &Arc<ClientSession>,
+    message: Message,
+) -> Option<Value> {
+    let id = match &message {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let answer = front.handle(session, message).await;
+    let id = id?;
+    Some(answer.unwrap_or_else(|| jsonrpc::error(id, -32800, "Request cancelled")))
+}
+
+/// The response, naming the session it opened (`Mcp-Session-Id`).
+fn named(mut response: Response, session: &ClientSession) -> Response {
+    if let Ok(id) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, id);
+    }
+    response
 }
 
 /// Whether an `Accept` header takes a media type (or everything).

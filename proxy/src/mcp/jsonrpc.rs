@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
-pub const INTERNAL_ERROR: i64 = -32603;
 /// A server error (the JSON-RPC range's first code): a transport refusal, or the legacy
 /// service out of reach.
 pub const SERVER_ERROR: i64 = -32000;
@@ -68,14 +67,6 @@ impl Message {
             )),
         }
     }
-
-    /// The `id` of a request or response.
-    pub fn id(&self) -> Option<&Value> {
-        match self {
-            Self::Request { id, .. } | Self::Response { id, .. } => Some(id),
-            Self::Notification { .. } => None,
-        }
-    }
 }
 
 /// A successful answer, keys in the order the MCP TypeScript SDK writes them.
@@ -93,9 +84,20 @@ pub fn text_result(text: String) -> Value {
     json!({"content": [{"type": "text", "text": text}]})
 }
 
-/// A notification memgate sends.
-pub fn notification(method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "method": method, "params": params})
+/// A request memgate sends.
+pub fn request(id: Value, method: &str, params: Option<Value>) -> Value {
+    let mut message = notification(method, params);
+    message["id"] = id;
+    message
+}
+
+/// A notification memgate sends (or relays); `params` only when there are any.
+pub fn notification(method: &str, params: Option<Value>) -> Value {
+    let mut message = json!({"jsonrpc": "2.0", "method": method});
+    if let Some(params) = params {
+        message["params"] = params;
+    }
+    message
 }
 
 #[cfg(test)]

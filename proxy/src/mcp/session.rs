@@ -51,7 +51,6 @@ pub struct ClientSession {
     outbound: mpsc::UnboundedSender<Value>,
     stream: Mutex<Option<mpsc::UnboundedReceiver<Value>>>,
     in_flight: Mutex<HashMap<String, AbortHandle>>,
-    protocol_version: Mutex<Option<String>>,
     last_used: Mutex<Instant>,
     /// Memories this session stored that a worker may not have stored yet: its next search
     /// waits for them, as cldmemory's store returns only once the memory is searchable.
@@ -119,14 +118,6 @@ impl ClientSession {
         std::mem::take(&mut *lock(&self.unsearchable))
     }
 
-    pub fn set_protocol_version(&self, version: &str) {
-        *lock(&self.protocol_version) = Some(version.to_string());
-    }
-
-    pub fn protocol_version(&self) -> Option<String> {
-        lock(&self.protocol_version).clone()
-    }
-
     pub fn touch(&self) {
         *lock(&self.last_used) = Instant::now();
     }
@@ -184,7 +175,6 @@ impl Sessions {
             outbound,
             stream: Mutex::new(Some(stream)),
             in_flight: Mutex::new(HashMap::new()),
-            protocol_version: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             unsearchable: Mutex::new(Vec::new()),
         });
@@ -248,13 +238,5 @@ impl Sessions {
         for session in lock(&self.open).values() {
             session.send(message.clone());
         }
-    }
-
-    pub fn len(&self) -> usize {
-        lock(&self.open).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -350,7 +350,9 @@ impl Drop for PendingCall {
             let session = self.session.clone();
             let cancel = jsonrpc::notification(
                 "notifications/cancelled",
-                json!({"requestId": self.id, "reason": "the client went away or the call timed out"}),
+                Some(
+                    json!({"requestId": self.id, "reason": "the client went away or the call timed out"}),
+                ),
             );
             tokio::spawn(async move {
                 let _ = session.send(&cancel).await;
@@ -426,11 +428,7 @@ impl Upstream {
         params: Option<Value>,
     ) -> Result<(), UpstreamError> {
         let session = self.session().await?;
-        let mut message = json!({"jsonrpc": "2.0", "method": method});
-        if let Some(params) = params {
-            message["params"] = params;
-        }
-        session.send(&message).await
+        session.send(&jsonrpc::notification(method, params)).await
     }
 
     async fn start_on(
@@ -442,10 +440,7 @@ impl Upstream {
         let id = session.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         session.waiting().insert(id, tx);
-        let mut message = json!({"jsonrpc": "2.0", "id": id, "method": method});
-        if let Some(params) = params {
-            message["params"] = params;
-        }
+        let message = jsonrpc::request(Value::from(id), method, params);
         let pending = PendingCall {
             session: session.clone(),
             id,
@@ -493,7 +488,7 @@ impl Upstream {
         session
             .send(&jsonrpc::notification(
                 "notifications/initialized",
-                json!({}),
+                Some(json!({})),
             ))
             .await?;
         let lists_tools = initialize
@@ -701,8 +696,8 @@ impl Upstream {
                 return;
             }
         };
-        match jsonrpc::Message::parse(message.clone()) {
-            Ok(jsonrpc::Message::Response { id, .. }) => {
+        match jsonrpc::Message::parse(message) {
+            Ok(jsonrpc::Message::Response { id, message }) => {
                 let waiter = id.as_u64().and_then(|id| session.waiting().remove(&id));
                 match waiter {
                     Some(waiter) => {
@@ -711,11 +706,13 @@ impl Upstream {
                     None => tracing::debug!(%id, "an answer nobody waits for"),
                 }
             }
-            Ok(jsonrpc::Message::Notification { method, .. }) => {
+            Ok(jsonrpc::Message::Notification { method, params }) => {
                 if method == "notifications/tools/list_changed" {
                     tokio::spawn(self.clone().refresh_tools());
                 }
-                let _ = self.notifications.send(message);
+                let _ = self
+                    .notifications
+                    .send(jsonrpc::notification(&method, params));
             }
             Ok(jsonrpc::Message::Request { id, method, .. }) => {
                 let answer = if method == "ping" {
