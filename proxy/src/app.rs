@@ -309,7 +309,9 @@ pub fn build_workers(
                 concurrency: config.worker.concurrency,
                 max_attempts: config.worker.max_attempts,
                 retry_backoff: config.worker.retry_backoff,
+                max_retry_backoff: config.worker.max_retry_backoff,
                 claim_idle: config.worker.claim_idle,
+                order_wait: config.worker.order_wait,
                 drain_timeout: config.worker.drain_timeout,
                 memory_ttl: config.cache.memory_ttl,
                 access_sync_interval: config.worker.access_sync_interval,
@@ -625,6 +627,14 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
+    /// Stops at once, as a crash would: jobs in flight stay pending, leases are left to run
+    /// out. For fault tests.
+    pub fn kill(mut self) {
+        for task in self.tasks.drain(..).chain(self.background.drain(..)) {
+            task.abort();
+        }
+    }
+
     /// Takes no new jobs, finishes the ones in flight, stops.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

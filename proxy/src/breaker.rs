@@ -28,8 +28,8 @@ impl Default for BreakerSettings {
     fn default() -> Self {
         Self {
             failure_threshold: 5,
-            cool_down: Duration::from_secs(60),
-            max_cool_down: Duration::from_secs(240),
+            cool_down: Duration::from_millis(250),
+            max_cool_down: Duration::from_secs(2),
         }
     }
 }

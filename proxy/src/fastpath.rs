@@ -146,6 +146,9 @@ struct IdOnly {
     id: Uuid,
 }
 
+/// How often an update is made again because another write to the memory came first.
+const MAX_WRITE_CONFLICTS: usize = 8;
+
 /// The error code of a `503` whose dependency failed before doing anything.
 pub const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
 
@@ -393,6 +396,7 @@ impl FastPath {
         };
 
         let found = self.find(scope, &search).await?;
+        let found = self.with_pending_writes(scope, found).await;
         let ids: Vec<Uuid> = found
             .iter()
             .filter_map(|(memory, _)| memory.get("id").and_then(Value::as_str))
@@ -464,6 +468,58 @@ impl FastPath {
             .take(search.limit as usize)
             .map(|scored| (scored.memory, Some(scored.score)))
             .collect())
+    }
+
+    /// What the vector store found, as readers must see it: a memory whose delete is
+    /// acknowledged is left out, and one with a write still pending shows that write. A cache
+    /// that cannot answer leaves the results as found.
+    async fn with_pending_writes(
+        &self,
+        scope: &Scope,
+        found: Vec<(StoredMemory, Option<f32>)>,
+    ) -> Vec<(StoredMemory, Option<f32>)> {
+        if found.is_empty() {
+            return found;
+        }
+        let keys: Vec<String> = found
+            .iter()
+            .map(|(memory, _)| {
+                memory
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .map(|id| self.keys.memory(scope, id))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let records = match self
+            .guards
+            .cache
+            .call("get_many", self.cache.get_many(&keys))
+            .await
+        {
+            Ok(records) => records,
+            Err(error) => {
+                if !matches!(error, CallError::Open(_)) {
+                    tracing::warn!(%error, "pending writes unreadable; answering from the vector store");
+                }
+                return found;
+            }
+        };
+        found
+            .into_iter()
+            .zip(records)
+            .filter_map(|((memory, score), record)| match record {
+                Some(record) if is_tombstone(&record) => None,
+                Some(record) if is_processing(&record) => {
+                    match serde_json::from_slice::<StoredMemory>(&record) {
+                        Ok(pending) => Some((pending, score)),
+                        Err(_) => Some((memory, score)),
+                    }
+                }
+                _ => Some((memory, score)),
+            })
+            .collect()
     }
 
     /// The answer's memories: compact rows, or whole memories with the associated ones
@@ -667,9 +723,11 @@ impl FastPath {
             }),
             bump_generation: false,
             generation_key: self.keys.search_generation(),
+            revision_key: self.keys.revision(scope, id),
+            expected_revision: None,
         };
         match self.submit(submission).await? {
-            Submitted::Queued { .. } => Ok(Stored {
+            Submitted::Queued { .. } | Submitted::Conflict { .. } => Ok(Stored {
                 id,
                 memory: Some(self.layout.payload(&memory_view)),
             }),
@@ -678,18 +736,20 @@ impl FastPath {
     }
 
     /// Forgets what memgate holds of these memories and retires every cached search: another
-    /// writer (the legacy service) changed them. Records still being written by memgate
-    /// (provisional or deleted) are kept, since they are newer than the vector store.
+    /// writer (the legacy service) changed them. Records of memories memgate is still writing
+    /// are kept, since they are newer than the vector store.
     pub async fn invalidate(&self, scope: &Scope, ids: &[Uuid]) {
         for id in ids {
             let key = self.keys.memory(scope, *id);
             self.memories_l1.invalidate(&key).await;
-            let keep = self
-                .cache_get(&key, "get_memory")
+            let revision = self.keys.revision(scope, *id);
+            if let Err(error) = self
+                .guards
+                .cache
+                .call("forget", self.queue.forget_settled(&key, &revision))
                 .await
-                .is_some_and(|record| is_tombstone(&record) || is_processing(&record));
-            if !keep {
-                self.cache_delete(&key).await;
+            {
+                tracing::warn!(%error, key, "could not drop a cached record");
             }
         }
         self.retire_searches().await;
@@ -713,17 +773,6 @@ impl FastPath {
         {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not retire cached searches"),
-        }
-    }
-
-    async fn cache_delete(&self, key: &str) {
-        if let Err(error) = self
-            .guards
-            .cache
-            .call("delete", self.cache.delete(key))
-            .await
-        {
-            tracing::warn!(%error, key, "cache delete failed");
         }
     }
 
@@ -784,7 +833,9 @@ impl FastPath {
     }
 
     /// Applies an update for readers at once and queues it for the vector store; the memory
-    /// as it now reads (without memgate's bookkeeping).
+    /// as it now reads (without memgate's bookkeeping). The update is made on the memory as
+    /// last acknowledged: if another write comes in between, it is made again on that one, so
+    /// concurrent updates all apply.
     pub async fn change(
         &self,
         scope: &Scope,
@@ -792,31 +843,87 @@ impl FastPath {
         request: UpdateRequest,
     ) -> Result<StoredMemory, ApiError> {
         request.validate()?;
-        let mut memory = self.current(scope, id).await?;
-        self.layout.apply_update(&mut memory, &request);
-        let updated = self.layout.payload(&memory);
         let key = self.keys.memory(scope, id);
-        let record = Bytes::from(
-            serde_json::to_vec(&with_status(memory, MemoryStatus::Processing)).map_err(internal)?,
-        );
-        let submission = Submission {
-            op: WriteOp::Update {
-                id,
-                scope: scope.value().map(str::to_string),
-                update: request,
-            },
-            record: RecordWrite {
-                key: key.clone(),
-                value: record,
-                ttl: self.settings.memory_ttl,
-            },
-            idempotency: None,
-            bump_generation: false,
-            generation_key: self.keys.search_generation(),
-        };
-        self.submit(submission).await?;
-        self.memories_l1.invalidate(&key).await;
-        Ok(updated)
+        for _ in 0..MAX_WRITE_CONFLICTS {
+            let (mut memory, revision) = self.current_versioned(scope, id).await?;
+            self.layout.apply_update(&mut memory, &request);
+            let updated = self.layout.payload(&memory);
+            let record = Bytes::from(
+                serde_json::to_vec(&with_status(memory, MemoryStatus::Processing))
+                    .map_err(internal)?,
+            );
+            let submission = Submission {
+                op: WriteOp::Update {
+                    id,
+                    scope: scope.value().map(str::to_string),
+                    update: request.clone(),
+                },
+                record: RecordWrite {
+                    key: key.clone(),
+                    value: record,
+                    ttl: self.settings.memory_ttl,
+                },
+                idempotency: None,
+                // Cached searches must not show the memory as it was before.
+                bump_generation: true,
+                generation_key: self.keys.search_generation(),
+                revision_key: self.keys.revision(scope, id),
+                expected_revision: Some(revision),
+            };
+            match self.submit(submission).await? {
+                Submitted::Conflict { .. } => {
+                    self.metrics.write_conflicts.inc();
+                    continue;
+                }
+                Submitted::Queued { .. } | Submitted::Replayed { .. } => {
+                    self.memories_l1.invalidate(&key).await;
+                    return Ok(updated);
+                }
+            }
+        }
+        Err(ApiError::new(
+            http::StatusCode::CONFLICT,
+            "write_conflict",
+            format!(
+                "memory {id} kept changing while this update was made ({MAX_WRITE_CONFLICTS} tries); retry"
+            ),
+        ))
+    }
+
+    /// The memory as last acknowledged, and its revision; 404 when this tenant has no such
+    /// memory. A cache that cannot answer is a 503: an update made on a stale copy could undo
+    /// a newer write.
+    async fn current_versioned(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+    ) -> Result<(StoredMemory, u64), ApiError> {
+        let key = self.keys.memory(scope, id);
+        let revision_key = self.keys.revision(scope, id);
+        let (record, revision) = self
+            .guards
+            .cache
+            .call("get_memory", self.queue.read_versioned(&key, &revision_key))
+            .await
+            .map_err(|e| unavailable("the write queue", e))?;
+        if let Some(body) = record {
+            if is_tombstone(&body) {
+                return Err(ApiError::not_found(format!("memory {id} does not exist")));
+            }
+            if let Ok(memory) = serde_json::from_slice::<StoredMemory>(&body) {
+                return Ok((memory, revision));
+            }
+        }
+        let memory = self
+            .guards
+            .vectors
+            .call("retrieve", self.vectors.retrieve(id))
+            .await
+            .map_err(|e| unavailable("the vector store", e))?;
+        let memory = memory
+            .filter(|memory| self.belongs_to(scope, memory))
+            .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
+        Ok((memory, revision))
     }
 
     /// `DELETE /memories/{id}`: gone from reads at once (a tombstone record, and cached
@@ -837,6 +944,8 @@ impl FastPath {
             idempotency: None,
             bump_generation: true,
             generation_key: self.keys.search_generation(),
+            revision_key: self.keys.revision(scope, id),
+            expected_revision: None,
         };
         self.submit(submission).await?;
         self.memories_l1.invalidate(&key).await;
@@ -850,6 +959,40 @@ impl crate::admin::Readiness for FastPath {
     async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
         let cache = self.cache.ping().await.map_err(|e| e.to_string());
         let vectors = self.vectors.health().await.map_err(|e| e.to_string());
-        vec![(self.cache_name(), cache), (self.vectors_name(), vectors)]
+        let workers = self.writes_consumed().await;
+        vec![
+            (self.cache_name(), cache),
+            (self.vectors_name(), vectors),
+            ("workers", workers),
+        ]
+    }
+}
+
+/// A worker silent this long is taken for gone.
+pub const WORKER_SILENCE: Duration = Duration::from_secs(30);
+
+impl FastPath {
+    /// Fails when acknowledged writes wait and no worker has said it is alive for
+    /// [`WORKER_SILENCE`]: nothing would ever apply them. Exports the consumers seen.
+    async fn writes_consumed(&self) -> Result<(), String> {
+        let consumers = self
+            .queue
+            .consumers(WORKER_SILENCE)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.metrics
+            .queue_consumers
+            .with_label_values(&[self.queue.stream()])
+            .set(i64::try_from(consumers).unwrap_or(i64::MAX));
+        if consumers > 0 {
+            return Ok(());
+        }
+        let waiting = self.queue.stats().await.map_err(|e| e.to_string())?.length;
+        if waiting == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "{waiting} writes are waiting and no worker has consumed the write queue for {WORKER_SILENCE:?}"
+        ))
     }
 }

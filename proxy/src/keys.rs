@@ -70,6 +70,17 @@ impl KeySpace {
         format!("{}{}mem:{id}", self.prefix, scope.key_part())
     }
 
+    /// `rev:{id}`: hash of the memory's revisions, `rev` (acknowledged) and `synced` (applied
+    /// to the vector store).
+    pub fn revision(&self, scope: &Scope, id: Uuid) -> String {
+        format!("{}{}rev:{id}", self.prefix, scope.key_part())
+    }
+
+    /// `lock:{id}`: the lease of the worker applying one of the memory's writes.
+    pub fn lock(&self, id: Uuid) -> String {
+        format!("{}lock:{id}", self.prefix)
+    }
+
     /// `search:gen`: bumped on every write, so older result keys are never read again.
     pub fn search_generation(&self) -> String {
         format!("{}search:gen", self.prefix)

@@ -36,6 +36,15 @@ pub struct Metrics {
     pub queue_pending: IntGaugeVec,
     /// `stream`: entries in `{stream}:dead`.
     pub dead_letters: IntGaugeVec,
+    /// `stream`: dead letters dropped to keep `{stream}:dead` bounded.
+    pub dead_letters_dropped: IntGaugeVec,
+    /// `stream`: workers that said they were alive within the last ten seconds.
+    pub queue_consumers: IntGaugeVec,
+    /// Updates made again because another write to the memory came first.
+    pub write_conflicts: IntCounter,
+    /// Jobs that waited for an earlier write to the same memory (`waited`), or gave up
+    /// waiting and were applied out of order (`gave_up`).
+    pub ordered_waits: IntCounterVec,
     /// `kind` (create, update, delete), `outcome` (done, retried, dead, unfinished).
     pub jobs: IntCounterVec,
     /// `stage` (enrich, upsert, total).
@@ -184,6 +193,36 @@ impl Metrics {
             "Entries taken by a worker and not finished",
         );
         let dead_letters = gauge("memgate_dead_letters", "Entries in a queue's dead letters");
+        let dead_letters_dropped = gauge(
+            "memgate_dead_letters_dropped",
+            "Dead letters dropped to keep a queue's dead letters bounded",
+        );
+        let queue_consumers = gauge(
+            "memgate_queue_consumers",
+            "Workers consuming a queue stream (alive within the last ten seconds)",
+        );
+        let write_conflicts = register(
+            &registry,
+            IntCounter::new(
+                "memgate_write_conflicts_total",
+                "Updates made again because another write to the memory came first",
+            )
+            .expect("valid metric"),
+        );
+        let ordered_waits = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memgate_ordered_waits_total",
+                    "Write jobs that waited for an earlier write to the same memory",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        for outcome in ["waited", "gave_up"] {
+            ordered_waits.with_label_values(&[outcome]);
+        }
         let jobs = register(
             &registry,
             IntCounterVec::new(
@@ -296,6 +335,10 @@ impl Metrics {
             queue_length,
             queue_pending,
             dead_letters,
+            dead_letters_dropped,
+            queue_consumers,
+            write_conflicts,
+            ordered_waits,
             jobs,
             job_duration,
             embedding_calls,

@@ -293,10 +293,12 @@ impl Default for LimitsConfig {
 pub struct CircuitBreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
-    /// How long an open breaker refuses calls before one probe may go.
+    /// How long an open breaker refuses calls before one probe may go (the first time: short,
+    /// so a blip costs little).
     #[serde(with = "humantime_serde")]
     pub cool_down: Duration,
-    /// Each failed probe doubles the cool-down, up to this.
+    /// Each failed probe doubles the cool-down, up to this: the longest a dependency that
+    /// answers again is still refused.
     #[serde(with = "humantime_serde")]
     pub max_cool_down: Duration,
 }
@@ -305,8 +307,8 @@ impl Default for CircuitBreakerConfig {
     fn default() -> Self {
         Self {
             failure_threshold: 5,
-            cool_down: Duration::from_secs(60),
-            max_cool_down: Duration::from_secs(240),
+            cool_down: Duration::from_millis(250),
+            max_cool_down: Duration::from_secs(2),
         }
     }
 }
@@ -527,12 +529,20 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Tries of one job before it goes to `writes:dead`.
     pub max_attempts: u32,
-    /// Wait before the first retry; doubled each time.
+    /// Wait before the first retry; doubled each time (with jitter).
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// A job pending this long with a dead worker is claimed by another.
+    /// The longest wait between two tries.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
+    /// A job whose worker has not said it is alive for this long is claimed by another;
+    /// workers say so five times per `claimIdle`. Also the lease on a memory being written.
     #[serde(with = "humantime_serde")]
     pub claim_idle: Duration,
+    /// How long a write waits for the earlier writes to its memory before it is applied
+    /// anyway (logged as an error and counted in `memgate_ordered_waits_total`).
+    #[serde(with = "humantime_serde")]
+    pub order_wait: Duration,
     /// Most texts in one embeddings call.
     pub embedding_batch_size: usize,
     /// How long a job waits for others to share its embeddings call.
@@ -555,7 +565,9 @@ impl Default for WorkerConfig {
             concurrency: 8,
             max_attempts: 5,
             retry_backoff: Duration::from_millis(500),
-            claim_idle: Duration::from_secs(60),
+            max_retry_backoff: Duration::from_secs(30),
+            claim_idle: Duration::from_secs(5),
+            order_wait: Duration::from_secs(600),
             embedding_batch_size: 64,
             embedding_batch_window: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
@@ -795,6 +807,13 @@ impl Config {
         }
         check_positive("worker.retryBackoff", self.worker.retry_backoff)?;
         check_positive("worker.claimIdle", self.worker.claim_idle)?;
+        check_positive("worker.orderWait", self.worker.order_wait)?;
+        if self.worker.max_retry_backoff < self.worker.retry_backoff {
+            return Err(invalid(
+                "worker.maxRetryBackoff",
+                "must not be less than worker.retryBackoff",
+            ));
+        }
         check_positive("worker.drainTimeout", self.worker.drain_timeout)?;
         check_positive("worker.idempotencyTtl", self.worker.idempotency_ttl)?;
         check_positive(
@@ -906,7 +925,7 @@ mod tests {
         );
 
         let mut config = valid();
-        config.circuit_breaker.max_cool_down = Duration::from_secs(1);
+        config.circuit_breaker.max_cool_down = Duration::from_millis(100);
         assert_eq!(
             config.validate().unwrap_err().field,
             "circuitBreaker.maxCoolDown"

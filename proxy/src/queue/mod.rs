@@ -1,11 +1,19 @@
-//! The write queue: how a write is acknowledged at once and applied later.
+//! The write queue: how a write is acknowledged at once and applied later, in order.
 //!
 //! [`WriteQueue::submit`] stores the record readers will see (provisional, or a tombstone for a
-//! delete) and appends the operation to the `writes` stream in one atomic step, so a write is
-//! acknowledged only once both are stored. Workers take jobs with [`WriteQueue::take`] (new
-//! ones) and [`WriteQueue::claim_stale`] (ones a dead worker left pending), and close each with
-//! [`WriteQueue::finish`], which stores the final record, bumps the search generation and
-//! acknowledges the entry in one atomic step — or moves it to `writes:dead`.
+//! delete), counts the memory's revision up and appends the operation with that revision to
+//! the `writes` stream in one atomic step, so a write is acknowledged only once all are stored.
+//! A read-modify-write (a PATCH) names the revision it read and is refused if another write
+//! came first ([`Submitted::Conflict`]).
+//!
+//! Workers take jobs with [`WriteQueue::take`] (new ones) and [`WriteQueue::claim_stale`] (ones
+//! a dead worker left pending). One memory's jobs are applied one at a time (a lease,
+//! [`WriteQueue::lock`]) and in revision order: a job applies only once the memory's applied
+//! revision is the one before its own ([`WriteQueue::revision`]). Each job is closed with
+//! [`WriteQueue::finish`], which records the applied revision, stores the final record only if
+//! no newer write is pending, bumps the search generation and acknowledges the entry in one
+//! atomic step — or moves it to `writes:dead`. Workers renew their leases and their entries
+//! with [`WriteQueue::keep_alive`], so an entry that goes idle belongs to a dead worker.
 //!
 //! Two implementations: [`RedisQueue`] (streams, consumer group `workers`) and
 //! [`InProcessQueue`] (for `--embedded`; not durable).
@@ -28,6 +36,8 @@ use crate::memory::{StoredMemory, UpdateRequest};
 pub const WRITES_STREAM: &str = "writes";
 pub const ASSOC_STREAM: &str = "assoc";
 pub const CONSUMER_GROUP: &str = "workers";
+/// Dead letters kept per stream; older ones are dropped and counted.
+pub const DEAD_LETTER_CAP: u64 = 10_000;
 
 /// One write for the worker to apply to the vector store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,14 +118,36 @@ pub struct Submission {
     pub bump_generation: bool,
     /// The search-generation key.
     pub generation_key: String,
+    /// The memory's revision counters.
+    pub revision_key: String,
+    /// Stored only if the memory is still at this revision (the one the change was made on).
+    pub expected_revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
-    /// Stored and queued under this stream entry id.
-    Queued { entry: String },
+    /// Stored and queued under this stream entry id, as the memory's `revision`.
+    Queued { entry: String, revision: u64 },
     /// The idempotency key was seen before: nothing new was stored.
     Replayed { id: Uuid },
+    /// Another write came after the expected revision: nothing was stored.
+    Conflict { revision: u64 },
+}
+
+/// Where one memory's writes stand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revision {
+    /// Writes acknowledged so far (the newest write's revision).
+    pub acknowledged: u64,
+    /// The newest revision applied to the vector store.
+    pub applied: u64,
+}
+
+impl Revision {
+    /// Whether every acknowledged write is applied.
+    pub fn settled(&self) -> bool {
+        self.applied >= self.acknowledged
+    }
 }
 
 /// A queued operation handed to a worker.
@@ -124,18 +156,37 @@ pub struct Job {
     /// The stream entry id.
     pub entry: String,
     pub op: WriteOp,
+    /// The memory's revision this write was acknowledged as; `None` for follow-ups
+    /// (association discovery), which are not acknowledged writes.
+    pub revision: Option<u64>,
+    /// How many times the entry was handed to a worker (1 the first time).
+    pub deliveries: u64,
 }
 
 /// How a job ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
-    /// The record readers see from now on (ready, failed, or a tombstone).
-    pub record: RecordWrite,
+    /// The record readers see from now on (ready, failed, or a tombstone), stored only when
+    /// no write is pending after this job: a newer write's record is never overwritten.
+    pub record: Option<RecordWrite>,
+    /// With `applied: None`: the record is stored only if the memory is still at this revision.
+    pub record_if_revision: Option<u64>,
+    pub revision_key: String,
+    /// The revision this job applied (or gave up on: the next write goes on from it).
+    pub applied: Option<u64>,
     pub generation_key: String,
     /// `Some(error)` moves the entry to `writes:dead`.
     pub dead_letter: Option<String>,
     /// Queued on the follow-up stream (`assoc`) in the same atomic step.
     pub follow_up: Option<WriteOp>,
+}
+
+/// An entry a worker is working on, and the lease it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub entry: String,
+    /// `(lock key, owner token)`.
+    pub lock: Option<(String, String)>,
 }
 
 /// Queue depth, for metrics.
@@ -147,6 +198,8 @@ pub struct QueueStats {
     pub pending: u64,
     /// Entries in `writes:dead`.
     pub dead: u64,
+    /// Dead letters dropped to keep `writes:dead` within [`DEAD_LETTER_CAP`].
+    pub dead_dropped: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,8 +247,38 @@ pub trait WriteQueue: Send + Sync + 'static {
         min_idle: Duration,
         max: usize,
     ) -> Result<Vec<Job>, QueueError>;
-    /// Stores the final record, bumps the search generation and acknowledges, atomically.
+    /// Records the applied revision, stores the final record (when nothing newer is pending),
+    /// bumps the search generation and acknowledges, atomically.
     async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError>;
+    /// The record under `record_key` and the memory's acknowledged revision, read together.
+    async fn read_versioned(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<(Option<Bytes>, u64), QueueError>;
+    /// Deletes the record under `record_key` unless one of the memory's writes is pending
+    /// (readers then read the vector store afresh); whether it was deleted.
+    async fn forget_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<bool, QueueError>;
+    /// Where one memory's writes stand.
+    async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError>;
+    /// Takes the lease `key` for `owner` unless someone else holds it; whether it was taken.
+    async fn lock(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, QueueError>;
+    /// Gives the lease back, if `owner` still holds it.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), QueueError>;
+    /// Says `consumer` is alive: its held entries stay its own (they never go idle), its
+    /// leases are renewed, and it counts among the consuming workers.
+    async fn keep_alive(
+        &self,
+        consumer: &str,
+        held: &[Held],
+        lease: Duration,
+    ) -> Result<(), QueueError>;
+    /// Workers that said they were alive within `within`.
+    async fn consumers(&self, within: Duration) -> Result<u64, QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
     /// The stream's name without the store prefix (`writes`, `assoc`), for metrics.
     fn stream(&self) -> &str;

@@ -1,9 +1,11 @@
 //! [`WriteQueue`] on Redis streams. Commands go over a multiplexed connection; the blocking
 //! `XREADGROUP` gets a connection of its own so it never holds up the others.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::ConnectionManager;
 
 use crate::cache::connection_manager;
@@ -14,22 +16,99 @@ use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
 
 use super::{
-    parse_op, Finish, Job, QueueError, QueueStats, Submission, Submitted, WriteQueue,
-    CONSUMER_GROUP,
+    parse_op, Finish, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
+    WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
 };
 
-/// Stores the record, queues the op, optionally bumps the generation; with an idempotency key,
-/// a key seen before returns its id and changes nothing.
+/// Stores the record (without expiry: it is the only copy of the write until a worker applies
+/// it), counts the memory's revision up and queues the op with it; optionally bumps the
+/// generation. With an expected revision, a memory at another revision stores nothing; with an
+/// idempotency key, a key seen before returns its id and stores nothing.
 const SUBMIT: &str = r#"
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
-  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local entry = redis.call('XADD', KEYS[2], '*', 'op', ARGV[3])
+if ARGV[7] ~= '' then
+  local current = redis.call('HGET', KEYS[5], 'rev') or '0'
+  if tonumber(current) ~= tonumber(ARGV[7]) then return {2, current} end
+end
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
+local revision = redis.call('HINCRBY', KEYS[5], 'rev', 1)
+redis.call('PERSIST', KEYS[5])
+redis.call('SET', KEYS[1], ARGV[1])
+local entry = redis.call('XADD', KEYS[2], '*', 'op', ARGV[3], 'rev', revision)
 if ARGV[6] == '1' then redis.call('INCR', KEYS[4]) end
-return {1, entry}
+return {1, entry, tostring(revision)}
+"#;
+
+/// Records the applied revision; stores the record only when nothing acknowledged is pending
+/// (and, for `record_if`, the memory is still at that revision), with its TTL, and lets the
+/// revision counters expire with it; bumps the generation; dead-letters (capped, counting what
+/// is dropped) or queues the follow-up; acknowledges and deletes the entry.
+const FINISH: &str = r#"
+if ARGV[3] ~= '' then
+  local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
+  if tonumber(ARGV[3]) > synced then redis.call('HSET', KEYS[2], 'synced', ARGV[3]) end
+end
+local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
+local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
+local settled = acknowledged <= synced
+if KEYS[1] ~= '' and settled and (ARGV[4] == '' or acknowledged == tonumber(ARGV[4])) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if settled then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+redis.call('INCR', KEYS[3])
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[5], '*', 'entry', ARGV[5], 'op', ARGV[7], 'error', ARGV[6])
+  local dropped = redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[9])
+  if dropped > 0 then redis.call('INCRBY', KEYS[7], dropped) end
+end
+if KEYS[6] ~= '' and ARGV[8] ~= '' then redis.call('XADD', KEYS[6], '*', 'op', ARGV[8]) end
+redis.call('XACK', KEYS[4], ARGV[10], ARGV[5])
+redis.call('XDEL', KEYS[4], ARGV[5])
+return 1
+"#;
+
+/// Renews a worker's presence, its entries (still its own: they are claimed again with idle 0,
+/// without counting a delivery) and its leases (those it still holds).
+const KEEP_ALIVE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 3600000)
+local entries = tonumber(ARGV[5])
+if entries > 0 then
+  local mine = {}
+  for _, pending in ipairs(redis.call('XPENDING', KEYS[2], ARGV[4], '-', '+', entries * 4 + 100, ARGV[2])) do
+    mine[pending[1]] = true
+  end
+  local ids = {}
+  for i = 1, entries do
+    if mine[ARGV[5 + i]] then table.insert(ids, ARGV[5 + i]) end
+  end
+  if #ids > 0 then
+    redis.call('XCLAIM', KEYS[2], ARGV[4], ARGV[2], 0, 'JUSTID', unpack(ids))
+  end
+end
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[5 + entries + i - 2] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
+end
+return 1
+"#;
+
+/// Deletes a record unless a write of its memory is pending.
+const FORGET_SETTLED: &str = r#"
+local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
+local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
+if acknowledged > synced then return 0 end
+return redis.call('DEL', KEYS[1])
+"#;
+
+/// Deletes the lease only if `owner` holds it.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 pub struct RedisQueue {
@@ -38,8 +117,14 @@ pub struct RedisQueue {
     name: String,
     writes: String,
     dead: String,
+    dead_dropped: String,
+    workers: String,
     follow_up: Option<String>,
     submit: Script,
+    finish: Script,
+    keep_alive: Script,
+    unlock: Script,
+    forget_settled: Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -52,6 +137,11 @@ impl std::fmt::Debug for RedisQueue {
 
 /// Longest `XREADGROUP` block; the blocking connection's timeout allows for it.
 const MAX_BLOCK: Duration = Duration::from_secs(2);
+
+/// Whether Redis lost the stream or its consumer group (a restart without data, FLUSHALL).
+fn is_missing_group(error: &QueueError) -> bool {
+    matches!(error, QueueError::Redis(error) if error.code() == Some("NOGROUP"))
+}
 
 impl RedisQueue {
     /// The queue on the stream `{prefix}{stream}` (dead letters in `{prefix}{stream}:dead`);
@@ -70,12 +160,18 @@ impl RedisQueue {
             name: stream.to_string(),
             writes: format!("{prefix}{stream}"),
             dead: format!("{prefix}{stream}:dead"),
+            dead_dropped: format!("{prefix}{stream}:dead:dropped"),
+            workers: format!("{prefix}{stream}:consumers"),
             follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
             submit: Script::new(SUBMIT),
+            finish: Script::new(FINISH),
+            keep_alive: Script::new(KEEP_ALIVE),
+            unlock: Script::new(UNLOCK),
+            forget_settled: Script::new(FORGET_SETTLED),
         })
     }
 
-    fn job(&self, entry: StreamId) -> Result<Job, QueueError> {
+    fn job(&self, entry: StreamId, deliveries: u64) -> Result<Job, QueueError> {
         let raw = match entry.map.get("op") {
             Some(Value::BulkString(bytes)) => bytes.clone(),
             _ => {
@@ -85,18 +181,26 @@ impl RedisQueue {
                 })
             }
         };
+        let revision = entry.get::<u64>("rev");
         Ok(Job {
             op: parse_op(&entry.id, &raw)?,
             entry: entry.id,
+            revision,
+            deliveries,
         })
     }
 
     /// Parses entries; an unreadable one is moved to the dead letters, never retried forever.
-    async fn jobs(&self, entries: Vec<StreamId>) -> Result<Vec<Job>, QueueError> {
+    async fn jobs(
+        &self,
+        entries: Vec<StreamId>,
+        deliveries: &HashMap<String, u64>,
+    ) -> Result<Vec<Job>, QueueError> {
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let id = entry.id.clone();
-            match self.job(entry) {
+            let delivered = deliveries.get(&id).copied().unwrap_or(1);
+            match self.job(entry, delivered) {
                 Ok(job) => jobs.push(job),
                 Err(error) => {
                     tracing::error!(%error, entry = %id, "moving an unreadable queue entry to the dead letters");
@@ -119,6 +223,47 @@ impl RedisQueue {
         }
         Ok(jobs)
     }
+
+    /// How often each of `consumer`'s pending entries between `first` and `last` was delivered.
+    async fn deliveries(
+        &self,
+        consumer: &str,
+        first: &str,
+        last: &str,
+        count: usize,
+    ) -> Result<HashMap<String, u64>, QueueError> {
+        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.writes)
+            .arg(CONSUMER_GROUP)
+            .arg(first)
+            .arg(last)
+            .arg(count.max(1))
+            .arg(consumer)
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|pending| (pending.id, pending.times_delivered as u64))
+            .collect())
+    }
+
+    /// Runs `call`; if Redis lost the stream or group, creates them again (no entry that is
+    /// still there is skipped: the group starts at the stream's beginning) and runs it once more.
+    async fn healing<T, F, Fut>(&self, call: F) -> Result<T, QueueError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueueError>>,
+    {
+        match call().await {
+            Err(error) if is_missing_group(&error) => {
+                tracing::warn!(stream = %self.writes, "the write queue's consumer group is gone; creating it again");
+                self.prepare().await?;
+                call().await
+            }
+            other => other,
+        }
+    }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -127,39 +272,68 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
+fn now_millis() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+fn serialized(entry: &str, op: &WriteOp) -> Result<Vec<u8>, QueueError> {
+    serde_json::to_vec(op).map_err(|e| QueueError::Corrupt {
+        entry: entry.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 #[async_trait]
 impl WriteQueue for RedisQueue {
     async fn submit(&self, submission: Submission) -> Result<Submitted, QueueError> {
-        let op = serde_json::to_vec(&submission.op).map_err(|e| QueueError::Corrupt {
-            entry: "new".into(),
-            reason: e.to_string(),
-        })?;
+        let op = serialized("new", &submission.op)?;
         let (idempotency_key, idempotency_ttl) = submission
             .idempotency
             .map(|(key, ttl)| (key, millis(ttl)))
             .unwrap_or_default();
-        let (queued, value): (i64, String) = self
+        let expected = submission
+            .expected_revision
+            .map(|revision| revision.to_string())
+            .unwrap_or_default();
+        let reply: Vec<String> = self
             .submit
             .key(&submission.record.key)
             .key(&self.writes)
             .key(&idempotency_key)
             .key(&submission.generation_key)
+            .key(&submission.revision_key)
             .arg(submission.record.value.as_ref())
             .arg(millis(submission.record.ttl))
             .arg(op)
             .arg(submission.op.id().to_string())
             .arg(idempotency_ttl.max(1))
             .arg(if submission.bump_generation { "1" } else { "0" })
+            .arg(expected)
             .invoke_async(&mut self.commands.clone())
             .await?;
-        if queued == 1 {
-            return Ok(Submitted::Queued { entry: value });
+        let corrupt = |reason: &str| QueueError::Corrupt {
+            entry: "submit".into(),
+            reason: reason.to_string(),
+        };
+        let number = |text: Option<&String>| -> Result<u64, QueueError> {
+            text.and_then(|text| text.parse().ok())
+                .ok_or_else(|| corrupt("a revision that is not a number"))
+        };
+        match reply.first().map(String::as_str) {
+            Some("1") => Ok(Submitted::Queued {
+                entry: reply.get(1).cloned().unwrap_or_default(),
+                revision: number(reply.get(2))?,
+            }),
+            Some("0") => {
+                let id = reply.get(1).map(String::as_str).unwrap_or_default();
+                let id = Uuid::parse_str(id).map_err(|e| corrupt(&e.to_string()))?;
+                Ok(Submitted::Replayed { id })
+            }
+            Some("2") => Ok(Submitted::Conflict {
+                revision: number(reply.get(1))?,
+            }),
+            _ => Err(corrupt("an unknown answer")),
         }
-        let id = Uuid::parse_str(&value).map_err(|e| QueueError::Corrupt {
-            entry: idempotency_key,
-            reason: e.to_string(),
-        })?;
-        Ok(Submitted::Replayed { id })
     }
 
     async fn prepare(&self) -> Result<(), QueueError> {
@@ -189,14 +363,18 @@ impl WriteQueue for RedisQueue {
             .count(max.max(1))
             .block(block);
         let reply: Option<StreamReadReply> = self
-            .blocking
-            .clone()
-            .xread_options(&[&self.writes], &[">"], &options)
+            .healing(|| async {
+                Ok(self
+                    .blocking
+                    .clone()
+                    .xread_options(&[&self.writes], &[">"], &options)
+                    .await?)
+            })
             .await?;
         let entries = reply
             .map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect())
             .unwrap_or_default();
-        self.jobs(entries).await
+        self.jobs(entries, &HashMap::new()).await
     }
 
     async fn claim_stale(
@@ -206,55 +384,165 @@ impl WriteQueue for RedisQueue {
         max: usize,
     ) -> Result<Vec<Job>, QueueError> {
         let reply: StreamAutoClaimReply = self
-            .commands
-            .clone()
-            .xautoclaim_options(
-                &self.writes,
-                CONSUMER_GROUP,
-                consumer,
-                millis(min_idle),
-                "0-0",
-                StreamAutoClaimOptions::default().count(max.max(1)),
-            )
+            .healing(|| async {
+                Ok(self
+                    .commands
+                    .clone()
+                    .xautoclaim_options(
+                        &self.writes,
+                        CONSUMER_GROUP,
+                        consumer,
+                        millis(min_idle),
+                        "0-0",
+                        StreamAutoClaimOptions::default().count(max.max(1)),
+                    )
+                    .await?)
+            })
             .await?;
-        self.jobs(reply.claimed).await
+        let (Some(first), Some(last)) = (reply.claimed.first(), reply.claimed.last()) else {
+            return Ok(Vec::new());
+        };
+        let deliveries = self
+            .deliveries(consumer, &first.id, &last.id, reply.claimed.len() * 2)
+            .await?;
+        self.jobs(reply.claimed, &deliveries).await
     }
 
     async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("SET")
-            .arg(&finish.record.key)
-            .arg(finish.record.value.as_ref())
-            .arg("PX")
-            .arg(millis(finish.record.ttl))
-            .ignore();
-        pipe.incr(&finish.generation_key, 1).ignore();
-        if let Some(error) = &finish.dead_letter {
-            let op = serde_json::to_string(&job.op).unwrap_or_default();
-            pipe.xadd(
-                &self.dead,
-                "*",
-                &[
-                    ("entry", job.entry.as_str()),
-                    ("op", op.as_str()),
-                    ("error", error.as_str()),
-                ],
-            )
-            .ignore();
-        }
-        if let (Some(stream), Some(op)) = (&self.follow_up, &finish.follow_up) {
-            let op = serde_json::to_vec(op).map_err(|e| QueueError::Corrupt {
-                entry: job.entry.clone(),
-                reason: e.to_string(),
-            })?;
-            pipe.xadd(stream, "*", &[("op", op)]).ignore();
-        }
-        pipe.xack(&self.writes, CONSUMER_GROUP, &[&job.entry])
-            .ignore();
-        pipe.xdel(&self.writes, &[&job.entry]).ignore();
-        pipe.exec_async(&mut self.commands.clone()).await?;
+        let (record_key, record_value, record_ttl) = match &finish.record {
+            Some(record) => (record.key.as_str(), record.value.as_ref(), record.ttl),
+            None => ("", &b""[..], Duration::from_secs(3600)),
+        };
+        let follow_up = match (&self.follow_up, &finish.follow_up) {
+            (Some(stream), Some(op)) => (stream.as_str(), serialized(&job.entry, op)?),
+            _ => ("", Vec::new()),
+        };
+        let op = serde_json::to_string(&job.op).unwrap_or_default();
+        let optional = |number: Option<u64>| number.map(|n| n.to_string()).unwrap_or_default();
+        self.finish
+            .key(record_key)
+            .key(&finish.revision_key)
+            .key(&finish.generation_key)
+            .key(&self.writes)
+            .key(&self.dead)
+            .key(follow_up.0)
+            .key(&self.dead_dropped)
+            .arg(record_value)
+            .arg(millis(record_ttl))
+            .arg(optional(finish.applied))
+            .arg(optional(finish.record_if_revision))
+            .arg(&job.entry)
+            .arg(finish.dead_letter.as_deref().unwrap_or_default())
+            .arg(op)
+            .arg(follow_up.1)
+            .arg(DEAD_LETTER_CAP)
+            .arg(CONSUMER_GROUP)
+            .invoke_async::<i64>(&mut self.commands.clone())
+            .await?;
         Ok(())
+    }
+
+    async fn read_versioned(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<(Option<Bytes>, u64), QueueError> {
+        let (record, revision): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+            .atomic()
+            .get(record_key)
+            .hget(revision_key, "rev")
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok((record.map(Bytes::from), revision.unwrap_or(0)))
+    }
+
+    async fn forget_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<bool, QueueError> {
+        let deleted: i64 = self
+            .forget_settled
+            .key(record_key)
+            .key(revision_key)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError> {
+        let (acknowledged, applied): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(revision_key)
+            .arg("rev")
+            .arg("synced")
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(Revision {
+            acknowledged: acknowledged.unwrap_or(0),
+            applied: applied.unwrap_or(0),
+        })
+    }
+
+    async fn lock(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, QueueError> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(lease))
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), QueueError> {
+        let _: i64 = self
+            .unlock
+            .key(key)
+            .arg(owner)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn keep_alive(
+        &self,
+        consumer: &str,
+        held: &[Held],
+        lease: Duration,
+    ) -> Result<(), QueueError> {
+        let locks: Vec<&(String, String)> = held.iter().filter_map(|h| h.lock.as_ref()).collect();
+        let mut invocation = self.keep_alive.key(&self.workers);
+        invocation.key(&self.writes);
+        for (key, _) in &locks {
+            invocation.key(key);
+        }
+        invocation
+            .arg(now_millis())
+            .arg(consumer)
+            .arg(millis(lease))
+            .arg(CONSUMER_GROUP)
+            .arg(held.len());
+        for entry in held {
+            invocation.arg(&entry.entry);
+        }
+        for (_, owner) in &locks {
+            invocation.arg(owner);
+        }
+        self.healing(|| async {
+            let _: i64 = invocation.invoke_async(&mut self.commands.clone()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consumers(&self, within: Duration) -> Result<u64, QueueError> {
+        let since = now_millis().saturating_sub(millis(within));
+        Ok(self
+            .commands
+            .clone()
+            .zcount(&self.workers, since, "+inf")
+            .await?)
     }
 
     fn stream(&self) -> &str {
@@ -265,6 +553,7 @@ impl WriteQueue for RedisQueue {
         let mut connection = self.commands.clone();
         let length: u64 = connection.xlen(&self.writes).await?;
         let dead: u64 = connection.xlen(&self.dead).await?;
+        let dead_dropped: Option<u64> = connection.get(&self.dead_dropped).await?;
         let pending: redis::streams::StreamPendingReply = connection
             .xpending(&self.writes, CONSUMER_GROUP)
             .await
@@ -273,6 +562,7 @@ impl WriteQueue for RedisQueue {
             length,
             pending: pending.count() as u64,
             dead,
+            dead_dropped: dead_dropped.unwrap_or(0),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::job::{scope_of, Leases};
 use super::Worker;
 use crate::keys::Scope;
 use crate::layout::{Enrichment, EnrichmentNeeds};
@@ -23,6 +24,10 @@ pub enum ApplyError {
     Vectors(#[from] crate::vectors::VectorError),
     #[error("memory {0} is not in the vector store (yet)")]
     Missing(Uuid),
+    #[error("association discovery of {0} is not a write")]
+    NotAWrite(Uuid),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// The fields of `after` that differ from `before` (the payload fields an update sets).
@@ -62,6 +67,7 @@ impl Worker {
                 needs_keywords,
                 scope,
             } => {
+                // A delete acknowledged after it is applied next: nothing to store.
                 if self.is_deleted(&key).await {
                     return Ok((self.record(key, tombstone(*id)), None));
                 }
@@ -74,12 +80,6 @@ impl Worker {
                 self.layout.apply_enrichment(&mut memory, enrichment);
                 let vector = self.embed(&memory).await?;
                 let record = self.store(key.clone(), *id, memory, vector).await?;
-                // Deleted while it was enriched: the delete may have run before this store,
-                // so the point goes again (a delete acknowledged after this check finds it).
-                if self.is_deleted(&key).await {
-                    self.vectors.delete(&[*id]).await?;
-                    return Ok((self.record(key, tombstone(*id)), None));
-                }
                 let associate = WriteOp::Associate {
                     id: *id,
                     scope: scope.clone(),
@@ -95,9 +95,8 @@ impl Worker {
                 }
                 Ok((self.record(key, tombstone(*id)), None))
             }
-            WriteOp::Associate { id, scope } => {
-                Ok((self.associate(key, *id, scope.as_deref()).await?, None))
-            }
+            // Association jobs take leases of their own (see `associate`).
+            WriteOp::Associate { id, .. } => Err(ApplyError::NotAWrite(*id)),
         }
     }
 
@@ -128,22 +127,62 @@ impl Worker {
         Ok(self.ready_record(key, memory))
     }
 
-    /// Links a new memory with its nearest neighbours by the layout's rule, both ways.
-    /// Neighbours' cached records are dropped so they are read fresh.
-    async fn associate(
+    /// Links a new memory with its nearest neighbours by the layout's rule, both ways: its
+    /// own links under its lease, then each neighbour's under the neighbour's lease (one lease
+    /// at a time, so two discoveries never wait on each other). Returns the memory's record
+    /// and the revision it was made at; `None` when the memory is gone. Neighbours' cached
+    /// records are dropped (unless a write of theirs is pending) so they are read fresh.
+    pub(super) async fn associate(
         &self,
-        key: String,
         id: Uuid,
         scope: Option<&str>,
-    ) -> Result<RecordWrite, ApplyError> {
-        let Some(vector) = self.vectors.vector_of(id).await? else {
-            return Ok(self.record(key, tombstone(id)));
+        leases: &Leases<'_>,
+    ) -> Result<Option<(RecordWrite, u64)>, ApplyError> {
+        let tenant = scope_of(scope);
+        let lock = self.keys.lock(id);
+        leases.acquire(&lock).await;
+        let own = self.link_own(id, scope).await;
+        leases.release(&lock).await;
+        let Some((mut memory, neighbours, revision)) = own? else {
+            return Ok(None);
         };
-        let mut memory = self
-            .vectors
-            .retrieve(id)
+        let rule = self.layout.association_rule();
+        let own_id = id.to_string();
+        let mut linked = Vec::new();
+        for other in neighbours {
+            linked.push(other.to_string());
+            let lock = self.keys.lock(other);
+            leases.acquire(&lock).await;
+            let added = self
+                .add_link(&tenant, other, &own_id, rule.neighbour_cap)
+                .await;
+            leases.release(&lock).await;
+            added?;
+        }
+        memory.extend(self.layout.associations_fields(linked));
+        let key = self.keys.memory(&tenant, id);
+        Ok(Some((self.ready_record(key, memory), revision)))
+    }
+
+    /// Under the memory's lease: finds its neighbours and stores its links. The memory, its
+    /// neighbours' ids and its revision; `None` when it is not in the vector store.
+    async fn link_own(
+        &self,
+        id: Uuid,
+        scope: Option<&str>,
+    ) -> Result<Option<(StoredMemory, Vec<Uuid>, u64)>, ApplyError> {
+        let tenant = scope_of(scope);
+        let revision = self
+            .queue
+            .revision(&self.keys.revision(&tenant, id))
             .await?
-            .ok_or(ApplyError::Missing(id))?;
+            .acknowledged;
+        let Some(vector) = self.vectors.vector_of(id).await? else {
+            return Ok(None);
+        };
+        let Some(memory) = self.vectors.retrieve(id).await? else {
+            return Ok(None);
+        };
         let rule = self.layout.association_rule();
         let threshold = self.layout.default_similarity_threshold();
         let query = VectorQuery {
@@ -162,45 +201,56 @@ impl Worker {
             exact: false,
         };
         let own = id.to_string();
-        let neighbours: Vec<StoredMemory> = self
+        let neighbours: Vec<Uuid> = self
             .vectors
             .search(query)
             .await?
             .into_iter()
             .filter(|found| found.score >= threshold)
             .take(rule.candidates as usize)
-            .map(|found| found.memory)
-            .filter(|found| found.get("id").and_then(Value::as_str) != Some(own.as_str()))
+            .filter_map(|found| {
+                found
+                    .memory
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .filter(|found| *found != own)
+            .filter_map(|found| Uuid::parse_str(&found).ok())
             .take(rule.keep)
             .collect();
-        if neighbours.is_empty() {
-            return Ok(self.ready_record(key, memory));
+        if !neighbours.is_empty() {
+            let linked = neighbours.iter().map(Uuid::to_string).collect();
+            self.vectors
+                .set_fields(id, self.layout.associations_fields(linked))
+                .await?;
         }
-        let scope = scope.map(Scope::tenant).unwrap_or(Scope::UNSCOPED);
-        let mut linked = Vec::new();
-        for neighbour in &neighbours {
-            let Some(other) = neighbour
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|text| Uuid::parse_str(text).ok())
-            else {
-                continue;
-            };
-            linked.push(other.to_string());
-            let theirs = self.layout.associations(neighbour);
-            if let Some(list) = with_link(theirs, &own, rule.neighbour_cap) {
-                self.vectors
-                    .set_fields(other, self.layout.associations_fields(list))
-                    .await?;
-                if let Err(error) = self.cache.delete(&self.keys.memory(&scope, other)).await {
-                    tracing::warn!(%error, %other, "could not drop a neighbour's cached record");
-                }
+        Ok(Some((memory, neighbours, revision)))
+    }
+
+    /// Under the neighbour's lease: adds the link to `own` to its list (as it is now).
+    async fn add_link(
+        &self,
+        tenant: &Scope,
+        other: Uuid,
+        own: &str,
+        cap: usize,
+    ) -> Result<(), ApplyError> {
+        let Some(neighbour) = self.vectors.retrieve(other).await? else {
+            return Ok(());
+        };
+        let theirs = self.layout.associations(&neighbour);
+        if let Some(list) = with_link(theirs, own, cap) {
+            self.vectors
+                .set_fields(other, self.layout.associations_fields(list))
+                .await?;
+            let record = self.keys.memory(tenant, other);
+            let revision = self.keys.revision(tenant, other);
+            if let Err(error) = self.queue.forget_settled(&record, &revision).await {
+                tracing::warn!(%error, %other, "could not drop a neighbour's cached record");
             }
         }
-        let fields = self.layout.associations_fields(linked);
-        self.vectors.set_fields(id, fields.clone()).await?;
-        memory.extend(fields);
-        Ok(self.ready_record(key, memory))
+        Ok(())
     }
 
     fn record(&self, key: String, value: bytes::Bytes) -> RecordWrite {

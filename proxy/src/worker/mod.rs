@@ -2,28 +2,36 @@
 //!
 //! For a create it asks the enrichment provider for summary, valence and keywords in parallel
 //! (a failure stores the layout's fallback), then embeds the layout's text for the memory
-//! (batched across jobs), upserts the layout's payload, and finishes the job: the ready record replaces the provisional one, the search generation
-//! moves, the entry is acknowledged. A job that fails is retried with exponential backoff, then
-//! moved to `writes:dead` and its memory marked `status: failed` with the reason. Jobs a dead
-//! worker left pending are claimed after `worker.claimIdle`. On shutdown it takes no new jobs
-//! and finishes the ones in flight.
+//! (batched across jobs), upserts the layout's payload, and finishes the job: the ready record
+//! replaces the provisional one (unless a newer write is pending), the search generation moves,
+//! the entry is acknowledged.
+//!
+//! One memory's writes are applied in the order they were acknowledged, one at a time (see
+//! [`job`]). A job that fails is retried with capped, jittered exponential backoff, then moved
+//! to `writes:dead` and its memory marked `status: failed` with the reason. A heartbeat keeps
+//! the worker's entries and leases its own ([`flight`]); jobs a dead worker left pending are
+//! claimed after `worker.claimIdle`. On shutdown it takes no new jobs and finishes the ones in
+//! flight.
 
 mod apply;
 mod batcher;
+mod flight;
+mod job;
 
 pub use batcher::EmbeddingBatcher;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
+use self::flight::InFlight;
 use crate::enrichment::Enricher;
-use crate::keys::{KeySpace, Scope};
+use crate::keys::KeySpace;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
-use crate::queue::{Finish, Job, RecordWrite, WriteOp, WriteQueue};
+use crate::queue::{Job, WriteQueue};
 use crate::vectors::VectorStore;
 
 /// What the worker needs from the config.
@@ -32,7 +40,12 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
+    /// The longest wait between two tries of a job.
+    pub max_retry_backoff: Duration,
+    /// How long an entry of a live worker may go without a heartbeat; also the memory lease.
     pub claim_idle: Duration,
+    /// How long a job waits for earlier writes to its memory before it is applied anyway.
+    pub order_wait: Duration,
     pub drain_timeout: Duration,
     pub memory_ttl: Duration,
     pub access_sync_interval: Duration,
@@ -67,6 +80,16 @@ const ACCESS_SYNC_BATCH: usize = 500;
 /// How long one `take` waits for new jobs before the loop checks for shutdown again.
 const TAKE_WAIT: Duration = Duration::from_millis(500);
 
+/// Jobs one worker holds per slot: the others wait for their memory's earlier writes or lease
+/// without holding a slot.
+const JOBS_HELD_PER_SLOT: usize = 4;
+
+/// Heartbeats per `claimIdle`: a live worker's entries never come near it.
+const HEARTBEATS_PER_IDLE: u32 = 5;
+
+/// Looks for a dead worker's entries this often per `claimIdle`.
+const CLAIMS_PER_IDLE: u32 = 2;
+
 impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -94,6 +117,7 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true, then finishes in-flight jobs (up to the drain timeout).
+    /// Dropping the future (aborting its task) stops every job at once, as a crash would.
     pub async fn run(self: Arc<Self>, consumer: String, mut shutdown: watch::Receiver<bool>) {
         while let Err(error) = self.queue.prepare().await {
             tracing::warn!(%error, "write queue not ready; retrying");
@@ -103,72 +127,127 @@ impl Worker {
             }
         }
         tracing::info!(%consumer, concurrency = self.settings.concurrency, "worker started");
-        let access_sync = tokio::spawn(self.clone().sync_accesses_forever());
+        let flight = InFlight::default();
+        let mut helpers = JoinSet::new();
+        helpers.spawn(self.clone().sync_accesses_forever());
+        helpers.spawn(flight.clone().keep_alive_forever(
+            self.queue.clone(),
+            consumer.clone(),
+            self.heartbeat_interval(),
+            self.settings.claim_idle,
+        ));
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut jobs = JoinSet::new();
+        let capacity = self.settings.concurrency * JOBS_HELD_PER_SLOT;
         let mut last_claim: Option<Instant> = None;
         while !*shutdown.borrow() {
-            let free = slots.available_permits();
-            if free == 0 {
+            while jobs.try_join_next().is_some() {}
+            let claim_due = last_claim
+                .is_none_or(|at| at.elapsed() >= self.settings.claim_idle / CLAIMS_PER_IDLE);
+            if claim_due {
+                last_claim = Some(Instant::now());
+                // Claims do not wait for room: a dead worker's jobs may be the ones the jobs
+                // held here are waiting for.
+                for job in self.claim_stale(&consumer, &flight).await {
+                    self.spawn_job(&mut jobs, job, &consumer, &flight, &slots);
+                }
+            }
+            let room = capacity.saturating_sub(flight.len());
+            if room == 0 {
                 tokio::select! {
-                    permit = slots.clone().acquire_owned() => drop(permit),
+                    _ = jobs.join_next() => {}
+                    _ = tokio::time::sleep(TAKE_WAIT) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
-            let claim_due =
-                last_claim.is_none_or(|at| at.elapsed() >= self.settings.claim_idle / 2);
-            let mut jobs = Vec::new();
-            if claim_due {
-                last_claim = Some(Instant::now());
-                match self
-                    .queue
-                    .claim_stale(&consumer, self.settings.claim_idle, free)
-                    .await
-                {
-                    Ok(claimed) => {
-                        if !claimed.is_empty() {
-                            tracing::info!(
-                                count = claimed.len(),
-                                "claimed jobs of a worker that stopped"
-                            );
-                        }
-                        jobs = claimed;
-                    }
-                    Err(error) => tracing::warn!(%error, "could not claim stale jobs"),
-                }
-            }
-            if jobs.is_empty() {
-                // Not raced against shutdown: jobs handed over are always processed.
-                match self.queue.take(&consumer, free, TAKE_WAIT).await {
-                    Ok(taken) => jobs = taken,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not read the write queue");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+            // Not raced against shutdown: jobs handed over are always processed.
+            match self
+                .queue
+                .take(&consumer, room.min(self.settings.concurrency), TAKE_WAIT)
+                .await
+            {
+                Ok(taken) => {
+                    for job in taken {
+                        self.spawn_job(&mut jobs, job, &consumer, &flight, &slots);
                     }
                 }
-            }
-            for job in jobs {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let worker = self.clone();
-                tokio::spawn(async move {
-                    worker.process(job).await;
-                    drop(permit);
-                });
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the write queue");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
             self.export_queue_stats().await;
         }
-        access_sync.abort();
-        let all = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
-        let drained =
-            tokio::time::timeout(self.settings.drain_timeout, slots.acquire_many(all)).await;
+        let drained = tokio::time::timeout(self.settings.drain_timeout, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
         match drained {
-            Ok(_) => tracing::info!("worker stopped after finishing its jobs"),
+            Ok(()) => tracing::info!("worker stopped after finishing its jobs"),
             Err(_) => {
                 tracing::warn!("worker stopped with jobs in flight; another worker will claim them")
             }
         }
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        (self.settings.claim_idle / HEARTBEATS_PER_IDLE).max(Duration::from_millis(20))
+    }
+
+    /// Jobs a dead worker left pending, now this worker's; never its own live ones.
+    async fn claim_stale(&self, consumer: &str, flight: &InFlight) -> Vec<Job> {
+        match self
+            .queue
+            .claim_stale(
+                consumer,
+                self.settings.claim_idle,
+                self.settings.concurrency,
+            )
+            .await
+        {
+            Ok(claimed) => {
+                let claimed: Vec<Job> = claimed
+                    .into_iter()
+                    .filter(|job| !flight.is_in_flight(&job.entry))
+                    .collect();
+                if !claimed.is_empty() {
+                    tracing::info!(
+                        count = claimed.len(),
+                        "claimed jobs of a worker that stopped"
+                    );
+                }
+                claimed
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not claim stale jobs");
+                Vec::new()
+            }
+        }
+    }
+
+    fn spawn_job(
+        self: &Arc<Self>,
+        jobs: &mut JoinSet<()>,
+        job: Job,
+        consumer: &str,
+        flight: &InFlight,
+        slots: &Arc<Semaphore>,
+    ) {
+        if !flight.start(&job.entry) {
+            return;
+        }
+        let (worker, consumer, flight, slots) = (
+            self.clone(),
+            consumer.to_string(),
+            flight.clone(),
+            slots.clone(),
+        );
+        jobs.spawn(async move {
+            let entry = job.entry.clone();
+            worker.process(job, &consumer, &flight, &slots).await;
+            flight.end(&entry);
+        });
     }
 
     async fn sync_accesses_forever(self: Arc<Self>) {
@@ -237,12 +316,34 @@ impl Worker {
         count: u64,
         last: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, crate::vectors::VectorError> {
-        let Some(payload) = self.vectors.retrieve(id).await? else {
-            return Ok(false);
-        };
-        let fields = self.layout.accessed(&payload, count, last);
-        self.vectors.set_fields(id, fields).await?;
-        Ok(true)
+        // A write being applied to the memory could overwrite the counts: next round.
+        let lock = self.keys.lock(id);
+        let owner = format!("access-sync/{}", uuid::Uuid::new_v4().simple());
+        match self
+            .queue
+            .lock(&lock, &owner, self.settings.claim_idle)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(error) => {
+                tracing::warn!(%error, %id, "could not take a memory's lease to add its reads");
+                return Ok(false);
+            }
+        }
+        let added = async {
+            let Some(payload) = self.vectors.retrieve(id).await? else {
+                return Ok(false);
+            };
+            let fields = self.layout.accessed(&payload, count, last);
+            self.vectors.set_fields(id, fields).await?;
+            Ok(true)
+        }
+        .await;
+        if let Err(error) = self.queue.unlock(&lock, &owner).await {
+            tracing::warn!(%error, %id, "could not give a memory's lease back; it runs out by itself");
+        }
+        added
     }
 
     async fn export_queue_stats(&self) {
@@ -260,99 +361,21 @@ impl Worker {
                 .dead_letters
                 .with_label_values(&stream)
                 .set(stats.dead as i64);
+            self.metrics
+                .dead_letters_dropped
+                .with_label_values(&stream)
+                .set(stats.dead_dropped as i64);
         }
-    }
-
-    /// Applies one job with retries, then finishes it (ready, or dead-lettered).
-    pub async fn process(&self, job: Job) {
-        let started = Instant::now();
-        let kind = job.op.kind();
-        let mut attempt = 1;
-        let finish = loop {
-            match self.apply(&job.op).await {
-                Ok((record, follow_up)) => break self.finish_with(record, None, follow_up),
-                Err(error) if attempt < self.settings.max_attempts => {
-                    let backoff = self.settings.retry_backoff * 2u32.saturating_pow(attempt - 1);
-                    tracing::warn!(%error, entry = %job.entry, attempt, ?backoff, "write job failed; retrying");
-                    self.metrics
-                        .jobs
-                        .with_label_values(&[kind, "retried"])
-                        .inc();
-                    tokio::time::sleep(backoff).await;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    tracing::error!(%error, entry = %job.entry, attempt, "write job failed for good; dead-lettered");
-                    let failed = self.failed_record(&job, &error.to_string()).await;
-                    break self.finish_with(failed, Some(error.to_string()), None);
-                }
-            }
-        };
-        let outcome = if finish.dead_letter.is_some() {
-            "dead"
-        } else {
-            "done"
-        };
-        // The entry stays pending (and is claimed again later) if even this fails.
-        for attempt in 1..=3u64 {
-            match self.queue.finish(&job, finish.clone()).await {
-                Ok(()) => {
-                    self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
-                    self.metrics
-                        .job_duration
-                        .with_label_values(&["total"])
-                        .observe(started.elapsed().as_secs_f64());
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, entry = %job.entry, attempt, "could not finish a write job");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-            }
-        }
-        self.metrics
-            .jobs
-            .with_label_values(&[kind, "unfinished"])
-            .inc();
-    }
-
-    fn finish_with(
-        &self,
-        record: RecordWrite,
-        dead_letter: Option<String>,
-        follow_up: Option<WriteOp>,
-    ) -> Finish {
-        Finish {
-            record,
-            generation_key: self.keys.search_generation(),
-            dead_letter,
-            follow_up,
+        if let Ok(consumers) = self.queue.consumers(crate::fastpath::WORKER_SILENCE).await {
+            self.metrics
+                .queue_consumers
+                .with_label_values(&[self.queue.stream()])
+                .set(i64::try_from(consumers).unwrap_or(i64::MAX));
         }
     }
 
     fn record_key(&self, job_scope: Option<&str>, id: uuid::Uuid) -> String {
-        let scope = job_scope.map(Scope::tenant).unwrap_or(Scope::UNSCOPED);
-        self.keys.memory(&scope, id)
-    }
-
-    /// The record of a job that failed for good: what readers had, `status: failed`, the reason.
-    async fn failed_record(&self, job: &Job, error: &str) -> RecordWrite {
-        let key = self.record_key(job.op.scope(), job.op.id());
-        let mut memory = match &job.op {
-            crate::queue::WriteOp::Create { memory, .. } => memory.clone(),
-            _ => match self.cache.get(&key).await {
-                Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-                _ => Default::default(),
-            },
-        };
-        memory.insert("id".into(), Value::String(job.op.id().to_string()));
-        memory.insert("status".into(), Value::String("failed".into()));
-        memory.insert("error".into(), Value::String(error.to_string()));
-        RecordWrite {
-            key,
-            value: serde_json::to_vec(&memory).unwrap_or_default().into(),
-            ttl: self.settings.memory_ttl,
-        }
+        self.keys.memory(&job::scope_of(job_scope), id)
     }
 }
 
