@@ -32,14 +32,25 @@ pub enum DegradedLevel {
     Legacy,
     Keyword,
     Popular,
+    /// From the vector store alone while the cache (which holds writes not yet applied) could
+    /// not be read: writes acknowledged moments ago may not show.
+    Unconfirmed,
 }
 
 impl DegradedLevel {
+    pub const ALL: [DegradedLevel; 4] = [
+        Self::Legacy,
+        Self::Keyword,
+        Self::Popular,
+        Self::Unconfirmed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Legacy => "legacy",
             Self::Keyword => "keyword",
             Self::Popular => "popular",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::cache::CacheStore;
 use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
+use crate::fallback::DegradedLevel;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::{ChunkRole, Layout};
 use crate::memory::{
@@ -63,6 +64,8 @@ pub struct FastAnswer {
     pub status: http::StatusCode,
     pub body: Bytes,
     pub cache: CacheStatus,
+    /// Set when the answer could not be checked against writes not yet applied.
+    pub degraded: Option<DegradedLevel>,
 }
 
 /// A new memory, acknowledged: stored for readers and queued for the workers.
@@ -104,6 +107,9 @@ pub struct FastPath {
     layout: Arc<dyn Layout>,
     keys: KeySpace,
     memories_l1: Cache<String, Bytes>,
+    /// Moves on every write this process makes: a read that began before a write never
+    /// fills L1 after it (with what it read before the write).
+    l1_epoch: std::sync::atomic::AtomicU64,
     access: AccessRecorder,
     guards: Guards,
     metrics: Metrics,
@@ -147,7 +153,7 @@ struct IdOnly {
 }
 
 /// How often an update is made again because another write to the memory came first.
-const MAX_WRITE_CONFLICTS: usize = 8;
+const MAX_WRITE_CONFLICTS: usize = 32;
 
 /// The error code of a `503` whose dependency failed before doing anything.
 pub const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
@@ -202,6 +208,7 @@ impl FastPath {
         settings: FastPathSettings,
     ) -> Self {
         Self {
+            l1_epoch: std::sync::atomic::AtomicU64::new(0),
             memories_l1: Cache::builder()
                 .max_capacity(settings.l1_entries)
                 .time_to_live(settings.l1_ttl)
@@ -250,6 +257,18 @@ impl FastPath {
         self.layout.default_similarity_threshold()
     }
 
+    /// A cache read that says whether the cache answered.
+    async fn cache_read(&self, key: &str, op: &str) -> Result<Option<Bytes>, ()> {
+        match self.guards.cache.call(op, self.cache.get(key)).await {
+            Ok(value) => Ok(value),
+            Err(CallError::Open(_)) => Err(()),
+            Err(error) => {
+                tracing::warn!(%error, key, "cache read failed");
+                Err(())
+            }
+        }
+    }
+
     /// A cache read whose failure is logged and treated as a miss.
     async fn cache_get(&self, key: &str, op: &str) -> Option<Bytes> {
         match self.guards.cache.call(op, self.cache.get(key)).await {
@@ -278,30 +297,52 @@ impl FastPath {
         });
     }
 
+    /// Puts a record read at `epoch` into L1, unless this process wrote since.
+    async fn fill_l1(&self, key: String, body: Bytes, epoch: u64) {
+        use std::sync::atomic::Ordering;
+        if self.l1_epoch.load(Ordering::SeqCst) == epoch {
+            self.memories_l1.insert(key.clone(), body).await;
+            // A write that came in during the insert must not leave it behind.
+            if self.l1_epoch.load(Ordering::SeqCst) != epoch {
+                self.memories_l1.invalidate(&key).await;
+            }
+        }
+    }
+
+    async fn forget_l1(&self, key: &str) {
+        self.l1_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.memories_l1.invalidate(key).await;
+    }
+
     /// `GET /memories/{id}`.
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
         let key = self.keys.memory(scope, id);
+        let epoch = self.l1_epoch.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(body) = self.memories_l1.get(&key).await {
             self.access.record(scope, [&id]);
             return Ok(FastAnswer {
                 status: http::StatusCode::OK,
                 body,
                 cache: CacheStatus::Hit,
+                degraded: None,
             });
         }
-        if let Some(body) = self.cache_get(&key, "get_memory").await {
+        let record = self.cache_read(&key, "get_memory").await;
+        if let Ok(Some(body)) = record {
             if is_tombstone(&body) {
                 return Err(ApiError::not_found(format!("memory {id} does not exist")));
             }
             if !is_processing(&body) {
                 // Provisional records stay out of L1, so `ready` shows as soon as it is stored.
-                self.memories_l1.insert(key, body.clone()).await;
+                self.fill_l1(key, body.clone(), epoch).await;
             }
             self.access.record(scope, [&id]);
             return Ok(FastAnswer {
                 status: http::StatusCode::OK,
                 body,
                 cache: CacheStatus::Hit,
+                degraded: None,
             });
         }
         let memory = self
@@ -310,22 +351,44 @@ impl FastPath {
             .call("retrieve", self.vectors.retrieve(id))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
-        let mut memory = memory
-            .filter(|memory| self.belongs_to(scope, memory))
-            .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
+        let confirmed = record.is_ok();
+        let memory = memory.filter(|memory| self.belongs_to(scope, memory));
+        let mut memory = match (memory, confirmed) {
+            (Some(memory), _) => memory,
+            (None, true) => return Err(ApiError::not_found(format!("memory {id} does not exist"))),
+            // Its create may be acknowledged and not applied yet: only the cache could say.
+            (None, false) => {
+                return Err(ApiError::unavailable(
+                    DEPENDENCY_UNAVAILABLE,
+                    format!(
+                        "memory {id} is not in the vector store, and the cache that holds \
+                         writes not yet applied cannot be read: it may exist"
+                    ),
+                ))
+            }
+        };
         if !memory.contains_key("id") {
             // Not written by the legacy service or memgate, which keep it in the payload.
             memory.insert("id".into(), Value::String(id.to_string()));
         }
         memory.insert("status".into(), Value::String("ready".into()));
         let body = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
-        self.memories_l1.insert(key.clone(), body.clone()).await;
-        self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
         self.access.record(scope, [&id]);
+        if !confirmed {
+            return Ok(FastAnswer {
+                status: http::StatusCode::OK,
+                body,
+                cache: CacheStatus::Miss,
+                degraded: Some(DegradedLevel::Unconfirmed),
+            });
+        }
+        self.fill_l1(key.clone(), body.clone(), epoch).await;
+        self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
         Ok(FastAnswer {
             status: http::StatusCode::OK,
             body,
             cache: CacheStatus::Miss,
+            degraded: None,
         })
     }
 
@@ -382,6 +445,7 @@ impl FastPath {
                     status: http::StatusCode::OK,
                     body,
                     cache: CacheStatus::Hit,
+                    degraded: None,
                 });
             }
             Ok((generation, None)) => Some(results_key.with_generation(generation)),
@@ -396,7 +460,7 @@ impl FastPath {
         };
 
         let found = self.find(scope, &search).await?;
-        let found = self.with_pending_writes(scope, found).await;
+        let (found, confirmed) = self.with_pending_writes(scope, found).await;
         let ids: Vec<Uuid> = found
             .iter()
             .filter_map(|(memory, _)| memory.get("id").and_then(Value::as_str))
@@ -406,7 +470,7 @@ impl FastPath {
         let body =
             serde_json::to_vec(&serde_json::json!({ "memories": memories })).map_err(internal)?;
         let body = Bytes::from(body);
-        if let Some(key) = result_key {
+        if let Some(key) = result_key.filter(|_| confirmed) {
             self.cache_set_later(key, body.clone(), self.settings.search_ttl);
         }
         self.access.record(scope, ids.iter());
@@ -414,6 +478,7 @@ impl FastPath {
             status: http::StatusCode::OK,
             body,
             cache: CacheStatus::Miss,
+            degraded: (!confirmed).then_some(DegradedLevel::Unconfirmed),
         })
     }
 
@@ -471,15 +536,16 @@ impl FastPath {
     }
 
     /// What the vector store found, as readers must see it: a memory whose delete is
-    /// acknowledged is left out, and one with a write still pending shows that write. A cache
-    /// that cannot answer leaves the results as found.
+    /// acknowledged is left out, and one with a record shows its record (a write pending, or
+    /// applied since the search ran). A cache that cannot answer leaves the results as found,
+    /// unconfirmed (`false`).
     async fn with_pending_writes(
         &self,
         scope: &Scope,
         found: Vec<(StoredMemory, Option<f32>)>,
-    ) -> Vec<(StoredMemory, Option<f32>)> {
+    ) -> (Vec<(StoredMemory, Option<f32>)>, bool) {
         if found.is_empty() {
-            return found;
+            return (found, true);
         }
         let keys: Vec<String> = found
             .iter()
@@ -503,23 +569,35 @@ impl FastPath {
                 if !matches!(error, CallError::Open(_)) {
                     tracing::warn!(%error, "pending writes unreadable; answering from the vector store");
                 }
-                return found;
+                return (found, false);
             }
         };
-        found
+        let found = found
             .into_iter()
             .zip(records)
             .filter_map(|((memory, score), record)| match record {
                 Some(record) if is_tombstone(&record) => None,
-                Some(record) if is_processing(&record) => {
-                    match serde_json::from_slice::<StoredMemory>(&record) {
-                        Ok(pending) => Some((pending, score)),
-                        Err(_) => Some((memory, score)),
-                    }
-                }
-                _ => Some((memory, score)),
+                // The record is never older than what the search found (a write may have been
+                // applied since), and it is what a GET answers.
+                Some(record) => match serde_json::from_slice::<StoredMemory>(&record) {
+                    Ok(current) => Some((self.with_read_counts(current, &memory), score)),
+                    Err(_) => Some((memory, score)),
+                },
+                None => Some((memory, score)),
             })
-            .collect()
+            .collect();
+        (found, true)
+    }
+
+    /// A memory's record with the read counts the vector store holds (they are added there,
+    /// not to the record).
+    fn with_read_counts(&self, mut record: StoredMemory, stored: &StoredMemory) -> StoredMemory {
+        for field in self.layout.access_fields() {
+            if let Some(value) = stored.get(*field) {
+                record.insert((*field).to_string(), value.clone());
+            }
+        }
+        record
     }
 
     /// The answer's memories: compact rows, or whole memories with the associated ones
@@ -659,6 +737,7 @@ impl FastPath {
             status: http::StatusCode::ACCEPTED,
             body: Bytes::from(body),
             cache: CacheStatus::Bypass,
+            degraded: None,
         }
     }
 
@@ -741,7 +820,7 @@ impl FastPath {
     pub async fn invalidate(&self, scope: &Scope, ids: &[Uuid]) {
         for id in ids {
             let key = self.keys.memory(scope, *id);
-            self.memories_l1.invalidate(&key).await;
+            self.forget_l1(&key).await;
             let revision = self.keys.revision(scope, *id);
             if let Err(error) = self
                 .guards
@@ -759,6 +838,8 @@ impl FastPath {
     /// elsewhere changed memories memgate cannot name). Records in a shared cache expire
     /// within `cache.memoryTtl`.
     pub async fn invalidate_all(&self) {
+        self.l1_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.memories_l1.invalidate_all();
         self.retire_searches().await;
     }
@@ -844,7 +925,14 @@ impl FastPath {
     ) -> Result<StoredMemory, ApiError> {
         request.validate()?;
         let key = self.keys.memory(scope, id);
-        for _ in 0..MAX_WRITE_CONFLICTS {
+        let mut pauses = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(1))
+                .with_max_delay(Duration::from_millis(25))
+                .with_jitter()
+                .with_max_times(MAX_WRITE_CONFLICTS),
+        );
+        loop {
             let (mut memory, revision) = self.current_versioned(scope, id).await?;
             self.layout.apply_update(&mut memory, &request);
             let updated = self.layout.payload(&memory);
@@ -873,10 +961,14 @@ impl FastPath {
             match self.submit(submission).await? {
                 Submitted::Conflict { .. } => {
                     self.metrics.write_conflicts.inc();
-                    continue;
+                    // Jittered, so writers that collided do not collide again.
+                    match pauses.next() {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => break,
+                    }
                 }
                 Submitted::Queued { .. } | Submitted::Replayed { .. } => {
-                    self.memories_l1.invalidate(&key).await;
+                    self.forget_l1(&key).await;
                     return Ok(updated);
                 }
             }
@@ -948,7 +1040,7 @@ impl FastPath {
             expected_revision: None,
         };
         self.submit(submission).await?;
-        self.memories_l1.invalidate(&key).await;
+        self.forget_l1(&key).await;
         Ok(Self::accepted(id, "deleting"))
     }
 }

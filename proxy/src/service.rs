@@ -236,8 +236,12 @@ impl ApiState {
         };
         match answer {
             Ok(answer) => {
-                let cache = answer.cache;
-                Outcome::fast(fast_response(answer), cache)
+                let (cache, degraded) = (answer.cache, answer.degraded);
+                let outcome = Outcome::fast(fast_response(answer), cache);
+                match degraded {
+                    Some(level) => outcome.degraded(level),
+                    None => outcome,
+                }
             }
             Err(error) if self.falls_back_to_legacy(operation, &error) => {
                 match self.legacy_fallback(parts, body, client).await {
@@ -324,8 +328,12 @@ impl ApiState {
         };
         let fast_error = match self.fast.search(&scope, search.clone()).await {
             Ok(answer) => {
-                let cache = answer.cache;
-                return Outcome::fast(fast_response(answer), cache);
+                let (cache, degraded) = (answer.cache, answer.degraded);
+                let outcome = Outcome::fast(fast_response(answer), cache);
+                return match degraded {
+                    Some(level) => outcome.degraded(level),
+                    None => outcome,
+                };
             }
             Err(error) if error.status != StatusCode::SERVICE_UNAVAILABLE => {
                 return self.refused(error)

@@ -8,7 +8,9 @@
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 //! - [`start_reference`]: the reference cldmemory (`reference/`) on memgate's own vector
 //!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
+//! - [`history`]: a recorded history of operations and a Jepsen-style checker.
 
+pub mod history;
 mod http_server;
 pub mod load;
 mod mcp_http;
@@ -25,7 +27,7 @@ pub use mcp_sse::McpSseClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
 pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
-    test_config, TEST_PROJECT,
+    start_proxy_with_backends, test_config, TEST_PROJECT,
 };
 pub use redis_server::{worker_done, RedisServer};
 pub use reference::{start_memgate_in_front_of_reference, start_reference, Reference};

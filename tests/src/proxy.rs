@@ -80,6 +80,14 @@ pub async fn start_proxy_and_worker(
     Ok((proxy, worker))
 }
 
+/// A proxy and the backends it runs on, for tests that start and kill workers on them.
+pub async fn start_proxy_with_backends(config: Config) -> anyhow::Result<(RunningProxy, Backends)> {
+    config.validate()?;
+    let backends = Backends::from_config(&config)?;
+    let proxy = memgate::app::start_with(config, backends.clone(), None).await?;
+    Ok((proxy, backends))
+}
+
 /// [`start_proxy_and_worker`], and the vector store they share (for a legacy service that
 /// keeps its memories in the same store).
 pub async fn start_proxy_and_worker_sharing_vectors(

@@ -10,6 +10,8 @@ use anyhow::Context;
 
 pub struct RedisServer {
     port: u16,
+    /// `appendfsync` (`everysec` unless started durable).
+    fsync: &'static str,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -27,7 +29,21 @@ fn binary() -> PathBuf {
 impl RedisServer {
     /// Starts a server with AOF on (as memgate runs it), waiting until it answers PING.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_fsync("everysec")
+    }
+
+    /// Starts a server that writes every command to its AOF before answering
+    /// (`appendfsync always`): a SIGKILL loses nothing it acknowledged. With `everysec`,
+    /// Redis may answer while a background fsync holds its AOF write back, and a SIGKILL then
+    /// loses up to a second or two of acknowledged writes — Redis's durability window, not
+    /// memgate's, so the tests that check acknowledged writes under SIGKILL use this.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with_fsync("always")
+    }
+
+    fn start_with_fsync(fsync: &'static str) -> anyhow::Result<Self> {
         let mut server = Self {
+            fsync,
             port: free_port()?,
             dir: tempfile::tempdir()?,
             child: None,
@@ -47,6 +63,8 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self.fsync,
             ])
             .arg("--dir")
             .arg(self.dir.path())

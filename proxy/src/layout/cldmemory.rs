@@ -311,6 +311,10 @@ impl Layout for CldMemoryLayout {
         row
     }
 
+    fn access_fields(&self) -> &'static [&'static str] {
+        &["accessCount", "lastAccessed"]
+    }
+
     fn accessed(&self, payload: &StoredMemory, count: u64, last: DateTime<Utc>) -> StoredMemory {
         let stored = payload
             .get("accessCount")

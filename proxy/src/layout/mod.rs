@@ -111,6 +111,9 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
 
     /// The payload fields to set after `count` more reads, the last at `last`: added to what
     /// is stored, never overwriting it.
+    /// The payload fields [`Layout::accessed`] writes: kept by the vector store, not by the
+    /// write path.
+    fn access_fields(&self) -> &'static [&'static str];
     fn accessed(&self, payload: &StoredMemory, count: u64, last: DateTime<Utc>) -> StoredMemory;
 
     /// The association rule for new memories.

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use uuid::Uuid;
 
 use super::{
-    Finish, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
+    Finish, Finished, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
     WriteQueue, DEAD_LETTER_CAP,
 };
 use crate::cache::CacheStore;
@@ -32,11 +32,38 @@ struct State {
     ready: VecDeque<Job>,
     pending: HashMap<String, Pending>,
     idempotency: HashMap<String, (Uuid, Instant)>,
-    revisions: HashMap<String, Revision>,
-    leases: HashMap<String, (String, Instant)>,
     consumers: HashMap<String, Instant>,
     dead: VecDeque<(Job, String)>,
     dead_dropped: u64,
+}
+
+/// What every queue of the store shares about each memory (as the Redis keys are shared).
+#[derive(Default)]
+struct Memories {
+    /// Each memory's revisions, and when a settled memory's are forgotten (as its record is).
+    revisions: HashMap<String, (Revision, Option<Instant>)>,
+    finishes: u64,
+    leases: HashMap<String, (String, Instant)>,
+}
+
+impl Memories {
+    /// A memory's revisions; forgotten ones read as none.
+    fn revision(&self, key: &str) -> Revision {
+        match self.revisions.get(key) {
+            Some((revision, expires)) if expires.is_none_or(|at| at > Instant::now()) => *revision,
+            _ => Revision::default(),
+        }
+    }
+
+    /// Drops the revisions of memories settled longer ago than their records live.
+    fn forget_expired(&mut self) {
+        self.finishes += 1;
+        if self.finishes % 1024 == 0 {
+            let now = Instant::now();
+            self.revisions
+                .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+        }
+    }
 }
 
 impl State {
@@ -73,6 +100,7 @@ pub struct InProcessQueue {
     name: &'static str,
     records: Arc<dyn CacheStore>,
     follow_up: Option<Arc<InProcessQueue>>,
+    memories: Arc<Mutex<Memories>>,
     state: Mutex<State>,
     arrived: Notify,
 }
@@ -84,16 +112,22 @@ impl std::fmt::Debug for InProcessQueue {
 }
 
 impl InProcessQueue {
-    /// A queue storing records in `records`; finished jobs' follow-ups go to `follow_up`.
+    /// A queue storing records in `records`; finished jobs' follow-ups go to `follow_up`,
+    /// which shares this queue's revisions and leases.
     pub fn new(
         name: &'static str,
         records: Arc<dyn CacheStore>,
         follow_up: Option<Arc<InProcessQueue>>,
     ) -> Self {
+        let memories = follow_up
+            .as_ref()
+            .map(|queue| queue.memories.clone())
+            .unwrap_or_default();
         Self {
             name,
             records,
             follow_up,
+            memories,
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
         }
@@ -101,6 +135,11 @@ impl InProcessQueue {
 
     async fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().await
+    }
+
+    /// Taken before [`InProcessQueue::state`] when both are needed.
+    async fn memories(&self) -> MutexGuard<'_, Memories> {
+        self.memories.lock().await
     }
 
     /// The dead letters so far, with their errors.
@@ -119,6 +158,7 @@ impl WriteQueue for InProcessQueue {
     async fn submit(&self, submission: Submission) -> Result<Submitted, QueueError> {
         let now = Instant::now();
         // Held while the record is stored: the revision check and the write are one step.
+        let mut memories = self.memories().await;
         let mut state = self.state().await;
         if let Some((key, ttl)) = &submission.idempotency {
             if let Some((id, at)) = state.idempotency.get(key) {
@@ -127,11 +167,7 @@ impl WriteQueue for InProcessQueue {
                 }
             }
         }
-        let current = state
-            .revisions
-            .get(&submission.revision_key)
-            .copied()
-            .unwrap_or_default();
+        let current = memories.revision(&submission.revision_key);
         if let Some(expected) = submission.expected_revision {
             if current.acknowledged != expected {
                 return Ok(Submitted::Conflict {
@@ -152,15 +188,19 @@ impl WriteQueue for InProcessQueue {
                 .insert(key.clone(), (submission.op.id(), now));
         }
         let revision = current.acknowledged + 1;
-        state.revisions.insert(
+        memories.revisions.insert(
             submission.revision_key,
-            Revision {
-                acknowledged: revision,
-                ..current
-            },
+            (
+                Revision {
+                    acknowledged: revision,
+                    ..current
+                },
+                None,
+            ),
         );
         let entry = state.push(submission.op, Some(revision));
         drop(state);
+        drop(memories);
         self.arrived.notify_one();
         Ok(Submitted::Queued { entry, revision })
     }
@@ -206,32 +246,48 @@ impl WriteQueue for InProcessQueue {
         Ok(claimed)
     }
 
-    async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError> {
-        let mut state = self.state().await;
-        let mut revision = state
-            .revisions
-            .get(&finish.revision_key)
-            .copied()
-            .unwrap_or_default();
+    async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError> {
+        let mut memories = self.memories().await;
+        if let Some((key, owner, lease)) = &finish.lease {
+            let now = Instant::now();
+            match memories.leases.get(key) {
+                Some((holder, until)) if *until > now && holder != owner => {
+                    return Ok(Finished::LeaseLost)
+                }
+                Some((holder, until)) if *until > now && holder == owner => {}
+                _ => {
+                    memories
+                        .leases
+                        .insert(key.clone(), (owner.clone(), now + *lease));
+                }
+            }
+        }
+        let mut revision = memories.revision(&finish.revision_key);
         if let Some(applied) = finish.applied {
             revision.applied = revision.applied.max(applied);
-            state
-                .revisions
-                .insert(finish.revision_key.clone(), revision);
         }
         let settled = revision.settled();
         let current = finish
             .record_if_revision
             .is_none_or(|expected| expected == revision.acknowledged);
+        let record_ttl = finish
+            .record
+            .as_ref()
+            .map_or(PENDING_RECORD_TTL, |record| record.ttl);
         if let Some(record) = finish.record.filter(|_| settled && current) {
             self.records
                 .set(&record.key, record.value, record.ttl)
                 .await?;
         }
-        if settled {
-            state.revisions.remove(&finish.revision_key);
+        if finish.applied.is_some() || settled {
+            let expires = settled.then(|| Instant::now() + record_ttl);
+            memories
+                .revisions
+                .insert(finish.revision_key.clone(), (revision, expires));
         }
+        memories.forget_expired();
         self.records.increment(&finish.generation_key).await?;
+        let mut state = self.state().await;
         state.pending.remove(&job.entry);
         if let Some(error) = finish.dead_letter {
             state.dead.push_back((job.clone(), error));
@@ -241,10 +297,11 @@ impl WriteQueue for InProcessQueue {
             }
         }
         drop(state);
+        drop(memories);
         if let (Some(queue), Some(op)) = (&self.follow_up, finish.follow_up) {
             queue.push(op).await;
         }
-        Ok(())
+        Ok(Finished::Stored)
     }
 
     async fn read_versioned(
@@ -252,13 +309,9 @@ impl WriteQueue for InProcessQueue {
         record_key: &str,
         revision_key: &str,
     ) -> Result<(Option<Bytes>, u64), QueueError> {
-        let state = self.state().await;
+        let memories = self.memories().await;
         let record = self.records.get(record_key).await?;
-        let revision = state
-            .revisions
-            .get(revision_key)
-            .map(|revision| revision.acknowledged)
-            .unwrap_or(0);
+        let revision = memories.revision(revision_key).acknowledged;
         Ok((record, revision))
     }
 
@@ -267,11 +320,8 @@ impl WriteQueue for InProcessQueue {
         record_key: &str,
         revision_key: &str,
     ) -> Result<bool, QueueError> {
-        let state = self.state().await;
-        let pending = state
-            .revisions
-            .get(revision_key)
-            .is_some_and(|revision| !revision.settled());
+        let memories = self.memories().await;
+        let pending = !memories.revision(revision_key).settled();
         if pending {
             return Ok(false);
         }
@@ -280,24 +330,18 @@ impl WriteQueue for InProcessQueue {
     }
 
     async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError> {
-        Ok(self
-            .state()
-            .await
-            .revisions
-            .get(revision_key)
-            .copied()
-            .unwrap_or_default())
+        Ok(self.memories().await.revision(revision_key))
     }
 
     async fn lock(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, QueueError> {
-        let mut state = self.state().await;
+        let mut memories = self.memories().await;
         let now = Instant::now();
-        let free = match state.leases.get(key) {
+        let free = match memories.leases.get(key) {
             Some((_, until)) => *until <= now,
             None => true,
         };
         if free {
-            state
+            memories
                 .leases
                 .insert(key.to_string(), (owner.to_string(), now + lease));
         }
@@ -305,13 +349,13 @@ impl WriteQueue for InProcessQueue {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), QueueError> {
-        let mut state = self.state().await;
-        if state
+        let mut memories = self.memories().await;
+        if memories
             .leases
             .get(key)
             .is_some_and(|(holder, _)| holder == owner)
         {
-            state.leases.remove(key);
+            memories.leases.remove(key);
         }
         Ok(())
     }
@@ -322,8 +366,17 @@ impl WriteQueue for InProcessQueue {
         held: &[Held],
         lease: Duration,
     ) -> Result<(), QueueError> {
-        let mut state = self.state().await;
         let now = Instant::now();
+        let mut memories = self.memories().await;
+        for (key, owner) in held.iter().filter_map(|entry| entry.lock.as_ref()) {
+            if let Some((holder, until)) = memories.leases.get_mut(key) {
+                if holder == owner {
+                    *until = now + lease;
+                }
+            }
+        }
+        memories.leases.retain(|_, (_, until)| *until > now);
+        let mut state = self.state().await;
         state.consumers.insert(consumer.to_string(), now);
         for entry in held {
             if let Some(pending) = state.pending.get_mut(&entry.entry) {
@@ -331,15 +384,7 @@ impl WriteQueue for InProcessQueue {
                     pending.since = now;
                 }
             }
-            if let Some((key, owner)) = &entry.lock {
-                if let Some((holder, until)) = state.leases.get_mut(key) {
-                    if holder == owner {
-                        *until = now + lease;
-                    }
-                }
-            }
         }
-        state.leases.retain(|_, (_, until)| *until > now);
         Ok(())
     }
 

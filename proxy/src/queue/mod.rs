@@ -179,6 +179,18 @@ pub struct Finish {
     pub dead_letter: Option<String>,
     /// Queued on the follow-up stream (`assoc`) in the same atomic step.
     pub follow_up: Option<WriteOp>,
+    /// `(lock key, owner, lease)`: the memory's lease the job applied under. If another job
+    /// holds it now (this one stalled past its lease), nothing is stored and the entry stays
+    /// pending, to be applied again; a lease that ran out unclaimed is taken again.
+    pub lease: Option<(String, String, Duration)>,
+}
+
+/// Whether a finish was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Stored,
+    /// The job's lease is another job's now: nothing stored, the entry left pending.
+    LeaseLost,
 }
 
 /// An entry a worker is working on, and the lease it holds.
@@ -249,7 +261,7 @@ pub trait WriteQueue: Send + Sync + 'static {
     ) -> Result<Vec<Job>, QueueError>;
     /// Records the applied revision, stores the final record (when nothing newer is pending),
     /// bumps the search generation and acknowledges, atomically.
-    async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError>;
+    async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError>;
     /// The record under `record_key` and the memory's acknowledged revision, read together.
     async fn read_versioned(
         &self,

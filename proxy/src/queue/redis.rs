@@ -16,8 +16,8 @@ use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
 
 use super::{
-    parse_op, Finish, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
-    WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
+    parse_op, Finish, Finished, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted,
+    WriteOp, WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
 };
 
 /// Stores the record (without expiry: it is the only copy of the write until a worker applies
@@ -47,6 +47,14 @@ return {1, entry, tostring(revision)}
 /// revision counters expire with it; bumps the generation; dead-letters (capped, counting what
 /// is dropped) or queues the follow-up; acknowledges and deletes the entry.
 const FINISH: &str = r#"
+if KEYS[8] ~= '' then
+  local holder = redis.call('GET', KEYS[8])
+  if not holder then
+    redis.call('SET', KEYS[8], ARGV[11], 'PX', ARGV[12])
+  elseif holder ~= ARGV[11] then
+    return 0
+  end
+end
 if ARGV[3] ~= '' then
   local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
   if tonumber(ARGV[3]) > synced then redis.call('HSET', KEYS[2], 'synced', ARGV[3]) end
@@ -86,7 +94,8 @@ if entries > 0 then
     if mine[ARGV[5 + i]] then table.insert(ids, ARGV[5 + i]) end
   end
   if #ids > 0 then
-    redis.call('XCLAIM', KEYS[2], ARGV[4], ARGV[2], 0, 'JUSTID', unpack(ids))
+    table.insert(ids, 'JUSTID')
+    redis.call('XCLAIM', KEYS[2], ARGV[4], ARGV[2], 0, unpack(ids))
   end
 end
 for i = 3, #KEYS do
@@ -408,7 +417,7 @@ impl WriteQueue for RedisQueue {
         self.jobs(reply.claimed, &deliveries).await
     }
 
-    async fn finish(&self, job: &Job, finish: Finish) -> Result<(), QueueError> {
+    async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError> {
         let (record_key, record_value, record_ttl) = match &finish.record {
             Some(record) => (record.key.as_str(), record.value.as_ref(), record.ttl),
             None => ("", &b""[..], Duration::from_secs(3600)),
@@ -419,7 +428,12 @@ impl WriteQueue for RedisQueue {
         };
         let op = serde_json::to_string(&job.op).unwrap_or_default();
         let optional = |number: Option<u64>| number.map(|n| n.to_string()).unwrap_or_default();
-        self.finish
+        let (lease_key, lease_owner, lease) = match &finish.lease {
+            Some((key, owner, lease)) => (key.as_str(), owner.as_str(), *lease),
+            None => ("", "", Duration::from_secs(1)),
+        };
+        let stored: i64 = self
+            .finish
             .key(record_key)
             .key(&finish.revision_key)
             .key(&finish.generation_key)
@@ -427,6 +441,7 @@ impl WriteQueue for RedisQueue {
             .key(&self.dead)
             .key(follow_up.0)
             .key(&self.dead_dropped)
+            .key(lease_key)
             .arg(record_value)
             .arg(millis(record_ttl))
             .arg(optional(finish.applied))
@@ -437,9 +452,14 @@ impl WriteQueue for RedisQueue {
             .arg(follow_up.1)
             .arg(DEAD_LETTER_CAP)
             .arg(CONSUMER_GROUP)
-            .invoke_async::<i64>(&mut self.commands.clone())
+            .arg(lease_owner)
+            .arg(millis(lease))
+            .invoke_async(&mut self.commands.clone())
             .await?;
-        Ok(())
+        Ok(match stored {
+            0 => Finished::LeaseLost,
+            _ => Finished::Stored,
+        })
     }
 
     async fn read_versioned(

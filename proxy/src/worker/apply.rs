@@ -130,14 +130,15 @@ impl Worker {
     /// Links a new memory with its nearest neighbours by the layout's rule, both ways: its
     /// own links under its lease, then each neighbour's under the neighbour's lease (one lease
     /// at a time, so two discoveries never wait on each other). Returns the memory's record
-    /// and the revision it was made at; `None` when the memory is gone. Neighbours' cached
+    /// (none while a write of it is pending) and the revision it was made at; `None` when the
+    /// memory is gone. Neighbours' cached
     /// records are dropped (unless a write of theirs is pending) so they are read fresh.
     pub(super) async fn associate(
         &self,
         id: Uuid,
         scope: Option<&str>,
         leases: &Leases<'_>,
-    ) -> Result<Option<(RecordWrite, u64)>, ApplyError> {
+    ) -> Result<Option<(Option<RecordWrite>, u64)>, ApplyError> {
         let tenant = scope_of(scope);
         let lock = self.keys.lock(id);
         leases.acquire(&lock).await;
@@ -159,24 +160,30 @@ impl Worker {
             leases.release(&lock).await;
             added?;
         }
+        let Some(revision) = revision else {
+            return Ok(Some((None, 0)));
+        };
         memory.extend(self.layout.associations_fields(linked));
         let key = self.keys.memory(&tenant, id);
-        Ok(Some((self.ready_record(key, memory), revision)))
+        Ok(Some((Some(self.ready_record(key, memory)), revision)))
     }
 
     /// Under the memory's lease: finds its neighbours and stores its links. The memory, its
-    /// neighbours' ids and its revision; `None` when it is not in the vector store.
+    /// neighbours' ids and the revision it is at (`None` while a write of it is pending);
+    /// `None` when it is not in the vector store.
     async fn link_own(
         &self,
         id: Uuid,
         scope: Option<&str>,
-    ) -> Result<Option<(StoredMemory, Vec<Uuid>, u64)>, ApplyError> {
+    ) -> Result<Option<(StoredMemory, Vec<Uuid>, Option<u64>)>, ApplyError> {
         let tenant = scope_of(scope);
+        // Read under the lease, so no write is applied meanwhile; a write still pending makes
+        // the record readers see, and it will show these links (it is made from the point).
         let revision = self
             .queue
             .revision(&self.keys.revision(&tenant, id))
-            .await?
-            .acknowledged;
+            .await?;
+        let revision = revision.settled().then_some(revision.applied);
         let Some(vector) = self.vectors.vector_of(id).await? else {
             return Ok(None);
         };

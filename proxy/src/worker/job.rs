@@ -10,7 +10,7 @@ use super::apply::ApplyError;
 use super::flight::InFlight;
 use super::Worker;
 use crate::keys::Scope;
-use crate::queue::{Finish, Job, RecordWrite, WriteOp};
+use crate::queue::{Finish, Finished, Job, RecordWrite, WriteOp};
 
 /// Whether a job's write is to be applied now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,19 +81,30 @@ impl Worker {
             entry: &job.entry,
             owner: format!("{consumer}/{}", job.entry),
         };
-        let finish = match &job.op {
-            WriteOp::Associate { .. } => self.process_association(&job, &leases, slots).await,
-            _ => self.process_write(&job, &leases, slots).await,
-        };
-        self.close(&job, finish, started).await;
+        match &job.op {
+            WriteOp::Associate { .. } => {
+                let finish = self.process_association(&job, &leases, slots).await;
+                self.close(&job, finish, started).await;
+            }
+            _ => self.process_write(&job, &leases, slots, started).await,
+        }
     }
 
-    async fn process_write(&self, job: &Job, leases: &Leases<'_>, slots: &Semaphore) -> Finish {
+    /// Applies a write under its memory's lease, held until the finish is stored: the next
+    /// write to the memory starts only once this one is recorded as applied.
+    async fn process_write(
+        &self,
+        job: &Job,
+        leases: &Leases<'_>,
+        slots: &Semaphore,
+        started: Instant,
+    ) {
         let id = job.op.id();
         let revision_key = self.keys.revision(&scope_of(job.op.scope()), id);
         if let Some(revision) = job.revision {
             if self.wait_turn(&revision_key, revision).await == Turn::AlreadyApplied {
-                return self.acknowledge_only(revision_key);
+                let finish = self.acknowledge_only(revision_key);
+                return self.close(job, finish, started).await;
             }
         }
         let lock = self.keys.lock(id);
@@ -110,7 +121,6 @@ impl Worker {
                 match self.with_retries(job, || self.apply(&job.op)).await {
                     Ok((record, follow_up)) => Finish {
                         record: Some(record),
-                        record_if_revision: None,
                         applied: job.revision,
                         follow_up,
                         ..self.acknowledge_only(revision_key)
@@ -119,7 +129,6 @@ impl Worker {
                         let failed = self.failed_record(job, &error).await;
                         Finish {
                             record: Some(failed),
-                            record_if_revision: None,
                             applied: job.revision,
                             dead_letter: Some(error),
                             ..self.acknowledge_only(revision_key)
@@ -128,8 +137,12 @@ impl Worker {
                 }
             }
         };
+        let finish = Finish {
+            lease: Some((lock.clone(), leases.owner.clone(), self.settings.claim_idle)),
+            ..finish
+        };
+        self.close(job, finish, started).await;
         leases.release(&lock).await;
-        finish
     }
 
     async fn process_association(
@@ -148,7 +161,7 @@ impl Worker {
             .await;
         match linked {
             Ok(Some((record, revision))) => Finish {
-                record: Some(record),
+                record,
                 record_if_revision: Some(revision),
                 ..self.acknowledge_only(revision_key)
             },
@@ -171,6 +184,7 @@ impl Worker {
             generation_key: self.keys.search_generation(),
             dead_letter: None,
             follow_up: None,
+            lease: None,
         }
     }
 
@@ -286,7 +300,15 @@ impl Worker {
         };
         for attempt in 1..=3u64 {
             match self.queue.finish(job, finish.clone()).await {
-                Ok(()) => {
+                Ok(Finished::LeaseLost) => {
+                    tracing::warn!(entry = %job.entry, "this job stalled past its lease and another took the memory over; it is left to be applied again");
+                    self.metrics
+                        .jobs
+                        .with_label_values(&[kind, "lease_lost"])
+                        .inc();
+                    return;
+                }
+                Ok(Finished::Stored) => {
                     self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
                     self.metrics
                         .job_duration
