@@ -148,6 +148,40 @@ impl Cluster {
         total == 0
     }
 
+    /// Keys memgate left without a TTL, apart from the few that are bounded by what they are:
+    /// the streams (entries leave when finished; dead letters are capped), the search
+    /// generation and dead-letter counters, the set of ids whose reads await a copy to the
+    /// vector store (emptied every sync), and the consumer sets (trimmed on each heartbeat).
+    async fn keys_without_bound(&self) -> Vec<String> {
+        let bounded = [
+            "writes",
+            "assoc",
+            "writes:dead",
+            "assoc:dead",
+            "writes:dead:dropped",
+            "assoc:dead:dropped",
+            "writes:consumers",
+            "assoc:consumers",
+            "search:gen",
+            "access:dirty",
+        ];
+        let mut redis = self.connection().await;
+        let keys: Vec<String> = redis.keys(format!("{}*", self.prefix)).await.expect("keys");
+        let mut unbounded = Vec::new();
+        for key in keys {
+            let name = key.trim_start_matches(&self.prefix);
+            if bounded.contains(&name) {
+                continue;
+            }
+            // -1: no TTL; -2: gone since it was listed.
+            let ttl: i64 = redis.pttl(&key).await.expect("pttl");
+            if ttl == -1 {
+                unbounded.push(name.to_string());
+            }
+        }
+        unbounded
+    }
+
     /// Prints what is left in the queue and why, when it does not drain.
     async fn diagnose(&self) {
         let mut redis = self.connection().await;
@@ -580,6 +614,11 @@ async fn concurrent_clients_with_workers_and_redis_killed_see_every_acknowledged
         memgate_testkit::metric_value(&metrics, "memgate_write_conflicts_total").unwrap_or(0.0)
     );
     assert_clean(&report, &differences, &summary);
+    let unbounded = cluster.keys_without_bound().await;
+    assert!(
+        unbounded.is_empty(),
+        "keys with neither a TTL nor a bound: {unbounded:?}"
+    );
     cluster.shutdown().await;
 }
 

@@ -11,7 +11,40 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{AccessUpdate, CacheError, CacheStore};
+use super::{AccessUpdate, CacheError, CacheStore, POPULAR_CAP};
+
+/// Keeps the `cap` most read of a `popular` set.
+fn trim_to_most_read(popular: &mut HashMap<String, u64>, cap: usize) {
+    if popular.len() <= cap {
+        return;
+    }
+    let mut counts: Vec<u64> = popular.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let floor = counts[cap - 1];
+    let above = counts.iter().filter(|count| **count > floor).count();
+    let mut ties = cap - above;
+    popular.retain(|_, count| match (*count).cmp(&floor) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal if ties > 0 => {
+            ties -= 1;
+            true
+        }
+        _ => false,
+    });
+}
+
+#[cfg(test)]
+mod popular_tests {
+    use super::*;
+
+    #[test]
+    fn the_most_read_are_kept() {
+        let mut popular: HashMap<String, u64> = (0..10).map(|n| (format!("m{n}"), n % 4)).collect();
+        trim_to_most_read(&mut popular, 4);
+        assert_eq!(popular.len(), 4);
+        assert!(popular.values().all(|count| *count >= 2), "{popular:?}");
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -193,6 +226,11 @@ impl CacheStore for InProcessCache {
                 .entry(update.id.to_string())
                 .or_insert(0) += update.count;
         }
+        for update in updates {
+            if let Some(popular) = counters.popular.get_mut(&update.popular_key) {
+                trim_to_most_read(popular, POPULAR_CAP);
+            }
+        }
         Ok(())
     }
 
@@ -228,11 +266,11 @@ impl CacheStore for InProcessCache {
     }
 
     async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
-        *self
-            .counters()
-            .unsynced
-            .entry(access_key.to_string())
-            .or_insert(0) += count;
+        let mut counters = self.counters();
+        // Not if the memory's delete dropped its counts meanwhile.
+        if counters.access.contains_key(access_key) {
+            *counters.unsynced.entry(access_key.to_string()).or_insert(0) += count;
+        }
         Ok(())
     }
 

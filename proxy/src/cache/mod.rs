@@ -27,6 +27,13 @@ pub enum CacheError {
     Corrupt { key: String, expected: &'static str },
 }
 
+/// How long a memory's read counts are kept after its last read (they reach the vector store
+/// within `worker.accessSyncInterval`; this only bounds Redis).
+pub const ACCESS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The most memories a tenant's `popular` set keeps (the most read).
+pub const POPULAR_CAP: usize = 10_000;
+
 /// Reads of one memory since the last flush.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessUpdate {

@@ -10,7 +10,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo};
 use uuid::Uuid;
 
-use super::{AccessUpdate, CacheError, CacheStore};
+use super::{AccessUpdate, CacheError, CacheStore, ACCESS_TTL, POPULAR_CAP};
+
+fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Reads the generation and the value at that generation in one round trip. The key is built
 /// here from its parts, so the generation is never stale by the time the value is read.
@@ -24,6 +28,12 @@ const TAKE_UNSYNCED: &str = r#"
 local count = tonumber(redis.call('HGET', KEYS[1], 'unsynced') or '0')
 if count > 0 then redis.call('HINCRBY', KEYS[1], 'unsynced', -count) end
 return {count, redis.call('HGET', KEYS[1], 'last')}
+"#;
+
+/// Gives taken reads back to an access hash that still exists.
+const RETURN_UNSYNCED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'unsynced', ARGV[1])
 "#;
 
 /// The `last` field of an access hash.
@@ -41,6 +51,7 @@ pub struct RedisCache {
     connection: ConnectionManager,
     get_at_generation: redis::Script,
     take_unsynced: redis::Script,
+    return_unsynced: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -82,6 +93,7 @@ impl RedisCache {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
             take_unsynced: redis::Script::new(TAKE_UNSYNCED),
+            return_unsynced: redis::Script::new(RETURN_UNSYNCED),
         })
     }
 
@@ -204,6 +216,20 @@ impl CacheStore for RedisCache {
                 .zincr(&update.popular_key, &id, update.count)
                 .ignore()
                 .sadd(dirty_key, &id)
+                .ignore()
+                .pexpire(&update.access_key, ttl_millis(ACCESS_TTL))
+                .ignore();
+        }
+        // Bounded: the most read memories of each tenant stay, for as long as reads come.
+        let popular: std::collections::BTreeSet<&str> = updates
+            .iter()
+            .map(|update| update.popular_key.as_str())
+            .collect();
+        for key in popular {
+            let keep = isize::try_from(POPULAR_CAP).unwrap_or(isize::MAX);
+            pipe.zremrangebyrank(key, 0, -keep - 1)
+                .ignore()
+                .pexpire(key, ttl_millis(ACCESS_TTL))
                 .ignore();
         }
         pipe.exec_async(&mut self.connection.clone()).await?;
@@ -247,10 +273,12 @@ impl CacheStore for RedisCache {
     }
 
     async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+        // Not if the memory's delete dropped its counts meanwhile: nothing to keep them for.
         let _: i64 = self
-            .connection
-            .clone()
-            .hincr(access_key, "unsynced", count)
+            .return_unsynced
+            .key(access_key)
+            .arg(count)
+            .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(())
     }
