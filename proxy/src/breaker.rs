@@ -29,7 +29,7 @@ impl Default for BreakerSettings {
         Self {
             failure_threshold: 5,
             cool_down: Duration::from_millis(250),
-            max_cool_down: Duration::from_secs(2),
+            max_cool_down: Duration::from_secs(1),
         }
     }
 }

@@ -33,14 +33,13 @@ struct Env {
     _data: tempfile::TempDir,
 }
 
-/// Breakers that open after 3 failures and probe after 1 s (2 s at most), a search that waits
-/// 300 ms for an embedding, and a worker that retries for long enough to outlast the faults.
+/// Breakers that open after 3 failures (and probe as by default: after 250 ms, doubling up to
+/// 2 s), a search that waits 300 ms for an embedding, and a worker that retries for long enough
+/// to outlast the faults.
 fn fault_config(data: &std::path::Path, redis: String, openai: String, upstream: String) -> Config {
     let mut config = test_config(data, Some(redis), Some(openai), Some(upstream));
     config.rollout.percent = 100;
     config.circuit_breaker.failure_threshold = 3;
-    config.circuit_breaker.cool_down = Duration::from_secs(1);
-    config.circuit_breaker.max_cool_down = Duration::from_secs(2);
     config.fallback.embedding_timeout = Duration::from_millis(300);
     config.redis.timeout = Duration::from_millis(300);
     config.openai.timeout = Duration::from_secs(1);
@@ -191,7 +190,11 @@ async fn redis_killed_and_restarted_under_load() {
     let fault = load.now();
     env.redis.kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(env.circuit("redis").await, 1, "the Redis breaker is open");
+    assert_ne!(
+        env.circuit("redis").await,
+        0,
+        "the Redis breaker is open (or probing)"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.redis.restart().expect("redis restarts");
     let restored = load.now();

@@ -308,7 +308,7 @@ impl Default for CircuitBreakerConfig {
         Self {
             failure_threshold: 5,
             cool_down: Duration::from_millis(250),
-            max_cool_down: Duration::from_secs(2),
+            max_cool_down: Duration::from_secs(1),
         }
     }
 }
