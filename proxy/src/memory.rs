@@ -124,7 +124,8 @@ impl StoreContext {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StoreRequest {
-    /// 1..=100,000 characters.
+    /// 1..=100,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub content: String,
     #[serde(rename = "type")]
     pub memory_type: MemoryType,
@@ -132,6 +133,7 @@ pub struct StoreRequest {
     pub summary: Option<String>,
     pub context: Option<StoreContext>,
     /// 0..1; by the legacy service's rule when absent.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub importance: Option<f64>,
 }
 
@@ -167,10 +169,13 @@ fn check_content(content: &str) -> Result<(), ApiError> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRequest {
+    /// 1..=100,000 characters, not only whitespace.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
     pub content: Option<String>,
     /// 0..1
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub importance: Option<f64>,
     /// Replaces the whole context.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -83,6 +83,15 @@ fn error(description: &str) -> utoipa::openapi::Response {
     response(description, "ErrorBody")
 }
 
+/// The `503` of a write.
+fn write_unavailable() -> utoipa::openapi::Response {
+    error("The write queue (Redis) is unavailable, or did not confirm the write")
+}
+
+fn too_large() -> utoipa::openapi::Response {
+    error("The body exceeds limits.maxBodyBytes")
+}
+
 fn json_body(schema: &str) -> Option<utoipa::openapi::request_body::RequestBody> {
     Some(
         RequestBodyBuilder::new()
@@ -110,14 +119,20 @@ pub fn document() -> Document {
     let get = OperationBuilder::new()
         .operation_id(Some("getMemory"))
         .summary(Some("Fetch one memory"))
-        .parameter(id)
+        .parameter(id.clone())
         .response("200", response("The memory", "Memory"))
         .response(
             "400",
             error("The id is not a UUID, or the scope header is missing"),
         )
         .response("404", error("No such memory (for this tenant)"))
-        .response("503", error("The vector store is unavailable"));
+        .response(
+            "503",
+            error(
+                "The vector store is unavailable, or the cache is and the vector store does \
+                 not have the memory (it may be a create not yet applied)",
+            ),
+        );
     let search = OperationBuilder::new()
         .operation_id(Some("searchMemories"))
         .summary(Some("Semantic search with filters"))
@@ -130,7 +145,7 @@ pub fn document() -> Document {
             "400",
             error("Malformed JSON, unknown field, or a value out of range"),
         )
-        .response("413", error("The body exceeds limits.maxBodyBytes"))
+        .response("413", too_large())
         .response(
             "503",
             error("The embedding provider or vector store is unavailable"),
@@ -150,13 +165,58 @@ pub fn document() -> Document {
             "400",
             error("Malformed JSON, unknown field, or a value out of range"),
         )
-        .response("413", error("The body exceeds limits.maxBodyBytes"))
+        .response("413", too_large())
+        .response("503", write_unavailable());
+    let update = OperationBuilder::new()
+        .operation_id(Some("updateMemory"))
+        .summary(Some("Change a memory"))
+        .description(Some(
+            "Readers see the change at once (`status: processing`); a worker applies it to the \
+             vector store after every earlier write of the memory. Fields not given are kept.",
+        ))
+        .parameter(id.clone())
+        .request_body(json_body("UpdateRequest"))
         .response(
-            "503",
-            error("The write queue (Redis) is unavailable, or did not confirm the write"),
-        );
+            "202",
+            response(
+                "Accepted: readable at once, applied by a worker",
+                "AcceptedWrite",
+            ),
+        )
+        .response(
+            "400",
+            error("Malformed JSON, unknown field, no field to change, or a value out of range"),
+        )
+        .response("404", error("No such memory (for this tenant)"))
+        .response(
+            "409",
+            error("The memory kept changing while the update was made; retry"),
+        )
+        .response("413", too_large())
+        .response("503", write_unavailable());
+    let delete = OperationBuilder::new()
+        .operation_id(Some("deleteMemory"))
+        .summary(Some("Delete a memory"))
+        .description(Some(
+            "Gone from reads and searches at once; a worker removes it from the vector store. \
+             Final: no earlier write brings it back.",
+        ))
+        .parameter(id.clone())
+        .response(
+            "202",
+            response("Accepted: `status: deleting`", "AcceptedWrite"),
+        )
+        .response(
+            "400",
+            error("The id is not a UUID, or the scope header is missing"),
+        )
+        .response("404", error("No such memory (for this tenant)"))
+        .response("503", write_unavailable());
+    let mut by_id = PathItem::new(HttpMethod::Get, get);
+    by_id.patch = Some(update.build());
+    by_id.delete = Some(delete.build());
     let paths = PathsBuilder::new()
-        .path("/memories/{id}", PathItem::new(HttpMethod::Get, get))
+        .path("/memories/{id}", by_id)
         .path("/memories/search", PathItem::new(HttpMethod::Post, search))
         .path("/memories", PathItem::new(HttpMethod::Post, create))
         .build();
@@ -194,5 +254,10 @@ mod tests {
         }
         let search = &json["components"]["schemas"]["SearchRequest"]["properties"];
         assert!(search["similarityThreshold"].is_object());
+        let by_id = &json["paths"]["/memories/{id}"];
+        assert!(by_id["patch"]["responses"]["202"].is_object());
+        assert!(by_id["delete"]["responses"]["202"].is_object());
+        let content = &json["components"]["schemas"]["StoreRequest"]["properties"]["content"];
+        assert_eq!(content["minLength"], 1, "{content}");
     }
 }
