@@ -690,3 +690,50 @@ async fn sigterm_lets_a_worker_finish_its_jobs() {
     assert_eq!(env.pending().await, 0);
     assert!(env.worker.is_none());
 }
+
+/// What a plain HTTP/1.1 client (as Python's `http.client`) does with a body over the limit:
+/// sends all of it, then reads the answer. It must read a `413`, not a reset connection.
+fn post_whole_body_then_read(
+    addr: std::net::SocketAddr,
+    body_len: usize,
+) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "POST /memories HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {body_len}\r\nx-user-id: alice\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes())?;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        stream.write_all(&chunk[..n])?;
+        sent += n;
+    }
+    let mut answer = vec![0u8; 512];
+    let read = stream.read(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer[..read]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_a_413_the_client_can_read() {
+    let env = Env::start(false, |config| config.limits.max_body_bytes = 1024 * 1024).await;
+    let addr = env.proxy.api_addr;
+    for attempt in 1..=5 {
+        let answer = tokio::task::spawn_blocking(move || {
+            post_whole_body_then_read(addr, 1024 * 1024 + 512 * 1024)
+        })
+        .await
+        .expect("join");
+        match answer {
+            Ok(text) => assert!(
+                text.starts_with("HTTP/1.1 413"),
+                "attempt {attempt}: {text}"
+            ),
+            Err(error) => panic!("attempt {attempt}: the client could not send its body and read the answer: {error}"),
+        }
+    }
+    assert_eq!(env.stream_len("writes").await, 0, "nothing queued");
+}
