@@ -47,7 +47,8 @@ pub struct Metrics {
     pub ordered_waits: IntCounterVec,
     /// `kind` (create, update, delete), `outcome` (done, retried, dead, unfinished).
     pub jobs: IntCounterVec,
-    /// `stage` (enrich, upsert, total).
+    /// `stage` (wait: for the memory's earlier writes, its lease and a slot; enrich, upsert,
+    /// total).
     pub job_duration: HistogramVec,
     pub embedding_calls: IntCounter,
     pub embedded_texts: IntCounter,

@@ -148,6 +148,29 @@ impl Cluster {
         total == 0
     }
 
+    /// How long the live workers' jobs waited for their turn, lease and slot, on average.
+    async fn job_waits(&self) -> String {
+        let admins: Vec<std::net::SocketAddr> = self
+            .workers
+            .lock()
+            .expect("workers")
+            .iter()
+            .map(|worker| worker.admin_addr)
+            .collect();
+        let (mut sum, mut count) = (0.0, 0.0);
+        for admin in admins {
+            let metrics = memgate_testkit::scrape_metrics(admin).await;
+            let value =
+                |series: &str| memgate_testkit::metric_value(&metrics, series).unwrap_or(0.0);
+            sum += value("memgate_job_duration_seconds_sum{stage=\"wait\"}");
+            count += value("memgate_job_duration_seconds_count{stage=\"wait\"}");
+        }
+        format!(
+            "the last workers' {count} jobs waited {:.1} ms on average for their turn, lease and slot",
+            if count > 0.0 { sum / count * 1000.0 } else { 0.0 }
+        )
+    }
+
     /// Keys memgate left without a TTL, apart from the few that are bounded by what they are:
     /// the streams (entries leave when finished; dead letters are capped), the search
     /// generation and dead-letter counters, the set of ids whose reads await a copy to the
@@ -574,11 +597,12 @@ async fn run_history(
     assert!(quiet, "the write queue never drained");
     let ids: Vec<String> = ids.lock().expect("ids").clone();
     let (reads, statuses, differences) = final_state(cluster, &ids).await;
+    let waits = cluster.job_waits().await;
     let report = history::check(&events, &reads, &statuses);
     let summary = format!(
         "seed {seed:#x}, {clients} clients for {seconds} s; faults: {}\n\
          {unconfirmed} reads answered as unconfirmed while the cache was down (not checked); \
-         the queue drained {} ms after the clients stopped\n{}",
+         the queue drained {} ms after the clients stopped; {waits}\n{}",
         if fault_log.is_empty() {
             "none".to_string()
         } else {

@@ -118,6 +118,11 @@ impl Worker {
             Turn::AlreadyApplied => self.acknowledge_only(revision_key),
             Turn::Apply => {
                 let _slot = slots.acquire().await;
+                // Its turn, its memory's lease and a slot: the time it spent waiting for them.
+                self.metrics
+                    .job_duration
+                    .with_label_values(&["wait"])
+                    .observe(started.elapsed().as_secs_f64());
                 match self.with_retries(job, || self.apply(&job.op)).await {
                     Ok((record, follow_up)) => Finish {
                         record: Some(record),
