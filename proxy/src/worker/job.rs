@@ -115,7 +115,7 @@ impl Worker {
             None => Turn::Apply,
         };
         let finish = match turn {
-            Turn::AlreadyApplied => self.acknowledge_only(revision_key),
+            Turn::AlreadyApplied => self.acknowledge_only(revision_key.clone()),
             Turn::Apply => {
                 let _slot = slots.acquire().await;
                 // Its turn, its memory's lease and a slot: the time it spent waiting for them.
@@ -128,7 +128,7 @@ impl Worker {
                         record: Some(record),
                         applied: job.revision,
                         follow_up,
-                        ..self.acknowledge_only(revision_key)
+                        ..self.acknowledge_only(revision_key.clone())
                     },
                     Err(error) => {
                         let failed = self.failed_record(job, &error).await;
@@ -136,7 +136,7 @@ impl Worker {
                             record: Some(failed),
                             applied: job.revision,
                             dead_letter: Some(error),
-                            ..self.acknowledge_only(revision_key)
+                            ..self.acknowledge_only(revision_key.clone())
                         }
                     }
                 }
@@ -148,6 +148,7 @@ impl Worker {
         };
         self.close(job, finish, started).await;
         leases.release(&lock).await;
+        self.turns.finished(&revision_key);
     }
 
     async fn process_association(
@@ -196,10 +197,26 @@ impl Worker {
     /// Waits until every write to the memory acknowledged before `revision` is applied, at
     /// most `worker.orderWait` (then it goes ahead, loudly: the earlier write was lost).
     async fn wait_turn(&self, revision_key: &str, revision: u64) -> Turn {
+        let woken = self.turns.watch(revision_key);
+        let turn = self.wait_turn_woken(revision_key, revision, &woken).await;
+        self.turns.unwatch(revision_key, woken);
+        turn
+    }
+
+    async fn wait_turn_woken(
+        &self,
+        revision_key: &str,
+        revision: u64,
+        woken: &tokio::sync::Notify,
+    ) -> Turn {
         let mut deadline = tokio::time::Instant::now() + self.settings.order_wait;
         let mut pause = std::time::Duration::from_millis(2);
         let mut waited = false;
         loop {
+            // Listening before looking: a finish right after the look still wakes it.
+            let finished_here = woken.notified();
+            tokio::pin!(finished_here);
+            finished_here.as_mut().enable();
             match self.queue.revision(revision_key).await {
                 Ok(current) if current.applied >= revision => return Turn::AlreadyApplied,
                 Ok(current) if current.applied + 1 >= revision => {
@@ -229,7 +246,10 @@ impl Worker {
                     tracing::warn!(%error, "could not read a memory's revisions");
                 }
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = finished_here => {}
+            }
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }

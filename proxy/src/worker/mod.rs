@@ -17,6 +17,7 @@ mod apply;
 mod batcher;
 mod flight;
 mod job;
+mod turns;
 
 pub use batcher::EmbeddingBatcher;
 
@@ -64,6 +65,7 @@ pub struct Worker {
     keys: KeySpace,
     metrics: Metrics,
     settings: WorkerSettings,
+    turns: turns::Turns,
 }
 
 impl std::fmt::Debug for Worker {
@@ -113,6 +115,7 @@ impl Worker {
             keys,
             metrics,
             settings,
+            turns: turns::Turns::default(),
         }
     }
 
