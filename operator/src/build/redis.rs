@@ -2,6 +2,9 @@
 //! Service.
 //!
 //! `appendonly yes` + `appendfsync everysec`: an acknowledged write survives a Redis restart.
+//! A crash (the process SIGKILLed or OOM-killed, or its node lost) can lose what Redis
+//! acknowledged in its last second or two: `everysec` trades that window for write latency.
+//! memgate's own history test runs Redis with `appendfsync always`, which closes it.
 //! `maxmemory` is about 80% of the memory limit with `volatile-lru`: under memory pressure
 //! only keys with a TTL (the caches) are evicted, never the write queue's streams.
 
