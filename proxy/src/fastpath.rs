@@ -271,14 +271,7 @@ impl FastPath {
 
     /// A cache read whose failure is logged and treated as a miss.
     async fn cache_get(&self, key: &str, op: &str) -> Option<Bytes> {
-        match self.guards.cache.call(op, self.cache.get(key)).await {
-            Ok(value) => value,
-            Err(CallError::Open(_)) => None,
-            Err(error) => {
-                tracing::warn!(%error, key, "cache read failed; treating as a miss");
-                None
-            }
-        }
+        self.cache_read(key, op).await.ok().flatten()
     }
 
     /// Stores in the background: the answer does not wait for the cache write.
@@ -345,15 +338,8 @@ impl FastPath {
                 degraded: None,
             });
         }
-        let memory = self
-            .guards
-            .vectors
-            .call("retrieve", self.vectors.retrieve(id))
-            .await
-            .map_err(|e| unavailable("the vector store", e))?;
         let confirmed = record.is_ok();
-        let memory = memory.filter(|memory| self.belongs_to(scope, memory));
-        let mut memory = match (memory, confirmed) {
+        let mut memory = match (self.stored(scope, id).await?, confirmed) {
             (Some(memory), _) => memory,
             (None, true) => return Err(ApiError::not_found(format!("memory {id} does not exist"))),
             // Its create may be acknowledged and not applied yet: only the cache could say.
@@ -390,6 +376,17 @@ impl FastPath {
             cache: CacheStatus::Miss,
             degraded: None,
         })
+    }
+
+    /// The memory in the vector store, if this tenant may see it.
+    async fn stored(&self, scope: &Scope, id: Uuid) -> Result<Option<StoredMemory>, ApiError> {
+        let memory = self
+            .guards
+            .vectors
+            .call("retrieve", self.vectors.retrieve(id))
+            .await
+            .map_err(|e| unavailable("the vector store", e))?;
+        Ok(memory.filter(|memory| self.belongs_to(scope, memory)))
     }
 
     /// Whether a stored memory is visible to this tenant.
@@ -879,28 +876,6 @@ impl FastPath {
         }
     }
 
-    /// The current record of a memory this tenant may change; 404 otherwise.
-    async fn current(&self, scope: &Scope, id: Uuid) -> Result<StoredMemory, ApiError> {
-        let key = self.keys.memory(scope, id);
-        if let Some(body) = self.cache_get(&key, "get_memory").await {
-            if is_tombstone(&body) {
-                return Err(ApiError::not_found(format!("memory {id} does not exist")));
-            }
-            if let Ok(memory) = serde_json::from_slice::<StoredMemory>(&body) {
-                return Ok(memory);
-            }
-        }
-        let memory = self
-            .guards
-            .vectors
-            .call("retrieve", self.vectors.retrieve(id))
-            .await
-            .map_err(|e| unavailable("the vector store", e))?;
-        memory
-            .filter(|memory| self.belongs_to(scope, memory))
-            .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))
-    }
-
     /// `PATCH /memories/{id}`: readers see the change at once (`status: processing`); a worker
     /// stores it (and re-embeds when the embedded text changed).
     pub async fn update(
@@ -1007,13 +982,8 @@ impl FastPath {
             }
         }
         let memory = self
-            .guards
-            .vectors
-            .call("retrieve", self.vectors.retrieve(id))
-            .await
-            .map_err(|e| unavailable("the vector store", e))?;
-        let memory = memory
-            .filter(|memory| self.belongs_to(scope, memory))
+            .stored(scope, id)
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("memory {id} does not exist")))?;
         Ok((memory, revision))
     }
@@ -1021,7 +991,7 @@ impl FastPath {
     /// `DELETE /memories/{id}`: gone from reads at once (a tombstone record, and cached
     /// searches are retired); a worker removes the point.
     pub async fn delete(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
-        self.current(scope, id).await?;
+        self.current_versioned(scope, id).await?;
         let key = self.keys.memory(scope, id);
         let submission = Submission {
             op: WriteOp::Delete {

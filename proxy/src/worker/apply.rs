@@ -129,16 +129,16 @@ impl Worker {
 
     /// Links a new memory with its nearest neighbours by the layout's rule, both ways: its
     /// own links under its lease, then each neighbour's under the neighbour's lease (one lease
-    /// at a time, so two discoveries never wait on each other). Returns the memory's record
-    /// (none while a write of it is pending) and the revision it was made at; `None` when the
-    /// memory is gone. Neighbours' cached
-    /// records are dropped (unless a write of theirs is pending) so they are read fresh.
+    /// at a time, so two discoveries never wait on each other). Returns the memory's record and
+    /// the revision it was made at; `None` when there is none to store (the memory is gone, or
+    /// a write of it is pending, whose record will show the links). Neighbours' cached records
+    /// are dropped (unless a write of theirs is pending) so they are read fresh.
     pub(super) async fn associate(
         &self,
         id: Uuid,
         scope: Option<&str>,
         leases: &Leases<'_>,
-    ) -> Result<Option<(Option<RecordWrite>, u64)>, ApplyError> {
+    ) -> Result<Option<(RecordWrite, u64)>, ApplyError> {
         let tenant = scope_of(scope);
         let lock = self.keys.lock(id);
         leases.acquire(&lock).await;
@@ -161,11 +161,11 @@ impl Worker {
             added?;
         }
         let Some(revision) = revision else {
-            return Ok(Some((None, 0)));
+            return Ok(None);
         };
         memory.extend(self.layout.associations_fields(linked));
         let key = self.keys.memory(&tenant, id);
-        Ok(Some((Some(self.ready_record(key, memory)), revision)))
+        Ok(Some((self.ready_record(key, memory), revision)))
     }
 
     /// Under the memory's lease: finds its neighbours and stores its links. The memory, its

@@ -167,11 +167,10 @@ impl Worker {
             .await;
         match linked {
             Ok(Some((record, revision))) => Finish {
-                record,
+                record: Some(record),
                 record_if_revision: Some(revision),
                 ..self.acknowledge_only(revision_key)
             },
-            // Deleted before its associations were found.
             Ok(None) => self.acknowledge_only(revision_key),
             Err(error) => Finish {
                 dead_letter: Some(error),

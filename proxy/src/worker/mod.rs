@@ -89,6 +89,9 @@ const JOBS_HELD_PER_SLOT: usize = 4;
 /// Heartbeats per `claimIdle`: a live worker's entries never come near it.
 const HEARTBEATS_PER_IDLE: u32 = 5;
 
+/// How often the queue's depth is exported.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Looks for a dead worker's entries this often per `claimIdle`.
 const CLAIMS_PER_IDLE: u32 = 2;
 
@@ -143,6 +146,7 @@ impl Worker {
         let mut jobs = JoinSet::new();
         let capacity = self.settings.concurrency * JOBS_HELD_PER_SLOT;
         let mut last_claim: Option<Instant> = None;
+        let mut last_stats: Option<Instant> = None;
         while !*shutdown.borrow() {
             while jobs.try_join_next().is_some() {}
             let claim_due = last_claim
@@ -180,7 +184,11 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            self.export_queue_stats().await;
+            // Queue depth is for dashboards: once a second, not once per batch taken.
+            if last_stats.is_none_or(|at| at.elapsed() >= STATS_INTERVAL) {
+                last_stats = Some(Instant::now());
+                self.export_queue_stats().await;
+            }
         }
         let drained = tokio::time::timeout(self.settings.drain_timeout, async {
             while jobs.join_next().await.is_some() {}
