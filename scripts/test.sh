@@ -108,9 +108,20 @@ check_chart() {
   echo "chart ok"
 }
 
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok for the
+# operator's end-to-end tests (operator/tests/e2e.rs), built once from Go modules and cached
+# outside target/ (see scripts/control-plane.sh).
+build_control_plane() {
+  log "the Kubernetes control plane for the operator's end-to-end tests (Go modules, cached)"
+  MEMGATE_CONTROL_PLANE_BIN="$(./scripts/control-plane.sh)"
+  cat "$MEMGATE_CONTROL_PLANE_BIN/.complete"
+  export MEMGATE_CONTROL_PLANE_BIN HELM
+}
+
 install_debian_packages
 install_python_tools
 install_helm
+build_control_plane
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,15 +1,17 @@
 //! The mutating admission webhook's decision for one Pod: an `AdmissionReview` in, an answer
 //! with a JSON Patch out when the pod asks for the sidecar (`memgate.dev/inject: <store>`).
 //!
-//! The pod is always admitted: without the annotation, already injected, or naming a store
-//! that does not exist (then with a warning `kubectl` shows), it is admitted unchanged — a typo
-//! must not stop an app from deploying, and the webhook's `failurePolicy` is `Ignore` anyway.
+//! The pod is admitted unchanged without the annotation, already injected, or naming a store
+//! that does not exist (then with a warning `kubectl` shows) — a typo must not stop an app from
+//! deploying, and the webhook's `failurePolicy` is `Ignore` anyway. It is refused, with the
+//! reason, only when it asks for the sidecar on a port it cannot have (`memgate.dev/port` not a
+//! number, or one a container of the pod already declares).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 
 use crate::crd::MemoryStore;
-use crate::inject::{inject, is_injected, INJECTED_ANNOTATION, INJECT_ANNOTATION};
+use crate::inject::{inject, is_injected, SidecarPorts, INJECTED_ANNOTATION, INJECT_ANNOTATION};
 
 /// The store a pod asks for, if it asks.
 pub fn wanted_store(pod: &Pod) -> Option<&str> {
@@ -42,9 +44,14 @@ pub fn review(request: &AdmissionRequest<Pod>, store: Option<&MemoryStore>) -> A
         )]);
         return response;
     };
+    let ports = match SidecarPorts::for_pod(pod.metadata.annotations.as_ref(), spec) {
+        Ok(ports) => ports,
+        // A clear refusal: the pod asked for the sidecar on a port it cannot have.
+        Err(error) => return AdmissionResponse::invalid(format!("memgate: {error}")),
+    };
     let mut mutated = pod.clone();
     if let Some(spec) = mutated.spec.as_mut() {
-        inject(spec, store);
+        inject(spec, store, ports);
     }
     mutated
         .metadata
@@ -149,5 +156,65 @@ mod tests {
         assert!(response.patch.is_none());
         let warnings = response.warnings.expect("a warning");
         assert!(warnings[0].contains("\"nope\""), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_app_on_8080_moves_the_sidecar_and_is_told_where() {
+        let mut value = pod(json!({"memgate.dev/inject": "notes"}));
+        value["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+        let response = review(&review_of(value.clone()), Some(&store()));
+        assert!(response.allowed);
+        let result = patched(&value, &response);
+        let sidecar = &result["spec"]["initContainers"][0];
+        let env = |container: &Value, name: &str| {
+            container["env"]
+                .as_array()
+                .and_then(|all| all.iter().find(|e| e["name"] == name))
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            env(sidecar, "MEMGATE_LISTEN"),
+            Some(json!("127.0.0.1:18080"))
+        );
+        assert_eq!(
+            env(&result["spec"]["containers"][0], "MEMGATE_URL"),
+            Some(json!("http://127.0.0.1:18080"))
+        );
+    }
+
+    #[test]
+    fn port_annotations_choose_the_ports_and_bad_ones_are_refused() {
+        let value = pod(json!({
+            "memgate.dev/inject": "notes",
+            "memgate.dev/port": "7000",
+            "memgate.dev/admin-port": "7001",
+        }));
+        let response = review(&review_of(value.clone()), Some(&store()));
+        let result = patched(&value, &response);
+        let sidecar = &result["spec"]["initContainers"][0];
+        assert_eq!(sidecar["ports"][0]["containerPort"], json!(7001));
+
+        for (annotations, reason) in [
+            (
+                json!({"memgate.dev/inject": "notes", "memgate.dev/port": "http"}),
+                "not a port number",
+            ),
+            (
+                json!({"memgate.dev/inject": "notes", "memgate.dev/port": "70000"}),
+                "not a port number",
+            ),
+            (
+                json!({"memgate.dev/inject": "notes", "memgate.dev/port": "7000", "memgate.dev/admin-port": "7000"}),
+                "both 7000",
+            ),
+        ] {
+            let response = review(&review_of(pod(annotations.clone())), Some(&store()));
+            assert!(!response.allowed, "{annotations}");
+            assert!(
+                response.result.message.contains(reason),
+                "{}",
+                response.result.message
+            );
+        }
     }
 }

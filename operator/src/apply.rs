@@ -49,11 +49,24 @@ where
     Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
 }
 
-/// Deletes the objects of kind `K` with the store's labels whose names are not in `keep`.
+/// Whether the store with `uid` owns `object`. Labels alone can be copied (or left behind by
+/// an earlier store of the same name); the owner reference's UID cannot.
+fn owned_by<K: Resource>(object: &K, uid: &str) -> bool {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid)
+}
+
+/// Deletes the objects of kind `K` with the store's labels, owned by it (`owner_uid`), whose
+/// names are not in `keep`.
 async fn delete_orphans<K>(
     client: &Client,
     namespace: &str,
     selector: &str,
+    owner_uid: &str,
     keep: &[String],
 ) -> Result<Vec<String>>
 where
@@ -66,7 +79,7 @@ where
     let mut deleted = Vec::new();
     for object in api.list(&ListParams::default().labels(selector)).await? {
         let name = object.name_any();
-        if !keep.contains(&name) {
+        if !keep.contains(&name) && owned_by(&object, owner_uid) {
             api.delete(&name, &DeleteParams::background()).await?;
             tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleted an object no longer declared");
             deleted.push(format!("{}/{name}", K::kind(&())));
@@ -113,6 +126,25 @@ async fn resize_volume(
     Ok(None)
 }
 
+/// The StatefulSet to apply: as built, but with the volume claim templates the existing one
+/// has. The API server refuses any change to them (422), so a new `storage` must reach the
+/// claims through [`resize_volume`] only.
+async fn keeping_claim_templates(
+    client: &Client,
+    namespace: &str,
+    desired: &StatefulSet,
+) -> Result<StatefulSet> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let Some(existing) = api.get_opt(&desired.name_any()).await? else {
+        return Ok(desired.clone());
+    };
+    let mut set = desired.clone();
+    if let (Some(spec), Some(existing)) = (set.spec.as_mut(), existing.spec) {
+        spec.volume_claim_templates = existing.volume_claim_templates;
+    }
+    Ok(set)
+}
+
 async fn apply_part(
     client: &Client,
     namespace: &str,
@@ -121,7 +153,8 @@ async fn apply_part(
     applied: &mut Applied,
 ) -> Result<StatefulSet> {
     apply(client, namespace, &part.service).await?;
-    let set = apply(client, namespace, &part.stateful_set).await?;
+    let desired = keeping_claim_templates(client, namespace, &part.stateful_set).await?;
+    let set = apply(client, namespace, &desired).await?;
     if let Some(problem) = resize_volume(client, namespace, &set, storage).await? {
         applied.storage_problems.push(problem);
     }
@@ -159,6 +192,7 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
     }
 
     let selector = all_objects_selector(store);
+    let uid = store.uid().ok_or(Error::NoUid)?;
     let parts = [redis, qdrant];
     let services = names(
         parts
@@ -175,14 +209,18 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
     let maps = names([config_map.metadata.name.as_ref()]);
     let deployments = names([worker.metadata.name.as_ref()]);
     let mut deleted = Vec::new();
-    deleted.extend(delete_orphans::<StatefulSet>(client, &namespace, &selector, &sets).await?);
-    deleted.extend(delete_orphans::<Service>(client, &namespace, &selector, &services).await?);
-    deleted.extend(
-        delete_orphans::<PodDisruptionBudget>(client, &namespace, &selector, &budgets).await?,
-    );
     deleted
-        .extend(delete_orphans::<Deployment>(client, &namespace, &selector, &deployments).await?);
-    deleted.extend(delete_orphans::<ConfigMap>(client, &namespace, &selector, &maps).await?);
+        .extend(delete_orphans::<StatefulSet>(client, &namespace, &selector, &uid, &sets).await?);
+    deleted
+        .extend(delete_orphans::<Service>(client, &namespace, &selector, &uid, &services).await?);
+    deleted.extend(
+        delete_orphans::<PodDisruptionBudget>(client, &namespace, &selector, &uid, &budgets)
+            .await?,
+    );
+    deleted.extend(
+        delete_orphans::<Deployment>(client, &namespace, &selector, &uid, &deployments).await?,
+    );
+    deleted.extend(delete_orphans::<ConfigMap>(client, &namespace, &selector, &uid, &maps).await?);
     applied.deleted = deleted;
     Ok(applied)
 }

@@ -178,11 +178,13 @@ pub struct ManagedRedis {
 }
 
 /// An existing Redis.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalRedis {
-    /// `redis://host:port` or `rediss://host:port` (TLS).
+    /// `redis://host:port` or `rediss://host:port` (TLS); a user name may go in it
+    /// (`redis://user@host:port`), the password may not (`passwordSecretRef`).
     #[schemars(regex(pattern = r"^rediss?://[^\s]+$"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("the URL must not carry a password: put it in a Secret and name it in passwordSecretRef"))]
     pub url: String,
     /// Its password, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,11 +236,12 @@ pub struct ManagedQdrant {
 }
 
 /// An existing Qdrant.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalQdrant {
-    /// Its gRPC endpoint, `http(s)://host:6334`.
+    /// Its gRPC endpoint, `http(s)://host:6334`, without credentials (`apiKeySecretRef`).
     #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("the URL must not carry a password: put the API key in a Secret and name it in apiKeySecretRef"))]
     pub url: String,
     /// Its API key, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

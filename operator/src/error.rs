@@ -13,6 +13,9 @@ pub enum Error {
     MissingSecret { name: String, key: String },
     #[error("the MemoryStore has no namespace")]
     NoNamespace,
+    /// Only a store read from the API server has one; orphans are matched by it.
+    #[error("the MemoryStore has no uid")]
+    NoUid,
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -24,13 +27,14 @@ impl Error {
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::MissingSecret { .. } => "SecretNotFound",
             Self::NoNamespace => "NoNamespace",
+            Self::NoUid => "NoUid",
             Self::Kube(_) => "ApiError",
         }
     }
 
     /// Whether only a change of the MemoryStore can fix it (no point retrying on a timer).
     pub fn needs_spec_change(&self) -> bool {
-        matches!(self, Self::InvalidSpec(_) | Self::NoNamespace)
+        matches!(self, Self::InvalidSpec(_) | Self::NoNamespace | Self::NoUid)
     }
 }
 

@@ -22,18 +22,126 @@ pub const INJECT_ANNOTATION: &str = "memgate.dev/inject";
 /// Set on an injected pod: the store whose sidecar it got.
 pub const INJECTED_ANNOTATION: &str = "memgate.dev/injected";
 pub const SIDECAR_NAME: &str = "memgate-proxy";
-/// What the app calls instead of the legacy service.
-pub const MEMGATE_URL: &str = "http://127.0.0.1:8080";
-/// Where an MCP client configured for cldmemory's `…/sse` connects instead.
-pub const MEMGATE_MCP_SSE_URL: &str = "http://127.0.0.1:8080/sse";
-/// Where an MCP client speaking Streamable HTTP connects.
-pub const MEMGATE_MCP_URL: &str = "http://127.0.0.1:8080/mcp";
-/// The variables every app container gets, unless it sets them itself.
-const APP_ENV: [(&str, &str); 3] = [
-    ("MEMGATE_URL", MEMGATE_URL),
-    ("MEMGATE_MCP_SSE_URL", MEMGATE_MCP_SSE_URL),
-    ("MEMGATE_MCP_URL", MEMGATE_MCP_URL),
-];
+/// Chooses the port the sidecar serves the app on (loopback), when the default clashes.
+pub const PORT_ANNOTATION: &str = "memgate.dev/port";
+/// Chooses the sidecar's admin port (probes, metrics).
+pub const ADMIN_PORT_ANNOTATION: &str = "memgate.dev/admin-port";
+/// The ports tried, in order, when the annotations choose none: the first that no container of
+/// the pod declares.
+const API_PORTS: [u16; 4] = [8080, 18080, 28080, 38080];
+const ADMIN_PORTS: [u16; 4] = [ADMIN_PORT, 19090, 29090, 39090];
+
+/// Where one pod's sidecar listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SidecarPorts {
+    /// The app calls `http://127.0.0.1:{api}` instead of the legacy service.
+    pub api: u16,
+    pub admin: u16,
+}
+
+/// A port annotation that cannot be honoured.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PortError {
+    #[error("annotation {annotation}: {value:?} is not a port number (1-65535)")]
+    NotAPort {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error("annotation {annotation}: port {port} is already declared by container {container:?}")]
+    Taken {
+        annotation: &'static str,
+        port: u16,
+        container: String,
+    },
+    #[error("annotations {PORT_ANNOTATION} and {ADMIN_PORT_ANNOTATION} are both {0}")]
+    Same(u16),
+    #[error("every candidate port for the sidecar is declared by a container of the pod; choose one with {0}")]
+    NoneFree(&'static str),
+}
+
+impl SidecarPorts {
+    /// The ports for a pod with these annotations: the annotated ones, else the first
+    /// candidates no container of the pod declares (an app on 8080 moves the sidecar to
+    /// 18080, and the app learns it from `MEMGATE_URL`).
+    pub fn for_pod(
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+        pod: &PodSpec,
+    ) -> Result<Self, PortError> {
+        let declared: Vec<(u16, &str)> = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .filter(|container| container.name != SIDECAR_NAME)
+            .flat_map(|container| {
+                container.ports.iter().flatten().filter_map(|port| {
+                    u16::try_from(port.container_port)
+                        .ok()
+                        .map(|number| (number, container.name.as_str()))
+                })
+            })
+            .collect();
+        let chosen = |annotation: &'static str,
+                      candidates: &[u16],
+                      other: Option<u16>|
+         -> Result<u16, PortError> {
+            match annotations.and_then(|all| all.get(annotation)) {
+                Some(value) => {
+                    let port = value
+                        .trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|port| *port > 0)
+                        .ok_or_else(|| PortError::NotAPort {
+                            annotation,
+                            value: value.clone(),
+                        })?;
+                    match declared.iter().find(|(taken, _)| *taken == port) {
+                        Some((_, container)) => Err(PortError::Taken {
+                            annotation,
+                            port,
+                            container: container.to_string(),
+                        }),
+                        None => Ok(port),
+                    }
+                }
+                None => candidates
+                    .iter()
+                    .copied()
+                    .find(|port| {
+                        Some(*port) != other && !declared.iter().any(|(taken, _)| taken == port)
+                    })
+                    .ok_or(PortError::NoneFree(annotation)),
+            }
+        };
+        let api = chosen(PORT_ANNOTATION, &API_PORTS, None)?;
+        let admin = chosen(ADMIN_PORT_ANNOTATION, &ADMIN_PORTS, Some(api))?;
+        if api == admin {
+            return Err(PortError::Same(api));
+        }
+        Ok(Self { api, admin })
+    }
+
+    /// The variables every app container gets, unless it sets them itself: where memgate
+    /// answers REST, MCP over HTTP+SSE (where a client configured for cldmemory's `…/sse`
+    /// connects instead) and MCP over Streamable HTTP.
+    fn app_env(self) -> [(&'static str, String); 3] {
+        let base = format!("http://127.0.0.1:{}", self.api);
+        [
+            ("MEMGATE_URL", base.clone()),
+            ("MEMGATE_MCP_SSE_URL", format!("{base}/sse")),
+            ("MEMGATE_MCP_URL", format!("{base}/mcp")),
+        ]
+    }
+}
+
+impl Default for SidecarPorts {
+    fn default() -> Self {
+        Self {
+            api: API_PORTS[0],
+            admin: ADMIN_PORTS[0],
+        }
+    }
+}
 const CONFIG_VOLUME: &str = "memgate-config";
 const TMP_VOLUME: &str = "memgate-tmp";
 /// The proxy runs as this user whatever the pod's own security context says.
@@ -56,8 +164,8 @@ fn admin_probe(path: &str, failure_threshold: i32) -> Probe {
     }
 }
 
-/// The sidecar container for `store`.
-pub fn sidecar(store: &MemoryStore) -> Container {
+/// The sidecar container for `store`, listening on `ports`.
+pub fn sidecar(store: &MemoryStore, ports: SidecarPorts) -> Container {
     let mut security = container_security();
     security.run_as_user = Some(UID);
     security.run_as_group = Some(UID);
@@ -69,10 +177,10 @@ pub fn sidecar(store: &MemoryStore) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         ]),
-        env: Some(memgate_env(store)),
+        env: Some(sidecar_env(store, ports)),
         ports: Some(vec![ContainerPort {
             name: Some("memgate-admin".into()),
-            container_port: i32::from(ADMIN_PORT),
+            container_port: i32::from(ports.admin),
             ..Default::default()
         }]),
         // The app starts once the proxy listens. Readiness is the process's health, not its
@@ -107,6 +215,23 @@ pub fn sidecar(store: &MemoryStore) -> Container {
     }
 }
 
+/// The store's environment, and where this pod's sidecar listens (over the config's own
+/// addresses, which are the defaults).
+fn sidecar_env(store: &MemoryStore, ports: SidecarPorts) -> Vec<EnvVar> {
+    let mut env = memgate_env(store);
+    for (name, value) in [
+        ("MEMGATE_LISTEN", format!("127.0.0.1:{}", ports.api)),
+        ("MEMGATE_ADMIN_LISTEN", format!("0.0.0.0:{}", ports.admin)),
+    ] {
+        env.push(EnvVar {
+            name: name.into(),
+            value: Some(value),
+            ..Default::default()
+        });
+    }
+    env
+}
+
 fn volumes(store: &MemoryStore) -> [Volume; 2] {
     [
         Volume {
@@ -133,15 +258,16 @@ pub fn is_injected(pod: &PodSpec) -> bool {
         .any(|container| container.name == SIDECAR_NAME)
 }
 
-/// Adds the sidecar to `pod`. Returns whether anything changed (false when already injected).
-pub fn inject(pod: &mut PodSpec, store: &MemoryStore) -> bool {
+/// Adds the sidecar to `pod`, listening on `ports`. Returns whether anything changed (false
+/// when already injected).
+pub fn inject(pod: &mut PodSpec, store: &MemoryStore, ports: SidecarPorts) -> bool {
     if is_injected(pod) {
         return false;
     }
     // First among the init containers: the others (migrations, say) may call it already.
     pod.init_containers
         .get_or_insert_with(Vec::new)
-        .insert(0, sidecar(store));
+        .insert(0, sidecar(store, ports));
     let volumes_list = pod.volumes.get_or_insert_with(Vec::new);
     for volume in volumes(store) {
         if !volumes_list.iter().any(|v| v.name == volume.name) {
@@ -150,11 +276,11 @@ pub fn inject(pod: &mut PodSpec, store: &MemoryStore) -> bool {
     }
     for container in &mut pod.containers {
         let env = container.env.get_or_insert_with(Vec::new);
-        for (name, value) in APP_ENV {
+        for (name, value) in ports.app_env() {
             if !env.iter().any(|var| var.name == name) {
                 env.push(EnvVar {
                     name: name.into(),
-                    value: Some(value.into()),
+                    value: Some(value),
                     ..Default::default()
                 });
             }
@@ -244,7 +370,16 @@ pub fn inject_manifest(
             reason: error.to_string(),
         }
     })?;
-    if !inject(&mut pod, store) {
+    let annotations: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(template["metadata"]["annotations"].clone()).unwrap_or_default();
+    let ports = SidecarPorts::for_pod(Some(&annotations), &pod).map_err(|error| {
+        InjectError::InvalidPod {
+            kind: kind.clone(),
+            name: name.clone(),
+            reason: error.to_string(),
+        }
+    })?;
+    if !inject(&mut pod, store, ports) {
         return Ok(false);
     }
     template["spec"] = serde_json::to_value(&pod).map_err(|error| InjectError::InvalidPod {
@@ -279,7 +414,7 @@ mod tests {
     #[test]
     fn the_sidecar_joins_as_a_native_sidecar() {
         let mut pod = app();
-        assert!(inject(&mut pod, &store()));
+        assert!(inject(&mut pod, &store(), SidecarPorts::default()));
         let init = pod.init_containers.as_ref().expect("init containers");
         assert_eq!(init[0].name, SIDECAR_NAME);
         assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
@@ -315,7 +450,7 @@ mod tests {
             .flatten()
             .find(|e| e.name == "MEMGATE_URL")
             .and_then(|e| e.value.clone());
-        assert_eq!(url.as_deref(), Some(MEMGATE_URL));
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:8080"));
         let mcp = pod.containers[0]
             .env
             .iter()
@@ -365,9 +500,9 @@ mod tests {
     #[test]
     fn injecting_twice_changes_nothing() {
         let mut pod = app();
-        inject(&mut pod, &store());
+        inject(&mut pod, &store(), SidecarPorts::default());
         let once = pod.clone();
-        assert!(!inject(&mut pod, &store()));
+        assert!(!inject(&mut pod, &store(), SidecarPorts::default()));
         assert_eq!(pod, once);
     }
 
@@ -383,7 +518,7 @@ mod tests {
             name: "migrate".into(),
             ..Default::default()
         }]);
-        inject(&mut pod, &store());
+        inject(&mut pod, &store(), SidecarPorts::default());
         let names: Vec<&str> = pod
             .init_containers
             .iter()

@@ -310,7 +310,7 @@ fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
     if store.metadata.uid.is_none() {
         store.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
     }
-    let desired = build::build(&store, "")?;
+    let desired = build::build(&store, &build::SecretDigests::default())?;
     let mut out = String::new();
     for secret in desired
         .generated_secrets
@@ -351,6 +351,15 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             init_tracing();
+            // Both of rustls's providers are compiled in (kube uses ring, other dependencies
+            // aws-lc-rs), so rustls cannot pick one itself: without this the first TLS
+            // connection to the API server panics.
+            if rustls::crypto::ring::default_provider()
+                .install_default()
+                .is_err()
+            {
+                tracing::debug!("a rustls crypto provider was already installed");
+            }
             run(args).await?;
         }
         Command::Crd => print!("{}", crd_yaml()?),

@@ -154,7 +154,7 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
                 message: error.to_string(),
             };
             let applied = observe(&context.client, store).await.unwrap_or_default();
-            let status = status::compute(store, &applied, Some(problem), Timestamp::now());
+            let status = status::failed(store, &applied, problem, Timestamp::now());
             publish(
                 context,
                 store,
@@ -177,7 +177,7 @@ async fn pipeline(store: &MemoryStore, context: &Context) -> Result<Applied> {
         return observe(client, store).await;
     }
     // validate: a spec that cannot be built stops before any write.
-    let planned = build::build(store, "")?;
+    let planned = build::build(store, &build::SecretDigests::default())?;
     for generated in &planned.generated_secrets {
         let secret = &generated.secret;
         if secrets::ensure_generated(client, store, generated).await? {
@@ -191,8 +191,8 @@ async fn pipeline(store: &MemoryStore, context: &Context) -> Result<Applied> {
             .await;
         }
     }
-    let digest = secrets::digest(client, store).await?;
-    let desired = build::build(store, &digest)?;
+    let digests = secrets::digests(client, store).await?;
+    let desired = build::build(store, &digests)?;
     apply_all(client, store, &desired).await
 }
 

@@ -10,7 +10,7 @@ use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::build::labels::metadata;
-use crate::build::{secret_refs, GeneratedSecret};
+use crate::build::{secret_refs, GeneratedSecret, SecretDigests};
 use crate::crd::MemoryStore;
 use crate::error::{Error, Result};
 
@@ -52,11 +52,11 @@ pub async fn ensure_generated(
     }
 }
 
-/// A digest of the values of every Secret the pods read; fails when one is missing.
-pub async fn digest(client: &Client, store: &MemoryStore) -> Result<String> {
+/// A digest of each value of a Secret the pods read; fails when one is missing.
+pub async fn digests(client: &Client, store: &MemoryStore) -> Result<SecretDigests> {
     let namespace = store.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let mut hasher = Sha256::new();
+    let mut digests = SecretDigests::default();
     for (_, reference) in secret_refs(store) {
         let missing = || Error::MissingSecret {
             name: reference.name.clone(),
@@ -68,12 +68,7 @@ pub async fn digest(client: &Client, store: &MemoryStore) -> Result<String> {
             .as_ref()
             .and_then(|data| data.get(&reference.key))
             .ok_or_else(missing)?;
-        hasher.update(reference.name.as_bytes());
-        hasher.update(b"/");
-        hasher.update(reference.key.as_bytes());
-        hasher.update(b"=");
-        hasher.update(&value.0);
-        hasher.update(b"\n");
+        digests.insert(&reference, hex::encode(Sha256::digest(&value.0)));
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(digests)
 }

@@ -248,6 +248,20 @@ pub fn compute(
     }
 }
 
+/// The status after a reconcile that failed with `problem`: the conditions say what is wrong
+/// with the current generation, but `observedGeneration` stays the last one applied in full,
+/// so nobody takes a failed generation for a rolled-out one.
+pub fn failed(
+    store: &MemoryStore,
+    applied: &Applied,
+    problem: Problem,
+    now: Timestamp,
+) -> MemoryStoreStatus {
+    let mut status = compute(store, applied, Some(problem), now);
+    status.observed_generation = store.status.as_ref().and_then(|s| s.observed_generation);
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,8 +367,16 @@ mod tests {
             reason: "SecretNotFound".into(),
             message: "Secret \"openai\" has no key".into(),
         };
-        let third = compute(&store, &ready, Some(problem), t1);
+        let third = compute(&store, &ready, Some(problem.clone()), t1);
         assert_eq!(get(&third, DEGRADED).status, "True");
         assert_eq!(get(&third, DEGRADED).reason, "SecretNotFound");
+
+        // A failed reconcile of generation 4 leaves observedGeneration at the last one applied.
+        store.status = Some(second.clone());
+        store.metadata.generation = Some(4);
+        let failed = failed(&store, &ready, problem, t1);
+        assert_eq!(failed.observed_generation, Some(3));
+        assert_eq!(get(&failed, DEGRADED).status, "True");
+        assert_eq!(get(&failed, DEGRADED).observed_generation, Some(4));
     }
 }

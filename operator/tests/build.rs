@@ -1,8 +1,8 @@
 //! The desired objects of YAML fixtures: a MemoryStore in, objects out, no API.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
-use memgate_operator::build::{self, config, labels, worker, Desired};
-use memgate_operator::crd::MemoryStore;
+use memgate_operator::build::{self, config, labels, worker, Desired, SecretDigests};
+use memgate_operator::crd::{MemoryStore, SecretKeyRef};
 
 fn fixture(name: &str) -> MemoryStore {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -10,9 +10,22 @@ fn fixture(name: &str) -> MemoryStore {
     serde_yaml::from_str(&text).expect("a MemoryStore")
 }
 
+/// Digests as the reconciler reads them: `openai` for the OpenAI key, `redis` for the
+/// generated Redis password.
+fn digests(openai: &str, redis: &str) -> SecretDigests {
+    let reference = |name: &str, key: &str| SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    };
+    let mut digests = SecretDigests::default();
+    digests.insert(&reference("openai", "api-key"), openai);
+    digests.insert(&reference("notes-redis-auth", "password"), redis);
+    digests
+}
+
 fn desired(name: &str) -> (MemoryStore, Desired) {
     let store = fixture(name);
-    let desired = build::build(&store, "digest-1").expect("builds");
+    let desired = build::build(&store, &digests("a", "b")).expect("builds");
     (store, desired)
 }
 
@@ -288,22 +301,49 @@ fn workers_get_secrets_as_references_and_roll_on_changes() {
             .map(|a| a[worker::CONFIG_HASH].clone())
             .expect("hash")
     };
-    let first = build::build(&store, "digest-1").expect("builds");
-    let again = build::build(&store, "digest-1").expect("builds");
-    let new_secret = build::build(&store, "digest-2").expect("builds");
+    let first = build::build(&store, &digests("a", "b")).expect("builds");
+    let again = build::build(&store, &digests("a", "b")).expect("builds");
+    let new_key = build::build(&store, &digests("a2", "b")).expect("builds");
+    let new_password = build::build(&store, &digests("a", "b2")).expect("builds");
     let mut changed = store.clone();
     changed.spec.rollout.percent = 50;
-    let new_config = build::build(&changed, "digest-1").expect("builds");
+    let new_config = build::build(&changed, &digests("a", "b")).expect("builds");
     assert_eq!(hash(&first), hash(&again), "deterministic");
     assert_ne!(
         hash(&first),
-        hash(&new_secret),
+        hash(&new_key),
         "a Secret change rolls the workers"
+    );
+    assert_ne!(
+        hash(&first),
+        hash(&new_password),
+        "the Redis password rolls the workers"
     );
     assert_ne!(
         hash(&first),
         hash(&new_config),
         "a config change rolls the workers"
+    );
+
+    let redis_hash = |desired: &Desired| {
+        desired
+            .redis
+            .as_ref()
+            .and_then(|part| part.stateful_set.spec.as_ref())
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.annotations.as_ref())
+            .map(|annotations| annotations[build::SECRET_HASH].clone())
+            .expect("Redis's pods carry the hash of the password they read")
+    };
+    assert_ne!(
+        redis_hash(&first),
+        redis_hash(&new_password),
+        "a new password rolls Redis"
+    );
+    assert_eq!(
+        redis_hash(&first),
+        redis_hash(&new_key),
+        "Redis does not read the OpenAI key"
     );
 }
 
@@ -346,7 +386,7 @@ fn switching_redis_from_managed_to_external_drops_its_objects() {
     let mut store = fixture("managed.yaml");
     let external = fixture("external.yaml");
     store.spec.redis = external.spec.redis.clone();
-    let desired = build::build(&store, "d").expect("builds");
+    let desired = build::build(&store, &digests("a", "b")).expect("builds");
     assert!(desired.redis.is_none());
     assert!(desired.qdrant.is_some());
     let generated: Vec<&str> = desired

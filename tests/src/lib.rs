@@ -8,8 +8,11 @@
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 //! - [`start_reference`]: the reference cldmemory (`reference/`) on memgate's own vector
 //!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
+//! - [`ControlPlane`]: a real Kubernetes control plane (etcd, kube-apiserver, controllers,
+//!   scheduler, kwok) for the operator's end-to-end tests.
 //! - [`history`]: a recorded history of operations and a Jepsen-style checker.
 
+mod control_plane;
 pub mod history;
 mod http_server;
 pub mod load;
@@ -22,6 +25,7 @@ mod redis_server;
 mod reference;
 mod upstream;
 
+pub use control_plane::{control_plane_bin, host_ip, ControlPlane};
 pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use openai::{chat_answer_text, FakeOpenAi};

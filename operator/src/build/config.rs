@@ -44,9 +44,32 @@ pub fn service_host(store: &MemoryStore, part: &str) -> String {
     )
 }
 
+/// `url` without the password of its user info (`scheme://user:password@host` →
+/// `scheme://user@host`). The CRD refuses such URLs; one stored before that rule must still
+/// never reach a ConfigMap or the status, where anyone who may read them would see it.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            let user = if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            };
+            format!("{scheme}://{user}{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 pub fn redis_url(store: &MemoryStore) -> String {
     match &store.spec.redis.external {
-        Some(external) => external.url.clone(),
+        Some(external) => without_password(&external.url),
         None => format!("redis://{}:6379", service_host(store, "redis")),
     }
 }
@@ -54,7 +77,7 @@ pub fn redis_url(store: &MemoryStore) -> String {
 /// The gRPC endpoint of Qdrant.
 pub fn qdrant_url(store: &MemoryStore) -> String {
     match &store.spec.qdrant.external {
-        Some(external) => external.url.clone(),
+        Some(external) => without_password(&external.url),
         None => format!("http://{}:6334", service_host(store, "qdrant")),
     }
 }
@@ -116,4 +139,34 @@ pub fn render(config: &Config) -> Result<String, ConfigError> {
         field: "proxy".into(),
         problem: format!("internal: the config does not serialize: {error}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_password_in_a_url_is_dropped_and_the_rest_kept() {
+        for (url, kept) in [
+            (
+                "redis://memgate:hunter2@redis.example:6379/0",
+                "redis://memgate@redis.example:6379/0",
+            ),
+            (
+                "rediss://:hunter2@redis.example:6380",
+                "rediss://redis.example:6380",
+            ),
+            (
+                "redis://user@redis.example:6379",
+                "redis://user@redis.example:6379",
+            ),
+            ("http://qdrant.example:6334", "http://qdrant.example:6334"),
+            (
+                "https://k:p%40ss@q.example:6334/x@y",
+                "https://k@q.example:6334/x@y",
+            ),
+        ] {
+            assert_eq!(without_password(url), kept, "{url}");
+        }
+    }
 }

@@ -119,8 +119,45 @@ pub fn memgate_env(store: &MemoryStore) -> Vec<EnvVar> {
     env
 }
 
+/// Digests of the values of the Secrets a store's pods read, by reference: what rolls each pod
+/// that reads one when it changes (the workers on any of them, Redis on its password, Qdrant
+/// on its API key). Read by the reconciler; empty when rendering without a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretDigests(BTreeMap<String, String>);
+
+impl SecretDigests {
+    fn key(reference: &SecretKeyRef) -> String {
+        format!("{}/{}", reference.name, reference.key)
+    }
+
+    pub fn insert(&mut self, reference: &SecretKeyRef, digest: impl Into<String>) {
+        self.0.insert(Self::key(reference), digest.into());
+    }
+
+    /// The digest of one referenced value, when it was read.
+    pub fn of(&self, reference: &SecretKeyRef) -> Option<&str> {
+        self.0.get(&Self::key(reference)).map(String::as_str)
+    }
+
+    /// One digest of them all.
+    pub fn combined(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (reference, digest) in &self.0 {
+            hasher.update(reference.as_bytes());
+            hasher.update(b"=");
+            hasher.update(digest.as_bytes());
+            hasher.update(b"\n");
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// The pod-template annotation whose change rolls a managed part when the Secret it reads
+/// changes.
+pub const SECRET_HASH: &str = "memgate.dev/secret-hash";
+
 /// The hash that rolls the workers when the config or a referenced Secret changes.
-pub fn config_hash(config_yaml: &str, secrets_digest: &str) -> String {
+fn config_hash(config_yaml: &str, secrets_digest: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(config_yaml.as_bytes());
     hasher.update(b"\n");
@@ -128,9 +165,9 @@ pub fn config_hash(config_yaml: &str, secrets_digest: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The desired objects. `secrets_digest` is a digest of the referenced Secrets' data (see
+/// The desired objects. `secrets` are digests of the referenced Secrets' values (see
 /// [`secret_refs`]), read by the caller.
-pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, ConfigError> {
+pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, ConfigError> {
     let proxy_config = config::proxy_config(store)?;
     let config_yaml = config::render(&proxy_config)?;
     let config_map = ConfigMap {
@@ -150,7 +187,11 @@ pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, Confi
             });
         }
         ManagedPart {
-            stateful_set: redis::stateful_set(store, managed),
+            stateful_set: redis::stateful_set(
+                store,
+                managed,
+                secrets.of(&redis::password_ref(store, managed)),
+            ),
             service: redis::service(store),
         }
     });
@@ -162,11 +203,15 @@ pub fn build(store: &MemoryStore, secrets_digest: &str) -> Result<Desired, Confi
             });
         }
         ManagedPart {
-            stateful_set: qdrant::stateful_set(store, managed),
+            stateful_set: qdrant::stateful_set(
+                store,
+                managed,
+                secrets.of(&qdrant::api_key_ref(store, managed)),
+            ),
             service: qdrant::service(store),
         }
     });
-    let hash = config_hash(&config_yaml, secrets_digest);
+    let hash = config_hash(&config_yaml, &secrets.combined());
     Ok(Desired {
         worker: worker::deployment(store, &config_map_name(store), memgate_env(store), &hash),
         worker_disruption_budget: worker::disruption_budget(store),

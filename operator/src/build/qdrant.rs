@@ -2,6 +2,8 @@
 //! probe: restarting Qdrant while it loads a large collection only makes it slower), and a
 //! Service with the HTTP (6333) and gRPC (6334) ports.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
@@ -111,7 +113,12 @@ fn container(store: &MemoryStore, managed: &ManagedQdrant) -> Container {
     }
 }
 
-pub fn stateful_set(store: &MemoryStore, managed: &ManagedQdrant) -> StatefulSet {
+/// `secret_hash`: the digest of the Secret value it reads, so a rotation rolls it.
+pub fn stateful_set(
+    store: &MemoryStore,
+    managed: &ManagedQdrant,
+    secret_hash: Option<&str>,
+) -> StatefulSet {
     StatefulSet {
         metadata: metadata(store, name(store), Component::Qdrant),
         spec: Some(StatefulSetSpec {
@@ -124,6 +131,9 @@ pub fn stateful_set(store: &MemoryStore, managed: &ManagedQdrant) -> StatefulSet
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(store, Component::Qdrant)),
+                    annotations: secret_hash.map(|hash| {
+                        BTreeMap::from([(super::SECRET_HASH.to_string(), hash.to_string())])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

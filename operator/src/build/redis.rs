@@ -161,7 +161,12 @@ pub fn volume_claim(storage: &str, storage_class_name: Option<String>) -> Persis
     }
 }
 
-pub fn stateful_set(store: &MemoryStore, managed: &ManagedRedis) -> StatefulSet {
+/// `secret_hash`: the digest of the Secret value it reads, so a rotation rolls it.
+pub fn stateful_set(
+    store: &MemoryStore,
+    managed: &ManagedRedis,
+    secret_hash: Option<&str>,
+) -> StatefulSet {
     StatefulSet {
         metadata: metadata(store, name(store), Component::Redis),
         spec: Some(StatefulSetSpec {
@@ -174,6 +179,9 @@ pub fn stateful_set(store: &MemoryStore, managed: &ManagedRedis) -> StatefulSet 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(store, Component::Redis)),
+                    annotations: secret_hash.map(|hash| {
+                        BTreeMap::from([(super::SECRET_HASH.to_string(), hash.to_string())])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -1,0 +1,1069 @@
+//! The operator, its CRD and its chart on a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok nodes, built from Go modules by
+//! `scripts/control-plane.sh`): what the mocked API server of the other tests cannot show.
+//!
+//! One control plane serves the whole suite, one scenario after another (each in a namespace
+//! of its own), so the two cores are not shared by several API servers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use memgate_testkit::ControlPlane;
+use serde_json::Value;
+
+const OPERATOR_NAMESPACE: &str = "memgate-system";
+/// The chart's release name; its objects and ServiceAccount are called this.
+const RELEASE: &str = "memgate";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The control plane and what the scenarios share.
+struct Cluster {
+    plane: ControlPlane,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.plane.kubectl_ok(args)
+    }
+
+    /// `kubectl get -o json`, or `None` when it does not exist.
+    fn get(&self, kind: &str, name: &str, namespace: &str) -> anyhow::Result<Option<Value>> {
+        let output = self
+            .plane
+            .kubectl(["get", kind, name, "-n", namespace, "-o", "json"])?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("NotFound") {
+                return Ok(None);
+            }
+            bail!("kubectl get {kind} {name}: {stderr}");
+        }
+        Ok(Some(serde_json::from_slice(&output.stdout)?))
+    }
+
+    fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        self.plane.apply_yaml(yaml)
+    }
+
+    /// `kubectl apply` of `yaml` expected to be refused: the refusal's text.
+    fn refused(&self, args: &[&str], yaml: Option<&str>) -> anyhow::Result<String> {
+        let output = match yaml {
+            Some(yaml) => self.plane.kubectl_with_input(args, yaml)?,
+            None => self.plane.kubectl(args)?,
+        };
+        if output.status.success() {
+            bail!("kubectl {args:?} was accepted");
+        }
+        Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    /// Polls `check` every 250 ms until it gives a value or `timeout` passes; an error of
+    /// `check` counts as not yet. Fails at once when RBAC refused the operator something, which
+    /// no wait would mend.
+    async fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            match check(self) {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                Err(error) => last_error = Some(error),
+            }
+            no_refusals(self)?;
+            if Instant::now() > deadline {
+                bail!("{what}: not within {timeout:?} (last error: {last_error:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A `memgate-operator run` process, killed on drop.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+    admin: std::net::SocketAddr,
+    webhook_port: u16,
+}
+
+impl Operator {
+    fn start(kubeconfig: &Path, identity: &str, dir: &Path) -> anyhow::Result<Self> {
+        let admin_port = free_port()?;
+        let webhook_port = free_port()?;
+        let log = dir.join(format!("operator-{identity}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_memgate-operator"))
+            .args([
+                "run",
+                &format!("--admin-listen=127.0.0.1:{admin_port}"),
+                &format!("--webhook-listen=0.0.0.0:{webhook_port}"),
+                &format!("--webhook-service={RELEASE}-webhook"),
+                &format!("--webhook-secret={RELEASE}-webhook-tls"),
+                &format!("--webhook-configuration={RELEASE}"),
+                "--default-image=ghcr.io/memgate/memgate:e2e",
+                "--lease-duration=6s",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
+            .env("POD_NAME", identity)
+            .env("MEMGATE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info,memgate_operator=debug")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("cannot run memgate-operator")?;
+        Ok(Self {
+            child,
+            log,
+            admin: ([127, 0, 0, 1], admin_port).into(),
+            webhook_port,
+        })
+    }
+
+    /// Its successful reconciles so far (`memgate_operator_reconciles_total{result="ok"}`).
+    async fn reconciles(&self) -> anyhow::Result<f64> {
+        let text = memgate_testkit::scrape_metrics(self.admin).await;
+        Ok(memgate_testkit::metric_value(
+            &text,
+            r#"memgate_operator_reconciles_total{result="ok"}"#,
+        )
+        .unwrap_or_default())
+    }
+
+    /// The last `lines` lines the operator logged.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        format!(
+            "--- {} (last {lines} lines)\n{}\n",
+            self.log.display(),
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn sample(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).expect("the sample is readable")
+}
+
+/// 1. The CRD: established by `kubectl apply -f crds/`, explained, its columns printed, and
+///    the invalid samples refused by the API server itself (schema and CEL, on create and on
+///    update).
+async fn the_crd_is_served_explained_and_enforced(cluster: &Cluster) -> anyhow::Result<()> {
+    let crds = root().join("crds");
+    cluster.kubectl(&["apply", "-f", &crds.display().to_string()])?;
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/memorystores.memgate.dev",
+        "--timeout=60s",
+    ])?;
+
+    // The API server publishes a new CRD's OpenAPI a moment after it is established.
+    let explained = cluster
+        .wait("kubectl explain", Duration::from_secs(30), |c| {
+            Ok(c.kubectl(&["explain", "memorystore.spec.cache"]).ok())
+        })
+        .await?;
+    for field in ["memoryTtl", "searchTtl", "embeddingTtl"] {
+        assert!(
+            explained.contains(field),
+            "explain lacks {field}:\n{explained}"
+        );
+    }
+    assert!(
+        !explained.contains("<empty>"),
+        "a field without a description:\n{explained}"
+    );
+
+    cluster.kubectl(&["create", "namespace", "team-a"])?;
+    for path in [
+        "operator/tests/fixtures/managed.yaml",
+        "examples/memorystore.yaml",
+    ] {
+        let path = root().join(path);
+        cluster.kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            "team-a",
+            "-f",
+            &path.display().to_string(),
+        ])?;
+    }
+    for dir in ["schema", "cel"] {
+        let dir = root().join("operator/tests/fixtures/invalid").join(dir);
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let refusal = cluster.refused(
+                &["apply", "-n", "team-a", "-f", &path.display().to_string()],
+                None,
+            )?;
+            assert!(
+                refusal.contains("is invalid") || refusal.contains("Invalid value"),
+                "{}: refused, but not by validation: {refusal}",
+                path.display()
+            );
+            if dir.ends_with("cel") {
+                let first_line = std::fs::read_to_string(&path)?;
+                let expected = first_line
+                    .lines()
+                    .next()
+                    .and_then(|line| line.strip_prefix("# refused: "))
+                    .context("a CEL fixture says what refuses it")?;
+                assert!(refusal.contains(expected), "{}: {refusal}", path.display());
+            }
+        }
+    }
+
+    let managed = sample("operator/tests/fixtures/managed.yaml");
+    cluster.apply(&managed)?;
+    let collection = cluster.refused(
+        &["apply", "-f", "-"],
+        Some(&managed.replace("collection: agent-memories", "collection: other")),
+    )?;
+    assert!(
+        collection.contains("collection is immutable"),
+        "{collection}"
+    );
+    let table = cluster.kubectl(&["get", "mstore", "-n", "team-a"])?;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "AVAILABLE", "ROLLOUT", "REDIS", "QDRANT", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.first(), Some(&"notes"), "{table}");
+    assert_eq!(row.get(1), Some(&"25"), "rollout column: {table}");
+    cluster.kubectl(&["delete", "namespace", "team-a", "--wait=false"])?;
+    Ok(())
+}
+
+/// The chart's objects, the operator started as the chart's ServiceAccount (a token, so any
+/// verb missing from its roles is a 403), and the webhook Service pointed at that process.
+/// The chart's own Deployment is kept off the nodes: the operator runs here, not from an image.
+async fn the_chart_installs_and_the_operator_runs_as_its_service_account(
+    cluster: &Cluster,
+) -> anyhow::Result<Operator> {
+    let helm = std::env::var_os("HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/helm/helm"));
+    let output = Command::new(&helm)
+        .args(["install", RELEASE])
+        .arg(root().join("charts/memgate"))
+        .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace"])
+        .args(["--set", "crds.install=false"])
+        .args(["--set", "nodeSelector.memgate\\.dev/e2e=nowhere"])
+        .arg("--kubeconfig")
+        .arg(&cluster.plane.admin_kubeconfig)
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (scripts/test.sh installs it)",
+                helm.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!("helm install: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    let token = cluster.kubectl(&[
+        "create",
+        "token",
+        RELEASE,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--duration=2h",
+    ])?;
+    let kubeconfig = cluster.plane.token_kubeconfig("operator", token.trim())?;
+    let operator = Operator::start(&kubeconfig, "operator-a", cluster.plane.dir())?;
+
+    // The API server calls the webhook at its Service's endpoints: here, this process.
+    let service = format!("{RELEASE}-webhook");
+    cluster.kubectl(&[
+        "patch",
+        "service",
+        &service,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector"}]"#,
+    ])?;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {service}, namespace: \
+         {OPERATOR_NAMESPACE}}}\nsubsets:\n- addresses: [{{ip: \"{}\"}}]\n  ports: [{{name: webhook, \
+         port: {}}}]\n",
+        memgate_testkit::host_ip()?,
+        operator.webhook_port
+    ))?;
+
+    let written = cluster
+        .wait(
+            "the operator writes the webhook's caBundle",
+            Duration::from_secs(30),
+            |c| {
+                let configuration = c.get("mutatingwebhookconfiguration", RELEASE, "default")?;
+                Ok(configuration.filter(|value| {
+                    value["webhooks"][0]["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|bundle| !bundle.is_empty())
+                }))
+            },
+        )
+        .await;
+    match written {
+        Ok(_) => Ok(operator),
+        Err(error) => Err(error.context(operator.log_tail(40))),
+    }
+}
+
+/// The children of store `notes` in the e2e namespace, as `kind/name`.
+const CHILDREN: [&str; 7] = [
+    "configmap/notes-proxy-config",
+    "statefulset/notes-redis",
+    "statefulset/notes-qdrant",
+    "service/notes-redis",
+    "service/notes-qdrant",
+    "deployment/notes-worker",
+    "poddisruptionbudget/notes-worker",
+];
+const STORE_NAMESPACE: &str = "team-e2e";
+
+fn split(child: &str) -> (&str, &str) {
+    child.split_once('/').expect("kind/name")
+}
+
+/// Volumes for the managed parts: a StorageClass that allows expansion and PersistentVolumes
+/// for its claims to bind to (there is no provisioner here).
+fn volumes(cluster: &Cluster) -> anyhow::Result<()> {
+    let mut yaml = String::from(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: e2e}\nprovisioner: \
+         kubernetes.io/no-provisioner\nallowVolumeExpansion: true\nvolumeBindingMode: Immediate\n",
+    );
+    for index in 0..4 {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-{index}}}\nspec:\n  \
+             storageClassName: e2e\n  capacity: {{storage: 50Gi}}\n  accessModes: \
+             [ReadWriteOnce]\n  hostPath: {{path: /tmp/memgate-e2e-{index}}}\n"
+        ));
+    }
+    cluster.apply(&yaml)
+}
+
+fn store_yaml(redis_storage: &str) -> String {
+    format!(
+        "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: notes, namespace: \
+         {STORE_NAMESPACE}}}\nspec:\n  redis:\n    managed: {{storage: {redis_storage}, \
+         storageClassName: e2e}}\n  qdrant:\n    managed: {{storage: 2Gi, storageClassName: e2e}}\n    \
+         collection: human_memories\n  openai:\n    apiKeySecretRef: {{name: openai, key: \
+         api-key}}\n  workers: {{replicas: 2, concurrency: 4}}\n  proxy:\n    upstream: \
+         http://127.0.0.1:3000\n"
+    )
+}
+
+fn condition(store: &Value, type_: &str) -> Option<String> {
+    store["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_string)
+}
+
+/// 3. A MemoryStore applied: its children by server-side apply, pods scheduled on kwok nodes
+///    and Ready, `Available=True`.
+async fn a_store_becomes_available(cluster: &Cluster) -> anyhow::Result<()> {
+    volumes(cluster)?;
+    cluster.kubectl(&["create", "namespace", STORE_NAMESPACE])?;
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "openai",
+        "-n",
+        STORE_NAMESPACE,
+        "--from-literal=api-key=sk-e2e",
+    ])?;
+    cluster.apply(&store_yaml("1Gi"))?;
+    for child in CHILDREN {
+        let (kind, name) = split(child);
+        cluster
+            .wait(child, Duration::from_secs(60), |c| {
+                c.get(kind, name, STORE_NAMESPACE)
+            })
+            .await?;
+    }
+    cluster
+        .wait("Available=True", Duration::from_secs(120), |c| {
+            let store = c.get("memorystore", "notes", STORE_NAMESPACE)?;
+            Ok(store.filter(|s| condition(s, "Available").as_deref() == Some("True")))
+        })
+        .await?;
+    Ok(())
+}
+
+/// The resourceVersion of the store and of each child.
+fn versions(cluster: &Cluster) -> anyhow::Result<Vec<(String, String)>> {
+    let mut versions = Vec::new();
+    for child in CHILDREN.iter().copied().chain(["memorystore/notes"]) {
+        let (kind, name) = split(child);
+        let object = cluster
+            .get(kind, name, STORE_NAMESPACE)?
+            .with_context(|| format!("{child} is gone"))?;
+        let version = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        versions.push((child.to_string(), version));
+    }
+    Ok(versions)
+}
+
+/// Waits until the store's status reports its current generation.
+async fn observed(cluster: &Cluster) -> anyhow::Result<Value> {
+    cluster
+        .wait(
+            "status.observedGeneration = metadata.generation",
+            Duration::from_secs(60),
+            |c| {
+                let store = c.get("memorystore", "notes", STORE_NAMESPACE)?;
+                Ok(store
+                    .filter(|s| s["status"]["observedGeneration"] == s["metadata"]["generation"]))
+            },
+        )
+        .await
+}
+
+/// 3b. Once everything settled, a reconcile (here forced by an annotation) writes nothing.
+async fn a_second_reconcile_writes_nothing(
+    cluster: &Cluster,
+    operator: &Operator,
+) -> anyhow::Result<()> {
+    let mut settled = versions(cluster)?;
+    let mut stable_since = Instant::now();
+    cluster
+        .wait("the children settle", Duration::from_secs(60), |c| {
+            let now = versions(c)?;
+            if now != settled {
+                settled = now;
+                stable_since = Instant::now();
+            }
+            Ok((stable_since.elapsed() > Duration::from_secs(3)).then_some(()))
+        })
+        .await?;
+    let reconciles = operator.reconciles().await?;
+    cluster.kubectl(&[
+        "annotate",
+        "memorystore",
+        "notes",
+        "-n",
+        STORE_NAMESPACE,
+        "e2e.memgate.dev/poke=1",
+    ])?;
+    let before = versions(cluster)?;
+    let mut done = false;
+    for _ in 0..120 {
+        if operator.reconciles().await? > reconciles {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !done {
+        bail!("no reconcile after the annotation");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = versions(cluster)?;
+    let changed: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, a)| format!("{} {} -> {}", b.0, b.1, a.1))
+        .collect();
+    if !changed.is_empty() {
+        bail!("a reconcile with nothing to do wrote: {changed:?}");
+    }
+    Ok(())
+}
+
+fn claim_storage(cluster: &Cluster, claim: &str) -> anyhow::Result<Option<String>> {
+    Ok(cluster
+        .get("persistentvolumeclaim", claim, STORE_NAMESPACE)?
+        .and_then(|c| {
+            c["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .map(String::from)
+        }))
+}
+
+/// 3c. Growing `storage` grows the claim and leaves the StatefulSet's `volumeClaimTemplates`
+///     alone (the API server refuses to change them).
+async fn storage_grows(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.apply(&store_yaml("3Gi"))?;
+    cluster
+        .wait(
+            "the redis claim grows to 3Gi",
+            Duration::from_secs(60),
+            |c| {
+                Ok(
+                    (claim_storage(c, "data-notes-redis-0")?.as_deref() == Some("3Gi"))
+                        .then_some(()),
+                )
+            },
+        )
+        .await?;
+    let store = observed(cluster).await?;
+    if condition(&store, "Degraded").as_deref() == Some("True") {
+        bail!("Degraded after growing storage: {}", store["status"]);
+    }
+    let set = cluster
+        .get("statefulset", "notes-redis", STORE_NAMESPACE)?
+        .context("notes-redis")?;
+    let template =
+        &set["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"];
+    if template != "1Gi" {
+        bail!("volumeClaimTemplates changed: {template}");
+    }
+    Ok(())
+}
+
+/// The pod template's annotations (where the config and Secret hashes are), as JSON text.
+fn pod_template_annotation(cluster: &Cluster, child: &str) -> anyhow::Result<Option<String>> {
+    let (kind, name) = split(child);
+    Ok(cluster.get(kind, name, STORE_NAMESPACE)?.and_then(|o| {
+        let annotations = &o["spec"]["template"]["metadata"]["annotations"];
+        (!annotations.is_null()).then(|| annotations.to_string())
+    }))
+}
+
+/// 3d. A rotated Secret rolls everything that reads it: the OpenAI key the workers, the
+///     generated Redis password Redis itself and the workers.
+async fn a_rotated_secret_rolls_what_reads_it(cluster: &Cluster) -> anyhow::Result<()> {
+    for (secret, key, readers) in [
+        ("openai", "api-key", &["deployment/notes-worker"][..]),
+        (
+            "notes-redis-auth",
+            "password",
+            &["statefulset/notes-redis", "deployment/notes-worker"][..],
+        ),
+    ] {
+        let mut before = Vec::new();
+        for reader in readers {
+            before.push(pod_template_annotation(cluster, reader)?);
+        }
+        let value = format!("rotated-{}", uuid::Uuid::new_v4().simple());
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        cluster.kubectl(&[
+            "patch",
+            "secret",
+            secret,
+            "-n",
+            STORE_NAMESPACE,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"data":{{"{key}":"{encoded}"}}}}"#),
+        ])?;
+        for (reader, before) in readers.iter().zip(before) {
+            cluster
+                .wait(
+                    &format!("{reader} rolls after {secret} changed"),
+                    Duration::from_secs(60),
+                    |c| {
+                        let now = pod_template_annotation(c, reader)?;
+                        Ok((now.is_some() && now != before).then_some(()))
+                    },
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn replicas(cluster: &Cluster) -> anyhow::Result<i64> {
+    Ok(cluster
+        .get("deployment", "notes-worker", STORE_NAMESPACE)?
+        .and_then(|d| d["spec"]["replicas"].as_i64())
+        .unwrap_or_default())
+}
+
+fn patch_store(cluster: &Cluster, patch: &str) -> anyhow::Result<String> {
+    cluster.kubectl(&[
+        "patch",
+        "memorystore",
+        "notes",
+        "-n",
+        STORE_NAMESPACE,
+        "--type=merge",
+        "-p",
+        patch,
+    ])
+}
+
+/// 3e. `paused`: changes wait until it is cleared.
+async fn a_paused_store_is_left_alone(cluster: &Cluster) -> anyhow::Result<()> {
+    patch_store(cluster, r#"{"spec":{"paused":true}}"#)?;
+    observed(cluster).await?;
+    patch_store(cluster, r#"{"spec":{"workers":{"replicas":3}}}"#)?;
+    let store = observed(cluster).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if replicas(cluster)? != 2 {
+        bail!("a paused store's workers were scaled");
+    }
+    let progressing = store["status"]["conditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["type"] == "Progressing"))
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    if !progressing.contains("paused") {
+        bail!("the status does not say the store is paused: {progressing}");
+    }
+    patch_store(cluster, r#"{"spec":{"paused":false}}"#)?;
+    cluster
+        .wait(
+            "the workers scale once unpaused",
+            Duration::from_secs(30),
+            |c| Ok((replicas(c)? == 3).then_some(())),
+        )
+        .await
+}
+
+/// 3f. Managed → external: the managed Redis's StatefulSet and Service are deleted, and the
+///     external URL's credentials appear neither in the ConfigMap nor in the status.
+async fn managed_to_external_cleans_up(cluster: &Cluster) -> anyhow::Result<()> {
+    let external = |redis: &str| {
+        store_yaml("3Gi").replace(
+            "  redis:\n    managed: {storage: 3Gi, storageClassName: e2e}\n",
+            &format!("  redis:\n    external: {redis}\n"),
+        )
+    };
+    let refusal = cluster.refused(
+        &["apply", "-f", "-"],
+        Some(&external(
+            r#"{url: "redis://memgate:hunter2@redis.example:6379"}"#,
+        )),
+    )?;
+    if !refusal.contains("must not carry a password") {
+        bail!("a password in the URL: {refusal}");
+    }
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "external-redis",
+        "-n",
+        STORE_NAMESPACE,
+        "--from-literal=password=hunter2",
+    ])?;
+    cluster.apply(&external(
+        r#"{url: "redis://memgate@redis.example:6379", passwordSecretRef: {name: external-redis, key: password}}"#,
+    ))?;
+    for child in ["statefulset/notes-redis", "service/notes-redis"] {
+        let (kind, name) = split(child);
+        cluster
+            .wait(&format!("{child} deleted"), Duration::from_secs(60), |c| {
+                Ok(c.get(kind, name, STORE_NAMESPACE)?.is_none().then_some(()))
+            })
+            .await?;
+    }
+    let store = observed(cluster).await?;
+    let config = cluster
+        .get("configmap", "notes-proxy-config", STORE_NAMESPACE)?
+        .context("the config map")?;
+    for (what, text) in [
+        ("ConfigMap", config.to_string()),
+        ("status", store["status"].to_string()),
+    ] {
+        if text.contains("hunter2") {
+            bail!("the external URL's password is in the {what}: {text}");
+        }
+    }
+    Ok(())
+}
+
+/// 3h. Deleting the store garbage-collects every child.
+async fn deleting_the_store_collects_its_children(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.kubectl(&["delete", "memorystore", "notes", "-n", STORE_NAMESPACE])?;
+    for child in CHILDREN
+        .iter()
+        .chain(&["secret/notes-qdrant-auth", "secret/notes-redis-auth"])
+    {
+        let (kind, name) = split(child);
+        cluster
+            .wait(
+                &format!("{child} collected"),
+                Duration::from_secs(60),
+                |c| Ok(c.get(kind, name, STORE_NAMESPACE)?.is_none().then_some(())),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn pod_yaml(name: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  \
+         annotations: {{memgate.dev/inject: notes}}\nspec:\n  containers:\n  - {{name: agent, \
+         image: example/agent:1.4}}\n"
+    )
+}
+
+/// The names of a pod's init containers that run as native sidecars.
+fn sidecars(cluster: &Cluster, name: &str, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let pod = cluster
+        .get("pod", name, namespace)?
+        .with_context(|| format!("pod {namespace}/{name}"))?;
+    Ok(pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["restartPolicy"] == "Always")
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect())
+}
+
+/// 4. The webhook, called by the API server over TLS with the caBundle the operator wrote:
+///    a pod in a labelled namespace gets the native sidecar; one elsewhere is left alone.
+async fn the_webhook_injects_the_sidecar(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.kubectl(&[
+        "label",
+        "namespace",
+        STORE_NAMESPACE,
+        "memgate.dev/injection=enabled",
+    ])?;
+    cluster.apply(&pod_yaml("agent", STORE_NAMESPACE))?;
+    let injected = sidecars(cluster, "agent", STORE_NAMESPACE)?;
+    if injected != ["memgate-proxy"] {
+        bail!("a pod in a labelled namespace got sidecars {injected:?}");
+    }
+    cluster.kubectl(&["create", "namespace", "plain"])?;
+    cluster.apply(&pod_yaml("agent", "plain"))?;
+    let untouched = sidecars(cluster, "agent", "plain")?;
+    if !untouched.is_empty() {
+        bail!("a pod in an unlabelled namespace got sidecars {untouched:?}");
+    }
+    Ok(())
+}
+
+/// The API server's count of calls to the webhook that failed open.
+fn webhook_fail_open(cluster: &Cluster) -> anyhow::Result<f64> {
+    let metrics = cluster.kubectl(&["get", "--raw", "/metrics"])?;
+    Ok(metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("apiserver_admission_webhook_fail_open_count")
+                && line.contains("inject.memgate.dev")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// 4b. With the webhook down and `failurePolicy: Ignore`, a pod is created without the
+///     sidecar, and the API server counts the call that failed open.
+async fn with_the_webhook_down_pods_are_created_without_it(
+    cluster: &Cluster,
+) -> anyhow::Result<()> {
+    let before = webhook_fail_open(cluster)?;
+    cluster.apply(&pod_yaml("agent-while-down", STORE_NAMESPACE))?;
+    let injected = sidecars(cluster, "agent-while-down", STORE_NAMESPACE)?;
+    if !injected.is_empty() {
+        bail!("injected with no webhook running: {injected:?}");
+    }
+    let after = webhook_fail_open(cluster)?;
+    if after <= before {
+        bail!("apiserver_admission_webhook_fail_open_count did not count it ({before} -> {after})");
+    }
+    Ok(())
+}
+
+fn lease_holder(cluster: &Cluster) -> anyhow::Result<Option<String>> {
+    Ok(cluster
+        .get("lease", "memgate-operator", OPERATOR_NAMESPACE)?
+        .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(String::from)))
+}
+
+/// 3g. Two operators: the leader SIGKILLed, the other takes over within the lease duration
+///     and reconciles.
+async fn the_other_operator_takes_over(
+    cluster: &Cluster,
+    leader: Operator,
+    kubeconfig: &Path,
+) -> anyhow::Result<Operator> {
+    let standby = Operator::start(kubeconfig, "operator-b", cluster.plane.dir())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if lease_holder(cluster)?.as_deref() != Some("operator-a") {
+        bail!(
+            "operator-a does not hold the lease: {:?}",
+            lease_holder(cluster)?
+        );
+    }
+    drop(leader); // SIGKILL
+    let killed = Instant::now();
+    cluster
+        .wait("operator-b takes the lease", Duration::from_secs(20), |c| {
+            Ok((lease_holder(c)?.as_deref() == Some("operator-b")).then_some(()))
+        })
+        .await
+        .map_err(|error| error.context(standby.log_tail(30)))?;
+    let took = killed.elapsed();
+    eprintln!(
+        "operator-b took over {:.1} s after operator-a was killed",
+        took.as_secs_f64()
+    );
+    if took > Duration::from_secs(6 + 3) {
+        bail!("the takeover took {took:?}, more than the 6 s lease and one retry");
+    }
+    patch_store(cluster, r#"{"spec":{"workers":{"replicas":2}}}"#)?;
+    cluster
+        .wait("the new leader reconciles", Duration::from_secs(30), |c| {
+            Ok((replicas(c)? == 2).then_some(()))
+        })
+        .await?;
+    Ok(standby)
+}
+
+/// The operator's requests, from the API server's audit log: the (group, resource, verb)
+/// grants it used, and the requests RBAC refused.
+type Grant = (String, String, String);
+fn operator_requests(
+    cluster: &Cluster,
+) -> anyhow::Result<(std::collections::BTreeSet<Grant>, Vec<String>)> {
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}");
+    let mut used = std::collections::BTreeSet::new();
+    let mut refused = Vec::new();
+    for event in cluster.plane.audit_events()? {
+        if event["user"]["username"] != user.as_str() {
+            continue;
+        }
+        let object = &event["objectRef"];
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or_default()),
+            None => object["resource"].as_str().unwrap_or_default().to_string(),
+        };
+        let group = object["apiGroup"].as_str().unwrap_or_default().to_string();
+        let verb = event["verb"].as_str().unwrap_or_default().to_string();
+        // A 403 from RBAC, not from admission (say, a namespace being deleted).
+        if event["annotations"]["authorization.k8s.io/decision"] == "forbid" {
+            refused.push(format!(
+                "{verb} {group}/{resource}: {}",
+                event["requestURI"]
+            ));
+        }
+        used.insert((group, resource, verb));
+    }
+    Ok((used, refused))
+}
+
+/// Fails when RBAC refused the operator something (a verb missing from the chart's roles).
+fn no_refusals(cluster: &Cluster) -> anyhow::Result<()> {
+    let (_, refused) = operator_requests(cluster)?;
+    if !refused.is_empty() {
+        bail!("the chart's roles refused the operator: {refused:#?}");
+    }
+    Ok(())
+}
+
+/// 2b. What the operator did as the chart's ServiceAccount, from the API server's audit log:
+///     no request refused (a verb missing from the chart's roles), and the grants it never
+///     used, reported.
+fn the_chart_grants_what_the_operator_uses(cluster: &Cluster) -> anyhow::Result<()> {
+    let (used, refused) = operator_requests(cluster)?;
+    if !refused.is_empty() {
+        bail!("the chart's roles refused the operator: {refused:#?}");
+    }
+    let mut unused = Vec::new();
+    for (kind, name, namespace) in [
+        ("clusterrole", RELEASE, "default"),
+        ("role", RELEASE, OPERATOR_NAMESPACE),
+    ] {
+        let role = cluster
+            .get(kind, name, namespace)?
+            .with_context(|| format!("{kind} {name}"))?;
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let strings = |field: &str| -> Vec<String> {
+                rule[field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            };
+            for group in strings("apiGroups") {
+                for resource in strings("resources") {
+                    for verb in strings("verbs") {
+                        let grant =
+                            |verb: &str| (group.clone(), resource.clone(), verb.to_string());
+                        // Server-side apply is a PATCH, and the API server checks `create`
+                        // itself when the object is new: no request of its own is audited.
+                        let applied = verb == "create" && used.contains(&grant("patch"));
+                        if !applied && !used.contains(&grant(&verb)) {
+                            unused.push(format!("{kind} {verb} {group}/{resource}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "the operator used {} (group, resource, verb) grants; granted but not used in this run: {unused:?}",
+        used.len()
+    );
+    Ok(())
+}
+/// Runs one scenario, failing with the control plane's and the operators' logs.
+async fn step<T>(
+    cluster: &Cluster,
+    operators: &[&Operator],
+    name: &str,
+    scenario: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> T {
+    let started = Instant::now();
+    match scenario.await {
+        Ok(value) => {
+            eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
+            value
+        }
+        Err(error) => {
+            let mut logs = cluster.plane.logs();
+            for operator in operators {
+                logs.push_str(&operator.log_tail(40));
+            }
+            panic!("{name}: {error:#}\n{logs}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_operator_on_a_real_control_plane() {
+    let plane = ControlPlane::start().expect("the control plane starts");
+    plane.add_node("kwok-node-1").expect("a kwok node");
+    let cluster = Cluster { plane };
+    let c = &cluster;
+    step(
+        c,
+        &[],
+        "the CRD is served, explained and enforced",
+        the_crd_is_served_explained_and_enforced(c),
+    )
+    .await;
+    let operator = step(
+        c,
+        &[],
+        "the chart installs; the operator runs as its ServiceAccount",
+        the_chart_installs_and_the_operator_runs_as_its_service_account(c),
+    )
+    .await;
+    let a = &[&operator];
+    step(
+        c,
+        a,
+        "a MemoryStore becomes Available",
+        a_store_becomes_available(c),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "a second reconcile writes nothing",
+        a_second_reconcile_writes_nothing(c, &operator),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "the webhook injects the sidecar",
+        the_webhook_injects_the_sidecar(c),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "storage grows; volumeClaimTemplates stay",
+        storage_grows(c),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "a rotated Secret rolls what reads it",
+        a_rotated_secret_rolls_what_reads_it(c),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "a paused store is left alone",
+        a_paused_store_is_left_alone(c),
+    )
+    .await;
+    let kubeconfig = c.plane.dir().join("operator.kubeconfig");
+    let operator = step(
+        c,
+        &[],
+        "the other operator takes over",
+        the_other_operator_takes_over(c, operator, &kubeconfig),
+    )
+    .await;
+    let b = &[&operator];
+    step(
+        c,
+        b,
+        "managed to external cleans up",
+        managed_to_external_cleans_up(c),
+    )
+    .await;
+    drop(operator);
+    step(
+        c,
+        &[],
+        "with the webhook down, pods are created without it",
+        with_the_webhook_down_pods_are_created_without_it(c),
+    )
+    .await;
+    step(
+        c,
+        &[],
+        "deleting the store collects its children",
+        deleting_the_store_collects_its_children(c),
+    )
+    .await;
+    step(c, &[], "the chart grants what the operator uses", async {
+        the_chart_grants_what_the_operator_uses(c)
+    })
+    .await;
+}
