@@ -40,7 +40,7 @@ kubernetes_version_flags() {
 
 if [ ! -f "$bin/.complete" ]; then
   started=$(date +%s)
-  echo "building the control plane into $bin (first time for this version; about 15 minutes on 2 cores)" >&2
+  echo "building the control plane into $bin (first time for this version; about 6 minutes on 2 cores)" >&2
   rm -rf "$bin.partial" && mkdir -p "$bin.partial"
   build kubernetes "$bin.partial/" "$(kubernetes_version_flags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

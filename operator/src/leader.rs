@@ -102,23 +102,38 @@ pub async fn acquire(client: &Client, settings: &LeaseSettings) {
     }
 }
 
-/// Renews the Lease until it cannot for a whole lease duration; then returns, and the caller
-/// must stop reconciling (another replica may take over from then on).
+/// How long the holder may go without a successful renewal before it must stop: the lease
+/// duration less one renewal period, so it stops while its Lease is still valid and no other
+/// replica can have taken over yet.
+pub fn renew_deadline(settings: &LeaseSettings) -> Duration {
+    settings.duration.saturating_sub(settings.renew_every())
+}
+
+/// Renews the Lease every [`LeaseSettings::renew_every`] until a renewal fails to land
+/// within [`renew_deadline`] of the last one (an API server that does not answer counts: each
+/// attempt is cut off at the deadline), or another replica took it; then returns, and the
+/// caller must stop reconciling at once.
 pub async fn hold(client: &Client, settings: &LeaseSettings) {
-    let mut last_renewed = tokio::time::Instant::now();
+    let mut deadline = tokio::time::Instant::now() + renew_deadline(settings);
     loop {
-        tokio::time::sleep(settings.renew_every()).await;
-        match try_acquire(client, settings).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+        let next = tokio::time::Instant::now() + settings.renew_every();
+        tokio::time::sleep_until(next.min(deadline)).await;
+        // The Lease is stamped with the time the attempt starts; count from there.
+        let attempt = tokio::time::Instant::now();
+        match tokio::time::timeout_at(deadline, try_acquire(client, settings)).await {
+            Ok(Ok(true)) => deadline = attempt + renew_deadline(settings),
+            Ok(Ok(false)) => {
                 tracing::error!("the Lease was taken by another replica");
                 return;
             }
-            Err(error) => tracing::warn!(%error, "could not renew the Lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not renew the Lease"),
+            Err(_) => {}
         }
-        // Stop before the Lease can expire under us, so two leaders never overlap.
-        if last_renewed.elapsed() >= settings.duration - settings.renew_every() {
-            tracing::error!("could not renew the Lease in time");
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                deadline = ?renew_deadline(settings),
+                "could not renew the Lease before its renew deadline; stepping down"
+            );
             return;
         }
     }

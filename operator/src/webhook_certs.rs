@@ -95,8 +95,29 @@ fn secret_of(settings: &WebhookCertSettings, certificate: &ServingCertificate) -
     }
 }
 
+/// The first certificate of a PEM bundle.
+fn first_certificate(pem: &str) -> Option<&str> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let end = pem[start..].find(END)? + start + END.len();
+    Some(&pem[start..end])
+}
+
+/// What the `caBundle` trusts after a renewal: the new CA and the one it replaces. Every
+/// replica reloads the Secret on its own schedule, so for a while some still serve the old
+/// certificate; with only the new CA in the bundle the API server would refuse them.
+fn trust_bundle(new_ca: &str, previous_bundle: &str) -> String {
+    match first_certificate(previous_bundle) {
+        Some(previous) if previous.trim() != new_ca.trim() => {
+            format!("{}\n{}\n", new_ca.trim_end(), previous)
+        }
+        _ => new_ca.to_string(),
+    }
+}
+
 /// The certificate to serve: the stored one while it is far from expiry, else a new one
-/// (stored before it is returned). Returns it and whether it is new.
+/// (stored before it is returned), whose `ca_pem` also trusts the CA it replaces. Returns it
+/// and whether it is new.
 pub async fn ensure_certificate(
     client: &Client,
     settings: &WebhookCertSettings,
@@ -109,10 +130,13 @@ pub async fn ensure_certificate(
             return Ok((certificate, false));
         }
     }
-    let certificate = generate(
+    let mut certificate = generate(
         service_dns_names(&settings.service, &settings.namespace),
         VALIDITY,
     )?;
+    if let Some(previous) = existing.as_ref().and_then(|secret| text(secret, "ca.crt")) {
+        certificate.ca_pem = trust_bundle(&certificate.ca_pem, &previous);
+    }
     let mut secret = secret_of(settings, &certificate);
     match existing {
         Some(existing) => {

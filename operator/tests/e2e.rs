@@ -945,6 +945,142 @@ fn the_chart_grants_what_the_operator_uses(cluster: &Cluster) -> anyhow::Result<
     );
     Ok(())
 }
+/// A `memgate` process (serve or worker), killed on drop.
+struct Memgate {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Memgate {
+    fn start(
+        command: &str,
+        config: &Path,
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = dir.join(format!("memgate-{command}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(memgate_testkit::memgate_binary())
+            .args([command, "--config"])
+            .arg(config)
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot run memgate {command}"))?;
+        Ok(Self { child, log })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Memgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// 5. The config a MemoryStore renders, read back from the API server, runs a real
+///    `memgate serve` and `memgate worker` here: a store with an external Redis (a local
+///    `redis-server`), the hashing embedder and the local enricher, in front of a stand-in
+///    legacy service. No Qdrant server can run here: the serve answers without it (forwarding
+///    to legacy), the worker waits for the Qdrant the config names. The serve's addresses are moved off the sidecar defaults the way the
+///    webhook moves them (`MEMGATE_LISTEN`, `MEMGATE_ADMIN_LISTEN`): this machine is no pod.
+async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<()> {
+    let redis = memgate_testkit::RedisServer::start()?;
+    let legacy = memgate_testkit::FakeUpstream::start().await?;
+    let namespace = "team-serve";
+    cluster.kubectl(&["create", "namespace", namespace])?;
+    cluster.apply(&format!(
+        "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: served, \
+         namespace: {namespace}}}\nspec:\n  redis:\n    external: {{url: \"{}\"}}\n  qdrant:\n    \
+         external: {{url: \"http://127.0.0.1:1\"}}\n  embeddings: {{provider: hashing, model: \
+         memgate-hashing-v1, dimensions: 384}}\n  enrichment: {{provider: local}}\n  workers: \
+         {{replicas: 1}}\n  proxy:\n    upstream: \"{}\"\n",
+        redis.url(),
+        legacy.url()
+    ))?;
+    let config = cluster
+        .wait("the rendered ConfigMap", Duration::from_secs(60), |c| {
+            Ok(c.get("configmap", "served-proxy-config", namespace)?
+                .and_then(|map| map["data"]["config.yaml"].as_str().map(String::from)))
+        })
+        .await?;
+    let path = cluster.plane.dir().join("served-config.yaml");
+    std::fs::write(&path, &config)?;
+
+    let (api, admin) = (free_port()?, free_port()?);
+    let env = [
+        ("MEMGATE_LISTEN", format!("127.0.0.1:{api}")),
+        ("MEMGATE_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+    ];
+    let serve = Memgate::start("serve", &path, &env, cluster.plane.dir())?;
+    let worker_env = [(
+        "MEMGATE_ADMIN_LISTEN",
+        format!("127.0.0.1:{}", free_port()?),
+    )];
+    let worker = Memgate::start("worker", &path, &worker_env, cluster.plane.dir())?;
+    let answered = async {
+        let http = reqwest::Client::new();
+        let mut healthy = false;
+        for _ in 0..100 {
+            let health = http
+                .get(format!("http://127.0.0.1:{admin}/healthz"))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !healthy {
+            bail!("memgate serve never answered /healthz");
+        }
+        // A request off the fast path reaches the legacy service through it.
+        let forwarded = http
+            .get(format!("http://127.0.0.1:{api}/api/legacy-only"))
+            .send()
+            .await?;
+        let received = legacy.received();
+        if !received
+            .iter()
+            .any(|r| r.path_and_query.contains("legacy-only"))
+        {
+            bail!(
+                "not forwarded to the legacy service (answer {})",
+                forwarded.status()
+            );
+        }
+        // The worker runs on the same config: there is no Qdrant server here, so it waits for
+        // the one the config names before it takes jobs, and says so.
+        for _ in 0..100 {
+            if worker.log_tail().contains("127.0.0.1:1") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("memgate worker did not come to the config's Qdrant")
+    }
+    .await;
+    let mut worker = worker;
+    if let Ok(Some(status)) = worker.child.try_wait() {
+        return Err(anyhow::anyhow!("memgate worker exited ({status})")).context(worker.log_tail());
+    }
+    answered.map_err(|error| {
+        error.context(format!(
+            "--- memgate serve\n{}\n--- memgate worker\n{}",
+            serve.log_tail(),
+            worker.log_tail()
+        ))
+    })
+}
+
 /// Runs one scenario, failing with the control plane's and the operators' logs.
 async fn step<T>(
     cluster: &Cluster,
@@ -1045,6 +1181,13 @@ async fn the_operator_on_a_real_control_plane() {
         b,
         "managed to external cleans up",
         managed_to_external_cleans_up(c),
+    )
+    .await;
+    step(
+        c,
+        b,
+        "the rendered config runs memgate",
+        the_rendered_config_runs_memgate(c),
     )
     .await;
     drop(operator);

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube_fake_client::ClientBuilder;
-use memgate_operator::leader::{try_acquire, LeaseSettings};
+use memgate_operator::leader::{hold, renew_deadline, try_acquire, LeaseSettings};
 
 fn settings(identity: &str) -> LeaseSettings {
     LeaseSettings {
@@ -54,4 +54,31 @@ async fn one_replica_leads_until_its_lease_expires() {
         !try_acquire(&client, &a).await.expect("api"),
         "the old leader waits now"
     );
+}
+
+/// A leader whose API server stops answering (requests hang, no error) steps down within its
+/// renew deadline, before its Lease can expire and another replica take over.
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_off_from_the_api_server_steps_down_before_its_lease_expires() {
+    let (service, handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let client = kube::Client::new(service, "memgate-system");
+    let settings = settings("operator-a");
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(settings.duration * 2, hold(&client, &settings))
+        .await
+        .expect("hold returns: a leader cut off must step down");
+    let held = started.elapsed();
+    assert!(
+        held <= renew_deadline(&settings) + Duration::from_millis(10),
+        "held {held:?}, past the renew deadline {:?}",
+        renew_deadline(&settings)
+    );
+    assert!(
+        held < settings.duration,
+        "stepped down before the Lease expired"
+    );
+    drop(handle);
 }

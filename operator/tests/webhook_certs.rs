@@ -7,7 +7,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube_fake_client::ClientBuilder;
 use memgate_operator::webhook_certs::{
-    ensure_certificate, publish_ca_bundle, WebhookCertSettings, RENEW_BEFORE,
+    ensure_certificate, publish_ca_bundle, WebhookCertSettings, RENEW_BEFORE, VALIDITY,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -59,11 +59,26 @@ async fn the_certificate_is_issued_once_kept_and_renewed_before_expiry() {
         .expect("renewed");
     assert!(new);
     assert_ne!(renewed.cert_pem, first.cert_pem);
+    // Replicas still serving the old certificate stay trusted: the bundle has both CAs, the
+    // new one first, and no more (the CA before the old one is gone).
+    assert_eq!(renewed.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(renewed
+        .ca_pem
+        .ends_with(&format!("{}\n", first.ca_pem.trim_end())));
     let (stored, new) = ensure_certificate(&client, &settings(), now)
         .await
         .expect("read");
     assert!(!new);
     assert_eq!(stored.cert_pem, renewed.cert_pem, "the renewal was stored");
+    let again = first.not_after + VALIDITY - RENEW_BEFORE + Duration::days(1);
+    let (third, _) = ensure_certificate(&client, &settings(), again)
+        .await
+        .expect("renewed again");
+    assert_eq!(third.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(
+        !third.ca_pem.contains(first.ca_pem.trim()),
+        "only the CA it replaced"
+    );
 }
 
 #[tokio::test]
