@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything the `serve` and `worker` roles read at start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Config {
     /// Which MemoryStore this proxy serves; the cache key prefix is `memgate:{namespace}/{name}:`.
     pub store: StoreIdentity,
@@ -81,7 +81,7 @@ impl Default for Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct StoreIdentity {
     pub namespace: String,
     pub name: String,
@@ -98,7 +98,7 @@ impl Default for StoreIdentity {
 
 /// The legacy memory service that requests not taking the fast path are forwarded to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct UpstreamConfig {
     /// Base URL, e.g. `http://127.0.0.1:3000`. Without it, requests that need legacy get 502.
     pub url: Option<String>,
@@ -130,7 +130,7 @@ impl Default for UpstreamConfig {
 /// The legacy service's MCP server: HTTP+SSE (cldmemory) or Streamable HTTP under
 /// `upstream.url`, or a child process over stdio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct UpstreamMcpConfig {
     pub transport: UpstreamMcpTransport,
     /// The path under `upstream.url`: the event stream (`sse`, default `/sse`) or the
@@ -172,7 +172,7 @@ impl UpstreamMcpConfig {
 
 /// memgate's MCP front.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct McpConfig {
     /// How long a forwarded call naming a memory memgate acknowledged waits for it to be
     /// stored first.
@@ -219,7 +219,7 @@ pub enum LayoutKind {
 
 /// The legacy service's layout and the settings its deployment has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct LayoutConfig {
     pub kind: LayoutKind,
     /// Searches naming no threshold leave out results scoring below this (cldmemory's
@@ -245,7 +245,7 @@ impl Default for LayoutConfig {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RolloutConfig {
     /// Share of requests (0–100) that take the fast path. Re-read while running.
     pub percent: u8,
@@ -255,14 +255,14 @@ pub struct RolloutConfig {
 
 /// Tenant scoping: the header naming the tenant and the payload field it is stored in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ScopeConfig {
     pub header: String,
     pub field: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct LimitsConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -289,7 +289,7 @@ impl Default for LimitsConfig {
 
 /// When a dependency's breaker opens and for how long (the same for every dependency).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CircuitBreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
@@ -315,7 +315,7 @@ impl Default for CircuitBreakerConfig {
 
 /// The degradation ladder: fast path → legacy → keyword → popular.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct FallbackConfig {
     /// When the write queue (Redis) is unreachable, forward creates, updates and deletes to
     /// the legacy service and wait for it (when `upstream.url` is set); else refuse with `503`.
@@ -347,7 +347,7 @@ pub enum CacheBackend {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct CacheConfig {
     pub backend: CacheBackend,
     #[serde(with = "humantime_serde")]
@@ -373,7 +373,7 @@ impl Default for CacheConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct L1Config {
     pub max_entries: u64,
     #[serde(with = "humantime_serde")]
@@ -390,7 +390,7 @@ impl Default for L1Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RedisConfig {
     /// `redis://host:port/db`; required when `cache.backend` is `redis`.
     pub url: Option<String>,
@@ -428,7 +428,7 @@ pub enum DistanceMetric {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct VectorsConfig {
     pub backend: VectorBackend,
     /// Qdrant gRPC URL, e.g. `http://127.0.0.1:6334`.
@@ -476,7 +476,7 @@ pub enum EmbeddingProvider {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct EmbeddingsConfig {
     pub provider: EmbeddingProvider,
     pub model: String,
@@ -505,7 +505,7 @@ pub enum EnrichmentProvider {
 
 /// How a new memory gets its summary, emotional valence and keywords.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct EnrichmentConfig {
     pub provider: EnrichmentProvider,
     /// Chat model.
@@ -523,7 +523,7 @@ impl Default for EnrichmentConfig {
 
 /// The write worker: drains the `writes` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct WorkerConfig {
     /// Jobs processed at once by one worker.
     pub concurrency: usize,
@@ -578,7 +578,7 @@ impl Default for WorkerConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct OpenAiConfig {
     pub base_url: String,
     /// Usually from `MEMGATE_OPENAI__API_KEY`; may be empty for local servers.
@@ -598,7 +598,7 @@ impl Default for OpenAiConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct AccessConfig {
     /// How often recorded reads are flushed to the cache backend.
     #[serde(with = "humantime_serde")]
@@ -614,7 +614,7 @@ impl Default for AccessConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ReloadConfig {
     /// How often the config file is checked for a new rollout percentage.
     #[serde(with = "humantime_serde")]
