@@ -375,7 +375,7 @@ fn volumes(cluster: &Cluster) -> anyhow::Result<()> {
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: e2e}\nprovisioner: \
          kubernetes.io/no-provisioner\nallowVolumeExpansion: true\nvolumeBindingMode: Immediate\n",
     );
-    for index in 0..4 {
+    for index in 0..8 {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-{index}}}\nspec:\n  \
              storageClassName: e2e\n  capacity: {{storage: 50Gi}}\n  accessModes: \
@@ -845,8 +845,10 @@ async fn the_other_operator_takes_over(
         "operator-b took over {:.1} s after operator-a was killed",
         took.as_secs_f64()
     );
-    if took > Duration::from_secs(6 + 3) {
-        bail!("the takeover took {took:?}, more than the 6 s lease and one retry");
+    // The Lease expires at most its duration (6 s) after the kill; the standby tries every
+    // third of it (2 s); 2 s more for a loaded machine.
+    if took > Duration::from_secs(6 + 2 + 2) {
+        bail!("the takeover took {took:?}: more than the 6 s lease, one retry and 2 s");
     }
     patch_store(cluster, r#"{"spec":{"workers":{"replicas":2}}}"#)?;
     cluster
@@ -1081,6 +1083,118 @@ async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<(
     })
 }
 
+fn degraded_reason(store: &Value) -> Option<(String, String)> {
+    store["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// 3i. What the reconciler cannot do is reported and changes nothing: a store whose OpenAI
+///     Secret is missing is `Degraded/SecretNotFound` with no children until the Secret
+///     appears, then converges; a spec the schema lets through but the proxy refuses (a zero
+///     TTL) is `Degraded/InvalidSpec`; a smaller `storage` is `Degraded/StorageShrinkRefused`
+///     and the claim keeps its size.
+async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()> {
+    let namespace = "team-faults";
+    cluster.kubectl(&["create", "namespace", namespace])?;
+    let store = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: {name}, \
+             namespace: {namespace}}}\nspec:\n  redis:\n    managed: {{storage: 2Gi, \
+             storageClassName: e2e}}\n  qdrant:\n    external: {{url: \"http://qdrant.example:6334\"}}\n  \
+             openai:\n    apiKeySecretRef: {{name: openai, key: api-key}}\n  proxy:\n    upstream: \
+             http://127.0.0.1:3000\n{extra}"
+        )
+    };
+    let degraded = |name: &'static str, reason: &'static str| {
+        move |c: &Cluster| -> anyhow::Result<Option<Value>> {
+            let store = c.get("memorystore", name, namespace)?;
+            Ok(store
+                .filter(|s| degraded_reason(s) == Some(("True".to_string(), reason.to_string()))))
+        }
+    };
+
+    cluster.apply(&store("lost", ""))?;
+    let lost = cluster
+        .wait(
+            "lost: Degraded/SecretNotFound",
+            Duration::from_secs(30),
+            degraded("lost", "SecretNotFound"),
+        )
+        .await?;
+    if !lost["status"]["observedGeneration"].is_null() {
+        bail!(
+            "a store never applied reports observedGeneration: {}",
+            lost["status"]
+        );
+    }
+    if cluster
+        .get("deployment", "lost-worker", namespace)?
+        .is_some()
+    {
+        bail!("a store with a missing Secret got its workers");
+    }
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "openai",
+        "-n",
+        namespace,
+        "--from-literal=api-key=sk-e2e",
+    ])?;
+    cluster
+        .wait(
+            "lost converges once its Secret exists",
+            Duration::from_secs(60),
+            |c| Ok(c.get("deployment", "lost-worker", namespace)?),
+        )
+        .await?;
+
+    cluster.apply(&store("zero", "  cache: {memoryTtl: 0s}\n"))?;
+    cluster
+        .wait(
+            "zero: Degraded/InvalidSpec",
+            Duration::from_secs(30),
+            degraded("zero", "InvalidSpec"),
+        )
+        .await?;
+    if cluster
+        .get("configmap", "zero-proxy-config", namespace)?
+        .is_some()
+    {
+        bail!("an invalid spec was applied");
+    }
+
+    cluster
+        .wait("lost's Redis claim", Duration::from_secs(60), |c| {
+            Ok(c.get("persistentvolumeclaim", "data-lost-redis-0", namespace)?)
+        })
+        .await?;
+    cluster.apply(&store("lost", "").replace("storage: 2Gi", "storage: 1Gi"))?;
+    cluster
+        .wait(
+            "lost: Degraded/StorageShrinkRefused",
+            Duration::from_secs(30),
+            degraded("lost", "StorageShrinkRefused"),
+        )
+        .await?;
+    let claim = cluster
+        .get("persistentvolumeclaim", "data-lost-redis-0", namespace)?
+        .context("the claim")?;
+    if claim["spec"]["resources"]["requests"]["storage"] != "2Gi" {
+        bail!("the claim shrank: {}", claim["spec"]["resources"]);
+    }
+    Ok(())
+}
+
 /// Runs one scenario, failing with the control plane's and the operators' logs.
 async fn step<T>(
     cluster: &Cluster,
@@ -1165,6 +1279,13 @@ async fn the_operator_on_a_real_control_plane() {
         a,
         "a paused store is left alone",
         a_paused_store_is_left_alone(c),
+    )
+    .await;
+    step(
+        c,
+        a,
+        "what cannot be done is reported",
+        what_cannot_be_done_is_reported(c),
     )
     .await;
     let kubeconfig = c.plane.dir().join("operator.kubeconfig");
