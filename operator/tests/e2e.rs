@@ -1154,7 +1154,7 @@ async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()
         .wait(
             "lost converges once its Secret exists",
             Duration::from_secs(60),
-            |c| Ok(c.get("deployment", "lost-worker", namespace)?),
+            |c| c.get("deployment", "lost-worker", namespace),
         )
         .await?;
 
@@ -1175,7 +1175,7 @@ async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()
 
     cluster
         .wait("lost's Redis claim", Duration::from_secs(60), |c| {
-            Ok(c.get("persistentvolumeclaim", "data-lost-redis-0", namespace)?)
+            c.get("persistentvolumeclaim", "data-lost-redis-0", namespace)
         })
         .await?;
     cluster.apply(&store("lost", "").replace("storage: 2Gi", "storage: 1Gi"))?;

@@ -429,7 +429,7 @@ impl FastPath {
             .call(
                 "get_search",
                 self.cache
-                    .get_at_generation(&self.keys.search_generation(), &results_key),
+                    .get_at_generation(&self.keys.search_generations(scope), &results_key),
             )
             .await;
         let result_key = match lookup {
@@ -798,7 +798,7 @@ impl FastPath {
                 )
             }),
             bump_generation: false,
-            generation_key: self.keys.search_generation(),
+            generation_key: self.keys.scope_search_generation(scope),
             revision_key: self.keys.revision(scope, id),
             expected_revision: None,
         };
@@ -828,21 +828,23 @@ impl FastPath {
                 tracing::warn!(%error, key, "could not drop a cached record");
             }
         }
-        self.retire_searches().await;
+        self.retire_searches(self.keys.scope_search_generation(scope))
+            .await;
     }
 
-    /// Forgets every memory held in this process and retires every cached search (a write
-    /// elsewhere changed memories memgate cannot name). Records in a shared cache expire
-    /// within `cache.memoryTtl`.
+    /// Forgets every memory held in this process and retires every cached search of every
+    /// tenant (a write elsewhere changed memories memgate cannot name). Records in a shared
+    /// cache expire within `cache.memoryTtl`.
     pub async fn invalidate_all(&self) {
         self.l1_epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.memories_l1.invalidate_all();
-        self.retire_searches().await;
+        self.retire_searches(self.keys.search_generation()).await;
     }
 
-    async fn retire_searches(&self) {
-        let key = self.keys.search_generation();
+    /// Bumps a search generation: `Keys::scope_search_generation` for one tenant's searches,
+    /// `Keys::search_generation` for everyone's.
+    async fn retire_searches(&self, key: String) {
         match self
             .guards
             .cache
@@ -929,7 +931,7 @@ impl FastPath {
                 idempotency: None,
                 // Cached searches must not show the memory as it was before.
                 bump_generation: true,
-                generation_key: self.keys.search_generation(),
+                generation_key: self.keys.scope_search_generation(scope),
                 revision_key: self.keys.revision(scope, id),
                 expected_revision: Some(revision),
             };
@@ -1005,7 +1007,7 @@ impl FastPath {
             },
             idempotency: None,
             bump_generation: true,
-            generation_key: self.keys.search_generation(),
+            generation_key: self.keys.scope_search_generation(scope),
             revision_key: self.keys.revision(scope, id),
             expected_revision: None,
         };

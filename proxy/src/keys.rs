@@ -81,9 +81,27 @@ impl KeySpace {
         format!("{}lock:{id}", self.prefix)
     }
 
-    /// `search:gen`: bumped on every write, so older result keys are never read again.
+    /// `search:gen`: bumped when memories change that memgate cannot name (a write through
+    /// the legacy service), so every tenant's older result keys are never read again.
     pub fn search_generation(&self) -> String {
         format!("{}search:gen", self.prefix)
+    }
+
+    /// `{scope}search:scopegen`: bumped on every write of this scope, so the scope's older
+    /// result keys are never read again while other tenants' cached searches stay. A search
+    /// is cached under the sum of the two generations (both only grow, so every bump gives a
+    /// new sum). It expires 30 days after it was last read or bumped, longer than any search
+    /// result lives, so a counter that starts over finds nothing cached under its old values.
+    pub fn scope_search_generation(&self, scope: &Scope) -> String {
+        format!("{}{}search:scopegen", self.prefix, scope.key_part())
+    }
+
+    /// The generation counters a search of `scope` is cached under: global, then scoped.
+    pub fn search_generations(&self, scope: &Scope) -> [String; 2] {
+        [
+            self.search_generation(),
+            self.scope_search_generation(scope),
+        ]
     }
 
     /// `search:{gen}:{sha256(params)}`: one search's result list.

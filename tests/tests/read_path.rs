@@ -260,14 +260,14 @@ async fn search_caches_results_and_embeddings_and_a_write_invalidates() {
     // A write bumps the generation: the next search misses and sees the new memory, while the
     // query's embedding still comes from the cache (no new provider call for it).
     let generation: u64 = redis
-        .get(format!("{}search:gen", env.prefix))
+        .get(format!("{}search:scopegen", env.prefix))
         .await
         .expect("gen");
     let berlin = env
         .create(json!({"content": "Coffee in Paris again, then Berlin"}))
         .await;
     let generation_after: u64 = redis
-        .get(format!("{}search:gen", env.prefix))
+        .get(format!("{}search:scopegen", env.prefix))
         .await
         .expect("gen");
     assert!(
@@ -758,6 +758,49 @@ async fn tenants_never_see_each_other() {
         keys.iter().any(|k| k.contains("t=bob:")) && keys.iter().any(|k| k.contains("t=alice:")),
         "{keys:?}"
     );
+}
+
+/// The search cache's generation is per tenant: one tenant's writes retire its own cached
+/// searches, never another's.
+#[tokio::test]
+async fn one_tenants_writes_leave_another_tenants_cached_searches() {
+    let env = Env::start(|c| {
+        c.scope = Some(ScopeConfig {
+            header: "x-user-id".into(),
+            field: "userId".into(),
+        });
+    })
+    .await;
+    env.create(json!({"content": "alice likes green tea"}))
+        .await;
+    let bob_search = || async {
+        let response = env
+            .http
+            .post(env.url("/memories/search"))
+            .header("x-memgate-route", "fast")
+            .header("x-user-id", "bob")
+            .json(&json!({"query": "green tea"}))
+            .send()
+            .await
+            .expect("search");
+        header(&response, "x-memgate-cache")
+    };
+    assert_eq!(bob_search().await, "miss");
+    assert_eq!(bob_search().await, "hit");
+    let (_, first, _) = env.search(json!({"query": "green tea"})).await;
+    assert_eq!(first, "miss");
+    let (_, cached, _) = env.search(json!({"query": "green tea"})).await;
+    assert_eq!(cached, "hit");
+
+    env.create(json!({"content": "alice also likes jasmine tea"}))
+        .await;
+    assert_eq!(
+        bob_search().await,
+        "hit",
+        "alice's write left bob's cached search alone"
+    );
+    let (_, after, _) = env.search(json!({"query": "green tea"})).await;
+    assert_eq!(after, "miss", "alice's write retired her own cached search");
 }
 
 #[tokio::test]

@@ -180,10 +180,11 @@ impl CacheStore for InProcessCache {
 
     async fn get_at_generation(
         &self,
-        counter_key: &str,
+        counter_keys: &[String; 2],
         key: &crate::keys::GenerationalKey,
     ) -> Result<(u64, Option<Bytes>), CacheError> {
-        let generation = self.counter(counter_key).await?;
+        let generation =
+            self.counter(&counter_keys[0]).await? + self.counter(&counter_keys[1]).await?;
         Ok((
             generation,
             self.get(&key.with_generation(generation)).await?,

@@ -57,11 +57,12 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// The integer under `key`; 0 when absent.
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;
-    /// The counter under `counter_key` (0 when absent) and the value under `key` at that
-    /// generation, read together (one round trip on Redis).
+    /// The sum of the counters under `counter_keys` (each 0 when absent), the generation, and
+    /// the value under `key` at that generation, read together (one round trip on Redis). The
+    /// second counter's expiry is renewed (see `Keys::scope_search_generation`).
     async fn get_at_generation(
         &self,
-        counter_key: &str,
+        counter_keys: &[String; 2],
         key: &GenerationalKey,
     ) -> Result<(u64, Option<Bytes>), CacheError>;
     /// Adds one to the integer under `key` and returns the new value.

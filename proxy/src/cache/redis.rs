@@ -16,10 +16,13 @@ fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Reads the generation and the value at that generation in one round trip. The key is built
+/// Reads the generation (the sum of the global and the scope's counters) and the value at
+/// that generation in one round trip, and renews the scope counter's 30 days. The key is built
 /// here from its parts, so the generation is never stale by the time the value is read.
 const GET_AT_GENERATION: &str = r#"
-local generation = redis.call('GET', KEYS[1]) or '0'
+local generation = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('PEXPIRE', KEYS[2], 2592000000)
+generation = string.format('%d', generation)
 return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
 "#;
 
@@ -172,18 +175,19 @@ impl CacheStore for RedisCache {
 
     async fn get_at_generation(
         &self,
-        counter_key: &str,
+        counter_keys: &[String; 2],
         key: &crate::keys::GenerationalKey,
     ) -> Result<(u64, Option<Bytes>), CacheError> {
         let (generation, value): (String, Option<Vec<u8>>) = self
             .get_at_generation
-            .key(counter_key)
+            .key(&counter_keys[0])
+            .key(&counter_keys[1])
             .arg(&key.head)
             .arg(&key.tail)
             .invoke_async(&mut self.connection.clone())
             .await?;
         let generation = generation.parse().map_err(|_| CacheError::Corrupt {
-            key: counter_key.to_string(),
+            key: counter_keys.join(" + "),
             expected: "an integer",
         })?;
         Ok((generation, value.map(Bytes::from)))

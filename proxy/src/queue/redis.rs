@@ -38,7 +38,10 @@ local revision = redis.call('HINCRBY', KEYS[5], 'rev', 1)
 redis.call('PERSIST', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[1])
 local entry = redis.call('XADD', KEYS[2], '*', 'op', ARGV[3], 'rev', revision)
-if ARGV[6] == '1' then redis.call('INCR', KEYS[4]) end
+if ARGV[6] == '1' then
+  redis.call('INCR', KEYS[4])
+  redis.call('PEXPIRE', KEYS[4], 2592000000)
+end
 return {1, entry, tostring(revision)}
 "#;
 
@@ -67,6 +70,7 @@ if KEYS[1] ~= '' and settled and (ARGV[4] == '' or acknowledged == tonumber(ARGV
 end
 if settled then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], 2592000000)
 if ARGV[6] ~= '' then
   redis.call('XADD', KEYS[5], '*', 'entry', ARGV[5], 'op', ARGV[7], 'error', ARGV[6])
   local dropped = redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[9])

@@ -103,7 +103,7 @@ impl Worker {
         let revision_key = self.keys.revision(&scope_of(job.op.scope()), id);
         if let Some(revision) = job.revision {
             if self.wait_turn(&revision_key, revision).await == Turn::AlreadyApplied {
-                let finish = self.acknowledge_only(revision_key);
+                let finish = self.acknowledge_only(job, revision_key);
                 return self.close(job, finish, started).await;
             }
         }
@@ -115,7 +115,7 @@ impl Worker {
             None => Turn::Apply,
         };
         let finish = match turn {
-            Turn::AlreadyApplied => self.acknowledge_only(revision_key.clone()),
+            Turn::AlreadyApplied => self.acknowledge_only(job, revision_key.clone()),
             Turn::Apply => {
                 let _slot = slots.acquire().await;
                 // Its turn, its memory's lease and a slot: the time it spent waiting for them.
@@ -128,7 +128,7 @@ impl Worker {
                         record: Some(record),
                         applied: job.revision,
                         follow_up,
-                        ..self.acknowledge_only(revision_key.clone())
+                        ..self.acknowledge_only(job, revision_key.clone())
                     },
                     Err(error) => {
                         let failed = self.failed_record(job, &error).await;
@@ -136,7 +136,7 @@ impl Worker {
                             record: Some(failed),
                             applied: job.revision,
                             dead_letter: Some(error),
-                            ..self.acknowledge_only(revision_key.clone())
+                            ..self.acknowledge_only(job, revision_key.clone())
                         }
                     }
                 }
@@ -158,7 +158,7 @@ impl Worker {
         slots: &Semaphore,
     ) -> Finish {
         let WriteOp::Associate { id, scope } = &job.op else {
-            return self.acknowledge_only(String::new());
+            return self.acknowledge_only(job, String::new());
         };
         let revision_key = self.keys.revision(&scope_of(scope.as_deref()), *id);
         let _slot = slots.acquire().await;
@@ -169,24 +169,24 @@ impl Worker {
             Ok(Some((record, revision))) => Finish {
                 record: Some(record),
                 record_if_revision: Some(revision),
-                ..self.acknowledge_only(revision_key)
+                ..self.acknowledge_only(job, revision_key)
             },
-            Ok(None) => self.acknowledge_only(revision_key),
+            Ok(None) => self.acknowledge_only(job, revision_key),
             Err(error) => Finish {
                 dead_letter: Some(error),
-                ..self.acknowledge_only(revision_key)
+                ..self.acknowledge_only(job, revision_key)
             },
         }
     }
 
-    /// A finish that only acknowledges the entry (and moves the search generation).
-    fn acknowledge_only(&self, revision_key: String) -> Finish {
+    /// A finish that only acknowledges the entry (and moves its scope's search generation).
+    fn acknowledge_only(&self, job: &Job, revision_key: String) -> Finish {
         Finish {
             record: None,
             record_if_revision: None,
             revision_key,
             applied: None,
-            generation_key: self.keys.search_generation(),
+            generation_key: self.keys.scope_search_generation(&scope_of(job.op.scope())),
             dead_letter: None,
             follow_up: None,
             lease: None,
