@@ -31,7 +31,44 @@ install_python_tools() {
     log "installing the Python MCP SDK (mcp) from PyPI into $venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0"
   fi
+  # Schemathesis, to fuzz the REST API from its own OpenAPI document.
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    log "installing schemathesis from PyPI into $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+  fi
   KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
+}
+
+# The REST API fuzzed from its own /openapi.json by schemathesis (every check: server errors,
+# schema-valid requests refused, schema-violating ones accepted, responses that break the
+# schema, undeclared methods, stateful sequences) against `memgate serve --embedded`.
+fuzz_rest_api() {
+  log "schemathesis: the REST API against its own /openapi.json (serve --embedded)"
+  local dir port admin pid status=0
+  dir=$(mktemp -d)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  (cd "$dir" && exec "$OLDPWD/target/debug/memgate" serve --embedded \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" > "$dir/serve.log" 2>&1) &
+  pid=$!
+  for _ in $(seq 1 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$admin/healthz', timeout=1)" \
+      > /dev/null 2>&1 && break
+    sleep 0.2
+  done
+  target/python-tools/bin/schemathesis --no-color --config-file tests/schemathesis/schemathesis.toml \
+    run "http://127.0.0.1:$port/openapi.json" --url "http://127.0.0.1:$port" \
+    --checks all --max-examples 100 --seed 37014751485704700471679531294160662123 \
+    > "$dir/schemathesis.log" 2>&1 || status=$?
+  kill "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+  tail -n 4 "$dir/schemathesis.log"
+  if [ "$status" -ne 0 ]; then
+    grep -E "^- ST|Reproduce|^\[" "$dir/schemathesis.log" | cut -c1-400 | head -n 40 >&2
+    echo "schemathesis found failures (full log: $dir/schemathesis.log)" >&2
+    return 1
+  fi
+  rm -rf "$dir"
 }
 
 # The CRD and every object the operator renders for the sample MemoryStores, checked against
@@ -134,6 +171,8 @@ check_chart
 
 log "cargo build: memgate and the reference cldmemory (the end-to-end tests run them as processes)"
 cargo build -p memgate --bin memgate -p cldmemory-reference --bin cldmemory-reference
+
+fuzz_rest_api
 
 log "cargo test (unit, contract and end-to-end; real redis-server started per test)"
 if [ -z "${QDRANT_URL:-}" ]; then

@@ -166,23 +166,26 @@ fn check_content(content: &str) -> Result<(), ApiError> {
 
 /// `PATCH /memories/{id}`: cldmemory's `update_memory` arguments. Given fields replace the
 /// stored ones; the embedding is redone only when the embedded text changes.
+/// At least one field; `null` is the same as leaving a field out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateRequest {
     /// 1..=100,000 characters, not only whitespace.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 100000, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 100000, pattern = r"\S", nullable = false)]
     pub content: Option<String>,
     /// 0..1
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[schema(minimum = 0.0, maximum = 1.0, nullable = false)]
     pub importance: Option<f64>,
     /// Replaces the whole context.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub context: Option<StoreContext>,
     /// Replaces the whole metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, nullable = false)]
     pub metadata: Option<Map<String, Value>>,
 }
 
@@ -219,15 +222,20 @@ pub enum DetailLevel {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SearchRequest {
     /// May be empty: then the memories matching the filters, in storage order (none without
-    /// a filter).
+    /// a filter). At most 10,000 characters.
+    #[schema(max_length = 10000)]
     pub query: String,
     #[serde(rename = "type")]
     pub memory_type: Option<MemoryType>,
-    /// 1..=50, default 10.
+    /// 1..=50, default 10. A whole number; JSON writes it either way (`20` or `20.0`).
+    #[schema(minimum = 1, maximum = 50)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub limit: Option<u32>,
     /// 0..1: results scoring below are left out; default `layout.similarityThreshold`.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub similarity_threshold: Option<f64>,
     /// 0..1
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_importance: Option<f64>,
     pub emotional_range: Option<ValenceRange>,
     /// Dates as JavaScript's `Date` reads them (ISO 8601 or `YYYY-MM-DD`).
@@ -243,7 +251,11 @@ pub struct SearchRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValenceRange {
+    /// -1..1
+    #[schema(minimum = -1.0, maximum = 1.0)]
     pub min: f64,
+    /// -1..1
+    #[schema(minimum = -1.0, maximum = 1.0)]
     pub max: f64,
 }
 
@@ -251,7 +263,10 @@ pub struct ValenceRange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DateStrings {
+    /// A date JavaScript's `Date` reads: ISO 8601 (`2025-01-31T12:00:00Z`) or `YYYY-MM-DD`.
+    #[schema(format = DateTime)]
     pub start: String,
+    #[schema(format = DateTime)]
     pub end: String,
 }
 
@@ -360,6 +375,29 @@ impl SearchRequest {
             detail_level: self.detail_level.unwrap_or(DetailLevel::Full),
             reconstruct_chunks: self.reconstruct_chunks.unwrap_or(false),
         })
+    }
+}
+
+/// A whole number as JSON may write it: `20`, or `20.0` as JavaScript clients do. A fraction
+/// or a number out of `u32` is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return u32::try_from(whole)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{number} is too large")));
+    }
+    match number.as_f64() {
+        Some(float) if float.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&float) => {
+            Ok(Some(float as u32))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number ≥ 0"
+        ))),
     }
 }
 
@@ -490,5 +528,19 @@ mod tests {
     fn ids_must_be_uuids() {
         assert!(parse_memory_id("0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e").is_ok());
         assert_eq!(parse_memory_id("42").unwrap_err().code, "invalid_id");
+    }
+
+    #[test]
+    fn a_limit_may_be_written_as_a_whole_float_but_not_a_fraction() {
+        let parse = |limit: &str| {
+            serde_json::from_str::<SearchRequest>(&format!(r#"{{"query": "q", "limit": {limit}}}"#))
+                .map(|search| search.limit)
+        };
+        assert_eq!(parse("20").ok(), Some(Some(20)));
+        assert_eq!(parse("20.0").ok(), Some(Some(20)));
+        assert_eq!(parse("null").ok(), Some(None));
+        assert!(parse("2.5").is_err());
+        assert!(parse("-1").is_err());
+        assert!(parse("1e20").is_err());
     }
 }

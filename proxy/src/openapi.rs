@@ -30,7 +30,31 @@ pub struct ErrorDetail {
 /// `POST /memories/search` answer: memories (or compact rows) with `score`, best first.
 #[derive(Serialize, ToSchema)]
 pub struct SearchResponse {
-    pub memories: Vec<Memory>,
+    pub memories: Vec<SearchRow>,
+}
+
+/// One search result: the whole memory, or (`detailLevel: compact`) a compact row.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SearchRow {
+    Full(Memory),
+    Compact(CompactRow),
+}
+
+/// A compact search row: these fields of the memory, those it lacks left out, and `score`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompactRow {
+    pub id: uuid::Uuid,
+    pub summary: Option<String>,
+    #[serde(rename = "type")]
+    pub memory_type: Option<MemoryType>,
+    pub timestamp: Option<String>,
+    pub importance: Option<f64>,
+    pub emotional_valence: Option<f64>,
+    pub tags: Option<Vec<String>>,
+    pub project: Option<String>,
+    pub score: Option<f64>,
 }
 
 /// `202` answer of a write: the memory's id and where it is in the write pipeline.
@@ -62,6 +86,8 @@ pub struct AcceptedWrite {
         UpdateRequest,
         AcceptedWrite,
         SearchResponse,
+        SearchRow,
+        CompactRow,
         ErrorBody,
         ErrorDetail
     ))
@@ -222,6 +248,15 @@ pub fn document() -> Document {
         .build();
     let mut document = MemoryApi::openapi();
     document.paths = paths;
+    // A PATCH must name a field (`{}` is `400 empty_update`); utoipa has no attribute for it.
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(update))) =
+        document
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("UpdateRequest"))
+    {
+        update.min_properties = Some(1);
+    }
     document
 }
 

@@ -62,12 +62,15 @@ impl<'a> Operation<'a> {
             (&Method::POST, Some("" | "/")) => Self::Create,
             (&Method::POST, Some("/search")) => Self::Search,
             (method, Some(rest)) => match rest.strip_prefix('/') {
-                Some(id) if !id.is_empty() && !id.contains('/') => match *method {
-                    Method::GET => Self::Get(id),
-                    Method::PATCH => Self::Update(id),
-                    Method::DELETE => Self::Delete(id),
-                    _ => Self::Other,
-                },
+                // `/memories/search` takes POST only; no memory is called `search`.
+                Some(id) if !id.is_empty() && !id.contains('/') && id != "search" => {
+                    match *method {
+                        Method::GET => Self::Get(id),
+                        Method::PATCH => Self::Update(id),
+                        Method::DELETE => Self::Delete(id),
+                        _ => Self::Other,
+                    }
+                }
                 _ => Self::Other,
             },
             _ => Self::Other,
@@ -471,16 +474,55 @@ impl ApiState {
         B::Error: Into<BoxError>,
     {
         let Some(legacy) = &self.legacy else {
-            return ApiError::bad_gateway(
-                "no_upstream",
-                "this request needs the legacy service, and upstream.url is not configured",
-            )
-            .into_response();
+            return without_legacy(request.method(), request.uri().path());
         };
         match legacy.forward(request, client).await {
             Ok(response) => response,
             Err(error) => self.reject(error),
         }
+    }
+}
+
+/// The methods each of memgate's own endpoints answers (`/memories/{id}` for any id).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/memories" | "/memories/" | "/memories/search" | "/messages" => Some("POST"),
+        "/openapi.json" | "/sse" => Some("GET"),
+        "/mcp" => Some("GET, POST, DELETE"),
+        _ => path
+            .strip_prefix("/memories/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(|_| "GET, PATCH, DELETE"),
+    }
+}
+
+/// The answer to a request memgate does not serve itself when there is no legacy service to
+/// forward it to (`serve --embedded`, or no `upstream.url`): a method one of its endpoints
+/// does not take is `405` with `Allow`; a path memgate does not have is `404`; anything else
+/// (a legacy-only request on the legacy path) is `502 no_upstream`.
+fn without_legacy(method: &Method, path: &str) -> Response {
+    match allowed_methods(path) {
+        Some(allowed) if !allowed.split(", ").any(|m| m == method.as_str()) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} takes {allowed}, not {method}"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allowed));
+            response
+        }
+        Some(_) => ApiError::bad_gateway(
+            "no_upstream",
+            "this request needs the legacy service, and upstream.url is not configured",
+        )
+        .into_response(),
+        None => ApiError::not_found(format!(
+            "{path} is not a memgate endpoint, and no legacy service (upstream.url) is configured to forward it to"
+        ))
+        .into_response(),
     }
 }
 
@@ -560,6 +602,34 @@ mod tests {
         assert_eq!(
             Operation::classify(&Method::GET, "/openapi.json"),
             Operation::OpenApi
+        );
+    }
+
+    #[test]
+    fn without_a_legacy_service_an_unserved_request_gets_405_or_404() {
+        let answer = without_legacy(&Method::TRACE, "/memories/search");
+        assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.headers()[http::header::ALLOW], "POST");
+        assert_eq!(
+            Operation::classify(&Method::PATCH, "/memories/search"),
+            Operation::Other,
+            "no memory is called `search`"
+        );
+        let by_id = without_legacy(
+            &Method::PUT,
+            "/memories/0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e",
+        );
+        assert_eq!(by_id.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(by_id.headers()[http::header::ALLOW], "GET, PATCH, DELETE");
+        assert_eq!(
+            without_legacy(&Method::GET, "/api/other").status(),
+            StatusCode::NOT_FOUND
+        );
+        // A served method with nowhere to go (the legacy path forced): the legacy service is
+        // missing, not the endpoint.
+        assert_eq!(
+            without_legacy(&Method::POST, "/memories/search").status(),
+            StatusCode::BAD_GATEWAY
         );
     }
 }
