@@ -36,7 +36,7 @@ use crate::memory::{
     StoredMemory, UpdateRequest,
 };
 use crate::metrics::Metrics;
-use crate::queue::{RecordWrite, Submission, Submitted, WriteOp, WriteQueue};
+use crate::queue::{QueueError, RecordWrite, Submission, Submitted, WriteOp, WriteQueue};
 use crate::vectors::{MemoryFilter, VectorQuery, VectorStore};
 
 /// Whether an answer came from a cache.
@@ -169,6 +169,18 @@ pub(crate) fn unavailable<E: std::fmt::Display>(what: &str, error: CallError<E>)
         format!("{what} is unavailable: {error}"),
     )
     .retry_after(error.retry_after())
+}
+
+/// A `503` for a write Redis refused because it is full (`maxmemory`, and only pending writes
+/// and other keys it may not evict left): nothing was stored.
+fn cache_full(error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "Redis is full; a write was refused");
+    ApiError::unavailable(
+        "cache_full",
+        "Redis is full (maxmemory reached with nothing it may evict): the write was not stored. \
+         Retry later; pending writes free room as workers apply them, or give Redis more memory",
+    )
+    .retry_after(Some(std::time::Duration::from_secs(1)))
 }
 
 /// A `503` for a write whose outcome is unknown: it may or may not have been stored.
@@ -710,12 +722,19 @@ impl FastPath {
     /// Stores the record and the queue entry atomically; `202` once both are stored.
     async fn submit(&self, submission: Submission) -> Result<Submitted, ApiError> {
         let started = std::time::Instant::now();
+        // A full Redis answered: it refuses writes but is up, so its breaker stays closed and
+        // reads go on through it.
+        let answered = |result: &Result<Submitted, QueueError>| match result {
+            Ok(_) => true,
+            Err(error) => error.is_out_of_memory(),
+        };
         let submitted = self
             .guards
             .cache
-            .call("submit", self.queue.submit(submission))
+            .call_judged("submit", self.queue.submit(submission), answered)
             .await
             .map_err(|error| match error {
+                CallError::Failed(error) if error.is_out_of_memory() => cache_full(error),
                 // The script may have run and only its answer been lost: neither stored nor
                 // refused for sure. A retry with the same Idempotency-Key settles it.
                 error @ CallError::Timeout { .. } => unconfirmed(error),

@@ -737,3 +737,146 @@ async fn a_body_over_the_limit_gets_a_413_the_client_can_read() {
     }
     assert_eq!(env.stream_len("writes").await, 0, "nothing queued");
 }
+
+/// Redis with a small `maxmemory` (`volatile-lru`, as memgate's managed Redis runs), filled by
+/// creates while no worker drains them: pending records have no TTL, so nothing can be
+/// evicted and Redis refuses writes. The refusals are clear 503s, every create acknowledged
+/// before them stays readable, reads and searches keep answering, and once Redis has room
+/// again a worker applies every acknowledged write.
+#[tokio::test]
+async fn a_full_redis_refuses_writes_with_503_and_loses_nothing_acknowledged() {
+    let redis = RedisServer::start().expect("redis-server");
+    let mut admin = redis.client().await.expect("redis client");
+    for (setting, value) in [("maxmemory", "3mb"), ("maxmemory-policy", "volatile-lru")] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(setting)
+            .arg(value)
+            .query_async::<()>(&mut admin)
+            .await
+            .expect("CONFIG SET");
+    }
+    let openai = FakeOpenAi::start(64).await.expect("openai");
+    let data = tempfile::tempdir().expect("dir");
+    let config = test_config(
+        &data.path().join("proxy"),
+        Some(redis.url()),
+        Some(openai.base_url()),
+        None,
+    );
+    let (proxy, backends) = memgate_testkit::start_proxy_with_backends(config.clone())
+        .await
+        .expect("start");
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", proxy.api_addr);
+    let filler = "the quick brown fox jumps over the lazy dog ".repeat(80);
+
+    let mut acknowledged = Vec::new();
+    let mut refusals = Vec::new();
+    for i in 0..20_000 {
+        let content = format!("memory {i}: {filler}");
+        let response = http
+            .post(url("/memories"))
+            .header("x-user-id", "alice")
+            .json(&json!({"content": content, "type": "episodic"}))
+            .send()
+            .await
+            .expect("create");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.expect("json");
+        if status == 202 {
+            acknowledged.push((body["id"].as_str().expect("id").to_string(), content));
+        } else {
+            refusals.push((status, body, retry_after));
+            if refusals.len() == 20 {
+                break;
+            }
+        }
+    }
+    assert!(
+        !refusals.is_empty(),
+        "Redis never filled: {} creates acknowledged",
+        acknowledged.len()
+    );
+    for (status, body, _) in &refusals {
+        assert_eq!(*status, 503, "a full Redis is a 503: {body}");
+        assert_eq!(body["error"]["code"], "cache_full", "{body}");
+    }
+    assert!(
+        refusals.iter().all(|(_, _, retry)| retry.is_some()),
+        "refusals say when to retry"
+    );
+    eprintln!(
+        "{} creates acknowledged before Redis (maxmemory 3mb) refused; {} refusals",
+        acknowledged.len(),
+        refusals.len()
+    );
+
+    // Searches and reads keep answering (searches first: their cache fills fail for want of
+    // room, which must not make the proxy stop reading Redis, where the pending records are).
+    for query in ["memory 1", "memory 2", "memory 3", "lazy dog", "quick fox"] {
+        let search = http
+            .post(url("/memories/search"))
+            .header("x-user-id", "alice")
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .expect("search");
+        assert_eq!(search.status(), 200, "searches keep answering");
+    }
+    let step = (acknowledged.len() / 50).max(1);
+    for (id, content) in acknowledged.iter().step_by(step) {
+        let response = http
+            .get(url(&format!("/memories/{id}")))
+            .header("x-user-id", "alice")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "an acknowledged create reads back");
+        assert!(
+            response.headers().get("x-memgate-degraded").is_none(),
+            "read from Redis, not around it"
+        );
+        let memory: Value = response.json().await.expect("json");
+        assert_eq!(memory["content"], content.as_str());
+    }
+
+    // Room again: a worker applies every acknowledged create.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("CONFIG SET");
+    let worker = memgate::app::start_worker_with(config, backends)
+        .await
+        .expect("worker");
+    let all_ready = eventually(Duration::from_secs(120), || {
+        let http = http.clone();
+        let ids: Vec<String> = acknowledged.iter().map(|(id, _)| id.clone()).collect();
+        let url = url("/memories/");
+        async move {
+            for id in ids {
+                let Ok(response) = http
+                    .get(format!("{url}{id}"))
+                    .header("x-user-id", "alice")
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let memory: Value = response.json().await.unwrap_or_default();
+                if memory["status"] != "ready" {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(all_ready, "every acknowledged create was applied");
+    worker.shutdown().await;
+    proxy.shutdown().await;
+}

@@ -114,8 +114,16 @@ impl RedisCache {
         if only_if_absent {
             command.arg("NX");
         }
-        command.exec_async(&mut self.connection.clone()).await?;
-        Ok(())
+        match command.exec_async(&mut self.connection.clone()).await {
+            // Every value set here is a copy kept elsewhere too (an embedding, a search
+            // answer, a record from the vector store): one a full Redis has no room for is
+            // skipped, and Redis, which answered, is not counted as failing.
+            Err(error) if error.code() == Some("OOM") => {
+                tracing::debug!(key, "Redis is full; a cache fill was skipped");
+                Ok(())
+            }
+            result => Ok(result?),
+        }
     }
 
     /// The underlying connection, for the parts (the write queue) that speak Redis directly.

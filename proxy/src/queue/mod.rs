@@ -225,6 +225,17 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// Whether Redis refused the command because it is full (`OOM`: `maxmemory` reached and
+    /// nothing it may evict). Redis answered: it is up, and nothing was stored.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            Self::Redis(error) | Self::Cache(crate::cache::CacheError::Redis(error)) => {
+                error.code() == Some("OOM")
+            }
+            Self::Cache(_) | Self::Corrupt { .. } => false,
+        }
+    }
+
     /// Whether a failed submit may still have been stored: the command may have reached Redis
     /// and only the answer been lost (a timeout, a connection dropped mid-call). A refused
     /// connection or an error answer means nothing was stored.
