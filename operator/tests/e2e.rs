@@ -978,6 +978,11 @@ impl Memgate {
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
+
+    /// How it exited, if it has.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for Memgate {
@@ -1026,7 +1031,7 @@ async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<(
         "MEMGATE_ADMIN_LISTEN",
         format!("127.0.0.1:{}", free_port()?),
     )];
-    let worker = Memgate::start("worker", &path, &worker_env, cluster.plane.dir())?;
+    let mut worker = Memgate::start("worker", &path, &worker_env, cluster.plane.dir())?;
     let answered = async {
         let http = reqwest::Client::new();
         let mut healthy = false;
@@ -1070,8 +1075,7 @@ async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<(
         bail!("memgate worker did not come to the config's Qdrant")
     }
     .await;
-    let mut worker = worker;
-    if let Ok(Some(status)) = worker.child.try_wait() {
+    if let Some(status) = worker.exited() {
         return Err(anyhow::anyhow!("memgate worker exited ({status})")).context(worker.log_tail());
     }
     answered.map_err(|error| {
