@@ -1,9 +1,9 @@
 //! The operator's admin endpoints: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 
+use crate::http::{full, Response};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
-use memgate::http::{full, Response};
 
 use crate::metrics::Metrics;
 

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod http;
 pub mod inject;
 pub mod leader;
 pub mod metrics;

@@ -194,15 +194,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", args.admin_listen))?;
     let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin_metrics = metrics.clone();
-    let admin = tokio::spawn(memgate::server::serve(
+    let admin = tokio::spawn(memgate_operator::http::serve(
         "admin",
         listener,
         move |request: http::Request<hyper::body::Incoming>, _remote| {
-            let metrics = admin_metrics.clone();
-            async move { memgate_operator::admin::answer(request.uri().path(), &metrics) }
+            memgate_operator::admin::answer(request.uri().path(), &admin_metrics)
         },
         admin_stopped,
-        memgate::server::ConnectionSettings::default(),
     ));
     tracing::info!(admin = %args.admin_listen, %identity, "memgate operator starting");
     let webhook = start_webhook(&client, &args, stop_admin.subscribe()).await?;

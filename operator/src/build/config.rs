@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use memgate::config::{
+use memgate_config::{
     CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, ScopeConfig, VectorBackend,
 };
 

@@ -1,0 +1,953 @@
+//! memgate's configuration: one YAML file (the format the operator renders into the
+//! `{name}-proxy-config` ConfigMap), its types and [`Config::validate`], which checks what types
+//! cannot (ranges, required combinations) with the field names of the file (`rollout.percent`).
+//!
+//! A crate of its own so the operator, which renders it, builds without the proxy; the proxy
+//! (`memgate::config`) loads it in layers and watches it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use serde::{Deserialize, Serialize};
+
+/// Everything the `serve` and `worker` roles read at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Config {
+    /// Which MemoryStore this proxy serves; the cache key prefix is `memgate:{namespace}/{name}:`.
+    pub store: StoreIdentity,
+    /// Address of the Memory API (the app calls this).
+    pub listen: SocketAddr,
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+    /// The MCP front (`/sse`, `/messages`, `/mcp`).
+    pub mcp: McpConfig,
+    /// How the legacy service keeps a memory (its payload, embedded texts, search rules).
+    pub layout: LayoutConfig,
+    pub rollout: RolloutConfig,
+    /// Tenant scoping; off when absent.
+    pub scope: Option<ScopeConfig>,
+    pub limits: LimitsConfig,
+    pub cache: CacheConfig,
+    pub redis: RedisConfig,
+    pub vectors: VectorsConfig,
+    pub embeddings: EmbeddingsConfig,
+    pub enrichment: EnrichmentConfig,
+    pub openai: OpenAiConfig,
+    pub worker: WorkerConfig,
+    pub access: AccessConfig,
+    pub reload: ReloadConfig,
+    /// The breakers in front of Redis, the vector store, OpenAI and the upstream.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// What answers when the fast path cannot.
+    pub fallback: FallbackConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            store: StoreIdentity::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            upstream: UpstreamConfig::default(),
+            mcp: McpConfig::default(),
+            layout: LayoutConfig::default(),
+            rollout: RolloutConfig::default(),
+            scope: None,
+            limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
+            redis: RedisConfig::default(),
+            vectors: VectorsConfig::default(),
+            embeddings: EmbeddingsConfig::default(),
+            enrichment: EnrichmentConfig::default(),
+            openai: OpenAiConfig::default(),
+            worker: WorkerConfig::default(),
+            access: AccessConfig::default(),
+            reload: ReloadConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            fallback: FallbackConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StoreIdentity {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Default for StoreIdentity {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            name: "memgate".into(),
+        }
+    }
+}
+
+/// The legacy memory service that requests not taking the fast path are forwarded to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UpstreamConfig {
+    /// Base URL, e.g. `http://127.0.0.1:3000`. Without it, requests that need legacy get 502.
+    pub url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// How memgate reaches the legacy service's MCP server.
+    pub mcp: UpstreamMcpConfig,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+            mcp: UpstreamMcpConfig::default(),
+        }
+    }
+}
+
+/// The legacy service's MCP server: HTTP+SSE (cldmemory) or Streamable HTTP under
+/// `upstream.url`, or a child process over stdio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UpstreamMcpConfig {
+    pub transport: UpstreamMcpTransport,
+    /// The path under `upstream.url`: the event stream (`sse`, default `/sse`) or the
+    /// endpoint (`streamableHttp`, default `/mcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// With `stdio`: the command line that starts the legacy service.
+    pub command: Vec<String>,
+}
+
+impl Default for UpstreamMcpConfig {
+    fn default() -> Self {
+        Self {
+            transport: UpstreamMcpTransport::Sse,
+            path: None,
+            command: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamMcpTransport {
+    Sse,
+    StreamableHttp,
+    Stdio,
+}
+
+impl UpstreamMcpConfig {
+    /// The path under `upstream.url` for this transport.
+    pub fn path(&self) -> &str {
+        match (&self.path, self.transport) {
+            (Some(path), _) => path,
+            (None, UpstreamMcpTransport::StreamableHttp) => "/mcp",
+            (None, _) => "/sse",
+        }
+    }
+}
+
+/// memgate's MCP front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct McpConfig {
+    /// How long a forwarded call naming a memory memgate acknowledged waits for it to be
+    /// stored first.
+    #[serde(with = "humantime_serde")]
+    pub wait_for_stored: Duration,
+    /// Streamable HTTP sessions unused this long are closed.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// The most client sessions open at once.
+    pub max_sessions: usize,
+    /// The largest MCP message (cldmemory takes 10 MB, as Express's JSON parser is set).
+    pub max_body_bytes: usize,
+    /// How Streamable HTTP answers a POST with requests: `json` (one JSON body) or `sse` (an
+    /// event stream carrying the answers).
+    pub streamable_response: StreamableResponse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamableResponse {
+    Json,
+    Sse,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            wait_for_stored: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            max_body_bytes: 10 * 1024 * 1024,
+            streamable_response: StreamableResponse::Json,
+        }
+    }
+}
+
+/// The legacy services whose layout memgate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LayoutKind {
+    /// cldmemory, the TypeScript MCP memory server.
+    Cldmemory,
+}
+
+/// The legacy service's layout and the settings its deployment has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LayoutConfig {
+    pub kind: LayoutKind,
+    /// Searches naming no threshold leave out results scoring below this (cldmemory's
+    /// `SIMILARITY_THRESHOLD`).
+    pub similarity_threshold: f32,
+    /// Metadata stamped on every memory and added to every query's embedded text
+    /// (cldmemory's `MEMORY_METADATA`: `key:value,key2:value2`).
+    pub memory_metadata: Option<String>,
+    /// The `hostname:cwd` string the legacy process stamps on new memories (it cannot be
+    /// computed from here). Without it, memgate stamps its own `hostname:cwd`.
+    pub project: Option<String>,
+}
+
+impl Default for LayoutConfig {
+    fn default() -> Self {
+        Self {
+            kind: LayoutKind::Cldmemory,
+            similarity_threshold: 0.7,
+            memory_metadata: None,
+            project: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RolloutConfig {
+    /// Share of requests (0–100) that take the fast path. Re-read while running.
+    pub percent: u8,
+    /// Header whose value picks the bucket (e.g. `x-user-id`); else the client address.
+    pub sticky_header: Option<String>,
+}
+
+/// Tenant scoping: the header naming the tenant and the payload field it is stored in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeConfig {
+    pub header: String,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests answered at once; past it a request gets `503` immediately instead of waiting.
+    pub max_in_flight: usize,
+    /// A client must send its request headers within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_in_flight: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// When a dependency's breaker opens and for how long (the same for every dependency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before one probe may go (the first time: short,
+    /// so a blip costs little).
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Each failed probe doubles the cool-down, up to this: the longest a dependency that
+    /// answers again is still refused.
+    #[serde(with = "humantime_serde")]
+    pub max_cool_down: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cool_down: Duration::from_millis(250),
+            max_cool_down: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The degradation ladder: fast path → legacy → keyword → popular.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FallbackConfig {
+    /// When the write queue (Redis) is unreachable, forward creates, updates and deletes to
+    /// the legacy service and wait for it (when `upstream.url` is set); else refuse with `503`.
+    pub writes_to_legacy: bool,
+    /// How long a search waits for its query's embedding before the next rung answers.
+    #[serde(with = "humantime_serde")]
+    pub embedding_timeout: Duration,
+    /// How many keyword matches the keyword fallback ranks.
+    pub keyword_candidates: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            writes_to_legacy: true,
+            embedding_timeout: Duration::from_secs(2),
+            keyword_candidates: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CacheBackend {
+    /// Redis (`redis.url`): shared by every proxy and worker of the store.
+    Redis,
+    /// In-process, for `--embedded` and tests: not shared, not durable.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CacheConfig {
+    pub backend: CacheBackend,
+    #[serde(with = "humantime_serde")]
+    pub memory_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub search_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub embedding_ttl: Duration,
+    /// In-process L1 in front of Redis for memories and embeddings.
+    pub l1: L1Config,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            backend: CacheBackend::Redis,
+            memory_ttl: Duration::from_secs(3600),
+            search_ttl: Duration::from_secs(300),
+            embedding_ttl: Duration::from_secs(24 * 3600),
+            l1: L1Config::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct L1Config {
+    pub max_entries: u64,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; required when `cache.backend` is `redis`.
+    pub url: Option<String>,
+    /// Password, usually from `MEMGATE_REDIS__PASSWORD`; overrides one in the URL.
+    pub password: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password: None,
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VectorBackend {
+    /// A Qdrant server over gRPC (`vectors.url`).
+    Qdrant,
+    /// Qdrant Edge in-process (`vectors.path`), for `--embedded`.
+    Edge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DistanceMetric {
+    Cosine,
+    Dot,
+    Euclid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VectorsConfig {
+    pub backend: VectorBackend,
+    /// Qdrant gRPC URL, e.g. `http://127.0.0.1:6334`.
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+    /// Directory of the Qdrant Edge shard; a temporary one (deleted at exit) when absent.
+    pub path: Option<PathBuf>,
+    pub collection: String,
+    pub distance: DistanceMetric,
+    /// `hnsw_ef` for fast-path searches: lower is faster, higher is more exact. Absent: the
+    /// collection's own default, as the legacy service searches.
+    pub search_ef: Option<u64>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Qdrant Edge only: how often the writer (the worker, or the embedded proxy) runs Edge's
+    /// optimizers when points were written, so new points get an HNSW index. A Qdrant server
+    /// optimizes on its own.
+    #[serde(with = "humantime_serde")]
+    pub optimize_interval: Duration,
+}
+
+impl Default for VectorsConfig {
+    fn default() -> Self {
+        Self {
+            backend: VectorBackend::Qdrant,
+            url: None,
+            api_key: None,
+            path: None,
+            collection: "human_memories".into(),
+            distance: DistanceMetric::Cosine,
+            search_ef: None,
+            timeout: Duration::from_secs(2),
+            optimize_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EmbeddingProvider {
+    /// Any OpenAI-compatible `/embeddings` endpoint (`openai.*`).
+    Openai,
+    /// Built-in deterministic feature-hashing embedder: no network, no key.
+    Hashing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EmbeddingsConfig {
+    pub provider: EmbeddingProvider,
+    pub model: String,
+    /// Vector size; also the collection's vector size.
+    pub dimensions: u64,
+}
+
+impl Default for EmbeddingsConfig {
+    fn default() -> Self {
+        Self {
+            provider: EmbeddingProvider::Openai,
+            model: "text-embedding-3-small".into(),
+            dimensions: 1536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnrichmentProvider {
+    /// Chat completions from any OpenAI-compatible endpoint (`openai.*`).
+    Openai,
+    /// Built in: extractive summary, VADER valence, RAKE keywords. No network, no key.
+    Local,
+}
+
+/// How a new memory gets its summary, emotional valence and keywords.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EnrichmentConfig {
+    pub provider: EnrichmentProvider,
+    /// Chat model.
+    pub model: String,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            provider: EnrichmentProvider::Openai,
+            model: "gpt-4o".into(),
+        }
+    }
+}
+
+/// The write worker: drains the `writes` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerConfig {
+    /// Jobs processed at once by one worker.
+    pub concurrency: usize,
+    /// Tries of one job before it goes to `writes:dead`.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// The longest wait between two tries.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
+    /// A job whose worker has not said it is alive for this long is claimed by another;
+    /// workers say so five times per `claimIdle`. Also the lease on a memory being written.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// How long a write waits for the earlier writes to its memory before it is applied
+    /// anyway (logged as an error and counted in `memgate_ordered_waits_total`).
+    #[serde(with = "humantime_serde")]
+    pub order_wait: Duration,
+    /// Most texts in one embeddings call.
+    pub embedding_batch_size: usize,
+    /// How long a job waits for others to share its embeddings call.
+    #[serde(with = "humantime_serde")]
+    pub embedding_batch_window: Duration,
+    /// Time to finish in-flight jobs after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long a retried create with the same `Idempotency-Key` returns the first answer.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// How often read counts (`access:{id}`) are added to the vector store's payload.
+    #[serde(with = "humantime_serde")]
+    pub access_sync_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(500),
+            max_retry_backoff: Duration::from_secs(30),
+            claim_idle: Duration::from_secs(5),
+            order_wait: Duration::from_secs(600),
+            embedding_batch_size: 64,
+            embedding_batch_window: Duration::from_millis(20),
+            drain_timeout: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            access_sync_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    /// Usually from `MEMGATE_OPENAI__API_KEY`; may be empty for local servers.
+    pub api_key: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AccessConfig {
+    /// How often recorded reads are flushed to the cache backend.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReloadConfig {
+    /// How often the config file is checked for a new rollout percentage.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A configuration value that cannot be honoured, named by its path in the file.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: `{field}` {problem}")]
+pub struct InvalidConfig {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Checks what the types cannot: ranges and required combinations.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.rollout.percent > 100 {
+            return Err(invalid("rollout.percent", "must be between 0 and 100"));
+        }
+        if let Some(header) = &self.rollout.sticky_header {
+            check_header_name("rollout.stickyHeader", header)?;
+        }
+        let stdio_upstream = self.upstream.mcp.transport == UpstreamMcpTransport::Stdio;
+        if stdio_upstream && self.upstream.mcp.command.is_empty() {
+            return Err(invalid(
+                "upstream.mcp.command",
+                "is required with upstream.mcp.transport: stdio",
+            ));
+        }
+        if !self.upstream.mcp.path().starts_with('/') {
+            return Err(invalid("upstream.mcp.path", "must start with `/`"));
+        }
+        if self.mcp.max_body_bytes == 0 {
+            return Err(invalid("mcp.maxBodyBytes", "must be greater than 0"));
+        }
+        if self.mcp.max_sessions == 0 {
+            return Err(invalid("mcp.maxSessions", "must be greater than 0"));
+        }
+        check_positive("mcp.sessionIdleTimeout", self.mcp.session_idle_timeout)?;
+        if let Some(url) = &self.upstream.url {
+            check_http_url("upstream.url", url)?;
+        } else if self.rollout.percent < 100 && !stdio_upstream {
+            return Err(invalid(
+                "upstream.url",
+                "is required when rollout.percent is below 100 (some requests go to legacy)",
+            ));
+        }
+        if let Some(scope) = &self.scope {
+            check_header_name("scope.header", &scope.header)?;
+            if scope.field.trim().is_empty() {
+                return Err(invalid("scope.field", "must name a payload field"));
+            }
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(invalid("limits.maxBodyBytes", "must be greater than 0"));
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_in_flight) {
+            return Err(invalid(
+                "limits.maxInFlight",
+                "must be between 1 and 1000000",
+            ));
+        }
+        check_positive("limits.headerReadTimeout", self.limits.header_read_timeout)?;
+        check_positive("limits.drainTimeout", self.limits.drain_timeout)?;
+        if !(1..=1000).contains(&self.circuit_breaker.failure_threshold) {
+            return Err(invalid(
+                "circuitBreaker.failureThreshold",
+                "must be between 1 and 1000",
+            ));
+        }
+        check_positive("circuitBreaker.coolDown", self.circuit_breaker.cool_down)?;
+        if self.circuit_breaker.max_cool_down < self.circuit_breaker.cool_down {
+            return Err(invalid(
+                "circuitBreaker.maxCoolDown",
+                "must not be shorter than circuitBreaker.coolDown",
+            ));
+        }
+        check_positive("fallback.embeddingTimeout", self.fallback.embedding_timeout)?;
+        if !(1..=10_000).contains(&self.fallback.keyword_candidates) {
+            return Err(invalid(
+                "fallback.keywordCandidates",
+                "must be between 1 and 10000",
+            ));
+        }
+        check_positive("upstream.connectTimeout", self.upstream.connect_timeout)?;
+        check_positive("upstream.timeout", self.upstream.timeout)?;
+        check_positive("cache.memoryTtl", self.cache.memory_ttl)?;
+        check_positive("cache.searchTtl", self.cache.search_ttl)?;
+        check_positive("cache.embeddingTtl", self.cache.embedding_ttl)?;
+        check_positive("cache.l1.ttl", self.cache.l1.ttl)?;
+        check_positive("redis.timeout", self.redis.timeout)?;
+        check_positive("vectors.timeout", self.vectors.timeout)?;
+        check_positive("vectors.optimizeInterval", self.vectors.optimize_interval)?;
+        check_positive("openai.timeout", self.openai.timeout)?;
+        check_positive("access.flushInterval", self.access.flush_interval)?;
+        check_positive("reload.interval", self.reload.interval)?;
+        if self.cache.backend == CacheBackend::Redis {
+            match &self.redis.url {
+                None => {
+                    return Err(invalid(
+                        "redis.url",
+                        "is required when cache.backend is redis",
+                    ))
+                }
+                Some(url) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+                    return Err(invalid(
+                        "redis.url",
+                        "must start with redis:// or rediss://",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.vectors.backend == VectorBackend::Qdrant {
+            match &self.vectors.url {
+                None => {
+                    return Err(invalid(
+                        "vectors.url",
+                        "is required when vectors.backend is qdrant",
+                    ))
+                }
+                Some(url) => check_http_url("vectors.url", url)?,
+            }
+        }
+        if self.vectors.collection.trim().is_empty() {
+            return Err(invalid("vectors.collection", "must not be empty"));
+        }
+        if self.vectors.search_ef == Some(0) {
+            return Err(invalid("vectors.searchEf", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.layout.similarity_threshold) {
+            return Err(invalid(
+                "layout.similarityThreshold",
+                "must be between 0 and 1",
+            ));
+        }
+        if self
+            .layout
+            .project
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(invalid("layout.project", "must not be empty when given"));
+        }
+        if !(1..=65_536).contains(&self.embeddings.dimensions) {
+            return Err(invalid(
+                "embeddings.dimensions",
+                "must be between 1 and 65536",
+            ));
+        }
+        if self.embeddings.model.trim().is_empty() {
+            return Err(invalid("embeddings.model", "must not be empty"));
+        }
+        if self.embeddings.provider == EmbeddingProvider::Openai {
+            check_http_url("openai.baseUrl", &self.openai.base_url)?;
+        }
+        if self.enrichment.provider == EnrichmentProvider::Openai {
+            check_http_url("openai.baseUrl", &self.openai.base_url)?;
+            if self.enrichment.model.trim().is_empty() {
+                return Err(invalid("enrichment.model", "must not be empty"));
+            }
+        }
+        if !(1..=1024).contains(&self.worker.concurrency) {
+            return Err(invalid("worker.concurrency", "must be between 1 and 1024"));
+        }
+        if !(1..=100).contains(&self.worker.max_attempts) {
+            return Err(invalid("worker.maxAttempts", "must be between 1 and 100"));
+        }
+        if !(1..=2048).contains(&self.worker.embedding_batch_size) {
+            return Err(invalid(
+                "worker.embeddingBatchSize",
+                "must be between 1 and 2048",
+            ));
+        }
+        check_positive("worker.retryBackoff", self.worker.retry_backoff)?;
+        check_positive("worker.claimIdle", self.worker.claim_idle)?;
+        check_positive("worker.orderWait", self.worker.order_wait)?;
+        if self.worker.max_retry_backoff < self.worker.retry_backoff {
+            return Err(invalid(
+                "worker.maxRetryBackoff",
+                "must not be less than worker.retryBackoff",
+            ));
+        }
+        check_positive("worker.drainTimeout", self.worker.drain_timeout)?;
+        check_positive("worker.idempotencyTtl", self.worker.idempotency_ttl)?;
+        check_positive(
+            "worker.accessSyncInterval",
+            self.worker.access_sync_interval,
+        )?;
+        if self.store.namespace.is_empty() || self.store.name.is_empty() {
+            return Err(invalid("store", "namespace and name must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The prefix of every cache and queue key of this store.
+    pub fn key_prefix(&self) -> String {
+        format!("memgate:{}/{}:", self.store.namespace, self.store.name)
+    }
+}
+
+fn check_positive(field: &'static str, value: Duration) -> Result<(), InvalidConfig> {
+    if value.is_zero() {
+        return Err(invalid(field, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn check_header_name(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
+    HeaderName::from_bytes(value.as_bytes())
+        .map(|_| ())
+        .map_err(|_| invalid(field, format!("{value:?} is not a valid HTTP header name")))
+}
+
+fn check_http_url(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| invalid(field, format!("{value:?} is not a URL: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http") | Some("https"), Some(_)) => Ok(()),
+        _ => Err(invalid(
+            field,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            upstream: UpstreamConfig {
+                url: Some("http://127.0.0.1:3000".into()),
+                ..Default::default()
+            },
+            redis: RedisConfig {
+                url: Some("redis://127.0.0.1:6379".into()),
+                ..Default::default()
+            },
+            vectors: VectorsConfig {
+                url: Some("http://127.0.0.1:6334".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_config_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut config = valid();
+        config.rollout.percent = 101;
+        assert_eq!(config.validate().unwrap_err().field, "rollout.percent");
+
+        let mut config = valid();
+        config.redis.url = None;
+        assert_eq!(config.validate().unwrap_err().field, "redis.url");
+
+        let mut config = valid();
+        config.upstream.url = Some("ftp://x".into());
+        assert_eq!(config.validate().unwrap_err().field, "upstream.url");
+
+        let mut config = valid();
+        config.scope = Some(ScopeConfig {
+            header: "bad header".into(),
+            field: "userId".into(),
+        });
+        assert_eq!(config.validate().unwrap_err().field, "scope.header");
+
+        let mut config = valid();
+        config.cache.search_ttl = Duration::ZERO;
+        assert_eq!(config.validate().unwrap_err().field, "cache.searchTtl");
+    }
+
+    #[test]
+    fn resilience_settings_are_checked() {
+        let mut config = valid();
+        config.limits.max_in_flight = 0;
+        assert_eq!(config.validate().unwrap_err().field, "limits.maxInFlight");
+
+        let mut config = valid();
+        config.circuit_breaker.failure_threshold = 0;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "circuitBreaker.failureThreshold"
+        );
+
+        let mut config = valid();
+        config.circuit_breaker.max_cool_down = Duration::from_millis(100);
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "circuitBreaker.maxCoolDown"
+        );
+
+        let mut config = valid();
+        config.fallback.embedding_timeout = Duration::ZERO;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "fallback.embeddingTimeout"
+        );
+
+        let yaml = "circuitBreaker: {failureThreshold: 2, coolDown: 5s}\nfallback: {writesToLegacy: false}\n";
+        let parsed: Config = figment::Figment::new()
+            .merge(figment::providers::Serialized::defaults(Config::default()))
+            .merge(<figment::providers::Yaml as figment::providers::Format>::string(yaml))
+            .extract()
+            .expect("parses");
+        assert_eq!(parsed.circuit_breaker.failure_threshold, 2);
+        assert_eq!(parsed.circuit_breaker.cool_down, Duration::from_secs(5));
+        assert!(!parsed.fallback.writes_to_legacy);
+    }
+
+    #[test]
+    fn upstream_is_optional_only_at_full_rollout() {
+        let mut config = valid();
+        config.upstream.url = None;
+        assert_eq!(config.validate().unwrap_err().field, "upstream.url");
+        config.rollout.percent = 100;
+        assert_eq!(config.validate(), Ok(()));
+    }
+}
