@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use memgate_testkit::ControlPlane;
+use memgate_testkit::{free_port, log_tail, ControlPlane};
 use serde_json::Value;
 
 const OPERATOR_NAMESPACE: &str = "memgate-system";
@@ -142,13 +142,7 @@ impl Operator {
 
     /// The last `lines` lines the operator logged.
     fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        format!(
-            "--- {} (last {lines} lines)\n{}\n",
-            self.log.display(),
-            all[all.len().saturating_sub(lines)..].join("\n")
-        )
+        log_tail(&self.log, lines)
     }
 }
 
@@ -157,12 +151,6 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn sample(path: &str) -> String {
@@ -396,11 +384,17 @@ fn store_yaml(redis_storage: &str) -> String {
     )
 }
 
-fn condition(store: &Value, type_: &str) -> Option<String> {
+/// The store's status condition of this type.
+fn condition_of<'a>(store: &'a Value, type_: &str) -> Option<&'a Value> {
     store["status"]["conditions"]
         .as_array()?
         .iter()
         .find(|c| c["type"] == type_)
+}
+
+/// A condition's status (`True`/`False`).
+fn condition(store: &Value, type_: &str) -> Option<String> {
+    condition_of(store, type_)
         .and_then(|c| c["status"].as_str())
         .map(str::to_string)
 }
@@ -645,9 +639,7 @@ async fn a_paused_store_is_left_alone(cluster: &Cluster) -> anyhow::Result<()> {
     if replicas(cluster)? != 2 {
         bail!("a paused store's workers were scaled");
     }
-    let progressing = store["status"]["conditions"]
-        .as_array()
-        .and_then(|all| all.iter().find(|c| c["type"] == "Progressing"))
+    let progressing = condition_of(&store, "Progressing")
         .map(|c| c["message"].to_string())
         .unwrap_or_default();
     if !progressing.contains("paused") {
@@ -974,9 +966,7 @@ impl Memgate {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.log, 20)
     }
 
     /// How it exited, if it has.
@@ -1088,16 +1078,12 @@ async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<(
 }
 
 fn degraded_reason(store: &Value) -> Option<(String, String)> {
-    store["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
+    condition_of(store, "Degraded").map(|c| {
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    })
 }
 
 /// 3i. What the reconciler cannot do is reported and changes nothing: a store whose OpenAI

@@ -7,12 +7,14 @@
 //! admin kubeconfig in a temporary directory. Every process is killed on drop; their logs stay
 //! in the directory, and [`ControlPlane::logs`] prints their tails when a test fails.
 
-use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+use crate::{free_port, log_tail};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -52,10 +54,6 @@ pub fn control_plane_bin() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(
         String::from_utf8(output.stdout)?.trim().to_string(),
     ))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// This machine's address on its default route: what an Endpoints object may point at (the
@@ -513,20 +511,10 @@ impl ControlPlane {
 
     /// The last lines each process logged, for a failing test's output.
     pub fn logs(&self) -> String {
-        let mut text = String::new();
-        for process in &self.processes {
-            let path = self.dir.path().join(format!("{}.log", process.name));
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(15)..];
-            text.push_str(&format!(
-                "--- {} (last {} lines)\n{}\n",
-                process.name,
-                tail.len(),
-                tail.join("\n")
-            ));
-        }
-        text
+        self.processes
+            .iter()
+            .map(|process| log_tail(&self.dir.path().join(format!("{}.log", process.name)), 15))
+            .collect()
     }
 }
 

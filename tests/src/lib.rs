@@ -37,6 +37,24 @@ pub use redis_server::{worker_done, RedisServer};
 pub use reference::{start_memgate_in_front_of_reference, start_reference, Reference};
 pub use upstream::{FakeUpstream, RecordedRequest};
 
+/// A free port on loopback (free when asked; a test binds it soon after).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The last `lines` lines of a log file, headed by its path, for a failing test's output.
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    format!(
+        "--- {} (last {lines} lines)\n{}\n",
+        path.display(),
+        all[all.len().saturating_sub(lines)..].join("\n")
+    )
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
 where

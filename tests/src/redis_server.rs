@@ -1,12 +1,13 @@
 //! A `redis-server` of the test's own on a free loopback port, with its data in a temporary
 //! directory. It can be stopped and started again on the same port; dropping it kills it.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::free_port;
 
 pub struct RedisServer {
     port: u16,
@@ -14,10 +15,6 @@ pub struct RedisServer {
     fsync: &'static str,
     dir: tempfile::TempDir,
     child: Option<Child>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn binary() -> PathBuf {
