@@ -74,7 +74,7 @@ fuzz_rest_api() {
 # The CRD and every object the operator renders for the sample MemoryStores, checked against
 # the real Kubernetes schemas of the oldest supported version, strictly (unknown fields fail).
 validate_kubernetes_objects() {
-  local k8s=1.29.0 out=target/rendered
+  local k8s=1.33.0 out=target/rendered
   log "kubernetes-validate ($k8s, strict): the CRD, every sample's rendered objects, injected apps"
   cargo build -q -p memgate-operator --bin memgate-operator
   rm -rf "$out" && mkdir -p "$out"
@@ -120,7 +120,7 @@ PY
 # The chart: lint, render with default and non-default values, validate what it renders, and
 # check that values breaking values.schema.json are refused.
 check_chart() {
-  local chart=charts/memgate out=target/rendered k8s=1.29.0
+  local chart=charts/memgate out=target/rendered k8s=1.33.0
   log "helm lint and helm template ($k8s, strict), default and non-default values"
   "$HELM" lint "$chart"
   "$HELM" template memgate "$chart" -n memgate-system > "$out/chart-default.yaml"
@@ -131,12 +131,13 @@ check_chart() {
     --set webhook.certManager.issuerRef.kind=ClusterIssuer \
     --set metrics.serviceMonitor.enabled=true > "$out/chart-custom.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set webhook.enabled=false > "$out/chart-no-webhook.yaml"
+  "$HELM" template memgate "$chart" -n memgate-system --set 'watchNamespaces={team-a,team-b}' > "$out/chart-namespaced.yaml"
   for rendered in "$out"/chart-*.yaml; do
     "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet --no-warn "$rendered"
   done
   grep -q "helm.sh/resource-policy: keep" "$out/chart-default.yaml"
   local bad
-  for bad in replicaCount=two replicaCount=0 webhook.failurePolicy=Sometimes logFormat=xml unknownValue=1; do
+  for bad in replicaCount=two replicaCount=0 webhook.failurePolicy=Sometimes logFormat=xml unknownValue=1 'watchNamespaces={Team_A}'; do
     if "$HELM" template memgate "$chart" --set "$bad" > /dev/null 2>&1; then
       echo "values.schema.json let --set $bad through" >&2
       return 1

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (in the cluster, or against the current kubeconfig).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MemoryStore CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Print manifests with the memgate sidecar injected where a pod template is annotated
@@ -101,6 +101,10 @@ struct RunArgs {
     /// its own image).
     #[arg(long, env = "MEMGATE_DEFAULT_IMAGE")]
     default_image: Option<String>,
+    /// Watch MemoryStores (and read Secrets) in these namespaces only, comma-separated; empty
+    /// for every namespace. The chart's `watchNamespaces` sets it together with a Role in each.
+    #[arg(long, env = "MEMGATE_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// Serve `tls.crt`/`tls.key` from this directory (e.g. a cert-manager Secret) instead of
     /// issuing and rotating the certificate itself.
     #[arg(long)]
@@ -248,7 +252,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "memgate-operator".into(),
         instance: Some(identity),
     };
-    memgate_operator::controller::run(client, metrics, reporter, shutdown).await;
+    let scope = memgate_operator::controller::Scope::from_namespaces(args.watch_namespaces.clone());
+    memgate_operator::controller::run(client, metrics, reporter, scope, shutdown).await;
     let _ = stop_admin.send(true);
     let _ = admin.await;
     for task in webhook {
@@ -358,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
             {
                 tracing::debug!("a rustls crypto provider was already installed");
             }
-            run(args).await?;
+            run(*args).await?;
         }
         Command::Crd => print!("{}", crd_yaml()?),
         Command::Inject { file, stores } => print!("{}", inject(&file, &stores)?),

@@ -96,21 +96,40 @@ struct Operator {
     webhook_port: u16,
 }
 
+/// The arguments the chart's Deployment gives the operator, as installed on the API server.
+fn chart_operator_args(cluster: &Cluster) -> anyhow::Result<Vec<String>> {
+    let deployment = cluster
+        .get("deployment", RELEASE, OPERATOR_NAMESPACE)?
+        .context("the chart's Deployment")?;
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    args.as_array()
+        .context("the operator container's args")?
+        .iter()
+        .map(|arg| arg.as_str().map(String::from).context("an arg"))
+        .collect()
+}
+
 impl Operator {
-    fn start(kubeconfig: &Path, identity: &str, dir: &Path) -> anyhow::Result<Self> {
+    /// Runs the operator with the chart's arguments, but listening on free local ports and
+    /// with a short Lease.
+    fn start(
+        kubeconfig: &Path,
+        identity: &str,
+        dir: &Path,
+        chart_args: &[String],
+    ) -> anyhow::Result<Self> {
         let admin_port = free_port()?;
         let webhook_port = free_port()?;
         let log = dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log)?;
+        let kept = chart_args.iter().filter(|arg| {
+            !arg.starts_with("--admin-listen") && !arg.starts_with("--webhook-listen")
+        });
         let child = Command::new(env!("CARGO_BIN_EXE_memgate-operator"))
+            .args(kept)
             .args([
-                "run",
                 &format!("--admin-listen=127.0.0.1:{admin_port}"),
                 &format!("--webhook-listen=0.0.0.0:{webhook_port}"),
-                &format!("--webhook-service={RELEASE}-webhook"),
-                &format!("--webhook-secret={RELEASE}-webhook-tls"),
-                &format!("--webhook-configuration={RELEASE}"),
-                "--default-image=ghcr.io/memgate/memgate:e2e",
                 "--lease-duration=6s",
             ])
             .env("KUBECONFIG", kubeconfig)
@@ -270,11 +289,19 @@ async fn the_chart_installs_and_the_operator_runs_as_its_service_account(
     let helm = std::env::var_os("HELM")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/helm/helm"));
+    // The operator watches the stores' namespaces only: a Role in each, none anywhere else.
+    for namespace in [STORE_NAMESPACE, FAULTS_NAMESPACE, "plain"] {
+        cluster.kubectl(&["create", "namespace", namespace])?;
+    }
     let output = Command::new(&helm)
         .args(["install", RELEASE])
         .arg(root().join("charts/memgate"))
         .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace"])
         .args(["--set", "crds.install=false"])
+        .args([
+            "--set",
+            &format!("watchNamespaces={{{STORE_NAMESPACE},{FAULTS_NAMESPACE}}}"),
+        ])
         .args(["--set", "nodeSelector.memgate\\.dev/e2e=nowhere"])
         .arg("--kubeconfig")
         .arg(&cluster.plane.admin_kubeconfig)
@@ -289,6 +316,8 @@ async fn the_chart_installs_and_the_operator_runs_as_its_service_account(
         bail!("helm install: {}", String::from_utf8_lossy(&output.stderr));
     }
 
+    secrets_are_readable_only_where_stores_are_watched(cluster)?;
+
     let token = cluster.kubectl(&[
         "create",
         "token",
@@ -298,7 +327,13 @@ async fn the_chart_installs_and_the_operator_runs_as_its_service_account(
         "--duration=2h",
     ])?;
     let kubeconfig = cluster.plane.token_kubeconfig("operator", token.trim())?;
-    let operator = Operator::start(&kubeconfig, "operator-a", cluster.plane.dir())?;
+    let args = chart_operator_args(cluster)?;
+    if !args.contains(&format!(
+        "--watch-namespaces={STORE_NAMESPACE},{FAULTS_NAMESPACE}"
+    )) {
+        bail!("the chart's operator does not watch its two namespaces alone: {args:?}");
+    }
+    let operator = Operator::start(&kubeconfig, "operator-a", cluster.plane.dir(), &args)?;
 
     // The API server calls the webhook at its Service's endpoints: here, this process.
     let service = format!("{RELEASE}-webhook");
@@ -340,6 +375,54 @@ async fn the_chart_installs_and_the_operator_runs_as_its_service_account(
     }
 }
 
+/// What the API server answers to `kubectl auth can-i <verb> <resource>` for the operator's
+/// ServiceAccount in `namespace` (`None`: across all namespaces).
+fn operator_can(
+    cluster: &Cluster,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<bool> {
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}");
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", &user];
+    match namespace {
+        Some(namespace) => args.extend(["-n", namespace]),
+        None => args.push("--all-namespaces"),
+    }
+    // `can-i` exits 1 for "no": read the answer, not the status.
+    let output = cluster.plane.kubectl(&args)?;
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => bail!(
+            "kubectl auth can-i {verb} {resource}: {other:?} {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// 2a. With `watchNamespaces`, the chart lets the operator read Secrets in the stores'
+///     namespace and nowhere else.
+fn secrets_are_readable_only_where_stores_are_watched(cluster: &Cluster) -> anyhow::Result<()> {
+    for verb in ["get", "list", "watch"] {
+        if !operator_can(cluster, verb, "secrets", Some(STORE_NAMESPACE))? {
+            bail!("the operator cannot {verb} Secrets in {STORE_NAMESPACE}, its stores' namespace");
+        }
+        for elsewhere in [Some("plain"), Some("default"), None] {
+            if operator_can(cluster, verb, "secrets", elsewhere)? {
+                bail!(
+                    "the operator can {verb} Secrets in {}",
+                    elsewhere.unwrap_or("every namespace")
+                );
+            }
+        }
+    }
+    if operator_can(cluster, "list", "memorystores.memgate.dev", Some("plain"))? {
+        bail!("the operator can list MemoryStores outside its namespaces");
+    }
+    Ok(())
+}
+
 /// The children of store `notes` in the e2e namespace, as `kind/name`.
 const CHILDREN: [&str; 7] = [
     "configmap/notes-proxy-config",
@@ -351,6 +434,8 @@ const CHILDREN: [&str; 7] = [
     "poddisruptionbudget/notes-worker",
 ];
 const STORE_NAMESPACE: &str = "team-e2e";
+/// Where the stores that cannot be reconciled live (the operator watches both).
+const FAULTS_NAMESPACE: &str = "team-faults";
 
 fn split(child: &str) -> (&str, &str) {
     child.split_once('/').expect("kind/name")
@@ -403,7 +488,6 @@ fn condition(store: &Value, type_: &str) -> Option<String> {
 ///    and Ready, `Available=True`.
 async fn a_store_becomes_available(cluster: &Cluster) -> anyhow::Result<()> {
     volumes(cluster)?;
-    cluster.kubectl(&["create", "namespace", STORE_NAMESPACE])?;
     cluster.kubectl(&[
         "create",
         "secret",
@@ -763,7 +847,6 @@ async fn the_webhook_injects_the_sidecar(cluster: &Cluster) -> anyhow::Result<()
     if injected != ["memgate-proxy"] {
         bail!("a pod in a labelled namespace got sidecars {injected:?}");
     }
-    cluster.kubectl(&["create", "namespace", "plain"])?;
     cluster.apply(&pod_yaml("agent", "plain"))?;
     let untouched = sidecars(cluster, "agent", "plain")?;
     if !untouched.is_empty() {
@@ -816,7 +899,8 @@ async fn the_other_operator_takes_over(
     leader: Operator,
     kubeconfig: &Path,
 ) -> anyhow::Result<Operator> {
-    let standby = Operator::start(kubeconfig, "operator-b", cluster.plane.dir())?;
+    let args = chart_operator_args(cluster)?;
+    let standby = Operator::start(kubeconfig, "operator-b", cluster.plane.dir(), &args)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     if lease_holder(cluster)?.as_deref() != Some("operator-a") {
         bail!(
@@ -901,9 +985,11 @@ fn the_chart_grants_what_the_operator_uses(cluster: &Cluster) -> anyhow::Result<
         bail!("the chart's roles refused the operator: {refused:#?}");
     }
     let mut unused = Vec::new();
+    let stores_role = format!("{RELEASE}-stores");
     for (kind, name, namespace) in [
         ("clusterrole", RELEASE, "default"),
         ("role", RELEASE, OPERATOR_NAMESPACE),
+        ("role", stores_role.as_str(), STORE_NAMESPACE),
     ] {
         let role = cluster
             .get(kind, name, namespace)?
@@ -991,8 +1077,7 @@ impl Drop for Memgate {
 async fn the_rendered_config_runs_memgate(cluster: &Cluster) -> anyhow::Result<()> {
     let redis = memgate_testkit::RedisServer::start()?;
     let legacy = memgate_testkit::FakeUpstream::start().await?;
-    let namespace = "team-serve";
-    cluster.kubectl(&["create", "namespace", namespace])?;
+    let namespace = STORE_NAMESPACE;
     cluster.apply(&format!(
         "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: served, \
          namespace: {namespace}}}\nspec:\n  redis:\n    external: {{url: \"{}\"}}\n  qdrant:\n    \
@@ -1092,8 +1177,7 @@ fn degraded_reason(store: &Value) -> Option<(String, String)> {
 ///     TTL) is `Degraded/InvalidSpec`; a smaller `storage` is `Degraded/StorageShrinkRefused`
 ///     and the claim keeps its size.
 async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()> {
-    let namespace = "team-faults";
-    cluster.kubectl(&["create", "namespace", namespace])?;
+    let namespace = FAULTS_NAMESPACE;
     let store = |name: &str, extra: &str| {
         format!(
             "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: {name}, \

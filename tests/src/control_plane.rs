@@ -173,6 +173,16 @@ impl ControlPlane {
     /// Starts etcd, the API server, the controller manager, the scheduler and kwok, and waits
     /// until the API server is ready and the `default` namespace has its ServiceAccount.
     pub fn start() -> anyhow::Result<Self> {
+        Self::boot(true)
+    }
+
+    /// Starts etcd and the API server only (no controllers, no nodes): for tests of API calls
+    /// alone, ready in a few seconds.
+    pub fn start_api_server() -> anyhow::Result<Self> {
+        Self::boot(false)
+    }
+
+    fn boot(with_controllers: bool) -> anyhow::Result<Self> {
         let started = Instant::now();
         let bin = control_plane_bin()?;
         let dir = tempfile::Builder::new()
@@ -206,6 +216,14 @@ impl ControlPlane {
         let etcd = plane.start_etcd()?;
         plane.start_apiserver(port, &etcd, &pki)?;
         plane.wait_ready(Duration::from_secs(90))?;
+        if !with_controllers {
+            eprintln!(
+                "API server ready in {:.1} s ({})",
+                started.elapsed().as_secs_f64(),
+                plane.server
+            );
+            return Ok(plane);
+        }
         plane.start_controllers(&pki)?;
         plane.start_kwok()?;
         plane.wait_for(

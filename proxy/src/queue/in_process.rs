@@ -58,7 +58,7 @@ impl Memories {
     /// Drops the revisions of memories settled longer ago than their records live.
     fn forget_expired(&mut self) {
         self.finishes += 1;
-        if self.finishes % 1024 == 0 {
+        if self.finishes.is_multiple_of(1024) {
             let now = Instant::now();
             self.revisions
                 .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
