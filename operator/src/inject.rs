@@ -1,20 +1,22 @@
 //! Sidecar injection, as a pure function on a pod spec: the memgate proxy joins the pod as a
 //! native sidecar (an init container with `restartPolicy: Always`, so it starts before the app
-//! and stops after it), with the store's config mounted, its secrets as env from Secret
-//! references, and `MEMGATE_URL` (REST), `MEMGATE_MCP_SSE_URL` and `MEMGATE_MCP_URL` (MCP over
+//! and stops after it), with the store's config mounted, its secrets mounted as files (named by
+//! `MEMGATE_*_FILE`: the kubelet rewrites them when a Secret is rotated, and the proxy restarts
+//! in place to use the new value, the app container untouched), and `MEMGATE_URL` (REST), `MEMGATE_MCP_SSE_URL` and `MEMGATE_MCP_URL` (MCP over
 //! HTTP+SSE and Streamable HTTP) given to every app container.
 //!
 //! Injecting twice changes nothing: a pod that already has the sidecar is left as it is.
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PodSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    KeyToPath, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecretProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::build::config::{ADMIN_PORT, CONFIG_DIR, CONFIG_KEY};
 use crate::build::security::container_security;
-use crate::build::{config_map_name, memgate_env, worker};
+use crate::build::{config_map_name, log_format_env, secret_refs, worker};
 use crate::crd::MemoryStore;
 
 /// The annotation that asks for the sidecar; its value names the MemoryStore.
@@ -144,6 +146,18 @@ impl Default for SidecarPorts {
 }
 const CONFIG_VOLUME: &str = "memgate-config";
 const TMP_VOLUME: &str = "memgate-tmp";
+/// The store's Secrets, one file per credential.
+const CREDENTIALS_VOLUME: &str = "memgate-credentials";
+const CREDENTIALS_DIR: &str = "/var/run/memgate/credentials";
+
+/// `MEMGATE_REDIS__PASSWORD` → `redis-password`: the credential's file name.
+fn credential_file(variable: &str) -> String {
+    variable
+        .trim_start_matches("MEMGATE_")
+        .to_ascii_lowercase()
+        .replace("__", "-")
+        .replace('_', "-")
+}
 /// The proxy runs as this user whatever the pod's own security context says.
 const UID: i64 = 65532;
 
@@ -198,19 +212,29 @@ pub fn sidecar(store: &MemoryStore, ports: SidecarPorts) -> Container {
                 .unwrap_or_else(default_resources),
         ),
         security_context: Some(security),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.into(),
-                mount_path: CONFIG_DIR.into(),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: CONFIG_VOLUME.into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: TMP_VOLUME.into(),
+                    mount_path: "/tmp".into(),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(credentials_volume(store).map(|_| VolumeMount {
+                name: CREDENTIALS_VOLUME.into(),
+                mount_path: CREDENTIALS_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: TMP_VOLUME.into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -218,7 +242,15 @@ pub fn sidecar(store: &MemoryStore, ports: SidecarPorts) -> Container {
 /// The store's environment, and where this pod's sidecar listens (over the config's own
 /// addresses, which are the defaults).
 fn sidecar_env(store: &MemoryStore, ports: SidecarPorts) -> Vec<EnvVar> {
-    let mut env = memgate_env(store);
+    let mut env: Vec<EnvVar> = secret_refs(store)
+        .into_iter()
+        .map(|(variable, _)| EnvVar {
+            name: format!("{variable}_FILE"),
+            value: Some(format!("{CREDENTIALS_DIR}/{}", credential_file(variable))),
+            ..Default::default()
+        })
+        .collect();
+    env.push(log_format_env());
     for (name, value) in [
         ("MEMGATE_LISTEN", format!("127.0.0.1:{}", ports.api)),
         ("MEMGATE_ADMIN_LISTEN", format!("0.0.0.0:{}", ports.admin)),
@@ -232,8 +264,35 @@ fn sidecar_env(store: &MemoryStore, ports: SidecarPorts) -> Vec<EnvVar> {
     env
 }
 
-fn volumes(store: &MemoryStore) -> [Volume; 2] {
-    [
+/// The store's Secrets as files, one per credential; none when it references no Secret.
+fn credentials_volume(store: &MemoryStore) -> Option<Volume> {
+    let sources: Vec<VolumeProjection> = secret_refs(store)
+        .into_iter()
+        .map(|(variable, reference)| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: reference.name,
+                items: Some(vec![KeyToPath {
+                    key: reference.key,
+                    path: credential_file(variable),
+                    ..Default::default()
+                }]),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    (!sources.is_empty()).then(|| Volume {
+        name: CREDENTIALS_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn volumes(store: &MemoryStore) -> Vec<Volume> {
+    let mut volumes = vec![
         Volume {
             name: CONFIG_VOLUME.into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -247,7 +306,9 @@ fn volumes(store: &MemoryStore) -> [Volume; 2] {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         },
-    ]
+    ];
+    volumes.extend(credentials_volume(store));
+    volumes
 }
 
 /// Whether the pod already has the sidecar.
@@ -422,22 +483,70 @@ mod tests {
             init[0].args.as_deref().map(|a| a.join(" ")),
             Some("serve --config /etc/memgate/config.yaml".into())
         );
-        let secret_env: Vec<&str> = init[0]
+        // Secrets as files the kubelet keeps current, never as env (fixed at start).
+        assert!(init[0].env.iter().flatten().all(|e| e.value_from.is_none()));
+        let secret_files: Vec<(&str, &str)> = init[0]
             .env
             .iter()
             .flatten()
-            .filter(|e| e.value_from.is_some())
-            .map(|e| e.name.as_str())
+            .filter(|e| e.name.ends_with("_FILE"))
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or_default()))
             .collect();
         assert_eq!(
-            secret_env,
+            secret_files,
             vec![
-                "MEMGATE_REDIS__PASSWORD",
-                "MEMGATE_VECTORS__API_KEY",
-                "MEMGATE_OPENAI__API_KEY"
+                (
+                    "MEMGATE_REDIS__PASSWORD_FILE",
+                    "/var/run/memgate/credentials/redis-password"
+                ),
+                (
+                    "MEMGATE_VECTORS__API_KEY_FILE",
+                    "/var/run/memgate/credentials/vectors-api-key"
+                ),
+                (
+                    "MEMGATE_OPENAI__API_KEY_FILE",
+                    "/var/run/memgate/credentials/openai-api-key"
+                ),
             ]
         );
         let volumes = pod.volumes.as_ref().expect("volumes");
+        let projected: Vec<(String, String, String)> = volumes
+            .iter()
+            .find(|v| v.name == CREDENTIALS_VOLUME)
+            .and_then(|v| v.projected.as_ref()?.sources.clone())
+            .expect("credentials volume")
+            .into_iter()
+            .filter_map(|source| {
+                let secret = source.secret?;
+                let item = secret.items?.into_iter().next()?;
+                Some((secret.name, item.key, item.path))
+            })
+            .collect();
+        assert_eq!(
+            projected,
+            vec![
+                (
+                    "notes-redis-auth".to_string(),
+                    "password".to_string(),
+                    "redis-password".to_string()
+                ),
+                (
+                    "notes-qdrant-auth".to_string(),
+                    "api-key".to_string(),
+                    "vectors-api-key".to_string()
+                ),
+                (
+                    "openai".to_string(),
+                    "api-key".to_string(),
+                    "openai-api-key".to_string()
+                ),
+            ]
+        );
+        assert!(init[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == CREDENTIALS_VOLUME && m.mount_path == CREDENTIALS_DIR));
         let config = volumes
             .iter()
             .find(|v| v.name == CONFIG_VOLUME)

@@ -847,6 +847,32 @@ async fn the_webhook_injects_the_sidecar(cluster: &Cluster) -> anyhow::Result<()
     if injected != ["memgate-proxy"] {
         bail!("a pod in a labelled namespace got sidecars {injected:?}");
     }
+    // The store's Secrets reach the sidecar as files (which the kubelet rewrites on rotation),
+    // one per credential, as the API server stored the pod.
+    let pod = cluster
+        .get("pod", "agent", STORE_NAMESPACE)?
+        .context("the injected pod")?;
+    let projected: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|volume| volume["name"] == "memgate-credentials")
+        .flat_map(|volume| volume["projected"]["sources"].as_array().into_iter().flatten())
+        .filter_map(|source| source["secret"]["name"].as_str())
+        .collect();
+    if projected != ["notes-redis-auth", "notes-qdrant-auth", "openai"] {
+        bail!("the sidecar's credentials volume projects {projected:?}");
+    }
+    let files: Vec<&str> = pod["spec"]["initContainers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|var| var["name"].as_str())
+        .filter(|name| name.ends_with("_FILE"))
+        .collect();
+    if files.len() != 3 {
+        bail!("the sidecar reads {files:?} from files, not its three credentials");
+    }
     cluster.apply(&pod_yaml("agent", "plain"))?;
     let untouched = sidecars(cluster, "agent", "plain")?;
     if !untouched.is_empty() {

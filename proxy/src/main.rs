@@ -17,6 +17,9 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often `serve` checks its credential files (`MEMGATE_*_FILE`) for a new value.
+const CREDENTIAL_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -48,9 +51,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let sources = args.sources();
             let config = memgate::config::load(&sources)?;
+            let credentials =
+                memgate::config::credentials::changed(sources.credential_files(), CREDENTIAL_POLL);
             let proxy = memgate::app::start(config, Some(sources)).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
+            tokio::select! {
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down: draining in-flight requests");
+                }
+                changed = credentials => {
+                    tracing::warn!(
+                        variable = %changed.variable,
+                        file = %changed.file.display(),
+                        "a credential changed: draining and exiting, to be started again with it"
+                    );
+                }
+            }
             proxy.shutdown().await;
         }
         Command::Worker(args) => {

@@ -7,7 +7,7 @@
 //! Each fault test prints one row of the fault table (run with `--nocapture` to see them).
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memgate::config::Config;
 use memgate_testkit::load::{
@@ -517,23 +517,25 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn sigterm_lets_in_flight_requests_finish() {
-    let upstream = FakeUpstream::start().await.expect("upstream");
-    upstream.set_delay(Duration::from_millis(1500));
-    let data = tempfile::tempdir().expect("dir");
+/// `memgate serve --embedded` in front of `upstream` as a process on `port`, with `env`.
+async fn spawn_serve(
+    upstream: &FakeUpstream,
+    data: &std::path::Path,
+    env: &[(&str, String)],
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut child = Command::new(memgate_binary())
+    let child = Command::new(memgate_binary())
         .args(["serve", "--embedded", "--rollout-percent", "0"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--upstream", &upstream.url()])
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(data)
         .env("MEMGATE_LOG", "warn")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -550,7 +552,31 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .await,
         "memgate serve listens"
     );
-    let in_flight = tokio::spawn(http.get(format!("{base}/slow")).send());
+    (child, base)
+}
+
+/// Waits for the process to exit; fails past `within`.
+async fn exits(mut child: std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            panic!("still running after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let upstream = FakeUpstream::start().await.expect("upstream");
+    upstream.set_delay(Duration::from_millis(1500));
+    let data = tempfile::tempdir().expect("dir");
+    let (child, base) = spawn_serve(&upstream, data.path(), &[]).await;
+    let in_flight = tokio::spawn(reqwest::Client::new().get(format!("{base}/slow")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -559,11 +585,40 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success());
     let response = in_flight.await.expect("join").expect("answered");
     assert_eq!(response.status(), 200, "the in-flight request finished");
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let exit = exits(child, Duration::from_secs(10)).await;
     assert!(exit.success(), "clean exit: {exit:?}");
+}
+
+/// A credential read from a file (a mounted Secret, `MEMGATE_*_FILE`) that changes makes
+/// `serve` drain and exit cleanly, so its supervisor (the kubelet, for the injected sidecar)
+/// starts it again with the new value; the file left alone changes nothing.
+#[tokio::test]
+async fn a_rotated_credential_file_drains_and_exits() {
+    let upstream = FakeUpstream::start().await.expect("upstream");
+    upstream.set_delay(Duration::from_millis(1500));
+    let data = tempfile::tempdir().expect("dir");
+    let key = data.path().join("openai-api-key");
+    std::fs::write(&key, "sk-before\n").expect("write");
+    let env = [("MEMGATE_OPENAI__API_KEY_FILE", key.display().to_string())];
+    let (mut child, base) = spawn_serve(&upstream, data.path(), &env).await;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "an unchanged credential keeps it running"
+    );
+    let in_flight = tokio::spawn(reqwest::Client::new().get(format!("{base}/slow")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rotated = Instant::now();
+    std::fs::write(&key, "sk-after\n").expect("rotate");
+    let response = in_flight.await.expect("join").expect("answered");
+    assert_eq!(response.status(), 200, "the in-flight request finished");
+    let exit = exits(child, Duration::from_secs(10)).await;
+    assert!(exit.success(), "clean exit: {exit:?}");
+    eprintln!(
+        "exited {:.1} s after the credential changed",
+        rotated.elapsed().as_secs_f64()
+    );
 }
 
 /// A Qdrant server that is not there (nothing listens on its port): reads fall back to legacy,

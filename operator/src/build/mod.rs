@@ -105,18 +105,24 @@ pub fn secret_refs(store: &MemoryStore) -> Vec<(&'static str, SecretKeyRef)> {
     .collect()
 }
 
-/// The environment of a memgate container: the secrets as references, JSON logs.
+/// The environment of a worker: the secrets as references (a rotated one rolls the workers,
+/// see [`SecretDigests`]), JSON logs.
 pub fn memgate_env(store: &MemoryStore) -> Vec<EnvVar> {
     let mut env: Vec<EnvVar> = secret_refs(store)
         .iter()
         .map(|(name, reference)| security::secret_env(name, reference))
         .collect();
-    env.push(EnvVar {
+    env.push(log_format_env());
+    env
+}
+
+/// memgate logs JSON in a cluster.
+pub fn log_format_env() -> EnvVar {
+    EnvVar {
         name: "MEMGATE_LOG_FORMAT".into(),
         value: Some("json".into()),
         ..Default::default()
-    });
-    env
+    }
 }
 
 /// Digests of the values of the Secrets a store's pods read, by reference: what rolls each pod

@@ -8,6 +8,33 @@ use figment::Figment;
 
 use super::Config;
 
+/// `MEMGATE_X_FILE` names a file holding the value of `MEMGATE_X`.
+const FILE_SUFFIX: &str = "_FILE";
+
+/// A config value read from a file (see [`ConfigSources::credential_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialFile {
+    /// `MEMGATE_REDIS__PASSWORD_FILE`.
+    pub variable: String,
+    /// `redis.password`.
+    pub path: String,
+    pub file: PathBuf,
+}
+
+impl CredentialFile {
+    /// The file's content without its trailing line break (`echo secret > file` writes one).
+    pub fn read(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.file).map_err(|error| {
+            anyhow::anyhow!(
+                "{}: cannot read {}: {error}",
+                self.variable,
+                self.file.display()
+            )
+        })?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    }
+}
+
 /// Environment variables that belong to the command line itself, not to the config file.
 const CLI_ONLY_ENV: &[&str] = &["MEMGATE_CONFIG", "MEMGATE_LOG", "MEMGATE_LOG_FORMAT"];
 
@@ -35,6 +62,23 @@ impl ConfigSources {
         }
     }
 
+    /// The credentials read from files: `MEMGATE_REDIS__PASSWORD_FILE=/path` sets
+    /// `redis.password` to the file's content (a mounted Secret, which the kubelet keeps
+    /// current). As `(environment variable, config path, file)`.
+    pub fn credential_files(&self) -> Vec<CredentialFile> {
+        self.env
+            .iter()
+            .filter_map(|(name, file)| {
+                let variable = name.strip_suffix(FILE_SUFFIX)?;
+                Some(CredentialFile {
+                    variable: name.clone(),
+                    path: env_var_to_path(variable)?,
+                    file: PathBuf::from(file),
+                })
+            })
+            .collect()
+    }
+
     pub fn with_override(mut self, path: &str, value: impl Into<Value>) -> Self {
         self.overrides.push((path.to_string(), value.into()));
         self
@@ -57,9 +101,20 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
         figment = figment.merge(Yaml::file_exact(path));
     }
     for (name, value) in &sources.env {
+        if name.ends_with(FILE_SUFFIX) {
+            continue;
+        }
         if let Some(path) = env_var_to_path(name) {
             figment = figment.merge(Serialized::default(&path, value.parse::<Value>()?));
         }
+    }
+    // A value from a file is a string as written (a password of digits stays a string), and
+    // wins over the same variable set directly.
+    for credential in sources.credential_files() {
+        figment = figment.merge(Serialized::default(
+            &credential.path,
+            Value::from(credential.read()?),
+        ));
     }
     for (path, value) in &sources.overrides {
         figment = figment.merge(Serialized::default(path, value));
@@ -203,6 +258,45 @@ cache: {memoryTtl: 30m, searchTtl: 1m}
 
         let config = load(&with_env.with_override("rollout.percent", 70)).expect("loads");
         assert_eq!(config.rollout.percent, 70);
+    }
+
+    #[test]
+    fn credentials_come_from_files_as_written() {
+        let file = yaml_file(
+            "upstream: {url: 'http://127.0.0.1:1'}\nredis: {url: 'redis://127.0.0.1:6379'}\nvectors: {url: 'http://127.0.0.1:6334'}\n",
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let password = dir.path().join("redis-password");
+        std::fs::write(&password, "0123456789\n").expect("write");
+        let mut with_files = sources(&file);
+        with_files.env = vec![
+            ("MEMGATE_REDIS__PASSWORD".into(), "from-env".into()),
+            (
+                "MEMGATE_REDIS__PASSWORD_FILE".into(),
+                password.display().to_string(),
+            ),
+        ];
+        let config = load(&with_files).expect("loads");
+        assert_eq!(
+            config.redis.password.as_deref(),
+            Some("0123456789"),
+            "the file wins, digits stay a string, the line break is gone"
+        );
+        assert_eq!(
+            with_files.credential_files(),
+            vec![CredentialFile {
+                variable: "MEMGATE_REDIS__PASSWORD_FILE".into(),
+                path: "redis.password".into(),
+                file: password.clone(),
+            }]
+        );
+
+        std::fs::remove_file(&password).expect("remove");
+        let error = load(&with_files).expect_err("a missing file");
+        assert!(
+            error.to_string().contains("MEMGATE_REDIS__PASSWORD_FILE"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! types cannot with the same field names. A field this version does not know is named in a
 //! warning and ignored.
 
+pub mod credentials;
 mod load;
 mod watch;
 
-pub use load::{load, ConfigSources};
+pub use load::{load, ConfigSources, CredentialFile};
 pub use memgate_config::*;
 pub use watch::{watch_rollout, RolloutHandle, WatchGuard};
