@@ -857,7 +857,12 @@ async fn the_webhook_injects_the_sidecar(cluster: &Cluster) -> anyhow::Result<()
         .into_iter()
         .flatten()
         .filter(|volume| volume["name"] == "memgate-credentials")
-        .flat_map(|volume| volume["projected"]["sources"].as_array().into_iter().flatten())
+        .flat_map(|volume| {
+            volume["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
         .filter_map(|source| source["secret"]["name"].as_str())
         .collect();
     if projected != ["notes-redis-auth", "notes-qdrant-auth", "openai"] {
