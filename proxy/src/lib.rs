@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod dependency;
 pub mod embeddings;
+pub mod endpoint;
 pub mod enrichment;
 pub mod error;
 pub mod fallback;

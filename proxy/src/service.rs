@@ -15,6 +15,7 @@ use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::fallback::{DegradedLevel, Fallbacks};
 use crate::fastpath::DEPENDENCY_UNAVAILABLE;
@@ -52,29 +53,11 @@ pub enum Operation<'a> {
 }
 
 impl<'a> Operation<'a> {
+    /// From memgate's endpoint table ([`Endpoint`]); `Other` for anything else (forwarded).
     pub fn classify(method: &Method, path: &'a str) -> Self {
-        let rest = path.strip_prefix("/memories");
-        match (method, rest) {
-            (&Method::GET, _) if path == "/openapi.json" => Self::OpenApi,
-            (&Method::GET, _) if path == "/sse" => Self::McpStream,
-            (&Method::POST, _) if path == "/messages" => Self::McpMessage,
-            (_, _) if path == "/mcp" => Self::Mcp,
-            (&Method::POST, Some("" | "/")) => Self::Create,
-            (&Method::POST, Some("/search")) => Self::Search,
-            (method, Some(rest)) => match rest.strip_prefix('/') {
-                // `/memories/search` takes POST only; no memory is called `search`.
-                Some(id) if !id.is_empty() && !id.contains('/') && id != "search" => {
-                    match *method {
-                        Method::GET => Self::Get(id),
-                        Method::PATCH => Self::Update(id),
-                        Method::DELETE => Self::Delete(id),
-                        _ => Self::Other,
-                    }
-                }
-                _ => Self::Other,
-            },
-            _ => Self::Other,
-        }
+        Endpoint::of(path)
+            .and_then(|endpoint| endpoint.operation(method))
+            .unwrap_or(Self::Other)
     }
 
     /// The `op` metric label.
@@ -483,25 +466,12 @@ impl ApiState {
     }
 }
 
-/// The methods each of memgate's own endpoints answers (`/memories/{id}` for any id).
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "/memories" | "/memories/" | "/memories/search" | "/messages" => Some("POST"),
-        "/openapi.json" | "/sse" => Some("GET"),
-        "/mcp" => Some("GET, POST, DELETE"),
-        _ => path
-            .strip_prefix("/memories/")
-            .filter(|id| !id.is_empty() && !id.contains('/'))
-            .map(|_| "GET, PATCH, DELETE"),
-    }
-}
-
 /// The answer to a request memgate does not serve itself when there is no legacy service to
 /// forward it to (`serve --embedded`, or no `upstream.url`): a method one of its endpoints
 /// does not take is `405` with `Allow`; a path memgate does not have is `404`; anything else
 /// (a legacy-only request on the legacy path) is `502 no_upstream`.
 fn without_legacy(method: &Method, path: &str) -> Response {
-    match allowed_methods(path) {
+    match Endpoint::of(path).map(Endpoint::allow) {
         Some(allowed) if !allowed.split(", ").any(|m| m == method.as_str()) => {
             let mut response = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -46,9 +46,20 @@ pub struct AccessUpdate {
     pub last: DateTime<Utc>,
 }
 
+/// The cache a request path reads and fills.
+///
+/// **A full backend** (Redis at `maxmemory` with nothing it may evict, answering `OOM`): every
+/// value [`set`](CacheStore::set) and [`set_if_absent`](CacheStore::set_if_absent) store is a
+/// copy of something kept elsewhere (an embedding, a search answer, a record from the vector
+/// store), so a fill a full backend has no room for is skipped and reported as `Ok`: the
+/// answer is served without it, and a backend that answered is not counted as failing. Every
+/// other write (counters, access statistics) returns the error, and the write queue, which
+/// holds what is kept nowhere else, refuses the write so the client gets `503 cache_full`
+/// (`QueueError::is_out_of_memory`).
 #[async_trait]
 pub trait CacheStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
+    /// Stores a copy; a full backend skips it (see the trait's documentation).
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
     /// Stores `value` only when `key` holds nothing: a fill from a slower source never
     /// overwrites what a write stored meanwhile (a tombstone, a newer record).

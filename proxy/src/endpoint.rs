@@ -1,0 +1,145 @@
+//! memgate's own endpoints, in one table: the paths it has, the methods each takes and the
+//! operation each method asks for. Classifying a request and answering `405` with `Allow`
+//! both read it, so they cannot disagree.
+
+use http::Method;
+
+use crate::service::Operation;
+
+/// One of memgate's own paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `/memories` (or `/memories/`).
+    Memories,
+    /// `/memories/search`: no memory is called `search`.
+    Search,
+    /// `/memories/{id}`.
+    Memory(&'a str),
+    /// `/openapi.json`.
+    OpenApi,
+    /// `/sse`: MCP over HTTP+SSE, the stream.
+    Sse,
+    /// `/messages`: MCP over HTTP+SSE, a session's messages.
+    Messages,
+    /// `/mcp`: MCP over Streamable HTTP.
+    Mcp,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The endpoint at `path`, if memgate has one there.
+    pub fn of(path: &'a str) -> Option<Self> {
+        match path {
+            "/memories" | "/memories/" => Some(Self::Memories),
+            "/memories/search" => Some(Self::Search),
+            "/openapi.json" => Some(Self::OpenApi),
+            "/sse" => Some(Self::Sse),
+            "/messages" => Some(Self::Messages),
+            "/mcp" => Some(Self::Mcp),
+            _ => path
+                .strip_prefix("/memories/")
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(Self::Memory),
+        }
+    }
+
+    /// The methods it takes, each with the operation it asks for.
+    fn table(self) -> Vec<(Method, Operation<'a>)> {
+        match self {
+            Self::Memories => vec![(Method::POST, Operation::Create)],
+            Self::Search => vec![(Method::POST, Operation::Search)],
+            Self::Memory(id) => vec![
+                (Method::GET, Operation::Get(id)),
+                (Method::PATCH, Operation::Update(id)),
+                (Method::DELETE, Operation::Delete(id)),
+            ],
+            Self::OpenApi => vec![(Method::GET, Operation::OpenApi)],
+            Self::Sse => vec![(Method::GET, Operation::McpStream)],
+            Self::Messages => vec![(Method::POST, Operation::McpMessage)],
+            Self::Mcp => vec![
+                (Method::GET, Operation::Mcp),
+                (Method::DELETE, Operation::Mcp),
+                (Method::POST, Operation::Mcp),
+            ],
+        }
+    }
+
+    /// What `method` asks of it; `None` when it does not take that method. `/mcp` hands every
+    /// method to the MCP transport, which answers one it does not take itself (a JSON-RPC
+    /// error with `405` and `Allow`, as MCP clients expect).
+    pub fn operation(self, method: &Method) -> Option<Operation<'a>> {
+        if self == Self::Mcp {
+            return Some(Operation::Mcp);
+        }
+        self.table()
+            .into_iter()
+            .find(|(taken, _)| taken == method)
+            .map(|(_, operation)| operation)
+    }
+
+    /// Its methods, as an `Allow` header says them.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Self::Memories | Self::Search | Self::Messages => "POST",
+            Self::Memory(_) => "GET, PATCH, DELETE",
+            Self::OpenApi | Self::Sse => "GET",
+            Self::Mcp => "GET, POST, DELETE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENDPOINTS: [Endpoint<'static>; 7] = [
+        Endpoint::Memories,
+        Endpoint::Search,
+        Endpoint::Memory("0195b4f0-7a3c-7cc2-8d0e-3f1c2b4a5d6e"),
+        Endpoint::OpenApi,
+        Endpoint::Sse,
+        Endpoint::Messages,
+        Endpoint::Mcp,
+    ];
+
+    #[test]
+    fn allow_names_exactly_the_methods_with_an_operation() {
+        let methods = [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+        ];
+        for endpoint in ENDPOINTS {
+            let taken: Vec<&str> = methods
+                .iter()
+                .filter(|method| endpoint.table().iter().any(|(taken, _)| taken == *method))
+                .map(Method::as_str)
+                .collect();
+            let mut allowed: Vec<&str> = endpoint.allow().split(", ").collect();
+            allowed.sort_by_key(|m| methods.iter().position(|known| known.as_str() == *m));
+            assert_eq!(taken, allowed, "{endpoint:?}");
+            if endpoint != Endpoint::Mcp {
+                assert!(endpoint.operation(&Method::PUT).is_none(), "{endpoint:?}");
+            }
+        }
+        assert_eq!(
+            Endpoint::Mcp.operation(&Method::PUT),
+            Some(Operation::Mcp),
+            "the MCP transport answers its own 405"
+        );
+    }
+
+    #[test]
+    fn paths_map_to_endpoints() {
+        assert_eq!(Endpoint::of("/memories/"), Some(Endpoint::Memories));
+        assert_eq!(Endpoint::of("/memories/search"), Some(Endpoint::Search));
+        assert_eq!(Endpoint::of("/memories/abc"), Some(Endpoint::Memory("abc")));
+        assert_eq!(Endpoint::of("/memories/a/b"), None);
+        assert_eq!(Endpoint::of("/memoriesx/1"), None);
+        assert_eq!(Endpoint::of("/health"), None);
+    }
+}
