@@ -46,8 +46,8 @@ struct Args {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     optimize_interval: Duration,
     /// How often the worker copies read counts into the vector store
-    /// (`worker.accessSyncInterval`).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// (`worker.accessSyncInterval`; memgate's default).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     access_sync_interval: Duration,
     /// Where `results.md`, `results.json` and `latency.svg` go.
     #[arg(long, default_value = "target/bench")]

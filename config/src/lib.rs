@@ -565,7 +565,7 @@ impl Default for WorkerConfig {
             embedding_batch_window: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
-            access_sync_interval: Duration::from_secs(5),
+            access_sync_interval: Duration::from_secs(300),
         }
     }
 }

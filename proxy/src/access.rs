@@ -1,6 +1,9 @@
 //! Access tracking that never blocks a read: reads add ids to an in-process batch, and a
 //! background task flushes the batch to the cache store every `access.flushInterval`
-//! (`access:{id}` counts and last-read time, and the tenant's `popular` set).
+//! (`access:{id}` counts and last-read time, and the tenant's `popular` set). The workers add
+//! them to the vector store's payload rarely (`worker.accessSyncInterval`); meanwhile an
+//! answer shows every read so far by adding to the payload's counts the reads it does not
+//! have yet ([`AccessRecorder::extra_reads`], [`counted`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::cache::{AccessUpdate, CacheStore};
+use crate::cache::{AccessUpdate, CacheStore, ReadCounts};
 use crate::keys::{KeySpace, Scope};
+use crate::layout::Layout;
+use crate::memory::StoredMemory;
 use crate::metrics::Metrics;
 
 type Batch = HashMap<(Scope, Uuid), (u64, DateTime<Utc>)>;
@@ -57,6 +62,30 @@ impl AccessRecorder {
         }
     }
 
+    /// Reads of `id` recorded here and not yet flushed: what an answer adds to the counts in
+    /// the cache, so that this process's own latest reads count too.
+    pub fn pending(&self, scope: &Scope, id: Uuid) -> Option<(u64, DateTime<Utc>)> {
+        self.lock().get(&(scope.clone(), id)).copied()
+    }
+
+    /// The reads of `id` that a payload read as `counts` says does not have yet: the cache's
+    /// unsynced ones and this process's own not yet flushed, `(count, last)`; `None` when
+    /// there are none.
+    pub fn extra_reads(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        counts: ReadCounts,
+    ) -> Option<(u64, DateTime<Utc>)> {
+        let pending = self.pending(scope, id);
+        let count = counts.unsynced + pending.map_or(0, |(count, _)| count);
+        let last = [counts.last, pending.map(|(_, last)| last)]
+            .into_iter()
+            .flatten()
+            .max()?;
+        (count > 0).then_some((count, last))
+    }
+
     fn take(&self) -> Batch {
         std::mem::take(&mut *self.lock())
     }
@@ -76,6 +105,7 @@ impl AccessRecorder {
                 popular_key: keys.popular(scope),
                 count: *count,
                 last: *last,
+                tenant: scope.value().map(str::to_string),
             })
             .collect();
         match store.record_accesses(&updates, &keys.access_dirty()).await {
@@ -113,6 +143,24 @@ impl AccessRecorder {
     }
 }
 
+/// `memory` with `extra` reads added to the read counts it shows, as the layout counts them;
+/// a row without those fields (a compact search row) is left as it is.
+pub fn counted(
+    layout: &dyn Layout,
+    mut memory: StoredMemory,
+    extra: Option<(u64, DateTime<Utc>)>,
+) -> StoredMemory {
+    let Some((count, last)) = extra else {
+        return memory;
+    };
+    for (field, value) in layout.accessed(&memory, count, last) {
+        if let Some(shown) = memory.get_mut(&field) {
+            *shown = value;
+        }
+    }
+    memory
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +189,45 @@ mod tests {
             store.popular(&keys.popular(&Scope::UNSCOPED), 5),
             vec![(id.to_string(), 6)]
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_adds_unsynced_and_unflushed_reads_to_the_payload() {
+        let layout = crate::layout::CldMemoryLayout::new(crate::layout::CldMemorySettings {
+            similarity_threshold: 0.7,
+            memory_metadata: None,
+            project: "box:/app".into(),
+        });
+        let recorder = AccessRecorder::new();
+        let scope = Scope::tenant("team-a");
+        let id = Uuid::from_u128(9);
+        let payload: StoredMemory = serde_json::from_value(serde_json::json!({
+            "id": id, "accessCount": 4, "lastAccessed": "2030-01-01T00:00:00.000Z"
+        }))
+        .expect("payload");
+        assert_eq!(
+            recorder.extra_reads(&scope, id, ReadCounts::default()),
+            None,
+            "nothing beyond the payload"
+        );
+        let cached = ReadCounts {
+            unsynced: 2,
+            syncs: 1,
+            last: Some("2030-01-02T00:00:00Z".parse().expect("time")),
+        };
+        recorder.record(&scope, [&id]);
+        let extra = recorder.extra_reads(&scope, id, cached);
+        assert_eq!(
+            extra.map(|(count, _)| count),
+            Some(3),
+            "2 in the cache, 1 here"
+        );
+        let shown = counted(&layout, payload.clone(), extra);
+        assert_eq!(shown["accessCount"], 7);
+        assert_ne!(shown["lastAccessed"], payload["lastAccessed"]);
+
+        let compact: StoredMemory =
+            serde_json::from_value(serde_json::json!({"id": id, "summary": "s"})).expect("row");
+        assert_eq!(counted(&layout, compact.clone(), extra), compact);
     }
 }

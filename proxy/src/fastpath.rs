@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::access::AccessRecorder;
-use crate::cache::CacheStore;
+use crate::access::{counted, AccessRecorder};
+use crate::cache::{CacheStore, ReadCounts};
 use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
@@ -68,6 +68,18 @@ pub struct FastAnswer {
     pub degraded: Option<DegradedLevel>,
 }
 
+impl FastAnswer {
+    /// `200` from a cache.
+    fn hit(body: Bytes) -> Self {
+        Self {
+            status: http::StatusCode::OK,
+            body,
+            cache: CacheStatus::Hit,
+            degraded: None,
+        }
+    }
+}
+
 /// A new memory, acknowledged: stored for readers and queued for the workers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -106,7 +118,9 @@ pub struct FastPath {
     queue: Arc<dyn WriteQueue>,
     layout: Arc<dyn Layout>,
     keys: KeySpace,
-    memories_l1: Cache<String, Bytes>,
+    /// Records, each with the `syncs` of its read counts when it was read (see
+    /// [`ReadCounts`]): one read before the reads were last added to its payload is stale.
+    memories_l1: Cache<String, (Bytes, u64)>,
     /// Moves on every write this process makes: a read that began before a write never
     /// fills L1 after it (with what it read before the write).
     l1_epoch: std::sync::atomic::AtomicU64,
@@ -139,6 +153,12 @@ fn is_processing(record: &[u8]) -> bool {
         status: Option<&'a str>,
     }
     serde_json::from_slice::<Status>(record).is_ok_and(|r| r.status == Some("processing"))
+}
+
+/// A search answer's body.
+#[derive(Deserialize, serde::Serialize)]
+struct SearchBody {
+    memories: Vec<StoredMemory>,
 }
 
 /// Only the ids of a cached search answer, to record accesses on a hit.
@@ -302,11 +322,12 @@ impl FastPath {
         });
     }
 
-    /// Puts a record read at `epoch` into L1, unless this process wrote since.
-    async fn fill_l1(&self, key: String, body: Bytes, epoch: u64) {
+    /// Puts a record read at `epoch` (with read counts at `syncs`) into L1, unless this
+    /// process wrote since.
+    async fn fill_l1(&self, key: String, body: Bytes, epoch: u64, syncs: u64) {
         use std::sync::atomic::Ordering;
         if self.l1_epoch.load(Ordering::SeqCst) == epoch {
-            self.memories_l1.insert(key.clone(), body).await;
+            self.memories_l1.insert(key.clone(), (body, syncs)).await;
             // A write that came in during the insert must not leave it behind.
             if self.l1_epoch.load(Ordering::SeqCst) != epoch {
                 self.memories_l1.invalidate(&key).await;
@@ -320,37 +341,126 @@ impl FastPath {
         self.memories_l1.invalidate(key).await;
     }
 
+    /// The read counts of the memories `ids`, for answers; `None` when the cache cannot say
+    /// (the answer then shows the counts its body has).
+    async fn read_counts(&self, ids: &[Uuid]) -> Option<Vec<ReadCounts>> {
+        if ids.is_empty() {
+            return Some(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
+        match self
+            .guards
+            .cache
+            .call("read_counts", self.cache.read_counts(&keys))
+            .await
+        {
+            Ok(counts) => Some(counts),
+            Err(CallError::Open(_)) => None,
+            Err(error) => {
+                tracing::debug!(%error, "read counts unreadable; answering with the stored ones");
+                None
+            }
+        }
+    }
+
+    /// A memory's body as an answer shows it: every read so far counted (see
+    /// [`crate::access`]). Computed before this read is recorded: like the legacy service, an
+    /// answer shows the counts from before its own read.
+    fn counted_body(&self, scope: &Scope, id: Uuid, body: Bytes, counts: ReadCounts) -> Bytes {
+        let Some(extra) = self.access.extra_reads(scope, id, counts) else {
+            return body;
+        };
+        match serde_json::from_slice::<StoredMemory>(&body) {
+            Ok(memory) => serde_json::to_vec(&counted(self.layout.as_ref(), memory, Some(extra)))
+                .map(Bytes::from)
+                .unwrap_or(body),
+            Err(_) => body,
+        }
+    }
+
+    /// A search answer's body with every read of its memories counted (one cache round trip
+    /// for all of them); as it is when the cache cannot say.
+    async fn counted_search(&self, scope: &Scope, body: Bytes) -> Bytes {
+        let Ok(mut answer) = serde_json::from_slice::<SearchBody>(&body) else {
+            return body;
+        };
+        let ids: Vec<Uuid> = answer
+            .memories
+            .iter()
+            .map(|memory| {
+                memory
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let Some(counts) = self.read_counts(&ids).await else {
+            return body;
+        };
+        answer.memories = std::mem::take(&mut answer.memories)
+            .into_iter()
+            .zip(ids.iter().zip(counts))
+            .map(|(memory, (id, counts))| {
+                let extra = self.access.extra_reads(scope, *id, counts);
+                counted(self.layout.as_ref(), memory, extra)
+            })
+            .collect();
+        serde_json::to_vec(&answer).map(Bytes::from).unwrap_or(body)
+    }
+
     /// `GET /memories/{id}`.
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
         let key = self.keys.memory(scope, id);
         let epoch = self.l1_epoch.load(std::sync::atomic::Ordering::SeqCst);
-        if let Some(body) = self.memories_l1.get(&key).await {
-            self.access.record(scope, [&id]);
-            return Ok(FastAnswer {
-                status: http::StatusCode::OK,
-                body,
-                cache: CacheStatus::Hit,
-                degraded: None,
-            });
+        if let Some((body, syncs)) = self.memories_l1.get(&key).await {
+            match self
+                .read_counts(&[id])
+                .await
+                .and_then(|c| c.into_iter().next())
+            {
+                // Its reads were added to the payload since it was read: stale.
+                Some(counts) if counts.syncs != syncs => self.memories_l1.invalidate(&key).await,
+                counts => {
+                    let body = self.counted_body(scope, id, body, counts.unwrap_or_default());
+                    self.access.record(scope, [&id]);
+                    return Ok(FastAnswer::hit(body));
+                }
+            }
         }
-        let record = self.cache_read(&key, "get_memory").await;
-        if let Ok(Some(body)) = record {
+        let access_key = self.keys.access(id);
+        let read = match self
+            .guards
+            .cache
+            .call(
+                "get_memory",
+                self.cache.get_with_read_counts(&key, &access_key),
+            )
+            .await
+        {
+            Ok(read) => Ok(read),
+            Err(CallError::Open(_)) => Err(()),
+            Err(error) => {
+                tracing::warn!(%error, key, "cache read failed");
+                Err(())
+            }
+        };
+        // Read before the vector store is: a sync in between makes the L1 entry stale, never
+        // a count wrong for longer than that.
+        let counts = read.as_ref().map(|(_, counts)| *counts).unwrap_or_default();
+        if let Ok((Some(body), _)) = read {
             if is_tombstone(&body) {
                 return Err(ApiError::not_found(format!("memory {id} does not exist")));
             }
             if !is_processing(&body) {
                 // Provisional records stay out of L1, so `ready` shows as soon as it is stored.
-                self.fill_l1(key, body.clone(), epoch).await;
+                self.fill_l1(key, body.clone(), epoch, counts.syncs).await;
             }
+            let body = self.counted_body(scope, id, body, counts);
             self.access.record(scope, [&id]);
-            return Ok(FastAnswer {
-                status: http::StatusCode::OK,
-                body,
-                cache: CacheStatus::Hit,
-                degraded: None,
-            });
+            return Ok(FastAnswer::hit(body));
         }
-        let confirmed = record.is_ok();
+        let confirmed = read.is_ok();
         let mut memory = match (self.stored(scope, id).await?, confirmed) {
             (Some(memory), _) => memory,
             (None, true) => return Err(ApiError::not_found(format!("memory {id} does not exist"))),
@@ -371,20 +481,22 @@ impl FastPath {
         }
         memory.insert("status".into(), Value::String("ready".into()));
         let body = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
+        let answer = self.counted_body(scope, id, body.clone(), counts);
         self.access.record(scope, [&id]);
         if !confirmed {
             return Ok(FastAnswer {
                 status: http::StatusCode::OK,
-                body,
+                body: answer,
                 cache: CacheStatus::Miss,
                 degraded: Some(DegradedLevel::Unconfirmed),
             });
         }
-        self.fill_l1(key.clone(), body.clone(), epoch).await;
-        self.cache_set_later(key, body.clone(), self.settings.memory_ttl);
+        self.fill_l1(key.clone(), body.clone(), epoch, counts.syncs)
+            .await;
+        self.cache_set_later(key, body, self.settings.memory_ttl);
         Ok(FastAnswer {
             status: http::StatusCode::OK,
-            body,
+            body: answer,
             cache: CacheStatus::Miss,
             degraded: None,
         })
@@ -446,16 +558,12 @@ impl FastPath {
             .await;
         let result_key = match lookup {
             Ok((_, Some(body))) => {
+                let answer = self.counted_search(scope, body.clone()).await;
                 if let Ok(cached) = serde_json::from_slice::<CachedIds>(&body) {
                     self.access
                         .record(scope, cached.memories.iter().map(|m| &m.id));
                 }
-                return Ok(FastAnswer {
-                    status: http::StatusCode::OK,
-                    body,
-                    cache: CacheStatus::Hit,
-                    degraded: None,
-                });
+                return Ok(FastAnswer::hit(answer));
             }
             Ok((generation, None)) => Some(results_key.with_generation(generation)),
             Err(error) => {
@@ -482,10 +590,12 @@ impl FastPath {
         if let Some(key) = result_key.filter(|_| confirmed) {
             self.cache_set_later(key, body.clone(), self.settings.search_ttl);
         }
+        // The cached answer holds the stored counts; this one counts every read so far.
+        let answer = self.counted_search(scope, body).await;
         self.access.record(scope, ids.iter());
         Ok(FastAnswer {
             status: http::StatusCode::OK,
-            body,
+            body: answer,
             cache: CacheStatus::Miss,
             degraded: (!confirmed).then_some(DegradedLevel::Unconfirmed),
         })

@@ -401,45 +401,108 @@ async fn similar_memories_are_associated_both_ways() {
     );
 }
 
+impl Env {
+    /// `accessCount` as a GET answers it.
+    async fn shown_reads(&self, id: &str) -> u64 {
+        let (status, memory) = self.get(id).await;
+        assert_eq!(status, 200, "{memory}");
+        memory["accessCount"].as_u64().expect("accessCount")
+    }
+
+    /// `accessCount` of the first memory a search for `query` answers.
+    async fn searched_reads(&self, query: &str, threshold: f64) -> u64 {
+        let results: Value = self
+            .request(reqwest::Method::POST, "/memories/search")
+            .json(&json!({"query": query, "similarityThreshold": threshold}))
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        results["memories"][0]["accessCount"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no accessCount in {results}"))
+    }
+
+    /// The fields of `access:{id}`.
+    async fn access_field(&self, id: &str, field: &str) -> u64 {
+        self.redis()
+            .await
+            .hget(format!("{}access:{id}", self.prefix), field)
+            .await
+            .unwrap_or(0)
+    }
+}
+
+/// The payload's counts are synced every few minutes, and answers count every read all the
+/// same: each GET (from L1, from the Redis record) and each search (fresh, and cached) shows
+/// one more than the answer before, as the legacy service's answers do, while nothing reaches
+/// the payload.
 #[tokio::test]
-async fn read_counts_reach_the_vector_store_in_batches() {
+async fn answers_count_every_read_while_the_payload_waits_for_its_sync() {
+    let env = Env::start(true, |config| {
+        config.worker.access_sync_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (_, accepted) = env.create(json!({"content": "count me exactly"})).await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+    let mut expected = env.shown_reads(&id).await + 1;
+    for _ in 0..3 {
+        assert_eq!(env.shown_reads(&id).await, expected, "a GET");
+        expected += 1;
+    }
+    for (threshold, what) in [
+        (0.01, "a fresh search"),
+        (0.02, "another fresh search"),
+        (0.02, "the same search, cached"),
+    ] {
+        assert_eq!(
+            env.searched_reads("count me exactly", threshold).await,
+            expected,
+            "{what}"
+        );
+        expected += 1;
+    }
+    assert_eq!(env.shown_reads(&id).await, expected, "a GET after searches");
+    assert_eq!(env.access_field(&id, "syncs").await, 0, "no sync ran");
+}
+
+/// With syncs every 50 ms: the reads reach the payload (nothing unsynced is left, a sync is
+/// counted), and the answers after it count each read once, not twice: the L1 entry and the
+/// cached record from before the sync are not used.
+#[tokio::test]
+async fn read_counts_reach_the_vector_store_and_are_counted_once() {
     let env = Env::start(true, |_| {}).await;
     let (_, accepted) = env.create(json!({"content": "read me thrice"})).await;
     let id = accepted["id"].as_str().expect("id").to_string();
     env.wait_status(&id, "ready", Duration::from_secs(10)).await;
-    let counted_before: u64 = env
-        .redis()
-        .await
-        .hget(format!("{}access:{id}", env.prefix), "count")
-        .await
-        .unwrap_or(0);
+    let mut expected = env.shown_reads(&id).await + 1;
     for _ in 0..3 {
-        env.get(&id).await;
+        assert_eq!(env.shown_reads(&id).await, expected);
+        expected += 1;
     }
-    let expected = counted_before + 3;
-    let mut attempt = 0u32;
-    let synced = eventually(Duration::from_secs(5), || {
-        attempt += 1;
-        // A slightly different threshold each time: a result-cache miss, so the payload is fresh.
-        let threshold = 0.0001 * f64::from(attempt);
-        let request = env
-            .request(reqwest::Method::POST, "/memories/search")
-            .json(&json!({"query": "read me thrice", "similarityThreshold": threshold}));
-        async move {
-            let results: Value = request
-                .send()
-                .await
-                .expect("search")
-                .json()
-                .await
-                .expect("json");
-            results["memories"][0]["accessCount"]
-                .as_u64()
-                .is_some_and(|count| count >= expected)
-        }
+    let dirty = format!("{}access:dirty", env.prefix);
+    let synced = eventually(Duration::from_secs(5), || async {
+        let waiting: u64 = env.redis().await.scard(&dirty).await.unwrap_or(1);
+        env.access_field(&id, "unsynced").await == 0
+            && env.access_field(&id, "syncs").await > 0
+            && waiting == 0
     })
     .await;
-    assert!(synced, "accessCount in the vector store reached {expected}");
+    assert!(synced, "the reads reached the payload");
+    assert_eq!(
+        env.searched_reads("read me thrice", 0.015).await,
+        expected,
+        "a fresh search reads the payload: the reads are in it, once"
+    );
+    expected += 1;
+    assert_eq!(
+        env.shown_reads(&id).await,
+        expected,
+        "and a GET after the sync"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{AccessUpdate, CacheError, CacheStore, POPULAR_CAP};
+use super::{AccessUpdate, CacheError, CacheStore, ReadCounts, UnsyncedReads, POPULAR_CAP};
 
 /// Keeps the `cap` most read of a `popular` set.
 fn trim_to_most_read(popular: &mut HashMap<String, u64>, cap: usize) {
@@ -76,6 +76,10 @@ struct Counters {
     access: HashMap<String, (u64, DateTime<Utc>)>,
     /// Reads not yet added to the vector store.
     unsynced: HashMap<String, u64>,
+    /// Times reads were added to the vector store, per access key.
+    syncs: HashMap<String, u64>,
+    /// The tenant of each access key's memory.
+    tenants: HashMap<String, String>,
     popular: HashMap<String, HashMap<String, u64>>,
     dirty: HashMap<String, std::collections::HashSet<uuid::Uuid>>,
 }
@@ -171,6 +175,8 @@ impl CacheStore for InProcessCache {
         counters.integers.remove(key);
         counters.access.remove(key);
         counters.unsynced.remove(key);
+        counters.syncs.remove(key);
+        counters.tenants.remove(key);
         Ok(())
     }
 
@@ -205,6 +211,11 @@ impl CacheStore for InProcessCache {
     ) -> Result<(), CacheError> {
         let mut counters = self.counters();
         for update in updates {
+            if let Some(tenant) = &update.tenant {
+                counters
+                    .tenants
+                    .insert(update.access_key.clone(), tenant.clone());
+            }
             counters
                 .dirty
                 .entry(dirty_key.to_string())
@@ -256,23 +267,48 @@ impl CacheStore for InProcessCache {
         Ok(())
     }
 
-    async fn take_unsynced(
-        &self,
-        access_key: &str,
-    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
-        let mut counters = self.counters();
-        let count = counters.unsynced.remove(access_key).unwrap_or(0);
+    async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError> {
+        let counters = self.counters();
+        let count = counters.unsynced.get(access_key).copied().unwrap_or(0);
         let last = counters.access.get(access_key).map(|stats| stats.1);
-        Ok(last.filter(|_| count > 0).map(|last| (count, last)))
+        Ok(last.filter(|_| count > 0).map(|last| UnsyncedReads {
+            count,
+            last,
+            tenant: counters.tenants.get(access_key).cloned(),
+        }))
     }
 
-    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
         let mut counters = self.counters();
         // Not if the memory's delete dropped its counts meanwhile.
         if counters.access.contains_key(access_key) {
-            *counters.unsynced.entry(access_key.to_string()).or_insert(0) += count;
+            let unsynced = counters.unsynced.entry(access_key.to_string()).or_insert(0);
+            *unsynced = unsynced.saturating_sub(count);
+            *counters.syncs.entry(access_key.to_string()).or_insert(0) += 1;
         }
         Ok(())
+    }
+
+    async fn read_counts(&self, access_keys: &[String]) -> Result<Vec<ReadCounts>, CacheError> {
+        let counters = self.counters();
+        Ok(access_keys
+            .iter()
+            .map(|key| ReadCounts {
+                unsynced: counters.unsynced.get(key).copied().unwrap_or(0),
+                syncs: counters.syncs.get(key).copied().unwrap_or(0),
+                last: counters.access.get(key).map(|stats| stats.1),
+            })
+            .collect())
+    }
+
+    async fn get_with_read_counts(
+        &self,
+        key: &str,
+        access_key: &str,
+    ) -> Result<(Option<Bytes>, ReadCounts), CacheError> {
+        let value = self.get(key).await?;
+        let counts = self.read_counts(&[access_key.to_string()]).await?;
+        Ok((value, counts.into_iter().next().unwrap_or_default()))
     }
 
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
@@ -334,6 +370,7 @@ mod tests {
         let update = |id: u128, count| AccessUpdate {
             id: uuid::Uuid::from_u128(id),
             access_key: format!("access:{id}"),
+            tenant: None,
             popular_key: "popular".into(),
             count,
             last: now,

@@ -44,6 +44,31 @@ pub struct AccessUpdate {
     pub popular_key: String,
     pub count: u64,
     pub last: DateTime<Utc>,
+    /// The tenant the memory belongs to (`None`: unscoped), kept in `access:{id}` so that the
+    /// worker that adds the reads to the payload can retire that tenant's cached answers.
+    pub tenant: Option<String>,
+}
+
+/// What the cache knows of one memory's reads beyond its payload: what an answer adds to the
+/// payload's `accessCount` so that it counts every read so far, exactly, while the payload is
+/// updated only every `worker.accessSyncInterval`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Reads not yet added to the payload.
+    pub unsynced: u64,
+    /// How many times reads were added to the payload: a body read under another value
+    /// carries the counts from before (see `FastPath`'s L1).
+    pub syncs: u64,
+    /// The last read recorded.
+    pub last: Option<DateTime<Utc>>,
+}
+
+/// Reads to add to a memory's payload ([`CacheStore::unsynced_reads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsyncedReads {
+    pub count: u64,
+    pub last: DateTime<Utc>,
+    pub tenant: Option<String>,
 }
 
 /// The cache a request path reads and fills.
@@ -89,14 +114,20 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn take_dirty(&self, dirty_key: &str, max: usize) -> Result<Vec<Uuid>, CacheError>;
     /// Puts ids back into the set `dirty_key` (their copy failed).
     async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError>;
-    /// The reads of one memory not yet added to the vector store, `(count, last)`, taken
-    /// atomically (they count as added from now on); `None` when there are none.
-    async fn take_unsynced(
+    /// The reads of one memory not yet added to the vector store; `None` when there are
+    /// none. Read under the memory's lease, then [`CacheStore::commit_synced`] once added.
+    async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError>;
+    /// `count` reads were added to the payload: they are no longer unsynced, and `syncs` moves
+    /// on. Nothing when the memory's delete dropped its counts meanwhile.
+    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError>;
+    /// [`ReadCounts`] of each of `access_keys`, in order (one round trip on Redis).
+    async fn read_counts(&self, access_keys: &[String]) -> Result<Vec<ReadCounts>, CacheError>;
+    /// The value under `key` and the [`ReadCounts`] under `access_key`, in one round trip.
+    async fn get_with_read_counts(
         &self,
+        key: &str,
         access_key: &str,
-    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
-    /// Gives back reads taken by [`CacheStore::take_unsynced`] whose write failed.
-    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError>;
+    ) -> Result<(Option<Bytes>, ReadCounts), CacheError>;
     /// Exact access statistics of one memory: `(count, last)`.
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
     /// The values under `keys`, in order (MGET).

@@ -10,7 +10,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo};
 use uuid::Uuid;
 
-use super::{AccessUpdate, CacheError, CacheStore, ACCESS_TTL, POPULAR_CAP};
+use super::{
+    AccessUpdate, CacheError, CacheStore, ReadCounts, UnsyncedReads, ACCESS_TTL, POPULAR_CAP,
+};
 
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
@@ -26,18 +28,27 @@ generation = string.format('%d', generation)
 return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
 "#;
 
-/// Takes the reads not yet added to the vector store: `{unsynced, last}`, leaving 0.
-const TAKE_UNSYNCED: &str = r#"
-local count = tonumber(redis.call('HGET', KEYS[1], 'unsynced') or '0')
-if count > 0 then redis.call('HINCRBY', KEYS[1], 'unsynced', -count) end
-return {count, redis.call('HGET', KEYS[1], 'last')}
+/// Reads added to the payload: no longer unsynced, and one more sync, if the hash still exists.
+const COMMIT_SYNCED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'unsynced', -tonumber(ARGV[1]))
+return redis.call('HINCRBY', KEYS[1], 'syncs', 1)
 "#;
 
-/// Gives taken reads back to an access hash that still exists.
-const RETURN_UNSYNCED: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'unsynced', ARGV[1])
-"#;
+/// The fields of an access hash an answer needs.
+const READ_COUNT_FIELDS: [&str; 3] = ["unsynced", "syncs", "last"];
+
+/// [`READ_COUNT_FIELDS`] as `HMGET` answers them.
+type ReadCountFields = (Option<u64>, Option<u64>, Option<String>);
+
+fn read_counts_of(key: &str, fields: ReadCountFields) -> Result<ReadCounts, CacheError> {
+    let (unsynced, syncs, last) = fields;
+    Ok(ReadCounts {
+        unsynced: unsynced.unwrap_or(0),
+        syncs: syncs.unwrap_or(0),
+        last: last.map(|last| parse_last(key, &last)).transpose()?,
+    })
+}
 
 /// The `last` field of an access hash.
 fn parse_last(key: &str, text: &str) -> Result<DateTime<Utc>, CacheError> {
@@ -53,8 +64,7 @@ fn parse_last(key: &str, text: &str) -> Result<DateTime<Utc>, CacheError> {
 pub struct RedisCache {
     connection: ConnectionManager,
     get_at_generation: redis::Script,
-    take_unsynced: redis::Script,
-    return_unsynced: redis::Script,
+    commit_synced: redis::Script,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -95,8 +105,7 @@ impl RedisCache {
         Ok(Self {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
-            take_unsynced: redis::Script::new(TAKE_UNSYNCED),
-            return_unsynced: redis::Script::new(RETURN_UNSYNCED),
+            commit_synced: redis::Script::new(COMMIT_SYNCED),
         })
     }
 
@@ -219,6 +228,9 @@ impl CacheStore for RedisCache {
                 .last
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let id = update.id.to_string();
+            if let Some(tenant) = &update.tenant {
+                pipe.hset(&update.access_key, "tenant", tenant).ignore();
+            }
             pipe.hincr(&update.access_key, "count", update.count)
                 .ignore()
                 .hincr(&update.access_key, "unsynced", update.count)
@@ -269,30 +281,64 @@ impl CacheStore for RedisCache {
         Ok(())
     }
 
-    async fn take_unsynced(
-        &self,
-        access_key: &str,
-    ) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {
-        let (count, last): (u64, Option<String>) = self
-            .take_unsynced
-            .key(access_key)
-            .invoke_async(&mut self.connection.clone())
-            .await?;
-        match last.filter(|_| count > 0) {
-            Some(last) => Ok(Some((count, parse_last(access_key, &last)?))),
-            None => Ok(None),
+    async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError> {
+        let (count, last, tenant): (Option<u64>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(access_key)
+                .arg("unsynced")
+                .arg("last")
+                .arg("tenant")
+                .query_async(&mut self.connection.clone())
+                .await?;
+        match (count.filter(|count| *count > 0), last) {
+            (Some(count), Some(last)) => Ok(Some(UnsyncedReads {
+                count,
+                last: parse_last(access_key, &last)?,
+                tenant,
+            })),
+            _ => Ok(None),
         }
     }
 
-    async fn return_unsynced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
-        // Not if the memory's delete dropped its counts meanwhile: nothing to keep them for.
+    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
         let _: i64 = self
-            .return_unsynced
+            .commit_synced
             .key(access_key)
             .arg(count)
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(())
+    }
+
+    async fn read_counts(&self, access_keys: &[String]) -> Result<Vec<ReadCounts>, CacheError> {
+        if access_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in access_keys {
+            pipe.cmd("HMGET").arg(key).arg(&READ_COUNT_FIELDS[..]);
+        }
+        let answers: Vec<ReadCountFields> = pipe.query_async(&mut self.connection.clone()).await?;
+        access_keys
+            .iter()
+            .zip(answers)
+            .map(|(key, fields)| read_counts_of(key, fields))
+            .collect()
+    }
+
+    async fn get_with_read_counts(
+        &self,
+        key: &str,
+        access_key: &str,
+    ) -> Result<(Option<Bytes>, ReadCounts), CacheError> {
+        let (value, fields): (Option<Vec<u8>>, ReadCountFields) = redis::pipe()
+            .get(key)
+            .cmd("HMGET")
+            .arg(access_key)
+            .arg(&READ_COUNT_FIELDS[..])
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok((value.map(Bytes::from), read_counts_of(access_key, fields)?))
     }
 
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError> {

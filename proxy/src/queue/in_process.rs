@@ -329,6 +329,24 @@ impl WriteQueue for InProcessQueue {
         Ok(true)
     }
 
+    async fn refresh_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let memories = self.memories().await;
+        if !memories.revision(revision_key).settled() {
+            return Ok(false);
+        }
+        if self.records.get(record_key).await?.is_none() {
+            return Ok(false);
+        }
+        self.records.set(record_key, value, ttl).await?;
+        Ok(true)
+    }
+
     async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError> {
         Ok(self.memories().await.revision(revision_key))
     }

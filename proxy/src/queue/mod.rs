@@ -286,6 +286,16 @@ pub trait WriteQueue: Send + Sync + 'static {
         record_key: &str,
         revision_key: &str,
     ) -> Result<bool, QueueError>;
+    /// Replaces the record under `record_key`, if there is one, with `value`, unless one of
+    /// the memory's writes is pending; whether it was replaced. For a record whose memory
+    /// changed in a way no write says (its read counts were added to its payload).
+    async fn refresh_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, QueueError>;
     /// Where one memory's writes stand.
     async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError>;
     /// Takes the lease `key` for `owner` unless someone else holds it; whether it was taken.

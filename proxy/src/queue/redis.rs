@@ -118,6 +118,15 @@ if acknowledged > synced then return 0 end
 return redis.call('DEL', KEYS[1])
 "#;
 
+/// Replaces an existing record when none of the memory's writes is pending.
+const REFRESH_SETTLED: &str = r#"
+local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
+local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
+if acknowledged > synced then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 1 end
+return 0
+"#;
+
 /// Deletes the lease only if `owner` holds it.
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -138,6 +147,7 @@ pub struct RedisQueue {
     keep_alive: Script,
     unlock: Script,
     forget_settled: Script,
+    refresh_settled: Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -181,6 +191,7 @@ impl RedisQueue {
             keep_alive: Script::new(KEEP_ALIVE),
             unlock: Script::new(UNLOCK),
             forget_settled: Script::new(FORGET_SETTLED),
+            refresh_settled: Script::new(REFRESH_SETTLED),
         })
     }
 
@@ -492,6 +503,25 @@ impl WriteQueue for RedisQueue {
             .invoke_async(&mut self.commands.clone())
             .await?;
         Ok(deleted > 0)
+    }
+
+    async fn refresh_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, QueueError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let replaced: i64 = self
+            .refresh_settled
+            .key(record_key)
+            .key(revision_key)
+            .arg(value.as_ref())
+            .arg(millis)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(replaced > 0)
     }
 
     async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError> {

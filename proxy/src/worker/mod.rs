@@ -271,8 +271,11 @@ impl Worker {
     }
 
     /// Adds the reads of up to `max` recently read memories to their vector-store payload
-    /// (as the layout counts them: on top of what is stored, never overwriting it); returns
-    /// how many it handled. Reads whose write failed are kept for the next round.
+    /// (as the layout counts them: on top of what is stored, never overwriting it), as one
+    /// increment per memory; returns how many it handled. Reads whose write failed stay for
+    /// the next round. Answers count exactly meanwhile: they add the cache's unsynced reads to
+    /// the payload (see `FastPath`), so this runs rarely (`worker.accessSyncInterval`, minutes)
+    /// and a read never moves a point out of its indexed segment by itself.
     pub async fn sync_accesses(&self, max: usize) -> usize {
         let dirty_key = self.keys.access_dirty();
         let ids = match self.cache.take_dirty(&dirty_key, max).await {
@@ -283,33 +286,30 @@ impl Worker {
             }
         };
         let mut failed = Vec::new();
+        let mut retired = std::collections::BTreeSet::new();
         for id in &ids {
-            let access_key = self.keys.access(*id);
-            let (count, last) = match self.cache.take_unsynced(&access_key).await {
-                Ok(Some(unsynced)) => unsynced,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, %id, "could not read access counts");
-                    failed.push(*id);
-                    continue;
+            match self.add_accesses(*id).await {
+                Ok(Synced::Added(tenant)) => {
+                    self.metrics.access_synced.inc();
+                    retired.insert(tenant);
                 }
-            };
-            match self.add_accesses(*id, count, last).await {
-                Ok(true) => self.metrics.access_synced.inc(),
-                // Read while its create was still on its way to the vector store: next round.
-                Ok(false) => {
-                    if let Err(error) = self.cache.return_unsynced(&access_key, count).await {
-                        tracing::warn!(%error, %id, lost = count, "could not keep unsynced reads");
-                    }
-                    failed.push(*id);
-                }
+                Ok(Synced::Nothing) => {}
+                // Read while its create was still on its way to the vector store, or its lease
+                // was taken by a write: next round.
+                Ok(Synced::NotYet) => failed.push(*id),
                 Err(error) => {
                     tracing::warn!(%error, %id, "could not add read counts to the vector store");
-                    if let Err(error) = self.cache.return_unsynced(&access_key, count).await {
-                        tracing::warn!(%error, %id, lost = count, "could not keep unsynced reads");
-                    }
                     failed.push(*id);
                 }
+            }
+        }
+        // Cached searches of those tenants carry the counts from before: retired, once a round.
+        for tenant in retired {
+            let generation = self
+                .keys
+                .scope_search_generation(&job::scope_of(tenant.as_deref()));
+            if let Err(error) = self.cache.increment(&generation).await {
+                tracing::warn!(%error, "could not retire cached searches after a read sync");
             }
         }
         if let Err(error) = self.cache.mark_dirty(&dirty_key, &failed).await {
@@ -318,15 +318,9 @@ impl Worker {
         ids.len() - failed.len()
     }
 
-    /// Adds `count` reads (the last at `last`) to one memory's payload; `false` when the
-    /// memory is not in the vector store (yet). A deleted memory's reads are dropped with its
-    /// access state when the delete is applied.
-    async fn add_accesses(
-        &self,
-        id: uuid::Uuid,
-        count: u64,
-        last: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, crate::vectors::VectorError> {
+    /// Under the memory's lease: reads its unsynced reads, adds them to its payload, marks
+    /// them synced and drops its cached record (which carries the counts from before).
+    async fn add_accesses(&self, id: uuid::Uuid) -> Result<Synced, SyncError> {
         // A write being applied to the memory could overwrite the counts: next round.
         let lock = self.keys.lock(id);
         let owner = format!("access-sync/{}", uuid::Uuid::new_v4().simple());
@@ -336,25 +330,71 @@ impl Worker {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return Ok(false),
+            Ok(false) => return Ok(Synced::NotYet),
             Err(error) => {
                 tracing::warn!(%error, %id, "could not take a memory's lease to add its reads");
-                return Ok(false);
+                return Ok(Synced::NotYet);
             }
         }
-        let added = async {
-            let Some(payload) = self.vectors.retrieve(id).await? else {
-                return Ok(false);
-            };
-            let fields = self.layout.accessed(&payload, count, last);
-            self.vectors.set_fields(id, fields).await?;
-            Ok(true)
-        }
-        .await;
+        let added = self.add_accesses_locked(id).await;
         if let Err(error) = self.queue.unlock(&lock, &owner).await {
             tracing::warn!(%error, %id, "could not give a memory's lease back; it runs out by itself");
         }
         added
+    }
+
+    async fn add_accesses_locked(&self, id: uuid::Uuid) -> Result<Synced, SyncError> {
+        let access_key = self.keys.access(id);
+        let Some(reads) = self.cache.unsynced_reads(&access_key).await? else {
+            return Ok(Synced::Nothing);
+        };
+        let Some(payload) = self.vectors.retrieve(id).await? else {
+            return Ok(Synced::NotYet);
+        };
+        let fields = self.layout.accessed(&payload, reads.count, reads.last);
+        self.vectors.set_fields(id, fields.clone()).await?;
+        // From here the payload has them: an answer from the vector store counts them twice
+        // until this commit, a few milliseconds.
+        self.cache.commit_synced(&access_key, reads.count).await?;
+        let scope = job::scope_of(reads.tenant.as_deref());
+        let mut memory = payload;
+        memory.extend(fields);
+        self.refresh_record(&scope, id, memory).await;
+        Ok(Synced::Added(reads.tenant))
+    }
+
+    /// The memory's cached record, which holds the read counts from before a sync, replaced
+    /// by the ready one with the counts now stored (kept for the popular fallback); dropped
+    /// when it cannot be replaced (a full Redis).
+    async fn refresh_record(
+        &self,
+        scope: &crate::keys::Scope,
+        id: uuid::Uuid,
+        mut memory: crate::memory::StoredMemory,
+    ) {
+        let record = self.keys.memory(scope, id);
+        let revision = self.keys.revision(scope, id);
+        if !memory.contains_key("id") {
+            memory.insert("id".into(), serde_json::Value::String(id.to_string()));
+        }
+        memory.insert("status".into(), serde_json::Value::String("ready".into()));
+        let refreshed = match serde_json::to_vec(&memory) {
+            Ok(body) => self
+                .queue
+                .refresh_settled(&record, &revision, body.into(), self.settings.memory_ttl)
+                .await
+                .map(|_| ()),
+            Err(error) => {
+                tracing::warn!(%error, %id, "could not encode a refreshed record");
+                Ok(())
+            }
+        };
+        if let Err(error) = refreshed {
+            tracing::debug!(%error, %id, "could not refresh a cached record after a read sync; dropping it");
+            if let Err(error) = self.queue.forget_settled(&record, &revision).await {
+                tracing::warn!(%error, %id, "could not drop a cached record after a read sync");
+            }
+        }
     }
 
     async fn export_queue_stats(&self) {
@@ -388,6 +428,24 @@ impl Worker {
     fn record_key(&self, job_scope: Option<&str>, id: uuid::Uuid) -> String {
         self.keys.memory(&job::scope_of(job_scope), id)
     }
+}
+
+/// What a read sync did for one memory.
+enum Synced {
+    /// Its reads are in its payload now; the tenant it belongs to.
+    Added(Option<String>),
+    /// No reads to add.
+    Nothing,
+    /// Not now (not in the vector store yet, or a write holds its lease): next round.
+    NotYet,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Vectors(#[from] crate::vectors::VectorError),
 }
 
 #[async_trait::async_trait]
