@@ -12,7 +12,7 @@ use memgate::embeddings::HashingEmbedder;
 use memgate_bench::environment::{Environment, EnvironmentSettings};
 use memgate_bench::machine::Machine;
 use memgate_bench::plot;
-use memgate_bench::report::{Report, Seeding, Settings};
+use memgate_bench::report::{ReadSyncs, Report, Seeding, Settings};
 use memgate_bench::scenarios::{RunSettings, Runner};
 use memgate_bench::{dataset, recall};
 
@@ -137,7 +137,16 @@ fn main() -> anyhow::Result<()> {
             only: args.only.clone(),
         },
     );
+    let synced_before = load.block_on(access_synced(env.worker.admin_addr))?;
+    let runs_started = std::time::Instant::now();
     let (scenarios, worker) = load.block_on(runner.run())?;
+    let read_syncs = ReadSyncs {
+        interval_seconds: args.access_sync_interval.as_secs_f64(),
+        points_rewritten: load
+            .block_on(access_synced(env.worker.admin_addr))?
+            .saturating_sub(synced_before),
+        minutes: runs_started.elapsed().as_secs_f64() / 60.0,
+    };
 
     let mut report = Report {
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -160,6 +169,7 @@ fn main() -> anyhow::Result<()> {
             indexed_points: indexed,
         },
         worker: Some(worker),
+        read_syncs: Some(read_syncs),
         recall,
         scenarios,
         comparisons: Vec::new(),
@@ -178,6 +188,16 @@ fn main() -> anyhow::Result<()> {
     drop(services);
     drop(data);
     Ok(())
+}
+
+/// The worker's `memgate_access_synced_total`: memories whose reads it added to the payload.
+async fn access_synced(admin: std::net::SocketAddr) -> anyhow::Result<u64> {
+    let metrics = proxy_metrics(admin).await?;
+    Ok(metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("memgate_access_synced_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64))
 }
 
 async fn proxy_metrics(admin: std::net::SocketAddr) -> anyhow::Result<String> {

@@ -142,6 +142,29 @@ pub struct WorkerDrain {
     pub drained: bool,
 }
 
+/// The points the worker's read syncs rewrote while the scenarios ran: each rewrite moves an
+/// indexed point out of its segment (Qdrant copies it into the appendable one) until the
+/// optimizer indexes it again.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadSyncs {
+    /// `worker.accessSyncInterval`.
+    pub interval_seconds: f64,
+    /// `memgate_access_synced_total` over the runs.
+    pub points_rewritten: u64,
+    pub minutes: f64,
+}
+
+impl ReadSyncs {
+    pub fn per_minute(&self) -> f64 {
+        if self.minutes > 0.0 {
+            self.points_rewritten as f64 / self.minutes
+        } else {
+            0.0
+        }
+    }
+}
+
 /// A ratio between two scenarios at one percentile.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +195,7 @@ pub struct Report {
     pub settings: Settings,
     pub seeding: Seeding,
     pub worker: Option<WorkerDrain>,
+    pub read_syncs: Option<ReadSyncs>,
     /// Search recall of `hnsw_ef` values against exact search.
     pub recall: Vec<crate::recall::RecallResult>,
     pub scenarios: Vec<ScenarioResult>,
@@ -393,6 +417,16 @@ impl Report {
             self.seeding.seconds_to_index,
             self.seeding.indexed_points
         ));
+        if let Some(syncs) = &self.read_syncs {
+            out.push_str(&format!(
+                "\nRead syncs: {} points rewritten in {:.1} min of runs ({:.0} a minute; \
+                 `worker.accessSyncInterval` {} s).\n",
+                syncs.points_rewritten,
+                syncs.minutes,
+                syncs.per_minute(),
+                syncs.interval_seconds
+            ));
+        }
         out
     }
 }
@@ -460,6 +494,7 @@ mod tests {
                 indexed_points: 0,
             },
             worker: None,
+            read_syncs: None,
             recall: Vec::new(),
             scenarios,
             comparisons: Vec::new(),
