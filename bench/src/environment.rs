@@ -105,6 +105,8 @@ impl Environment {
         // fast path does not answer go to the reference over memgate's upstream session.
         config.rollout.percent = 100;
         config.upstream.url = Some(legacy.url());
+        config.vectors.optimize_interval = settings.optimize_interval;
+        config.worker.access_sync_interval = settings.access_sync_interval;
         config.validate()?;
         let layout = backends.layout.clone();
         let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
