@@ -227,7 +227,7 @@ pub fn sidecar(store: &MemoryStore, ports: SidecarPorts) -> Container {
                 },
             ]
             .into_iter()
-            .chain(credentials_volume(store).map(|_| VolumeMount {
+            .chain((!secret_refs(store).is_empty()).then(|| VolumeMount {
                 name: CREDENTIALS_VOLUME.into(),
                 mount_path: CREDENTIALS_DIR.into(),
                 read_only: Some(true),

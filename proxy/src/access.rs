@@ -64,7 +64,7 @@ impl AccessRecorder {
 
     /// Reads of `id` recorded here and not yet flushed: what an answer adds to the counts in
     /// the cache, so that this process's own latest reads count too.
-    pub fn pending(&self, scope: &Scope, id: Uuid) -> Option<(u64, DateTime<Utc>)> {
+    fn pending(&self, scope: &Scope, id: Uuid) -> Option<(u64, DateTime<Utc>)> {
         self.lock().get(&(scope.clone(), id)).copied()
     }
 

@@ -161,17 +161,6 @@ struct SearchBody {
     memories: Vec<StoredMemory>,
 }
 
-/// Only the ids of a cached search answer, to record accesses on a hit.
-#[derive(Deserialize)]
-struct CachedIds {
-    memories: Vec<IdOnly>,
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: Uuid,
-}
-
 /// How often an update is made again because another write to the memory came first.
 const MAX_WRITE_CONFLICTS: usize = 32;
 
@@ -379,10 +368,10 @@ impl FastPath {
     }
 
     /// A search answer's body with every read of its memories counted (one cache round trip
-    /// for all of them); as it is when the cache cannot say.
-    async fn counted_search(&self, scope: &Scope, body: Bytes) -> Bytes {
+    /// for all of them), and the ids of its memories; as it is when the cache cannot say.
+    async fn counted_search(&self, scope: &Scope, body: Bytes) -> (Bytes, Vec<Uuid>) {
         let Ok(mut answer) = serde_json::from_slice::<SearchBody>(&body) else {
-            return body;
+            return (body, Vec::new());
         };
         let ids: Vec<Uuid> = answer
             .memories
@@ -396,7 +385,7 @@ impl FastPath {
             })
             .collect();
         let Some(counts) = self.read_counts(&ids).await else {
-            return body;
+            return (body, ids);
         };
         answer.memories = std::mem::take(&mut answer.memories)
             .into_iter()
@@ -406,7 +395,8 @@ impl FastPath {
                 counted(self.layout.as_ref(), memory, extra)
             })
             .collect();
-        serde_json::to_vec(&answer).map(Bytes::from).unwrap_or(body)
+        let counted = serde_json::to_vec(&answer).map(Bytes::from).unwrap_or(body);
+        (counted, ids)
     }
 
     /// `GET /memories/{id}`.
@@ -558,11 +548,9 @@ impl FastPath {
             .await;
         let result_key = match lookup {
             Ok((_, Some(body))) => {
-                let answer = self.counted_search(scope, body.clone()).await;
-                if let Ok(cached) = serde_json::from_slice::<CachedIds>(&body) {
-                    self.access
-                        .record(scope, cached.memories.iter().map(|m| &m.id));
-                }
+                let (answer, ids) = self.counted_search(scope, body).await;
+                self.access
+                    .record(scope, ids.iter().filter(|id| !id.is_nil()));
                 return Ok(FastAnswer::hit(answer));
             }
             Ok((generation, None)) => Some(results_key.with_generation(generation)),
@@ -591,7 +579,7 @@ impl FastPath {
             self.cache_set_later(key, body.clone(), self.settings.search_ttl);
         }
         // The cached answer holds the stored counts; this one counts every read so far.
-        let answer = self.counted_search(scope, body).await;
+        let (answer, _) = self.counted_search(scope, body).await;
         self.access.record(scope, ids.iter());
         Ok(FastAnswer {
             status: http::StatusCode::OK,

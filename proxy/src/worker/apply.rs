@@ -269,7 +269,7 @@ impl Worker {
     }
 
     /// The record of a stored memory: the memory with memgate's `status: ready`.
-    fn ready_record(&self, key: String, mut memory: StoredMemory) -> RecordWrite {
+    pub(super) fn ready_record(&self, key: String, mut memory: StoredMemory) -> RecordWrite {
         memory.insert("status".into(), Value::String("ready".into()));
         memory.shift_remove("error");
         let body = serde_json::to_vec(&memory).unwrap_or_default();

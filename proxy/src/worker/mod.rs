@@ -377,18 +377,11 @@ impl Worker {
         if !memory.contains_key("id") {
             memory.insert("id".into(), serde_json::Value::String(id.to_string()));
         }
-        memory.insert("status".into(), serde_json::Value::String("ready".into()));
-        let refreshed = match serde_json::to_vec(&memory) {
-            Ok(body) => self
-                .queue
-                .refresh_settled(&record, &revision, body.into(), self.settings.memory_ttl)
-                .await
-                .map(|_| ()),
-            Err(error) => {
-                tracing::warn!(%error, %id, "could not encode a refreshed record");
-                Ok(())
-            }
-        };
+        let ready = self.ready_record(record.clone(), memory);
+        let refreshed = self
+            .queue
+            .refresh_settled(&record, &revision, ready.value, ready.ttl)
+            .await;
         if let Err(error) = refreshed {
             tracing::debug!(%error, %id, "could not refresh a cached record after a read sync; dropping it");
             if let Err(error) = self.queue.forget_settled(&record, &revision).await {
