@@ -102,6 +102,55 @@ pub async fn run(op: &Op, rate: u64, count: usize, progress: &ProgressBar) -> Ou
     outcome
 }
 
+/// What a closed-loop run found: how many failed, and the first failure.
+pub struct ClosedOutcome {
+    pub errors: u64,
+    pub first_failure: Option<String>,
+}
+
+/// Sends `count` requests closed loop, `concurrency` at a time: the rate adapts to what the
+/// system answers, so filling caches never overloads it (warm-ups, not measurements).
+pub async fn run_closed(
+    op: &Op,
+    concurrency: usize,
+    count: usize,
+    progress: &ProgressBar,
+) -> ClosedOutcome {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lanes: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (op, next, progress) = (op.clone(), next.clone(), progress.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return failures;
+                    }
+                    if let Err(Failure::Error(why) | Failure::Unexpected(why)) = op(i).await {
+                        failures.push(why);
+                    }
+                    progress.inc(1);
+                }
+            })
+        })
+        .collect();
+    let mut outcome = ClosedOutcome {
+        errors: 0,
+        first_failure: None,
+    };
+    for lane in lanes {
+        let failures = lane
+            .await
+            .unwrap_or_else(|error| vec![format!("request task failed: {error}")]);
+        outcome.errors += failures.len() as u64;
+        if outcome.first_failure.is_none() {
+            outcome.first_failure = failures.into_iter().next();
+        }
+    }
+    outcome
+}
+
 fn record(histogram: &mut Histogram<u64>, latency: Duration) {
     let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     // Saturates at the top bound rather than losing the sample.
@@ -130,6 +179,33 @@ mod tests {
             outcome.elapsed
         );
         assert!(outcome.histogram.value_at_quantile(0.5) >= 200_000);
+    }
+
+    #[tokio::test]
+    async fn a_closed_loop_never_has_more_than_its_concurrency_in_flight() {
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (now, peak) = (in_flight.clone(), most.clone());
+        let op: Op = Arc::new(move |i| {
+            let (now, peak) = (now.clone(), peak.clone());
+            Box::pin(async move {
+                let current = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(current, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                if i == 7 {
+                    Err(Failure::Error("request 7: 503".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        let progress = ProgressBar::hidden();
+        let outcome = run_closed(&op, 4, 40, &progress).await;
+        assert_eq!(progress.position(), 40);
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(outcome.errors, 1);
+        assert_eq!(outcome.first_failure.as_deref(), Some("request 7: 503"));
     }
 
     #[tokio::test]

@@ -3,6 +3,10 @@
 //! shard, the reference cldmemory (`reference/`, MCP over HTTP+SSE), and a memgate proxy with
 //! its worker. Proxy, worker and reference share the one vector store, the one layout and the
 //! one OpenAI endpoint, so the two differ only in design.
+//!
+//! The proxy runs on a runtime of its own, with Redis and OpenAI clients of its own (as in its
+//! own process), so a pinned run can give it and its Redis a core of their own
+//! ([`crate::placement`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,10 @@ use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvide
 use memgate::keys::{KeySpace, Scope};
 use memgate::vectors::{EdgeStore, VectorStore};
 use memgate_testkit::{start_reference, FakeOpenAi, RedisServer, Reference};
+use tokio::runtime::Handle;
 use uuid::Uuid;
+
+use crate::placement::{self, Placement};
 
 /// The `hostname:cwd` the reference stamps, and memgate's layout with it.
 const PROJECT: &str = "bench-host:/app";
@@ -27,6 +34,7 @@ pub struct EnvironmentSettings {
     pub optimize_interval: Duration,
     /// `worker.accessSyncInterval`.
     pub access_sync_interval: Duration,
+    pub placement: Placement,
 }
 
 pub struct Environment {
@@ -79,12 +87,19 @@ fn proxy_config(
 }
 
 impl Environment {
-    /// Starts everything; the collection exists and is empty when this returns.
-    pub async fn start(settings: &EnvironmentSettings) -> anyhow::Result<Self> {
+    /// Starts everything; the collection exists and is empty when this returns. The proxy runs
+    /// on `proxy_runtime`, everything else on the caller's runtime.
+    pub async fn start(
+        settings: &EnvironmentSettings,
+        proxy_runtime: &Handle,
+    ) -> anyhow::Result<Self> {
         let data = tempfile::Builder::new()
             .prefix("memgate-bench-")
             .tempdir()?;
         let redis = RedisServer::start().context("starting redis-server")?;
+        if let (Some(core), Some(pid)) = (settings.placement.system_core(), redis.pid()) {
+            placement::pin_process(pid, core)?;
+        }
         let dimensions = usize::try_from(settings.dimensions)?;
         let openai = FakeOpenAi::start(dimensions).await?;
         openai.set_delay(settings.openai_latency);
@@ -97,9 +112,6 @@ impl Environment {
 
         let edge = Arc::new(EdgeStore::open(config.vectors.path.as_deref())?);
         edge.ensure_collection(&collection_spec(&config)).await?;
-        let mut backends = Backends::from_config(&config)?;
-        backends.vectors = edge.clone();
-
         let legacy = start_reference(edge.clone(), &openai.base_url(), &config).await?;
         // Every request takes the fast path unless it forces the legacy route; MCP calls the
         // fast path does not answer go to the reference over memgate's upstream session.
@@ -108,9 +120,21 @@ impl Environment {
         config.vectors.optimize_interval = settings.optimize_interval;
         config.worker.access_sync_interval = settings.access_sync_interval;
         config.validate()?;
-        let layout = backends.layout.clone();
-        let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
-        let worker = memgate::app::start_worker_with(config.clone(), backends).await?;
+        let backends = |config: &Config| -> anyhow::Result<Backends> {
+            let mut backends = Backends::from_config(config)?;
+            backends.vectors = edge.clone();
+            Ok(backends)
+        };
+        let worker_backends = backends(&config)?;
+        let layout = worker_backends.layout.clone();
+        let proxy_backends = backends(&config)?;
+        let proxy_config = config.clone();
+        // Its connections start at first use, from its own tasks: on its own runtime.
+        let proxy = proxy_runtime
+            .spawn(memgate::app::start_with(proxy_config, proxy_backends, None))
+            .await
+            .context("starting the proxy")??;
+        let worker = memgate::app::start_worker_with(config.clone(), worker_backends).await?;
         Ok(Self {
             config,
             redis,

@@ -13,6 +13,7 @@ pub mod environment;
 pub mod http_calls;
 pub mod machine;
 pub mod mcp_calls;
+pub mod placement;
 pub mod plot;
 pub mod progress;
 pub mod recall;

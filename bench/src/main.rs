@@ -11,6 +11,7 @@ use clap::Parser;
 use memgate::embeddings::HashingEmbedder;
 use memgate_bench::environment::{Environment, EnvironmentSettings};
 use memgate_bench::machine::Machine;
+use memgate_bench::placement::{self, Placement};
 use memgate_bench::plot;
 use memgate_bench::report::{ReadSyncs, Report, Seeding, Settings};
 use memgate_bench::scenarios::{RunSettings, Runner};
@@ -29,6 +30,11 @@ struct Args {
     /// Requests per second of the read scenarios and baselines.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     rate: u64,
+    /// Requests per second of the scenarios that search the vector store (`vector-search`,
+    /// `search-cold`, `mcp-search-cold`; each search costs a millisecond or more of CPU at
+    /// 1536 dimensions); `--rate` unless given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    vector_rate: Option<u64>,
     /// Requests per second of the `create` scenario.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     create_rate: u64,
@@ -55,10 +61,18 @@ struct Args {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Give the proxy and its Redis one core, and the load generator, worker, stand-in and
+    /// reference another (`taskset`'s affinity, per thread), instead of letting them share
+    /// both.
+    #[arg(long)]
+    pin: bool,
     /// Run only these scenarios (comma-separated names, e.g. `search,search-cold`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
+
+/// The name of the proxy runtime's threads, which a pinned run keeps on a core of their own.
+const PROXY_THREADS: &str = "proxy";
 
 /// Queries the recall of the search ef is measured over.
 const RECALL_QUERIES: usize = 200;
@@ -73,23 +87,41 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let dataset_size = usize::try_from(args.dataset_size)?;
-    // The system under test (proxy, worker, legacy service, stand-ins) and the load generator
-    // run on runtimes of their own; all of it shares this machine's cores.
-    let services = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("services")
-        .enable_all()
-        .build()?;
+    // Before pinning: a pinned thread sees one core.
+    let machine = Machine::describe();
+    let placement = if args.pin {
+        Placement::pinned()?
+    } else {
+        Placement::Unpinned
+    };
+    // The proxy, the rest of the system (worker, legacy service, stand-ins) and the load
+    // generator (this thread) run on runtimes of their own. Unpinned, the proxy shares the
+    // services' runtime and all of it shares this machine's cores. Pinned, the proxy's runtime
+    // is on its core from the start, and the rest of the process moves to the other core once
+    // seeding and indexing (which use both) are done.
+    let services = placement::runtime("services", 2, None)?;
+    let proxy_runtime = match placement.system_core() {
+        Some(core) => Some(placement::runtime(PROXY_THREADS, 1, Some(core))?),
+        None => None,
+    };
+    let proxy_handle = proxy_runtime
+        .as_ref()
+        .map_or_else(|| services.handle().clone(), |rt| rt.handle().clone());
     let load = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    eprintln!("placement: {placement}");
 
-    let env = services.block_on(Environment::start(&EnvironmentSettings {
-        dimensions: args.dimensions,
-        openai_latency: Duration::from_millis(args.openai_latency_ms),
-        optimize_interval: args.optimize_interval,
-        access_sync_interval: args.access_sync_interval,
-    }))?;
+    let env = services.block_on(Environment::start(
+        &EnvironmentSettings {
+            dimensions: args.dimensions,
+            openai_latency: Duration::from_millis(args.openai_latency_ms),
+            optimize_interval: args.optimize_interval,
+            access_sync_interval: args.access_sync_interval,
+            placement,
+        },
+        &proxy_handle,
+    ))?;
     let embedder = HashingEmbedder::new("bench", usize::try_from(args.dimensions)?);
     let dataset = services.block_on(dataset::seed(
         &env.vectors(),
@@ -125,11 +157,17 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if let Some(core) = placement.rest_core() {
+        let moved = placement::pin_this_process_except(PROXY_THREADS, core)?;
+        eprintln!("pinned {moved} threads to CPU {core}");
+    }
+
     let runner = Runner::new(
         &env,
         &dataset,
         RunSettings {
             rate: args.rate,
+            vector_rate: args.vector_rate.unwrap_or(args.rate),
             create_rate: args.create_rate,
             legacy_rate: args.legacy_rate,
             seconds: args.seconds,
@@ -139,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     );
     let synced_before = load.block_on(access_synced(env.worker.admin_addr))?;
     let runs_started = std::time::Instant::now();
-    let (scenarios, worker) = load.block_on(runner.run())?;
+    let outcome = load.block_on(runner.run())?;
     let read_syncs = ReadSyncs {
         interval_seconds: args.access_sync_interval.as_secs_f64(),
         points_rewritten: load
@@ -151,16 +189,18 @@ fn main() -> anyhow::Result<()> {
     let mut report = Report {
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine: Machine::describe(),
+        machine,
         settings: Settings {
             dataset_size,
             seconds: args.seconds,
             rate: args.rate,
+            vector_rate: args.vector_rate.unwrap_or(args.rate),
             create_rate: args.create_rate,
             legacy_rate: args.legacy_rate,
             openai_latency_ms: args.openai_latency_ms,
             dimensions: args.dimensions,
             search_ef: env.config.vectors.search_ef,
+            placement,
         },
         seeding: Seeding {
             memories: points,
@@ -168,10 +208,10 @@ fn main() -> anyhow::Result<()> {
             seconds_to_index: dataset.seconds_to_index,
             indexed_points: indexed,
         },
-        worker: Some(worker),
+        worker: outcome.worker,
         read_syncs: Some(read_syncs),
         recall,
-        scenarios,
+        scenarios: outcome.scenarios,
         comparisons: Vec::new(),
         targets: Vec::new(),
     };
@@ -185,6 +225,7 @@ fn main() -> anyhow::Result<()> {
     let data = services.block_on(env.shutdown());
     // Edge flushes its shard when the last handle goes, possibly on a blocking thread: the
     // runtime (which waits for those) goes before the directory does.
+    drop(proxy_runtime);
     drop(services);
     drop(data);
     Ok(())

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::driver::Outcome;
 use crate::machine::Machine;
+use crate::placement::Placement;
 
 /// Which side of the comparison a scenario is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,12 +114,14 @@ pub struct Settings {
     pub dataset_size: usize,
     pub seconds: u64,
     pub rate: u64,
+    pub vector_rate: u64,
     pub create_rate: u64,
     pub legacy_rate: u64,
     pub openai_latency_ms: u64,
     pub dimensions: u64,
     /// `None`: the collection's default, as cldmemory searches.
     pub search_ef: Option<u64>,
+    pub placement: Placement,
 }
 
 /// The dataset as the runs found it.
@@ -297,6 +300,20 @@ impl Report {
         p99("search", 2.0);
         p99("search-cold", 15.0);
         p99("create", 3.0);
+        // Against the baselines of the same run, so a slower machine does not hide a slower
+        // proxy (issue 14's targets).
+        let mut within = |name: &str, baseline: &str, times: f64| {
+            if let (Some(fast), Some(base)) = (self.scenario(name), self.scenario(baseline)) {
+                let ratio = fast.p99_ms / base.p99_ms.max(1e-6);
+                targets.push(TargetCheck {
+                    target: format!("`{name}` p99 ≤ {times}× `{baseline}` p99"),
+                    measured: format!("{ratio:.1}×"),
+                    met: ratio <= times && fast.errors == 0,
+                });
+            }
+        };
+        within("get", "redis-get", 2.0);
+        within("search-cold", "vector-search", 3.0);
         if let (Some(fast), Some(legacy)) =
             (self.scenario("search"), self.scenario("legacy-search"))
         {
@@ -340,14 +357,15 @@ impl Report {
         let s = &self.settings;
         out.push_str(&format!(
             "{} memories ({} dimensions, `hnsw_ef` {}), open loop, {} s per scenario; every \
-             OpenAI call takes {} ms. Machine: {}.\n\n",
+             OpenAI call takes {} ms. Machine: {}; {}.\n\n",
             s.dataset_size,
             s.dimensions,
             s.search_ef
                 .map_or("the collection's default".into(), |ef| ef.to_string()),
             s.seconds,
             s.openai_latency_ms,
-            self.machine.summary()
+            self.machine.summary(),
+            s.placement
         ));
         out.push_str("| scenario | what | req/s | p50 ms | p95 ms | p99 ms | max ms | answers/s | errors |\n");
         out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -481,11 +499,13 @@ mod tests {
                 dataset_size: 1,
                 seconds: 1,
                 rate: 1,
+                vector_rate: 1,
                 create_rate: 1,
                 legacy_rate: 1,
                 openai_latency_ms: 150,
                 dimensions: 384,
                 search_ef: None,
+                placement: Placement::Unpinned,
             },
             seeding: Seeding {
                 memories: 1,
@@ -511,6 +531,7 @@ mod tests {
             result("search", Group::Fast, 900),
             result("legacy-search", Group::Legacy, 160_000),
             result("legacy-get", Group::Legacy, 400),
+            result("redis-get", Group::Baseline, 300),
         ]);
         assert!(good.targets.iter().all(|t| t.met), "{:?}", good.targets);
         let speedup = good
@@ -525,9 +546,13 @@ mod tests {
             result("search", Group::Fast, 10_000),
             result("legacy-search", Group::Legacy, 160_000),
             result("legacy-get", Group::Legacy, 900),
+            result("redis-get", Group::Baseline, 300),
         ]);
         let missed: Vec<_> = bad.targets.iter().filter(|t| !t.met).collect();
-        assert_eq!(missed.len(), 3, "{missed:?}");
+        assert_eq!(missed.len(), 4, "{missed:?}");
+        assert!(missed
+            .iter()
+            .any(|t| t.target == "`get` p99 ≤ 2× `redis-get` p99"));
         assert!(bad.markdown().contains("**missed**"));
     }
 

@@ -41,12 +41,25 @@ use crate::{mcp_calls, progress};
 
 /// How many memories are read over and over (the cached sets).
 const HOT: usize = 200;
+/// Requests a warm-up keeps in flight: enough to fill the caches in seconds while the OpenAI
+/// stand-in takes its time, few enough that a one-core proxy is never overloaded.
+const WARM_CONCURRENCY: usize = 64;
 /// Query texts of the cold searches start here, far from the cached ones.
 const COLD_QUERY_BASE: usize = 1_000_000;
+
+/// What the runs found.
+pub struct RunOutcome {
+    pub scenarios: Vec<ScenarioResult>,
+    /// How long the worker took after the creates, if any ran.
+    pub worker: Option<WorkerDrain>,
+}
 
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub rate: u64,
+    /// Of the scenarios that search the vector store (`vector-search`, `search-cold`,
+    /// `mcp-search-cold`): each costs a millisecond or more of CPU.
+    pub vector_rate: u64,
     pub create_rate: u64,
     pub legacy_rate: u64,
     pub seconds: u64,
@@ -144,10 +157,11 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    /// Runs `op` without recording it: fills caches and connection pools.
-    async fn warm(&self, label: &str, op: &Op, rate: u64, count: usize) -> anyhow::Result<()> {
+    /// Runs `op` without recording it, closed loop (`WARM_CONCURRENCY` at a time): fills
+    /// caches and connection pools at whatever rate the system answers, never overloading it.
+    async fn warm(&self, label: &str, op: &Op, count: usize) -> anyhow::Result<()> {
         let bar = progress::bar(count as u64, label, self.settings.show_progress);
-        let outcome = driver::run(op, rate, count, &bar).await;
+        let outcome = driver::run_closed(op, WARM_CONCURRENCY, count, &bar).await;
         bar.finish_and_clear();
         anyhow::ensure!(
             outcome.errors == 0,
@@ -156,6 +170,16 @@ impl<'a> Runner<'a> {
             outcome.first_failure.unwrap_or_default()
         );
         Ok(())
+    }
+
+    /// Whether any of these scenarios runs.
+    fn selected(&self, names: &[&str]) -> bool {
+        self.settings.only.is_empty()
+            || self
+                .settings
+                .only
+                .iter()
+                .any(|name| names.contains(&name.as_str()))
     }
 
     /// Runs and records one scenario.
@@ -168,7 +192,7 @@ impl<'a> Runner<'a> {
         rate: u64,
         count: usize,
     ) {
-        if !self.settings.only.is_empty() && !self.settings.only.iter().any(|n| n == name) {
+        if !self.selected(&[name]) {
             return;
         }
         let visible = self.settings.show_progress && count as u64 > rate.saturating_mul(3);
@@ -186,12 +210,13 @@ impl<'a> Runner<'a> {
         self.results.push(result);
     }
 
-    pub async fn run(mut self) -> anyhow::Result<(Vec<ScenarioResult>, WorkerDrain)> {
+    pub async fn run(mut self) -> anyhow::Result<RunOutcome> {
         let s = self.settings.clone();
         let proxy = self.env.proxy_url();
         let hit = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "hit");
         let miss = Expect::status(StatusCode::OK).with_header("x-memgate-cache", "miss");
         let count = s.count(s.rate);
+        let vector_count = s.count(s.vector_rate);
         let mcp = mcp_calls::sessions(&self.env.legacy.url(), 16, Transport::Sse, &[]).await?;
         let through_sse = mcp_calls::sessions(&proxy, 16, Transport::Sse, &[]).await?;
         let through_http = mcp_calls::sessions(&proxy, 16, Transport::Http, &[]).await?;
@@ -208,7 +233,6 @@ impl<'a> Runner<'a> {
         self.warm(
             "warming cached GETs",
             &get_hot,
-            s.rate,
             HOT.min(self.dataset.ids.len()) * 2,
         )
         .await?;
@@ -218,21 +242,22 @@ impl<'a> Runner<'a> {
             search_hot.clone(),
             Expect::status(StatusCode::OK),
         )?;
-        self.warm("warming cached searches", &warm_search, s.rate, HOT * 2)
+        self.warm("warming cached searches", &warm_search, HOT * 2)
             .await?;
-        let cold_texts = COLD_QUERY_BASE..COLD_QUERY_BASE + count;
-        let warm_embeddings = http_calls::op(
-            &self.client,
-            self.searches(cold_texts.clone(), 9, "fast")?,
-            Expect::status(StatusCode::OK),
-        )?;
-        self.warm(
-            "warming cold-search embeddings",
-            &warm_embeddings,
-            s.rate,
-            count,
-        )
-        .await?;
+        let cold_texts = COLD_QUERY_BASE..COLD_QUERY_BASE + vector_count;
+        if self.selected(&["search-cold", "mcp-search-cold"]) {
+            let warm_embeddings = http_calls::op(
+                &self.client,
+                self.searches(cold_texts.clone(), 9, "fast")?,
+                Expect::status(StatusCode::OK),
+            )?;
+            self.warm(
+                "warming cold-search embeddings",
+                &warm_embeddings,
+                vector_count,
+            )
+            .await?;
+        }
         self.settle().await?;
 
         // Baselines.
@@ -252,8 +277,8 @@ impl<'a> Runner<'a> {
             Group::Baseline,
             "vector search in process, query vector in hand",
             &vector_search,
-            s.rate,
-            count,
+            s.vector_rate,
+            vector_count,
         )
         .await;
 
@@ -297,8 +322,8 @@ impl<'a> Runner<'a> {
             Group::Fast,
             "search, embedding cached, vector search done",
             &search_cold,
-            s.rate,
-            count,
+            s.vector_rate,
+            vector_count,
         )
         .await;
 
@@ -360,7 +385,7 @@ impl<'a> Runner<'a> {
         )
         .await;
         // The cold texts' embeddings are cached; with limit 8 no result of them is.
-        let cold_mcp: Vec<serde_json::Value> = (COLD_QUERY_BASE..COLD_QUERY_BASE + count)
+        let cold_mcp: Vec<serde_json::Value> = (COLD_QUERY_BASE..COLD_QUERY_BASE + vector_count)
             .map(|i| json!({"query": dataset::query(i), "limit": 8}))
             .collect();
         let mcp_search_cold = mcp_calls::op(&through_sse, "search_memories", cold_mcp)?;
@@ -369,8 +394,8 @@ impl<'a> Runner<'a> {
             Group::Fast,
             "`search_memories` through memgate (HTTP+SSE), embedding cached",
             &mcp_search_cold,
-            s.rate,
-            count,
+            s.vector_rate,
+            vector_count,
         )
         .await;
         let forwarded_gets: Vec<serde_json::Value> = self
@@ -430,7 +455,18 @@ impl<'a> Runner<'a> {
             create_count,
         )
         .await;
-        let drain = self.wait_for_worker(create_count as u64 * 3).await?;
+        let creates_run = ["create", "mcp-store", "mcp-store-http"]
+            .into_iter()
+            .filter(|name| self.selected(&[name]))
+            .count();
+        let drain = if creates_run > 0 {
+            Some(
+                self.wait_for_worker((create_count * creates_run) as u64)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let legacy_creates: Vec<serde_json::Value> = (20_000_000..20_000_000 + legacy_count)
             .map(|i| json!({"content": dataset::sentence(i), "type": "episodic", "context": {"tags": ["bench"]}}))
             .collect();
@@ -444,7 +480,10 @@ impl<'a> Runner<'a> {
             legacy_count,
         )
         .await;
-        Ok((self.results, drain))
+        Ok(RunOutcome {
+            scenarios: self.results,
+            worker: drain,
+        })
     }
 
     /// After the warm-ups read every memory once, lets the worker copy the read counts into

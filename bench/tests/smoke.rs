@@ -78,7 +78,8 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
         );
     }
     assert_eq!(report["seeding"]["memories"], 400);
-    assert_eq!(report["targets"].as_array().map(Vec::len), Some(11));
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(13));
+    assert_eq!(report["settings"]["placement"]["kind"], "unpinned");
     let recall = report["recall"].as_array().expect("recall");
     assert_eq!(recall.len(), 5, "the default ef and four others");
     assert!(
@@ -94,4 +95,56 @@ fn a_short_run_measures_every_scenario_and_writes_the_results() {
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("latency.svg");
     assert!(svg.starts_with("<svg"));
     assert_eq!(svg.matches("<polyline").count(), SCENARIOS.len());
+}
+
+#[test]
+fn a_pinned_run_gives_the_proxy_and_redis_a_core_of_their_own() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("skipped: pinning needs two cores");
+        return;
+    }
+    let out = tempfile::tempdir().expect("dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_memgate-bench"))
+        .args([
+            "--pin",
+            "--dataset-size",
+            "300",
+            "--seconds",
+            "1",
+            "--rate",
+            "200",
+            "--vector-rate",
+            "50",
+            "--openai-latency-ms",
+            "20",
+            "--only",
+            "get,search-cold",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("memgate-bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "memgate-bench failed: {stderr}");
+    assert!(
+        stderr.contains("placement: pinned: proxy and Redis on CPU"),
+        "{stderr}"
+    );
+
+    let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
+    let report: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(report["settings"]["placement"]["kind"], "pinned");
+    assert_eq!(report["settings"]["vectorRate"], 50);
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let rates: Vec<(&str, u64)> = scenarios
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?, s["rate"].as_u64()?)))
+        .collect();
+    assert_eq!(rates, [("get", 200), ("search-cold", 50)]);
+    for scenario in scenarios {
+        assert_eq!(scenario["errors"], 0, "{}", scenario["firstFailure"]);
+        assert_eq!(scenario["unexpected"], 0, "{}", scenario["firstFailure"]);
+    }
+    assert!(report["worker"].is_null(), "no create ran, so no drain");
 }

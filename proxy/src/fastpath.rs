@@ -368,12 +368,13 @@ impl FastPath {
     }
 
     /// A search answer's body with every read of its memories counted (one cache round trip
-    /// for all of them), and the ids of its memories; as it is when the cache cannot say.
+    /// for all of them), and the ids of its memories; as it is when the cache cannot say. A
+    /// row without an id (not one memgate or the legacy service wrote) is shown as stored.
     async fn counted_search(&self, scope: &Scope, body: Bytes) -> (Bytes, Vec<Uuid>) {
         let Ok(mut answer) = serde_json::from_slice::<SearchBody>(&body) else {
             return (body, Vec::new());
         };
-        let ids: Vec<Uuid> = answer
+        let row_ids: Vec<Option<Uuid>> = answer
             .memories
             .iter()
             .map(|memory| {
@@ -381,18 +382,23 @@ impl FastPath {
                     .get("id")
                     .and_then(Value::as_str)
                     .and_then(|id| Uuid::parse_str(id).ok())
-                    .unwrap_or_default()
             })
             .collect();
+        let ids: Vec<Uuid> = row_ids.iter().flatten().copied().collect();
         let Some(counts) = self.read_counts(&ids).await else {
             return (body, ids);
         };
+        let mut counts = counts.into_iter();
         answer.memories = std::mem::take(&mut answer.memories)
             .into_iter()
-            .zip(ids.iter().zip(counts))
-            .map(|(memory, (id, counts))| {
-                let extra = self.access.extra_reads(scope, *id, counts);
-                counted(self.layout.as_ref(), memory, extra)
+            .zip(&row_ids)
+            .map(|(memory, id)| match id {
+                Some(id) => {
+                    let counts = counts.next().unwrap_or_default();
+                    let extra = self.access.extra_reads(scope, *id, counts);
+                    counted(self.layout.as_ref(), memory, extra)
+                }
+                None => memory,
             })
             .collect();
         let counted = serde_json::to_vec(&answer).map(Bytes::from).unwrap_or(body);
@@ -549,8 +555,7 @@ impl FastPath {
         let result_key = match lookup {
             Ok((_, Some(body))) => {
                 let (answer, ids) = self.counted_search(scope, body).await;
-                self.access
-                    .record(scope, ids.iter().filter(|id| !id.is_nil()));
+                self.access.record(scope, ids.iter());
                 return Ok(FastAnswer::hit(answer));
             }
             Ok((generation, None)) => Some(results_key.with_generation(generation)),
