@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let dataset_size = usize::try_from(args.dataset_size)?;
+    let vector_rate = args.vector_rate.unwrap_or(args.rate);
     // Before pinning: a pinned thread sees one core.
     let machine = Machine::describe();
     let placement = if args.pin {
@@ -167,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         &dataset,
         RunSettings {
             rate: args.rate,
-            vector_rate: args.vector_rate.unwrap_or(args.rate),
+            vector_rate,
             create_rate: args.create_rate,
             legacy_rate: args.legacy_rate,
             seconds: args.seconds,
@@ -194,7 +195,7 @@ fn main() -> anyhow::Result<()> {
             dataset_size,
             seconds: args.seconds,
             rate: args.rate,
-            vector_rate: args.vector_rate.unwrap_or(args.rate),
+            vector_rate,
             create_rate: args.create_rate,
             legacy_rate: args.legacy_rate,
             openai_latency_ms: args.openai_latency_ms,
