@@ -2,7 +2,7 @@
 //! as with Redis (revisions, leases, ordered jobs), on one async mutex. Records go to the
 //! in-process cache. Nothing survives a restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use uuid::Uuid;
 
 use super::{
-    Finish, Finished, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
+    Finish, Finished, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
     WriteQueue, DEAD_LETTER_CAP,
 };
 use crate::cache::CacheStore;
@@ -228,15 +228,26 @@ impl WriteQueue for InProcessQueue {
         consumer: &str,
         min_idle: Duration,
         max: usize,
+        held: &HashSet<String>,
     ) -> Result<Vec<Job>, QueueError> {
         let mut state = self.state().await;
         let now = Instant::now();
+        let State {
+            pending, consumers, ..
+        } = &mut *state;
+        // Workers silent for `min_idle` are dead: forgotten, and their entries anyone's.
+        consumers.retain(|_, seen| now.duration_since(*seen) < min_idle);
         let mut claimed = Vec::new();
-        for pending in state.pending.values_mut() {
+        for pending in pending.values_mut() {
             if claimed.len() == max {
                 break;
             }
-            if now.duration_since(pending.since) >= min_idle {
+            let orphaned = if pending.owner == consumer {
+                !held.contains(&pending.job.entry)
+            } else {
+                !consumers.contains_key(&pending.owner)
+            };
+            if orphaned && now.duration_since(pending.since) >= min_idle {
                 pending.owner = consumer.to_string();
                 pending.since = now;
                 pending.job.deliveries += 1;
@@ -381,12 +392,12 @@ impl WriteQueue for InProcessQueue {
     async fn keep_alive(
         &self,
         consumer: &str,
-        held: &[Held],
+        leases: &[(String, String)],
         lease: Duration,
     ) -> Result<(), QueueError> {
         let now = Instant::now();
         let mut memories = self.memories().await;
-        for (key, owner) in held.iter().filter_map(|entry| entry.lock.as_ref()) {
+        for (key, owner) in leases {
             if let Some((holder, until)) = memories.leases.get_mut(key) {
                 if holder == owner {
                     *until = now + lease;
@@ -394,15 +405,10 @@ impl WriteQueue for InProcessQueue {
             }
         }
         memories.leases.retain(|_, (_, until)| *until > now);
-        let mut state = self.state().await;
-        state.consumers.insert(consumer.to_string(), now);
-        for entry in held {
-            if let Some(pending) = state.pending.get_mut(&entry.entry) {
-                if pending.owner == consumer {
-                    pending.since = now;
-                }
-            }
-        }
+        self.state()
+            .await
+            .consumers
+            .insert(consumer.to_string(), now);
         Ok(())
     }
 

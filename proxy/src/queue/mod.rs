@@ -7,13 +7,15 @@
 //! came first ([`Submitted::Conflict`]).
 //!
 //! Workers take jobs with [`WriteQueue::take`] (new ones) and [`WriteQueue::claim_stale`] (ones
-//! a dead worker left pending). One memory's jobs are applied one at a time (a lease,
+//! a dead worker left pending, or its own that it lost track of). One memory's jobs are applied one at a time (a lease,
 //! [`WriteQueue::lock`]) and in revision order: a job applies only once the memory's applied
 //! revision is the one before its own ([`WriteQueue::revision`]). Each job is closed with
 //! [`WriteQueue::finish`], which records the applied revision, stores the final record only if
 //! no newer write is pending, bumps the search generation and acknowledges the entry in one
-//! atomic step — or moves it to `writes:dead`. Workers renew their leases and their entries
-//! with [`WriteQueue::keep_alive`], so an entry that goes idle belongs to a dead worker.
+//! atomic step — or moves it to `writes:dead`. Workers say they are alive and renew their
+//! leases with [`WriteQueue::keep_alive`]: one presence per worker, not a touch per entry, so
+//! the heartbeat costs Redis the same however many jobs a worker holds, and a worker's entries
+//! are claimed only once the worker has gone silent.
 //!
 //! Two implementations: [`RedisQueue`] (streams, consumer group `workers`) and
 //! [`InProcessQueue`] (for `--embedded`; not durable).
@@ -24,6 +26,7 @@ mod redis;
 pub use self::in_process::InProcessQueue;
 pub use self::redis::RedisQueue;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -193,14 +196,6 @@ pub enum Finished {
     LeaseLost,
 }
 
-/// An entry a worker is working on, and the lease it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub entry: String,
-    /// `(lock key, owner token)`.
-    pub lock: Option<(String, String)>,
-}
-
 /// Queue depth, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -263,12 +258,18 @@ pub trait WriteQueue: Send + Sync + 'static {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Job>, QueueError>;
-    /// Up to `max` jobs pending longer than `min_idle` (their worker died), now `consumer`'s.
+    /// Up to `max` jobs handed out at least `min_idle` ago that no live worker is working on,
+    /// now `consumer`'s (each counted as one more delivery): those of workers that have not
+    /// said they were alive within `min_idle` (dead), and `consumer`'s own that are not in
+    /// `held`, the entries it is working on (their hand-over was lost, say to a timeout). A live worker's
+    /// entries are never taken from it, however long its jobs run. Dead workers with nothing
+    /// pending are forgotten.
     async fn claim_stale(
         &self,
         consumer: &str,
         min_idle: Duration,
         max: usize,
+        held: &HashSet<String>,
     ) -> Result<Vec<Job>, QueueError>;
     /// Records the applied revision, stores the final record (when nothing newer is pending),
     /// bumps the search generation and acknowledges, atomically.
@@ -302,12 +303,12 @@ pub trait WriteQueue: Send + Sync + 'static {
     async fn lock(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, QueueError>;
     /// Gives the lease back, if `owner` still holds it.
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), QueueError>;
-    /// Says `consumer` is alive: its held entries stay its own (they never go idle), its
-    /// leases are renewed, and it counts among the consuming workers.
+    /// Says `consumer` is alive (its entries stay its own, and it counts among the consuming
+    /// workers) and renews `leases`, `(lock key, owner)`, those it still holds, by `lease`.
     async fn keep_alive(
         &self,
         consumer: &str,
-        held: &[Held],
+        leases: &[(String, String)],
         lease: Duration,
     ) -> Result<(), QueueError>;
     /// Workers that said they were alive within `within`.

@@ -1,7 +1,7 @@
 //! [`WriteQueue`] on Redis streams. Commands go over a multiplexed connection; the blocking
 //! `XREADGROUP` gets a connection of its own so it never holds up the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,14 +9,12 @@ use bytes::Bytes;
 use redis::aio::ConnectionManager;
 
 use crate::cache::connection_manager;
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
-};
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
 
 use super::{
-    parse_op, Finish, Finished, Held, Job, QueueError, QueueStats, Revision, Submission, Submitted,
+    parse_op, Finish, Finished, Job, QueueError, QueueStats, Revision, Submission, Submitted,
     WriteOp, WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
 };
 
@@ -82,33 +80,72 @@ redis.call('XDEL', KEYS[4], ARGV[5])
 return 1
 "#;
 
-/// Renews a worker's presence, its entries (still its own: they are claimed again with idle 0,
-/// without counting a delivery) and its leases (those it still holds).
+/// Redis's clock in milliseconds: every worker's presence is stamped and judged by one clock,
+/// so a worker whose own clock is off is not taken for dead.
+const NOW_MILLIS: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+"#;
+
+/// Says a worker is alive (forgetting workers silent for an hour) and renews the leases it
+/// still holds. Its entries are not touched: they are its own for as long as it says this.
 const KEEP_ALIVE: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 3600000)
-local entries = tonumber(ARGV[5])
-if entries > 0 then
-  local mine = {}
-  for _, pending in ipairs(redis.call('XPENDING', KEYS[2], ARGV[4], '-', '+', entries * 4 + 100, ARGV[2])) do
-    mine[pending[1]] = true
-  end
-  local ids = {}
-  for i = 1, entries do
-    if mine[ARGV[5 + i]] then table.insert(ids, ARGV[5 + i]) end
-  end
-  if #ids > 0 then
-    table.insert(ids, 'JUSTID')
-    redis.call('XCLAIM', KEYS[2], ARGV[4], ARGV[2], 0, unpack(ids))
-  end
-end
-for i = 3, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[5 + entries + i - 2] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600000)
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
   end
 end
 return 1
 "#;
+
+/// The entries handed out at least `ARGV[3]` ms ago of workers silent that long (up to
+/// `ARGV[4]`), then those of the asking worker (`ARGV[2]`, up to five times as many: it decides
+/// which of them it lost track of), as `{entry, owner, deliveries, ...}`. Silent workers with
+/// nothing pending are removed from the group, so it does not grow with every restart. A
+/// missing stream or group answers `NOGROUP`, as the stream commands do.
+const FIND_ORPHANS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOGROUP the write stream is gone') end
+local silent_since = now - tonumber(ARGV[3])
+local max = tonumber(ARGV[4])
+local found, dead = {}, 0
+local function collect(name, count)
+  for _, entry in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', count, name)) do
+    table.insert(found, entry[1])
+    table.insert(found, name)
+    table.insert(found, entry[4])
+  end
+  return #found / 3
+end
+local own_pending = 0
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  local name, pending = fields['name'], tonumber(fields['pending'])
+  if name == ARGV[2] then
+    own_pending = pending
+  elseif tonumber(redis.call('ZSCORE', KEYS[2], name) or '0') < silent_since then
+    if pending == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    elseif dead < max then
+      dead = collect(name, max - dead)
+    end
+  end
+end
+if own_pending > 0 then collect(ARGV[2], max * 5) end
+return found
+"#;
+
+/// How many workers said they were alive within `ARGV[1]` ms.
+const COUNT_ALIVE: &str = r#"
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"#;
+
+/// `body` run after [`NOW_MILLIS`], with `now` in scope.
+fn timed_script(body: &str) -> Script {
+    Script::new(&format!("{NOW_MILLIS}{body}"))
+}
 
 /// Deletes a record unless a write of its memory is pending.
 const FORGET_SETTLED: &str = r#"
@@ -145,6 +182,8 @@ pub struct RedisQueue {
     submit: Script,
     finish: Script,
     keep_alive: Script,
+    find_orphans: Script,
+    count_alive: Script,
     unlock: Script,
     forget_settled: Script,
     refresh_settled: Script,
@@ -188,7 +227,9 @@ impl RedisQueue {
             follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
             submit: Script::new(SUBMIT),
             finish: Script::new(FINISH),
-            keep_alive: Script::new(KEEP_ALIVE),
+            keep_alive: timed_script(KEEP_ALIVE),
+            find_orphans: timed_script(FIND_ORPHANS),
+            count_alive: timed_script(COUNT_ALIVE),
             unlock: Script::new(UNLOCK),
             forget_settled: Script::new(FORGET_SETTLED),
             refresh_settled: Script::new(REFRESH_SETTLED),
@@ -248,30 +289,6 @@ impl RedisQueue {
         Ok(jobs)
     }
 
-    /// How often each of `consumer`'s pending entries between `first` and `last` was delivered.
-    async fn deliveries(
-        &self,
-        consumer: &str,
-        first: &str,
-        last: &str,
-        count: usize,
-    ) -> Result<HashMap<String, u64>, QueueError> {
-        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&self.writes)
-            .arg(CONSUMER_GROUP)
-            .arg(first)
-            .arg(last)
-            .arg(count.max(1))
-            .arg(consumer)
-            .query_async(&mut self.commands.clone())
-            .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|pending| (pending.id, pending.times_delivered as u64))
-            .collect())
-    }
-
     /// Runs `call`; if Redis lost the stream or group, creates them again (no entry that is
     /// still there is skipped: the group starts at the stream's beginning) and runs it once more.
     async fn healing<T, F, Fut>(&self, call: F) -> Result<T, QueueError>
@@ -294,10 +311,6 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
-}
-
-fn now_millis() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
 fn serialized(entry: &str, op: &WriteOp) -> Result<Vec<u8>, QueueError> {
@@ -406,30 +419,50 @@ impl WriteQueue for RedisQueue {
         consumer: &str,
         min_idle: Duration,
         max: usize,
+        held: &HashSet<String>,
     ) -> Result<Vec<Job>, QueueError> {
-        let reply: StreamAutoClaimReply = self
+        let found: Vec<(String, String, u64)> = self
             .healing(|| async {
                 Ok(self
-                    .commands
-                    .clone()
-                    .xautoclaim_options(
-                        &self.writes,
-                        CONSUMER_GROUP,
-                        consumer,
-                        millis(min_idle),
-                        "0-0",
-                        StreamAutoClaimOptions::default().count(max.max(1)),
-                    )
+                    .find_orphans
+                    .key(&self.writes)
+                    .key(&self.workers)
+                    .arg(CONSUMER_GROUP)
+                    .arg(consumer)
+                    .arg(millis(min_idle))
+                    .arg(max.max(1))
+                    .invoke_async(&mut self.commands.clone())
                     .await?)
             })
             .await?;
-        let (Some(first), Some(last)) = (reply.claimed.first(), reply.claimed.last()) else {
+        let orphans: HashMap<String, u64> = found
+            .into_iter()
+            .filter(|(entry, owner, _)| owner != consumer || !held.contains(entry))
+            .take(max.max(1))
+            .map(|(entry, _, deliveries)| (entry, deliveries))
+            .collect();
+        if orphans.is_empty() {
             return Ok(Vec::new());
-        };
-        let deliveries = self
-            .deliveries(consumer, &first.id, &last.id, reply.claimed.len() * 2)
+        }
+        let mut ids: Vec<&String> = orphans.keys().collect();
+        ids.sort();
+        // `min_idle` again: of two workers claiming the same entries, only the first gets them.
+        let claimed: redis::streams::StreamClaimReply = self
+            .commands
+            .clone()
+            .xclaim(
+                &self.writes,
+                CONSUMER_GROUP,
+                consumer,
+                millis(min_idle),
+                &ids,
+            )
             .await?;
-        self.jobs(reply.claimed, &deliveries).await
+        let deliveries: HashMap<String, u64> = orphans
+            .into_iter()
+            .map(|(entry, delivered)| (entry, delivered + 1))
+            .collect();
+        self.jobs(claimed.ids, &deliveries).await
     }
 
     async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError> {
@@ -562,40 +595,27 @@ impl WriteQueue for RedisQueue {
     async fn keep_alive(
         &self,
         consumer: &str,
-        held: &[Held],
+        leases: &[(String, String)],
         lease: Duration,
     ) -> Result<(), QueueError> {
-        let locks: Vec<&(String, String)> = held.iter().filter_map(|h| h.lock.as_ref()).collect();
         let mut invocation = self.keep_alive.key(&self.workers);
-        invocation.key(&self.writes);
-        for (key, _) in &locks {
+        for (key, _) in leases {
             invocation.key(key);
         }
-        invocation
-            .arg(now_millis())
-            .arg(consumer)
-            .arg(millis(lease))
-            .arg(CONSUMER_GROUP)
-            .arg(held.len());
-        for entry in held {
-            invocation.arg(&entry.entry);
-        }
-        for (_, owner) in &locks {
+        invocation.arg(consumer).arg(millis(lease));
+        for (_, owner) in leases {
             invocation.arg(owner);
         }
-        self.healing(|| async {
-            let _: i64 = invocation.invoke_async(&mut self.commands.clone()).await?;
-            Ok(())
-        })
-        .await
+        let _: i64 = invocation.invoke_async(&mut self.commands.clone()).await?;
+        Ok(())
     }
 
     async fn consumers(&self, within: Duration) -> Result<u64, QueueError> {
-        let since = now_millis().saturating_sub(millis(within));
         Ok(self
-            .commands
-            .clone()
-            .zcount(&self.workers, since, "+inf")
+            .count_alive
+            .key(&self.workers)
+            .arg(millis(within))
+            .invoke_async(&mut self.commands.clone())
             .await?)
     }
 
