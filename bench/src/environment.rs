@@ -120,14 +120,10 @@ impl Environment {
         config.vectors.optimize_interval = settings.optimize_interval;
         config.worker.access_sync_interval = settings.access_sync_interval;
         config.validate()?;
-        let backends = |config: &Config| -> anyhow::Result<Backends> {
-            let mut backends = Backends::from_config(config)?;
-            backends.vectors = edge.clone();
-            Ok(backends)
-        };
-        let worker_backends = backends(&config)?;
+        // The proxy and the worker each get their own clients, on the one shard.
+        let worker_backends = Backends::with_vectors(&config, edge.clone())?;
         let layout = worker_backends.layout.clone();
-        let proxy_backends = backends(&config)?;
+        let proxy_backends = Backends::with_vectors(&config, edge.clone())?;
         let proxy_config = config.clone();
         // Its connections start at first use, from its own tasks: on its own runtime.
         let proxy = proxy_runtime

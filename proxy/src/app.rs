@@ -60,31 +60,16 @@ pub struct Backends {
 
 impl Backends {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Self::with_vectors(config, vector_store(config)?)
+    }
+
+    /// The backends `config` names, on a vector store opened already (one a test or the
+    /// benchmark shares between parts: Qdrant Edge is opened once per process).
+    pub fn with_vectors(config: &Config, vectors: Arc<dyn VectorStore>) -> anyhow::Result<Self> {
         let (cache, (queue, assoc_queue)) = cache_and_queues(config)?;
         let background_cache = match config.cache.backend {
             CacheBackend::Memory => cache.clone(),
             CacheBackend::Redis => redis_cache(config)?,
-        };
-        let vectors: Arc<dyn VectorStore> = match config.vectors.backend {
-            VectorBackend::Edge => {
-                Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
-            }
-            VectorBackend::Qdrant => {
-                let url = config
-                    .vectors
-                    .url
-                    .as_deref()
-                    .context("vectors.url is required")?;
-                Arc::new(
-                    QdrantStore::connect(
-                        url,
-                        config.vectors.api_key.as_deref(),
-                        &config.vectors.collection,
-                        config.vectors.timeout,
-                    )
-                    .context("vectors.url")?,
-                )
-            }
         };
         let dimensions =
             usize::try_from(config.embeddings.dimensions).context("embeddings.dimensions")?;
@@ -120,6 +105,31 @@ impl Backends {
             layout: crate::layout::from_config(&config.layout),
         })
     }
+}
+
+/// The vector store `config` names: Qdrant Edge opened at `vectors.path`, or a Qdrant server.
+fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
+    Ok(match config.vectors.backend {
+        VectorBackend::Edge => {
+            Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
+        }
+        VectorBackend::Qdrant => {
+            let url = config
+                .vectors
+                .url
+                .as_deref()
+                .context("vectors.url is required")?;
+            Arc::new(
+                QdrantStore::connect(
+                    url,
+                    config.vectors.api_key.as_deref(),
+                    &config.vectors.collection,
+                    config.vectors.timeout,
+                )
+                .context("vectors.url")?,
+            )
+        }
+    })
 }
 
 /// The request path's dependencies, each behind its breaker and timeout.
