@@ -182,9 +182,20 @@ fn ensure_usable(core: usize) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Affinity is per process as well as per thread: one test moving "the rest of this
+    /// process" moves the other tests' threads too, so these tests take turns.
+    fn one_at_a_time() -> MutexGuard<'static, ()> {
+        static AFFINITY: Mutex<()> = Mutex::new(());
+        AFFINITY
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
     #[test]
     fn a_pinned_runtime_runs_its_tasks_on_its_core() {
+        let _turn = one_at_a_time();
         let Ok(Placement::Pinned(cores)) = Placement::pinned() else {
             // One core: nothing to separate (the bench refuses --pin there too).
             return;
@@ -207,10 +218,17 @@ mod tests {
 
     #[test]
     fn the_rest_of_this_process_moves_and_the_named_runtime_stays() {
+        let _turn = one_at_a_time();
         let Ok(Placement::Pinned(cores)) = Placement::pinned() else {
             return;
         };
         let proxy = runtime("proxytest", 1, Some(cores.system)).expect("runtime");
+        // The bench pins the rest long after the proxy's runtime started. A worker thread still
+        // starting could be seen under its creator's name, moved, and only then pin itself:
+        // wait until it has run a task, as it has by then in the bench.
+        proxy
+            .block_on(async { tokio::spawn(async {}).await })
+            .expect("started");
         let (ready, parked) = std::sync::mpsc::channel::<()>();
         let other = std::thread::Builder::new()
             .name("other".into())
@@ -241,6 +259,7 @@ mod tests {
 
     #[test]
     fn every_thread_of_a_process_is_pinned() {
+        let _turn = one_at_a_time();
         let Ok(Placement::Pinned(cores)) = Placement::pinned() else {
             return;
         };
