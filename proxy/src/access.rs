@@ -1,9 +1,10 @@
-//! Access tracking that never blocks a read: reads add ids to an in-process batch, and a
-//! background task flushes the batch to the cache store every `access.flushInterval`
-//! (`access:{id}` counts and last-read time, and the tenant's `popular` set). The workers add
-//! them to the vector store's payload rarely (`worker.accessSyncInterval`); meanwhile an
-//! answer shows every read so far by adding to the payload's counts the reads it does not
-//! have yet ([`AccessRecorder::extra_reads`], [`counted`]).
+//! Access tracking that never blocks a read: reads are tallied in process, and a background
+//! task flushes what is new to the cache store every `access.flushInterval` (`access:{id}`
+//! counts and last-read time, and the tenant's `popular` set). The workers add them to the
+//! vector store's payload rarely (`worker.accessSyncInterval`); meanwhile an answer shows every
+//! read so far by adding to the payload's counts the reads it does not have yet
+//! ([`AccessRecorder::extra_reads`], [`counted`]), or, from L1, to the counts read with the
+//! record the reads here since ([`AccessRecorder::reads_since`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,12 +19,70 @@ use crate::layout::Layout;
 use crate::memory::StoredMemory;
 use crate::metrics::Metrics;
 
-type Batch = HashMap<(Scope, Uuid), (u64, DateTime<Utc>)>;
+/// One memory's reads in this process since its tally began: `recorded` only grows, and
+/// `flushed` follows it as flushes reach the cache store, so `recorded - flushed` is what the
+/// cache does not have yet, and a count taken at one moment stays meaningful after later
+/// flushes (see [`LocalBase`]).
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    recorded: u64,
+    flushed: u64,
+    last: DateTime<Utc>,
+    /// Which tally this is: one forgotten and begun again is a different one.
+    born: u64,
+}
+
+/// A memory's reads not yet in the cache store: how many, and the last one's time.
+type Unflushed = ((Scope, Uuid), u64, DateTime<Utc>);
+
+#[derive(Debug, Default)]
+struct Tallies {
+    by_memory: HashMap<(Scope, Uuid), Tally>,
+    /// Flushes begun.
+    flushes: u64,
+    /// Flushes being written now.
+    writing: u32,
+    next_born: u64,
+}
+
+impl Tallies {
+    fn tally(&mut self, key: (Scope, Uuid), now: DateTime<Utc>) -> &mut Tally {
+        let born = &mut self.next_born;
+        self.by_memory.entry(key).or_insert_with(|| {
+            *born += 1;
+            Tally {
+                recorded: 0,
+                flushed: 0,
+                last: now,
+                born: *born,
+            }
+        })
+    }
+}
+
+/// Where this process's reads of one memory stood when its counts were read from the cache
+/// store: every read since is one the counts read then do not have, whether it has been
+/// flushed since or not. Taken with [`AccessRecorder::before_count_read`] and
+/// [`AccessRecorder::after_count_read`] around the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalBase {
+    born: u64,
+    flushed: u64,
+}
+
+/// What [`AccessRecorder::before_count_read`] saw: which flush was last, so that one in
+/// between shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushMark(u64);
 
 /// Collects reads; cheap to clone.
 #[derive(Clone)]
 pub struct AccessRecorder {
-    pending: Arc<Mutex<Batch>>,
+    tallies: Arc<Mutex<Tallies>>,
+    flush_turn: Arc<tokio::sync::Mutex<()>>,
+    /// A tally with nothing left to flush and no read for this long is forgotten (an answer
+    /// holding its [`LocalBase`] then reads the counts again).
+    forget_idle_after: Duration,
 }
 
 impl std::fmt::Debug for AccessRecorder {
@@ -32,40 +91,41 @@ impl std::fmt::Debug for AccessRecorder {
     }
 }
 
-impl Default for AccessRecorder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl AccessRecorder {
-    pub fn new() -> Self {
+    /// `forget_idle_after`: how long the tally of a memory nobody reads is kept; at least as
+    /// long as an answer may keep a [`LocalBase`] (the L1 TTL).
+    pub fn new(forget_idle_after: Duration) -> Self {
         Self {
-            pending: Arc::new(Mutex::new(HashMap::new())),
+            tallies: Arc::new(Mutex::new(Tallies::default())),
+            flush_turn: Arc::new(tokio::sync::Mutex::new(())),
+            forget_idle_after,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Batch> {
-        self.pending
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tallies> {
+        self.tallies
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notes that `ids` were read now. Takes a lock for a few map inserts and returns.
+    /// Notes that `ids` were read now. Takes a lock for a few map updates and returns.
     pub fn record<'a>(&self, scope: &Scope, ids: impl IntoIterator<Item = &'a Uuid>) {
         let now = Utc::now();
-        let mut pending = self.lock();
+        let mut tallies = self.lock();
         for id in ids {
-            let entry = pending.entry((scope.clone(), *id)).or_insert((0, now));
-            entry.0 += 1;
-            entry.1 = now;
+            let tally = tallies.tally((scope.clone(), *id), now);
+            tally.recorded += 1;
+            tally.last = now;
         }
     }
 
     /// Reads of `id` recorded here and not yet flushed: what an answer adds to the counts in
     /// the cache, so that this process's own latest reads count too.
     fn pending(&self, scope: &Scope, id: Uuid) -> Option<(u64, DateTime<Utc>)> {
-        self.lock().get(&(scope.clone(), id)).copied()
+        let tallies = self.lock();
+        let tally = tallies.by_memory.get(&(scope.clone(), id))?;
+        let unflushed = tally.recorded - tally.flushed;
+        (unflushed > 0).then_some((unflushed, tally.last))
     }
 
     /// The reads of `id` that a payload read as `counts` says does not have yet: the cache's
@@ -86,20 +146,83 @@ impl AccessRecorder {
         (count > 0).then_some((count, last))
     }
 
-    fn take(&self) -> Batch {
-        std::mem::take(&mut *self.lock())
+    /// Called before reading a memory's counts from the cache store.
+    pub fn before_count_read(&self) -> FlushMark {
+        FlushMark(self.lock().flushes)
     }
 
-    /// Writes everything recorded so far. On failure the batch is merged back and retried at
+    /// Called after reading them: where this process's reads of `id` stood, if no flush ran
+    /// during the read (one could be in the counts read or not: nobody can say, so `None`).
+    pub fn after_count_read(&self, scope: &Scope, id: Uuid, mark: FlushMark) -> Option<LocalBase> {
+        let mut tallies = self.lock();
+        if tallies.writing > 0 || tallies.flushes != mark.0 {
+            return None;
+        }
+        let tally = tallies.tally((scope.clone(), id), Utc::now());
+        Some(LocalBase {
+            born: tally.born,
+            flushed: tally.flushed,
+        })
+    }
+
+    /// This process's reads of `id` since `base`, with the last one's time; `None` when its
+    /// tally was forgotten since (read the counts again).
+    pub fn reads_since(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        base: LocalBase,
+    ) -> Option<(u64, DateTime<Utc>)> {
+        let tallies = self.lock();
+        let tally = tallies.by_memory.get(&(scope.clone(), id))?;
+        (tally.born == base.born).then_some((tally.recorded - base.flushed, tally.last))
+    }
+
+    /// What to flush: every tally's reads not yet in the cache store. Marks a flush begun.
+    fn begin_flush(&self) -> Vec<Unflushed> {
+        let mut tallies = self.lock();
+        tallies.flushes += 1;
+        tallies.writing += 1;
+        tallies
+            .by_memory
+            .iter()
+            .filter(|(_, tally)| tally.recorded > tally.flushed)
+            .map(|(key, tally)| (key.clone(), tally.recorded - tally.flushed, tally.last))
+            .collect()
+    }
+
+    /// Ends a flush: what was written counts as flushed, and idle tallies are forgotten. On
+    /// failure nothing moves, and the next flush writes the same reads and those since.
+    fn end_flush(&self, written: Option<&[Unflushed]>) {
+        let forget_before = chrono::Duration::from_std(self.forget_idle_after)
+            .ok()
+            .and_then(|idle| Utc::now().checked_sub_signed(idle))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut tallies = self.lock();
+        tallies.writing -= 1;
+        for (key, count, _) in written.unwrap_or_default() {
+            if let Some(tally) = tallies.by_memory.get_mut(key) {
+                tally.flushed += count;
+            }
+        }
+        tallies
+            .by_memory
+            .retain(|_, tally| tally.recorded > tally.flushed || tally.last >= forget_before);
+    }
+
+    /// Writes everything recorded and not yet flushed. On failure it stays to be written at
     /// the next flush, so counts stay exact across a short cache outage.
     pub async fn flush(&self, store: &dyn CacheStore, keys: &KeySpace, metrics: &Metrics) {
-        let batch = self.take();
+        // Two flushes at once would both write the same reads.
+        let _turn = self.flush_turn.lock().await;
+        let batch = self.begin_flush();
         if batch.is_empty() {
+            self.end_flush(None);
             return;
         }
         let updates: Vec<AccessUpdate> = batch
             .iter()
-            .map(|((scope, id), (count, last))| AccessUpdate {
+            .map(|((scope, id), count, last)| AccessUpdate {
                 id: *id,
                 access_key: keys.access(*id),
                 popular_key: keys.popular(scope),
@@ -109,16 +232,14 @@ impl AccessRecorder {
             })
             .collect();
         match store.record_accesses(&updates, &keys.access_dirty()).await {
-            Ok(()) => metrics.access_flushed.inc_by(updates.len() as u64),
+            Ok(()) => {
+                metrics.access_flushed.inc_by(updates.len() as u64);
+                self.end_flush(Some(&batch));
+            }
             Err(error) => {
                 tracing::warn!(%error, ids = updates.len(), "access flush failed; will retry");
                 metrics.access_flush_errors.inc();
-                let mut pending = self.lock();
-                for (key, (count, last)) in batch {
-                    let entry = pending.entry(key).or_insert((0, last));
-                    entry.0 += count;
-                    entry.1 = entry.1.max(last);
-                }
+                self.end_flush(None);
             }
         }
     }
@@ -168,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_are_exact_after_a_flush() {
-        let recorder = AccessRecorder::new();
+        let recorder = AccessRecorder::new(Duration::from_secs(10));
         let store = InProcessCache::new(100);
         let keys = KeySpace::new("t:");
         let metrics = Metrics::new();
@@ -191,6 +312,69 @@ mod tests {
         );
     }
 
+    /// What an L1 answer adds to the counts read with its record: every read here since they
+    /// were read, flushed since or not; nothing once a flush ran during the count read (it may
+    /// or may not be in it), and nothing once the tally was forgotten and begun again.
+    #[tokio::test]
+    async fn reads_since_a_count_read_survive_flushes() {
+        let recorder = AccessRecorder::new(Duration::from_secs(60));
+        let store = InProcessCache::new(100);
+        let keys = KeySpace::new("t:");
+        let metrics = Metrics::new();
+        let scope = Scope::tenant("team-a");
+        let id = Uuid::from_u128(11);
+        recorder.record(&scope, [&id, &id]);
+        let mark = recorder.before_count_read();
+        let base = recorder
+            .after_count_read(&scope, id, mark)
+            .expect("no flush in between");
+        assert_eq!(
+            recorder
+                .reads_since(&scope, id, base)
+                .map(|(count, _)| count),
+            Some(2),
+            "2 not flushed when the counts were read"
+        );
+        recorder.flush(&store, &keys, &metrics).await;
+        recorder.record(&scope, [&id]);
+        assert_eq!(
+            recorder
+                .reads_since(&scope, id, base)
+                .map(|(count, _)| count),
+            Some(3),
+            "flushed since: still not in the counts read before"
+        );
+        assert_eq!(
+            recorder.extra_reads(&scope, id, ReadCounts::default()),
+            recorder.pending(&scope, id),
+            "a fresh count read adds only the unflushed one"
+        );
+        assert_eq!(
+            recorder.pending(&scope, id).map(|(count, _)| count),
+            Some(1)
+        );
+
+        let during = recorder.before_count_read();
+        recorder.flush(&store, &keys, &metrics).await;
+        assert_eq!(recorder.after_count_read(&scope, id, during), None);
+
+        let (count, _) = store
+            .access_stats(&keys.access(id))
+            .await
+            .expect("stats")
+            .expect("some");
+        assert_eq!(count, 3, "each read flushed once");
+
+        // Idle and fully flushed (forgotten at once here): a new tally, not the one of `base`.
+        let forgetful = AccessRecorder::new(Duration::ZERO);
+        forgetful.record(&scope, [&id]);
+        let mark = forgetful.before_count_read();
+        let base = forgetful.after_count_read(&scope, id, mark).expect("base");
+        forgetful.flush(&store, &keys, &metrics).await;
+        forgetful.record(&scope, [&id]);
+        assert_eq!(forgetful.reads_since(&scope, id, base), None);
+    }
+
     #[tokio::test]
     async fn an_answer_adds_unsynced_and_unflushed_reads_to_the_payload() {
         let layout = crate::layout::CldMemoryLayout::new(crate::layout::CldMemorySettings {
@@ -198,7 +382,7 @@ mod tests {
             memory_metadata: None,
             project: "box:/app".into(),
         });
-        let recorder = AccessRecorder::new();
+        let recorder = AccessRecorder::new(Duration::from_secs(10));
         let scope = Scope::tenant("team-a");
         let id = Uuid::from_u128(9);
         let payload: StoredMemory = serde_json::from_value(serde_json::json!({

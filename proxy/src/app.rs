@@ -432,7 +432,7 @@ pub async fn start_with(
         prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
     let metrics = Metrics::new();
     let keys = KeySpace::new(config.key_prefix());
-    let access = AccessRecorder::new();
+    let access = AccessRecorder::new(config.cache.l1.ttl);
 
     let dependencies = RequestDependencies::new(&config, &backends, &metrics);
     let embeddings = Arc::new(EmbeddingCache::new(

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::access::{counted, AccessRecorder};
+use crate::access::{counted, AccessRecorder, LocalBase};
 use crate::cache::{CacheStore, ReadCounts};
 use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
@@ -111,6 +111,20 @@ pub struct FastPathSettings {
     pub idempotency_ttl: Duration,
 }
 
+/// A record in L1 and where its read counts stood when it was read: the cache store's
+/// (`mem:{id}` and `access:{id}`, read in one atomic step) and this process's
+/// ([`LocalBase`]). An answer from it shows those plus this process's reads since, as one
+/// that read the counts again would, with no round trip. A read sync since does not make it
+/// stale: a sync moves reads from `unsynced` into the record's counts, and this body and these
+/// counts are from the same moment. Reads through other processes show once the entry
+/// expires (`cache.l1.ttl`), as their writes do.
+#[derive(Debug, Clone)]
+struct L1Record {
+    body: Bytes,
+    counts: ReadCounts,
+    local: LocalBase,
+}
+
 pub struct FastPath {
     cache: Arc<dyn CacheStore>,
     vectors: Arc<dyn VectorStore>,
@@ -118,9 +132,9 @@ pub struct FastPath {
     queue: Arc<dyn WriteQueue>,
     layout: Arc<dyn Layout>,
     keys: KeySpace,
-    /// Records, each with the `syncs` of its read counts when it was read (see
-    /// [`ReadCounts`]): one read before the reads were last added to its payload is stale.
-    memories_l1: Cache<String, (Bytes, u64)>,
+    /// Records read from the cache store, each with the read counts read with it: answered
+    /// without a round trip (see [`L1Record`]).
+    memories_l1: Cache<String, L1Record>,
     /// Moves on every write this process makes: a read that began before a write never
     /// fills L1 after it (with what it read before the write).
     l1_epoch: std::sync::atomic::AtomicU64,
@@ -311,12 +325,11 @@ impl FastPath {
         });
     }
 
-    /// Puts a record read at `epoch` (with read counts at `syncs`) into L1, unless this
-    /// process wrote since.
-    async fn fill_l1(&self, key: String, body: Bytes, epoch: u64, syncs: u64) {
+    /// Puts a record read at `epoch` into L1, unless this process wrote since.
+    async fn fill_l1(&self, key: String, record: L1Record, epoch: u64) {
         use std::sync::atomic::Ordering;
         if self.l1_epoch.load(Ordering::SeqCst) == epoch {
-            self.memories_l1.insert(key.clone(), (body, syncs)).await;
+            self.memories_l1.insert(key.clone(), record).await;
             // A write that came in during the insert must not leave it behind.
             if self.l1_epoch.load(Ordering::SeqCst) != epoch {
                 self.memories_l1.invalidate(&key).await;
@@ -356,7 +369,23 @@ impl FastPath {
     /// [`crate::access`]). Computed before this read is recorded: like the legacy service, an
     /// answer shows the counts from before its own read.
     fn counted_body(&self, scope: &Scope, id: Uuid, body: Bytes, counts: ReadCounts) -> Bytes {
-        let Some(extra) = self.access.extra_reads(scope, id, counts) else {
+        let extra = self.access.extra_reads(scope, id, counts);
+        self.with_extra_reads(body, extra)
+    }
+
+    /// An L1 record as an answer shows it: the counts read with it, and this process's reads
+    /// since; `None` when this process no longer knows its reads since (read it again).
+    fn counted_l1(&self, scope: &Scope, id: Uuid, record: L1Record) -> Option<Bytes> {
+        let (since, last) = self.access.reads_since(scope, id, record.local)?;
+        let count = record.counts.unsynced + since;
+        let last = record.counts.last.map_or(last, |cached| cached.max(last));
+        let extra = (count > 0).then_some((count, last));
+        Some(self.with_extra_reads(record.body, extra))
+    }
+
+    /// `body` with `extra` reads added to the counts it shows.
+    fn with_extra_reads(&self, body: Bytes, extra: Option<(u64, DateTime<Utc>)>) -> Bytes {
+        let Some(extra) = extra else {
             return body;
         };
         match serde_json::from_slice::<StoredMemory>(&body) {
@@ -409,22 +438,15 @@ impl FastPath {
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
         let key = self.keys.memory(scope, id);
         let epoch = self.l1_epoch.load(std::sync::atomic::Ordering::SeqCst);
-        if let Some((body, syncs)) = self.memories_l1.get(&key).await {
-            match self
-                .read_counts(&[id])
-                .await
-                .and_then(|c| c.into_iter().next())
-            {
-                // Its reads were added to the payload since it was read: stale.
-                Some(counts) if counts.syncs != syncs => self.memories_l1.invalidate(&key).await,
-                counts => {
-                    let body = self.counted_body(scope, id, body, counts.unwrap_or_default());
-                    self.access.record(scope, [&id]);
-                    return Ok(FastAnswer::hit(body));
-                }
+        if let Some(record) = self.memories_l1.get(&key).await {
+            if let Some(body) = self.counted_l1(scope, id, record) {
+                self.access.record(scope, [&id]);
+                return Ok(FastAnswer::hit(body));
             }
+            self.memories_l1.invalidate(&key).await;
         }
         let access_key = self.keys.access(id);
+        let flush_mark = self.access.before_count_read();
         let read = match self
             .guards
             .cache
@@ -441,16 +463,22 @@ impl FastPath {
                 Err(())
             }
         };
-        // Read before the vector store is: a sync in between makes the L1 entry stale, never
-        // a count wrong for longer than that.
+        // Read before the vector store is: a sync in between can make this one answer count
+        // its reads twice; nothing keeps it (L1 is filled from the cache store only).
         let counts = read.as_ref().map(|(_, counts)| *counts).unwrap_or_default();
         if let Ok((Some(body), _)) = read {
             if is_tombstone(&body) {
                 return Err(ApiError::not_found(format!("memory {id} does not exist")));
             }
-            if !is_processing(&body) {
-                // Provisional records stay out of L1, so `ready` shows as soon as it is stored.
-                self.fill_l1(key, body.clone(), epoch, counts.syncs).await;
+            // Provisional records stay out of L1, so `ready` shows as soon as it is stored.
+            let local = self.access.after_count_read(scope, id, flush_mark);
+            if let (false, Some(local)) = (is_processing(&body), local) {
+                let record = L1Record {
+                    body: body.clone(),
+                    counts,
+                    local,
+                };
+                self.fill_l1(key, record, epoch).await;
             }
             let body = self.counted_body(scope, id, body, counts);
             self.access.record(scope, [&id]);
@@ -487,8 +515,7 @@ impl FastPath {
                 degraded: Some(DegradedLevel::Unconfirmed),
             });
         }
-        self.fill_l1(key.clone(), body.clone(), epoch, counts.syncs)
-            .await;
+        // Into the cache store, and from there into L1 at the next read, with its counts.
         self.cache_set_later(key, body, self.settings.memory_ttl);
         Ok(FastAnswer {
             status: http::StatusCode::OK,

@@ -204,6 +204,61 @@ async fn get_goes_l1_then_redis_then_the_vector_store() {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
+/// How many times Redis ran `command` (`INFO commandstats`).
+async fn calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An L1 hit asks Redis nothing, not even the read counts, and still shows every read before
+/// it: its own reads counted here, whether the flusher (every 100 ms) has written them to
+/// Redis since the record was read or not.
+#[tokio::test]
+async fn an_l1_hit_asks_redis_nothing_and_counts_every_read() {
+    // No read syncs: the worker's would read records and counts too.
+    let env = Env::start(|c| c.worker.access_sync_interval = Duration::from_secs(3600)).await;
+    let id = env.create(json!({"content": "read me from memory"})).await;
+    let (_, first, memory) = env.get(&id).await;
+    assert_eq!(first, "hit", "from the Redis record, into L1");
+    let mut expected = memory["accessCount"].as_u64().expect("accessCount") + 1;
+    let mut redis = env.redis().await;
+    let reads_before = [
+        calls(&mut redis, "get").await,
+        calls(&mut redis, "hmget").await,
+    ];
+    for round in 0..12 {
+        let (status, cache, memory) = env.get(&id).await;
+        assert_eq!((status, cache.as_str()), (200, "hit"));
+        assert_eq!(memory["accessCount"], expected, "read {round}");
+        expected += 1;
+        if round % 3 == 2 {
+            // Past a flush: those reads are in Redis now, and still counted once.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    let reads_after = [
+        calls(&mut redis, "get").await,
+        calls(&mut redis, "hmget").await,
+    ];
+    // Redis counts the commands its scripts run too.
+    assert_eq!(reads_before, reads_after, "GET, HMGET");
+    let flushed = eventually(Duration::from_secs(2), || {
+        let mut redis = redis.clone();
+        let key = format!("{}access:{id}", env.prefix);
+        async move { redis.hget::<_, _, u64>(&key, "count").await.ok() == Some(13) }
+    })
+    .await;
+    assert!(flushed, "13 reads reached Redis");
+}
+
 #[tokio::test]
 async fn cached_memories_expire_after_memory_ttl() {
     let env = Env::start(|c| {

@@ -35,6 +35,13 @@ redis.call('HINCRBY', KEYS[1], 'unsynced', -tonumber(ARGV[1]))
 return redis.call('HINCRBY', KEYS[1], 'syncs', 1)
 "#;
 
+/// A record and its read counts in one step: both from the same moment (for L1). A script,
+/// not `MULTI`: Redis refuses `MULTI` once it is out of memory, and reads must go on then.
+/// The fields are [`READ_COUNT_FIELDS`], in order.
+const GET_WITH_READ_COUNTS: &str = r#"
+return {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'unsynced', 'syncs', 'last')}
+"#;
+
 /// The fields of an access hash an answer needs.
 const READ_COUNT_FIELDS: [&str; 3] = ["unsynced", "syncs", "last"];
 
@@ -64,6 +71,7 @@ fn parse_last(key: &str, text: &str) -> Result<DateTime<Utc>, CacheError> {
 pub struct RedisCache {
     connection: ConnectionManager,
     get_at_generation: redis::Script,
+    get_with_read_counts: redis::Script,
     commit_synced: redis::Script,
 }
 
@@ -105,6 +113,7 @@ impl RedisCache {
         Ok(Self {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
+            get_with_read_counts: redis::Script::new(GET_WITH_READ_COUNTS),
             commit_synced: redis::Script::new(COMMIT_SYNCED),
         })
     }
@@ -331,12 +340,11 @@ impl CacheStore for RedisCache {
         key: &str,
         access_key: &str,
     ) -> Result<(Option<Bytes>, ReadCounts), CacheError> {
-        let (value, fields): (Option<Vec<u8>>, ReadCountFields) = redis::pipe()
-            .get(key)
-            .cmd("HMGET")
-            .arg(access_key)
-            .arg(&READ_COUNT_FIELDS[..])
-            .query_async(&mut self.connection.clone())
+        let (value, fields): (Option<Vec<u8>>, ReadCountFields) = self
+            .get_with_read_counts
+            .key(key)
+            .key(access_key)
+            .invoke_async(&mut self.connection.clone())
             .await?;
         Ok((value.map(Bytes::from), read_counts_of(access_key, fields)?))
     }
