@@ -53,10 +53,6 @@ impl InFlight {
         self.held().remove(entry);
     }
 
-    pub fn is_in_flight(&self, entry: &str) -> bool {
-        self.held().contains_key(entry)
-    }
-
     /// The entries in flight now.
     pub fn entries(&self) -> std::collections::HashSet<String> {
         self.held().keys().cloned().collect()

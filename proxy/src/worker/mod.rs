@@ -10,8 +10,8 @@
 //! [`job`]). A job that fails is retried with capped, jittered exponential backoff, then moved
 //! to `writes:dead` and its memory marked `status: failed` with the reason. A heartbeat says
 //! the worker is alive and keeps its leases ([`flight`]); jobs a worker left pending are
-//! claimed once it has been silent for `worker.claimIdle`. On shutdown it takes no new jobs and finishes the ones in
-//! flight.
+//! claimed once it has been silent for `worker.claimIdle`. On shutdown it takes no new jobs
+//! and finishes the ones in flight.
 
 mod apply;
 mod batcher;
@@ -226,11 +226,9 @@ impl Worker {
             )
             .await
         {
+            // The queue leaves out the entries in `held`; one started meanwhile would not
+            // start twice either (`spawn_job`).
             Ok(claimed) => {
-                let claimed: Vec<Job> = claimed
-                    .into_iter()
-                    .filter(|job| !flight.is_in_flight(&job.entry))
-                    .collect();
                 if !claimed.is_empty() {
                     tracing::info!(
                         count = claimed.len(),
