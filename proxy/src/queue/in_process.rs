@@ -12,8 +12,8 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use uuid::Uuid;
 
 use super::{
-    Finish, Finished, Job, QueueError, QueueStats, Revision, Submission, Submitted, WriteOp,
-    WriteQueue, DEAD_LETTER_CAP,
+    Finish, Finished, Job, QueueError, QueueStats, ReadSync, Revision, Submission, Submitted,
+    WriteOp, WriteQueue, DEAD_LETTER_CAP,
 };
 use crate::cache::CacheStore;
 
@@ -340,21 +340,22 @@ impl WriteQueue for InProcessQueue {
         Ok(true)
     }
 
-    async fn refresh_settled(
-        &self,
-        record_key: &str,
-        revision_key: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<bool, QueueError> {
+    /// Under the memories' lock, as every write's step here; a reader of the record and its
+    /// counts may see one of them changed and not the other for the moment between.
+    async fn commit_read_sync(&self, sync: ReadSync<'_>) -> Result<bool, QueueError> {
         let memories = self.memories().await;
-        if !memories.revision(revision_key).settled() {
+        self.records
+            .commit_synced(sync.access_key, sync.count)
+            .await?;
+        if !memories.revision(sync.revision_key).settled() {
             return Ok(false);
         }
-        if self.records.get(record_key).await?.is_none() {
+        if self.records.get(sync.record_key).await?.is_none() {
             return Ok(false);
         }
-        self.records.set(record_key, value, ttl).await?;
+        self.records
+            .set(sync.record_key, sync.record, sync.ttl)
+            .await?;
         Ok(true)
     }
 

@@ -245,6 +245,19 @@ impl QueueError {
     }
 }
 
+/// What a read sync's end changes ([`WriteQueue::commit_read_sync`]).
+#[derive(Debug, Clone)]
+pub struct ReadSync<'a> {
+    /// `access:{id}` and the reads added to the payload.
+    pub access_key: &'a str,
+    pub count: u64,
+    /// `mem:{id}`, `rev:{id}`, and the record with the new counts.
+    pub record_key: &'a str,
+    pub revision_key: &'a str,
+    pub record: Bytes,
+    pub ttl: Duration,
+}
+
 #[async_trait]
 pub trait WriteQueue: Send + Sync + 'static {
     /// Stores the record and queues the operation atomically.
@@ -287,16 +300,10 @@ pub trait WriteQueue: Send + Sync + 'static {
         record_key: &str,
         revision_key: &str,
     ) -> Result<bool, QueueError>;
-    /// Replaces the record under `record_key`, if there is one, with `value`, unless one of
-    /// the memory's writes is pending; whether it was replaced. For a record whose memory
-    /// changed in a way no write says (its read counts were added to its payload).
-    async fn refresh_settled(
-        &self,
-        record_key: &str,
-        revision_key: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<bool, QueueError>;
+    /// Ends a read sync (its reads were added to the payload) in one step: they are no longer
+    /// unsynced in the cache, and the record, if there is one, is replaced by the one with the
+    /// new counts unless one of the memory's writes is pending; whether it was replaced.
+    async fn commit_read_sync(&self, sync: ReadSync<'_>) -> Result<bool, QueueError>;
     /// Where one memory's writes stand.
     async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError>;
     /// Takes the lease `key` for `owner` unless someone else holds it; whether it was taken.

@@ -14,8 +14,8 @@ use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
 
 use super::{
-    parse_op, Finish, Finished, Job, QueueError, QueueStats, Revision, Submission, Submitted,
-    WriteOp, WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
+    parse_op, Finish, Finished, Job, QueueError, QueueStats, ReadSync, Revision, Submission,
+    Submitted, WriteOp, WriteQueue, CONSUMER_GROUP, DEAD_LETTER_CAP,
 };
 
 /// Stores the record (without expiry: it is the only copy of the write until a worker applies
@@ -156,8 +156,15 @@ if acknowledged > synced then return 0 end
 return redis.call('DEL', KEYS[1])
 "#;
 
-/// Replaces an existing record when none of the memory's writes is pending.
-const REFRESH_SETTLED: &str = r#"
+/// A read sync's end, in one step: the reads added to the payload are no longer unsynced (if
+/// the access hash still exists), and an existing record is replaced by one with the new
+/// counts when none of the memory's writes is pending. Readers see the record and the counts
+/// from before the sync or from after it, never one of each.
+const COMMIT_READ_SYNC: &str = r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'unsynced', -tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[3], 'syncs', 1)
+end
 local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
 local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
 if acknowledged > synced then return 0 end
@@ -187,7 +194,7 @@ pub struct RedisQueue {
     count_alive: Script,
     unlock: Script,
     forget_settled: Script,
-    refresh_settled: Script,
+    commit_read_sync: Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -237,7 +244,7 @@ impl RedisQueue {
             count_alive: timed_script(COUNT_ALIVE),
             unlock: Script::new(UNLOCK),
             forget_settled: Script::new(FORGET_SETTLED),
-            refresh_settled: Script::new(REFRESH_SETTLED),
+            commit_read_sync: Script::new(COMMIT_READ_SYNC),
         })
     }
 
@@ -544,20 +551,18 @@ impl WriteQueue for RedisQueue {
         Ok(deleted > 0)
     }
 
-    async fn refresh_settled(
-        &self,
-        record_key: &str,
-        revision_key: &str,
-        value: Bytes,
-        ttl: Duration,
-    ) -> Result<bool, QueueError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    async fn commit_read_sync(&self, sync: ReadSync<'_>) -> Result<bool, QueueError> {
+        let millis = u64::try_from(sync.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let replaced: i64 = self
-            .refresh_settled
-            .key(record_key)
-            .key(revision_key)
-            .arg(value.as_ref())
+            .commit_read_sync
+            .key(sync.record_key)
+            .key(sync.revision_key)
+            .key(sync.access_key)
+            .arg(sync.record.as_ref())
             .arg(millis)
+            .arg(sync.count)
             .invoke_async(&mut self.commands.clone())
             .await?;
         Ok(replaced > 0)

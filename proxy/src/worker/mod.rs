@@ -362,39 +362,50 @@ impl Worker {
         self.vectors.set_fields(id, fields.clone()).await?;
         // From here the payload has them: an answer from the vector store counts them twice
         // until this commit, a few milliseconds.
-        self.cache.commit_synced(&access_key, reads.count).await?;
         let scope = job::scope_of(reads.tenant.as_deref());
         let mut memory = payload;
         memory.extend(fields);
-        self.refresh_record(&scope, id, memory).await;
+        self.commit_sync(&scope, id, &access_key, reads.count, memory)
+            .await?;
         Ok(Synced::Added(reads.tenant))
     }
 
-    /// The memory's cached record, which holds the read counts from before a sync, replaced
-    /// by the ready one with the counts now stored (kept for the popular fallback); dropped
-    /// when it cannot be replaced (a full Redis).
-    async fn refresh_record(
+    /// The reads marked synced and the memory's cached record, which holds the read counts
+    /// from before, replaced by the ready one with the counts now stored, in one step (an L1
+    /// keeps a record with the counts read with it). A record that cannot be replaced (a full
+    /// Redis) is dropped.
+    async fn commit_sync(
         &self,
         scope: &crate::keys::Scope,
         id: uuid::Uuid,
+        access_key: &str,
+        count: u64,
         mut memory: crate::memory::StoredMemory,
-    ) {
+    ) -> Result<(), SyncError> {
         let record = self.keys.memory(scope, id);
         let revision = self.keys.revision(scope, id);
         if !memory.contains_key("id") {
             memory.insert("id".into(), serde_json::Value::String(id.to_string()));
         }
         let ready = self.ready_record(record.clone(), memory);
-        let refreshed = self
+        let committed = self
             .queue
-            .refresh_settled(&record, &revision, ready.value, ready.ttl)
+            .commit_read_sync(crate::queue::ReadSync {
+                access_key,
+                count,
+                record_key: &record,
+                revision_key: &revision,
+                record: ready.value,
+                ttl: ready.ttl,
+            })
             .await;
-        if let Err(error) = refreshed {
-            tracing::debug!(%error, %id, "could not refresh a cached record after a read sync; dropping it");
+        if let Err(error) = committed {
             if let Err(error) = self.queue.forget_settled(&record, &revision).await {
                 tracing::warn!(%error, %id, "could not drop a cached record after a read sync");
             }
+            return Err(error.into());
         }
+        Ok(())
     }
 
     async fn export_queue_stats(&self) {
@@ -446,6 +457,8 @@ enum SyncError {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Vectors(#[from] crate::vectors::VectorError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 #[async_trait::async_trait]

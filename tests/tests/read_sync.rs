@@ -1,0 +1,171 @@
+//! The end of a read sync, on both queues (a real `redis-server`, and the in-process one): the
+//! reads added to the payload leave `unsynced` and the cached record is replaced by the one
+//! with the new counts in the same step, unless a write of the memory is pending (its record
+//! stays), and a memory whose counts were dropped (deleted) gets none back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use memgate::cache::{AccessUpdate, CacheStore, InProcessCache, RedisCache};
+use memgate::queue::{
+    InProcessQueue, ReadSync, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
+};
+use memgate_testkit::RedisServer;
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(60);
+
+struct Stores {
+    cache: Arc<dyn CacheStore>,
+    queue: Arc<dyn WriteQueue>,
+    _redis: Option<RedisServer>,
+}
+
+fn in_process() -> Stores {
+    let cache = Arc::new(InProcessCache::new(1000));
+    Stores {
+        queue: Arc::new(InProcessQueue::new("writes", cache.clone(), None)),
+        cache,
+        _redis: None,
+    }
+}
+
+fn on_redis() -> Stores {
+    let server = RedisServer::start().expect("redis-server");
+    let timeout = Duration::from_secs(2);
+    let cache = RedisCache::connect_lazy(&server.url(), None, timeout).expect("cache");
+    let queue = RedisQueue::connect_lazy(&server.url(), None, timeout, "t:", "writes", None)
+        .expect("queue");
+    Stores {
+        cache: Arc::new(cache),
+        queue: Arc::new(queue),
+        _redis: Some(server),
+    }
+}
+
+struct Memory {
+    id: Uuid,
+    access: String,
+    record: String,
+    revision: String,
+}
+
+impl Memory {
+    fn new() -> Self {
+        let id = Uuid::new_v4();
+        Self {
+            id,
+            access: format!("t:access:{id}"),
+            record: format!("t:mem:{id}"),
+            revision: format!("t:rev:{id}"),
+        }
+    }
+
+    fn sync(&self, count: u64, record: &'static str) -> ReadSync<'_> {
+        ReadSync {
+            access_key: &self.access,
+            count,
+            record_key: &self.record,
+            revision_key: &self.revision,
+            record: Bytes::from_static(record.as_bytes()),
+            ttl: TTL,
+        }
+    }
+}
+
+async fn read(stores: &Stores, memory: &Memory) -> (Option<Bytes>, u64, u64) {
+    let (record, counts) = stores
+        .cache
+        .get_with_read_counts(&memory.record, &memory.access)
+        .await
+        .expect("read");
+    (record, counts.unsynced, counts.syncs)
+}
+
+async fn a_read_sync_ends_in_one_step(stores: Stores) {
+    stores.queue.prepare().await.expect("prepare");
+    let memory = Memory::new();
+    let read_thrice = AccessUpdate {
+        id: memory.id,
+        access_key: memory.access.clone(),
+        popular_key: "t:popular".into(),
+        count: 3,
+        last: Utc::now(),
+        tenant: None,
+    };
+    stores
+        .cache
+        .record_accesses(&[read_thrice], "t:access:dirty")
+        .await
+        .expect("reads");
+    stores
+        .cache
+        .set(&memory.record, Bytes::from_static(b"before"), TTL)
+        .await
+        .expect("record");
+
+    let replaced = stores
+        .queue
+        .commit_read_sync(memory.sync(2, "after"))
+        .await
+        .expect("commit");
+    assert!(replaced, "nothing pending: the record is replaced");
+    assert_eq!(
+        read(&stores, &memory).await,
+        (Some(Bytes::from_static(b"after")), 1, 1),
+        "the new record, 1 read left unsynced, 1 sync"
+    );
+
+    // A write acknowledged and not applied: its record is the memory as last written.
+    stores
+        .queue
+        .submit(Submission {
+            op: WriteOp::Delete {
+                id: memory.id,
+                scope: None,
+            },
+            record: RecordWrite {
+                key: memory.record.clone(),
+                value: Bytes::from_static(b"pending"),
+                ttl: TTL,
+            },
+            idempotency: None,
+            bump_generation: false,
+            generation_key: "t:generation".into(),
+            revision_key: memory.revision.clone(),
+            expected_revision: None,
+        })
+        .await
+        .expect("submit");
+    let replaced = stores
+        .queue
+        .commit_read_sync(memory.sync(1, "after again"))
+        .await
+        .expect("commit");
+    assert!(!replaced, "a pending write's record stays");
+    assert_eq!(
+        read(&stores, &memory).await,
+        (Some(Bytes::from_static(b"pending")), 0, 2)
+    );
+
+    // Counts dropped with the memory: a late sync brings none back.
+    let deleted = Memory::new();
+    stores
+        .queue
+        .commit_read_sync(deleted.sync(4, "ghost"))
+        .await
+        .expect("commit");
+    assert_eq!(read(&stores, &deleted).await, (None, 0, 0));
+}
+
+#[tokio::test]
+async fn in_process_a_read_sync_ends_in_one_step() {
+    a_read_sync_ends_in_one_step(in_process()).await;
+}
+
+#[tokio::test]
+async fn redis_a_read_sync_ends_in_one_step() {
+    a_read_sync_ends_in_one_step(on_redis()).await;
+}
