@@ -325,6 +325,22 @@ impl FastPath {
         });
     }
 
+    /// Stores a record read from the vector store in the background, unless a read sync ended
+    /// since its counts were read ([`CacheStore::fill_record`]).
+    fn fill_record_later(&self, key: String, record: Bytes, id: Uuid, syncs: u64) {
+        let cache = self.cache.clone();
+        let guard = self.guards.cache.clone();
+        let access_key = self.keys.access(id);
+        let ttl = self.settings.memory_ttl;
+        tokio::spawn(async move {
+            let fill = cache.fill_record(&key, record, ttl, &access_key, syncs);
+            match guard.call("set", fill).await {
+                Ok(()) | Err(CallError::Open(_)) => {}
+                Err(error) => tracing::warn!(%error, key, "cache write failed"),
+            }
+        });
+    }
+
     /// Puts a record read at `epoch` into L1, unless this process wrote since.
     async fn fill_l1(&self, key: String, record: L1Record, epoch: u64) {
         use std::sync::atomic::Ordering;
@@ -516,7 +532,7 @@ impl FastPath {
             });
         }
         // Into the cache store, and from there into L1 at the next read, with its counts.
-        self.cache_set_later(key, body, self.settings.memory_ttl);
+        self.fill_record_later(key, body, id, counts.syncs);
         Ok(FastAnswer {
             status: http::StatusCode::OK,
             body: answer,

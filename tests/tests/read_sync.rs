@@ -1,7 +1,8 @@
 //! The end of a read sync, on both queues (a real `redis-server`, and the in-process one): the
 //! reads added to the payload leave `unsynced` and the cached record is replaced by the one
 //! with the new counts in the same step, unless a write of the memory is pending (its record
-//! stays), and a memory whose counts were dropped (deleted) gets none back.
+//! stays), and a memory whose counts were dropped (deleted) gets none back; a record read from
+//! the vector store before a sync is not cached after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +159,67 @@ async fn a_read_sync_ends_in_one_step(stores: Stores) {
         .await
         .expect("commit");
     assert_eq!(read(&stores, &deleted).await, (None, 0, 0));
+}
+
+/// A record read from the vector store before a sync ended is not stored after it: it would
+/// show the counts from before beside the `unsynced` from after.
+async fn a_record_read_before_a_sync_is_not_stored_after_it(stores: Stores) {
+    stores.queue.prepare().await.expect("prepare");
+    let memory = Memory::new();
+    let read_once = AccessUpdate {
+        id: memory.id,
+        access_key: memory.access.clone(),
+        popular_key: "t:popular".into(),
+        count: 1,
+        last: Utc::now(),
+        tenant: None,
+    };
+    stores
+        .cache
+        .record_accesses(&[read_once], "t:access:dirty")
+        .await
+        .expect("reads");
+    let syncs_when_read = read(&stores, &memory).await.2;
+    stores
+        .queue
+        .commit_read_sync(memory.sync(1, "synced"))
+        .await
+        .expect("commit");
+    let fill = |value: &'static str, syncs: u64| {
+        let cache = stores.cache.clone();
+        let (record, access) = (memory.record.clone(), memory.access.clone());
+        async move {
+            cache
+                .fill_record(
+                    &record,
+                    Bytes::from_static(value.as_bytes()),
+                    TTL,
+                    &access,
+                    syncs,
+                )
+                .await
+                .expect("fill");
+        }
+    };
+    fill("read before the sync", syncs_when_read).await;
+    assert_eq!(read(&stores, &memory).await.0, None, "not stored");
+    fill("read after it", syncs_when_read + 1).await;
+    fill("another, later", syncs_when_read + 1).await;
+    assert_eq!(
+        read(&stores, &memory).await.0,
+        Some(Bytes::from_static(b"read after it")),
+        "stored if absent"
+    );
+}
+
+#[tokio::test]
+async fn in_process_a_record_read_before_a_sync_is_not_stored_after_it() {
+    a_record_read_before_a_sync_is_not_stored_after_it(in_process()).await;
+}
+
+#[tokio::test]
+async fn redis_a_record_read_before_a_sync_is_not_stored_after_it() {
+    a_record_read_before_a_sync_is_not_stored_after_it(on_redis()).await;
 }
 
 #[tokio::test]

@@ -167,6 +167,23 @@ impl CacheStore for InProcessCache {
         Ok(())
     }
 
+    async fn fill_record(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        access_key: &str,
+        syncs: u64,
+    ) -> Result<(), CacheError> {
+        let counters = self.counters();
+        if counters.syncs.get(access_key).copied().unwrap_or(0) == syncs {
+            self.entries
+                .entry(key.to_string())
+                .or_insert(Entry { value, ttl });
+        }
+        Ok(())
+    }
+
     /// Deletes whatever is under `key`: bytes, a counter or access statistics (as Redis
     /// `DEL` deletes any type).
     async fn delete(&self, key: &str) -> Result<(), CacheError> {

@@ -90,6 +90,18 @@ pub trait CacheStore: Send + Sync + 'static {
     /// overwrites what a write stored meanwhile (a tombstone, a newer record).
     async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Duration)
         -> Result<(), CacheError>;
+    /// Stores a record read from the vector store, as [`CacheStore::set_if_absent`], and only
+    /// if no read sync of the memory ended since its counts were read (`syncs` of
+    /// `access_key`): a record read before a sync and stored after it would show the counts
+    /// from before the sync beside the `unsynced` from after, for as long as it lives.
+    async fn fill_record(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        access_key: &str,
+        syncs: u64,
+    ) -> Result<(), CacheError>;
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// The integer under `key`; 0 when absent.
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;

@@ -42,6 +42,15 @@ const GET_WITH_READ_COUNTS: &str = r#"
 return {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'unsynced', 'syncs', 'last')}
 "#;
 
+/// A record from the vector store, stored if the key holds nothing and no read sync ended
+/// since its counts were read. A full Redis skips it (`pcall`), as every cache fill.
+const FILL_RECORD: &str = r#"
+if tonumber(redis.call('HGET', KEYS[2], 'syncs') or '0') ~= tonumber(ARGV[3]) then return 0 end
+local stored = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')
+if type(stored) == 'table' and stored.ok then return 1 end
+return 0
+"#;
+
 /// The fields of an access hash an answer needs.
 const READ_COUNT_FIELDS: [&str; 3] = ["unsynced", "syncs", "last"];
 
@@ -72,6 +81,7 @@ pub struct RedisCache {
     connection: ConnectionManager,
     get_at_generation: redis::Script,
     get_with_read_counts: redis::Script,
+    fill_record: redis::Script,
     commit_synced: redis::Script,
 }
 
@@ -114,6 +124,7 @@ impl RedisCache {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
             get_with_read_counts: redis::Script::new(GET_WITH_READ_COUNTS),
+            fill_record: redis::Script::new(FILL_RECORD),
             commit_synced: redis::Script::new(COMMIT_SYNCED),
         })
     }
@@ -168,6 +179,27 @@ impl CacheStore for RedisCache {
         ttl: Duration,
     ) -> Result<(), CacheError> {
         self.set_with_ttl(key, value, ttl, true).await
+    }
+
+    async fn fill_record(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        access_key: &str,
+        syncs: u64,
+    ) -> Result<(), CacheError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _: i64 = self
+            .fill_record
+            .key(key)
+            .key(access_key)
+            .arg(value.as_ref())
+            .arg(millis)
+            .arg(syncs)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
