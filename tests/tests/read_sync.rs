@@ -85,22 +85,27 @@ async fn read(stores: &Stores, memory: &Memory) -> (Option<Bytes>, u64, u64) {
     (record, counts.unsynced, counts.syncs)
 }
 
-async fn a_read_sync_ends_in_one_step(stores: Stores) {
-    stores.queue.prepare().await.expect("prepare");
-    let memory = Memory::new();
-    let read_thrice = AccessUpdate {
+/// `count` reads of `memory`, flushed.
+async fn read_times(stores: &Stores, memory: &Memory, count: u64) {
+    let reads = AccessUpdate {
         id: memory.id,
         access_key: memory.access.clone(),
         popular_key: "t:popular".into(),
-        count: 3,
+        count,
         last: Utc::now(),
         tenant: None,
     };
     stores
         .cache
-        .record_accesses(&[read_thrice], "t:access:dirty")
+        .record_accesses(&[reads], "t:access:dirty")
         .await
         .expect("reads");
+}
+
+async fn a_read_sync_ends_in_one_step(stores: Stores) {
+    stores.queue.prepare().await.expect("prepare");
+    let memory = Memory::new();
+    read_times(&stores, &memory, 3).await;
     stores
         .cache
         .set(&memory.record, Bytes::from_static(b"before"), TTL)
@@ -166,19 +171,7 @@ async fn a_read_sync_ends_in_one_step(stores: Stores) {
 async fn a_record_read_before_a_sync_is_not_stored_after_it(stores: Stores) {
     stores.queue.prepare().await.expect("prepare");
     let memory = Memory::new();
-    let read_once = AccessUpdate {
-        id: memory.id,
-        access_key: memory.access.clone(),
-        popular_key: "t:popular".into(),
-        count: 1,
-        last: Utc::now(),
-        tenant: None,
-    };
-    stores
-        .cache
-        .record_accesses(&[read_once], "t:access:dirty")
-        .await
-        .expect("reads");
+    read_times(&stores, &memory, 1).await;
     let syncs_when_read = read(&stores, &memory).await.2;
     stores
         .queue
