@@ -6,7 +6,7 @@
 //! ([`AccessRecorder::extra_reads`], [`counted`]), or, from L1, to the counts read with the
 //! record the reads here since ([`AccessRecorder::reads_since`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +38,11 @@ type Unflushed = ((Scope, Uuid), u64, DateTime<Utc>);
 #[derive(Debug, Default)]
 struct Tallies {
     by_memory: HashMap<(Scope, Uuid), Tally>,
+    /// The memories read since their last flush: what a flush looks at, rather than every
+    /// tally kept.
+    unflushed: HashSet<(Scope, Uuid)>,
+    /// Memories in the order their reads were flushed, with when: what forgetting looks at.
+    flushed_at: VecDeque<(DateTime<Utc>, (Scope, Uuid))>,
     /// Flushes begun.
     flushes: u64,
     /// Flushes being written now.
@@ -46,6 +51,21 @@ struct Tallies {
 }
 
 impl Tallies {
+    /// Forgets the tallies flushed by `before` that have had no read since.
+    fn forget_idle(&mut self, before: DateTime<Utc>) {
+        while let Some((flushed, key)) = self.flushed_at.front() {
+            if *flushed > before {
+                break;
+            }
+            if let Some(tally) = self.by_memory.get(key) {
+                if tally.recorded == tally.flushed && tally.last <= before {
+                    self.by_memory.remove(key);
+                }
+            }
+            self.flushed_at.pop_front();
+        }
+    }
+
     fn tally(&mut self, key: (Scope, Uuid), now: DateTime<Utc>) -> &mut Tally {
         let born = &mut self.next_born;
         self.by_memory.entry(key).or_insert_with(|| {
@@ -113,9 +133,11 @@ impl AccessRecorder {
         let now = Utc::now();
         let mut tallies = self.lock();
         for id in ids {
-            let tally = tallies.tally((scope.clone(), *id), now);
+            let key = (scope.clone(), *id);
+            let tally = tallies.tally(key.clone(), now);
             tally.recorded += 1;
             tally.last = now;
+            tallies.unflushed.insert(key);
         }
     }
 
@@ -158,7 +180,13 @@ impl AccessRecorder {
         if tallies.writing > 0 || tallies.flushes != mark.0 {
             return None;
         }
-        let tally = tallies.tally((scope.clone(), id), Utc::now());
+        let now = Utc::now();
+        let key = (scope.clone(), id);
+        if !tallies.by_memory.contains_key(&key) {
+            // Begun here, with nothing to flush: forgotten in time like a flushed one.
+            tallies.flushed_at.push_back((now, key.clone()));
+        }
+        let tally = tallies.tally(key, now);
         Some(LocalBase {
             born: tally.born,
             flushed: tally.flushed,
@@ -183,31 +211,35 @@ impl AccessRecorder {
         let mut tallies = self.lock();
         tallies.flushes += 1;
         tallies.writing += 1;
-        tallies
-            .by_memory
-            .iter()
-            .filter(|(_, tally)| tally.recorded > tally.flushed)
-            .map(|(key, tally)| (key.clone(), tally.recorded - tally.flushed, tally.last))
+        let read = std::mem::take(&mut tallies.unflushed);
+        read.into_iter()
+            .filter_map(|key| {
+                let tally = tallies.by_memory.get(&key)?;
+                let unflushed = tally.recorded - tally.flushed;
+                (unflushed > 0).then_some((key, unflushed, tally.last))
+            })
             .collect()
     }
 
     /// Ends a flush: what was written counts as flushed, and idle tallies are forgotten. On
     /// failure nothing moves, and the next flush writes the same reads and those since.
-    fn end_flush(&self, written: Option<&[Unflushed]>) {
+    fn end_flush(&self, batch: &[Unflushed], written: bool) {
+        let now = Utc::now();
         let forget_before = chrono::Duration::from_std(self.forget_idle_after)
             .ok()
-            .and_then(|idle| Utc::now().checked_sub_signed(idle))
+            .and_then(|idle| now.checked_sub_signed(idle))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut tallies = self.lock();
         tallies.writing -= 1;
-        for (key, count, _) in written.unwrap_or_default() {
-            if let Some(tally) = tallies.by_memory.get_mut(key) {
+        for (key, count, _) in batch {
+            if !written {
+                tallies.unflushed.insert(key.clone());
+            } else if let Some(tally) = tallies.by_memory.get_mut(key) {
                 tally.flushed += count;
+                tallies.flushed_at.push_back((now, key.clone()));
             }
         }
-        tallies
-            .by_memory
-            .retain(|_, tally| tally.recorded > tally.flushed || tally.last >= forget_before);
+        tallies.forget_idle(forget_before);
     }
 
     /// Writes everything recorded and not yet flushed. On failure it stays to be written at
@@ -217,7 +249,7 @@ impl AccessRecorder {
         let _turn = self.flush_turn.lock().await;
         let batch = self.begin_flush();
         if batch.is_empty() {
-            self.end_flush(None);
+            self.end_flush(&batch, true);
             return;
         }
         let updates: Vec<AccessUpdate> = batch
@@ -234,12 +266,12 @@ impl AccessRecorder {
         match store.record_accesses(&updates, &keys.access_dirty()).await {
             Ok(()) => {
                 metrics.access_flushed.inc_by(updates.len() as u64);
-                self.end_flush(Some(&batch));
+                self.end_flush(&batch, true);
             }
             Err(error) => {
                 tracing::warn!(%error, ids = updates.len(), "access flush failed; will retry");
                 metrics.access_flush_errors.inc();
-                self.end_flush(None);
+                self.end_flush(&batch, false);
             }
         }
     }
@@ -373,6 +405,24 @@ mod tests {
         forgetful.flush(&store, &keys, &metrics).await;
         forgetful.record(&scope, [&id]);
         assert_eq!(forgetful.reads_since(&scope, id, base), None);
+    }
+
+    /// A flush looks at the memories read since the last one only, and tallies idle for
+    /// `forget_idle_after` once flushed are forgotten: the recorder holds what is being read.
+    #[tokio::test]
+    async fn idle_tallies_are_forgotten() {
+        let recorder = AccessRecorder::new(Duration::ZERO);
+        let store = InProcessCache::new(1000);
+        let keys = KeySpace::new("t:");
+        let metrics = Metrics::new();
+        let ids: Vec<Uuid> = (0..100).map(Uuid::from_u128).collect();
+        recorder.record(&Scope::UNSCOPED, ids.iter());
+        assert_eq!(recorder.lock().unflushed.len(), 100);
+        recorder.flush(&store, &keys, &metrics).await;
+        let tallies = recorder.lock();
+        assert!(tallies.unflushed.is_empty());
+        assert!(tallies.by_memory.is_empty(), "{:?}", tallies.by_memory.len());
+        assert!(tallies.flushed_at.is_empty());
     }
 
     #[tokio::test]
