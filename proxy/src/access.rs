@@ -421,7 +421,11 @@ mod tests {
         recorder.flush(&store, &keys, &metrics).await;
         let tallies = recorder.lock();
         assert!(tallies.unflushed.is_empty());
-        assert!(tallies.by_memory.is_empty(), "{:?}", tallies.by_memory.len());
+        assert!(
+            tallies.by_memory.is_empty(),
+            "{:?}",
+            tallies.by_memory.len()
+        );
         assert!(tallies.flushed_at.is_empty());
     }
 
