@@ -452,6 +452,7 @@ mod tests {
             unsynced: 2,
             syncs: 1,
             last: Some("2030-01-02T00:00:00Z".parse().expect("time")),
+            ..ReadCounts::default()
         };
         recorder.record(&scope, [&id]);
         let extra = recorder.extra_reads(&scope, id, cached);

@@ -24,7 +24,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::access::{counted, AccessRecorder, LocalBase};
-use crate::cache::{CacheStore, ReadCounts};
+use crate::cache::{CacheStore, ReadCounts, SearchFill};
 use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
@@ -169,10 +169,54 @@ fn is_processing(record: &[u8]) -> bool {
     serde_json::from_slice::<Status>(record).is_ok_and(|r| r.status == Some("processing"))
 }
 
-/// A search answer's body.
-#[derive(Deserialize, serde::Serialize)]
+/// A search answer as clients get it.
+#[derive(serde::Serialize)]
 struct SearchBody {
     memories: Vec<StoredMemory>,
+}
+
+/// A search answer as the result cache keeps it: its rows with the read counts the vector
+/// store had, and the reads each memory had had synced to the vector store by then
+/// ([`ReadCounts::synced`]). A hit adds the reads synced since, so a read sync leaves cached
+/// answers exact and need not retire them. A body without `synced` (written by an older
+/// memgate) does not parse, and is searched again.
+#[derive(Deserialize, serde::Serialize)]
+struct CachedSearch {
+    memories: Vec<StoredMemory>,
+    synced: std::collections::HashMap<Uuid, u64>,
+    /// The memories the search found, whose reads an answer records (as the legacy service
+    /// counts them: not the associations appended to them).
+    found: Vec<Uuid>,
+}
+
+/// [`CachedSearch`] up to the value of `synced`, which the cache store appends in the step
+/// that reads the counts it is made of ([`SearchFill`]).
+fn cached_search_head(memories: &[StoredMemory], found: &[Uuid]) -> serde_json::Result<Bytes> {
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        memories: &'a [StoredMemory],
+        found: &'a [Uuid],
+    }
+    let mut head = serde_json::to_vec(&Head { memories, found })?;
+    // `{…}`: the object stays open for its last member.
+    head.pop();
+    head.extend_from_slice(b",\"synced\":");
+    Ok(Bytes::from(head))
+}
+
+/// Where a fresh search answer goes in the result cache: its key, and the scope's read syncs
+/// before the search.
+struct ResultSlot {
+    key: String,
+    read_syncs: u64,
+}
+
+/// The id a row names, if it is one.
+fn row_id(memory: &StoredMemory) -> Option<Uuid> {
+    memory
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// How often an update is made again because another write to the memory came first.
@@ -309,22 +353,6 @@ impl FastPath {
         self.cache_read(key, op).await.ok().flatten()
     }
 
-    /// Stores in the background: the answer does not wait for the cache write.
-    /// Fills are set-if-absent: a record a write stored meanwhile (a tombstone) wins.
-    fn cache_set_later(&self, key: String, value: Bytes, ttl: Duration) {
-        let cache = self.cache.clone();
-        let guard = self.guards.cache.clone();
-        tokio::spawn(async move {
-            match guard
-                .call("set", cache.set_if_absent(&key, value, ttl))
-                .await
-            {
-                Ok(()) | Err(CallError::Open(_)) => {}
-                Err(error) => tracing::warn!(%error, key, "cache write failed"),
-            }
-        });
-    }
-
     /// Stores a record read from the vector store in the background, unless a read sync ended
     /// since its counts were read ([`CacheStore::fill_record`]).
     fn fill_record_later(&self, key: String, record: Bytes, id: Uuid, syncs: u64) {
@@ -359,17 +387,21 @@ impl FastPath {
         self.memories_l1.invalidate(key).await;
     }
 
-    /// The read counts of the memories `ids`, for answers; `None` when the cache cannot say
-    /// (the answer then shows the counts its body has).
-    async fn read_counts(&self, ids: &[Uuid]) -> Option<Vec<ReadCounts>> {
-        if ids.is_empty() {
+    /// The read counts of the memories `ids`, for answers, and `fill` done in the same step;
+    /// `None` when the cache cannot say (the answer then shows the counts its body has).
+    async fn read_counts(
+        &self,
+        ids: &[Uuid],
+        fill: Option<SearchFill<'_>>,
+    ) -> Option<Vec<ReadCounts>> {
+        if ids.is_empty() && fill.is_none() {
             return Some(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
         match self
             .guards
             .cache
-            .call("read_counts", self.cache.read_counts(&keys))
+            .call("read_counts", self.cache.read_counts_and_fill(&keys, fill))
             .await
         {
             Ok(counts) => Some(counts),
@@ -412,42 +444,62 @@ impl FastPath {
         }
     }
 
-    /// A search answer's body with every read of its memories counted (one cache round trip
-    /// for all of them), and the ids of its memories; as it is when the cache cannot say. A
-    /// row without an id (not one memgate or the legacy service wrote) is shown as stored.
-    async fn counted_search(&self, scope: &Scope, body: Bytes) -> (Bytes, Vec<Uuid>) {
-        let Ok(mut answer) = serde_json::from_slice::<SearchBody>(&body) else {
-            return (body, Vec::new());
-        };
-        let row_ids: Vec<Option<Uuid>> = answer
-            .memories
-            .iter()
-            .map(|memory| {
-                memory
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| Uuid::parse_str(id).ok())
-            })
-            .collect();
+    /// A search answer's body, its rows with every read of their memories counted (one cache
+    /// round trip for all of them): the reads the cache has not synced, the reads synced
+    /// since the rows' counts were read (`synced_at_fill`, for an answer from the result
+    /// cache), and this process's own not yet flushed. Shown as stored when the cache cannot
+    /// say. A row without an id (not one memgate or the legacy service wrote) is shown as
+    /// stored. A fresh answer goes into the result cache (`slot`) in the same round trip.
+    async fn counted_rows(
+        &self,
+        scope: &Scope,
+        rows: Vec<StoredMemory>,
+        synced_at_fill: Option<&std::collections::HashMap<Uuid, u64>>,
+        slot: Option<(ResultSlot, &[Uuid])>,
+    ) -> Result<Bytes, ApiError> {
+        let row_ids: Vec<Option<Uuid>> = rows.iter().map(row_id).collect();
         let ids: Vec<Uuid> = row_ids.iter().flatten().copied().collect();
-        let Some(counts) = self.read_counts(&ids).await else {
-            return (body, ids);
+        let read_syncs_key = self.keys.scope_read_syncs(scope);
+        let fill = match slot {
+            Some((slot, found)) => {
+                Some((cached_search_head(&rows, found).map_err(internal)?, slot))
+            }
+            None => None,
         };
-        let mut counts = counts.into_iter();
-        answer.memories = std::mem::take(&mut answer.memories)
-            .into_iter()
-            .zip(&row_ids)
-            .map(|(memory, id)| match id {
-                Some(id) => {
-                    let counts = counts.next().unwrap_or_default();
-                    let extra = self.access.extra_reads(scope, *id, counts);
-                    counted(self.layout.as_ref(), memory, extra)
-                }
-                None => memory,
-            })
-            .collect();
-        let counted = serde_json::to_vec(&answer).map(Bytes::from).unwrap_or(body);
-        (counted, ids)
+        let fill = fill.as_ref().map(|(head, slot)| SearchFill {
+            key: &slot.key,
+            body_head: head.clone(),
+            ids: &ids,
+            ttl: self.settings.search_ttl,
+            read_syncs_key: &read_syncs_key,
+            read_syncs: slot.read_syncs,
+        });
+        let counts = self.read_counts(&ids, fill).await;
+        let memories = match &counts {
+            None => rows,
+            Some(counts) => {
+                let mut counts = ids.iter().zip(counts);
+                rows.into_iter()
+                    .zip(&row_ids)
+                    .map(|(memory, id)| match (id, counts.next()) {
+                        (Some(id), Some((_, counts))) => {
+                            let since_fill = synced_at_fill
+                                .and_then(|base| base.get(id))
+                                .map_or(0, |base| counts.synced.saturating_sub(*base));
+                            let counts = ReadCounts {
+                                unsynced: counts.unsynced + since_fill,
+                                ..*counts
+                            };
+                            let extra = self.access.extra_reads(scope, *id, counts);
+                            counted(self.layout.as_ref(), memory, extra)
+                        }
+                        _ => memory,
+                    })
+                    .collect()
+            }
+        };
+        let body = serde_json::to_vec(&SearchBody { memories }).map_err(internal)?;
+        Ok(Bytes::from(body))
     }
 
     /// `GET /memories/{id}`.
@@ -591,17 +643,30 @@ impl FastPath {
             .cache
             .call(
                 "get_search",
-                self.cache
-                    .get_at_generation(&self.keys.search_generations(scope), &results_key),
+                self.cache.get_at_generation(
+                    &self.keys.search_generations(scope),
+                    &self.keys.scope_read_syncs(scope),
+                    &results_key,
+                ),
             )
             .await;
         let result_key = match lookup {
-            Ok((_, Some(body))) => {
-                let (answer, ids) = self.counted_search(scope, body).await;
-                self.access.record(scope, ids.iter());
-                return Ok(FastAnswer::hit(answer));
+            Ok(found) => {
+                let cached = found
+                    .value
+                    .and_then(|body| serde_json::from_slice::<CachedSearch>(&body).ok());
+                if let Some(cached) = cached {
+                    let answer = self
+                        .counted_rows(scope, cached.memories, Some(&cached.synced), None)
+                        .await?;
+                    self.access.record(scope, cached.found.iter());
+                    return Ok(FastAnswer::hit(answer));
+                }
+                Some(ResultSlot {
+                    key: results_key.with_generation(found.generation),
+                    read_syncs: found.read_syncs,
+                })
             }
-            Ok((generation, None)) => Some(results_key.with_generation(generation)),
             Err(error) => {
                 // Without the generation a result could be stored under a stale key: skip the
                 // result cache for this search.
@@ -614,21 +679,17 @@ impl FastPath {
 
         let found = self.find(scope, &search).await?;
         let (found, confirmed) = self.with_pending_writes(scope, found).await;
-        let ids: Vec<Uuid> = found
+        let found_ids: Vec<Uuid> = found
             .iter()
-            .filter_map(|(memory, _)| memory.get("id").and_then(Value::as_str))
-            .filter_map(|id| Uuid::parse_str(id).ok())
+            .filter_map(|(memory, _)| row_id(memory))
             .collect();
-        let memories = self.shape_results(&search, found).await?;
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "memories": memories })).map_err(internal)?;
-        let body = Bytes::from(body);
-        if let Some(key) = result_key.filter(|_| confirmed) {
-            self.cache_set_later(key, body.clone(), self.settings.search_ttl);
-        }
+        let rows = self.shape_results(&search, found).await?;
         // The cached answer holds the stored counts; this one counts every read so far.
-        let (answer, _) = self.counted_search(scope, body).await;
-        self.access.record(scope, ids.iter());
+        let slot = result_key
+            .filter(|_| confirmed)
+            .map(|slot| (slot, found_ids.as_slice()));
+        let answer = self.counted_rows(scope, rows, None, slot).await?;
+        self.access.record(scope, found_ids.iter());
         Ok(FastAnswer {
             status: http::StatusCode::OK,
             body: answer,
@@ -761,7 +822,7 @@ impl FastPath {
         &self,
         search: &NormalizedSearch,
         found: Vec<(StoredMemory, Option<f32>)>,
-    ) -> Result<Vec<Value>, ApiError> {
+    ) -> Result<Vec<StoredMemory>, ApiError> {
         let mut results = found;
         if search.include_associations {
             results = self.with_associations(results).await?;
@@ -785,7 +846,7 @@ impl FastPath {
                 if let Some(score) = score {
                     memory.insert("score".into(), Value::from(score));
                 }
-                Value::Object(memory)
+                memory
             })
             .collect())
     }
@@ -1223,5 +1284,45 @@ impl FastPath {
         Err(format!(
             "{waiting} writes are waiting and no worker has consumed the write queue for {WORKER_SILENCE:?}"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head the fast path writes and the `synced` object the cache store appends make one
+    /// [`CachedSearch`].
+    #[test]
+    fn a_cached_search_is_its_head_and_the_synced_counts() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let rows: Vec<StoredMemory> = [a, b]
+            .iter()
+            .map(|id| {
+                let row = serde_json::json!({"id": id.to_string(), "accessCount": 2});
+                row.as_object().cloned().unwrap_or_default()
+            })
+            .collect();
+        let head = cached_search_head(&rows, &[a]).expect("head");
+        let fill = SearchFill {
+            key: "k",
+            body_head: head,
+            ids: &[a, b],
+            ttl: Duration::from_secs(1),
+            read_syncs_key: "r",
+            read_syncs: 0,
+        };
+        let cached: CachedSearch =
+            serde_json::from_slice(&fill.body([7, 0])).expect("a cached search");
+        assert_eq!(cached.memories, rows);
+        assert_eq!(cached.found, vec![a]);
+        assert_eq!(cached.synced, [(a, 7), (b, 0)].into_iter().collect());
+        let none = SearchFill {
+            ids: &[],
+            body_head: cached_search_head(&[], &[]).expect("head"),
+            ..fill
+        };
+        let empty: CachedSearch = serde_json::from_slice(&none.body([])).expect("empty");
+        assert!(empty.memories.is_empty() && empty.synced.is_empty());
     }
 }

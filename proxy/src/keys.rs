@@ -96,6 +96,14 @@ impl KeySpace {
         format!("{}{}search:scopegen", self.prefix, scope.key_part())
     }
 
+    /// `{scope}search:readsyncs`: moves on each time a worker adds a memory's reads of this
+    /// scope to the vector store. A search answer is cached only if it did not move while
+    /// the answer was read (its stored counts and the `synced` counts it is kept with are
+    /// then from one moment); it does not retire cached answers. Expires as the generation.
+    pub fn scope_read_syncs(&self, scope: &Scope) -> String {
+        format!("{}{}search:readsyncs", self.prefix, scope.key_part())
+    }
+
     /// The generation counters a search of `scope` is cached under: global, then scoped.
     pub fn search_generations(&self, scope: &Scope) -> [String; 2] {
         [

@@ -2,14 +2,18 @@
 //! reads added to the payload leave `unsynced` and the cached record is replaced by the one
 //! with the new counts in the same step, unless a write of the memory is pending (its record
 //! stays), and a memory whose counts were dropped (deleted) gets none back; a record read from
-//! the vector store before a sync is not cached after it.
+//! the vector store before a sync is not cached after it, nor a search answer read across a
+//! sync's end or with a memory being synced.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use memgate::cache::{AccessUpdate, CacheStore, InProcessCache, RedisCache};
+use memgate::cache::{
+    AccessUpdate, CacheStore, InProcessCache, ReadCounts, RedisCache, SearchFill, UnfinishedSync,
+};
+use memgate::keys::GenerationalKey;
 use memgate::queue::{
     InProcessQueue, ReadSync, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
 };
@@ -17,6 +21,8 @@ use memgate_testkit::RedisServer;
 use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(60);
+/// The scope's read syncs.
+const READ_SYNCS: &str = "t:search:readsyncs";
 
 struct Stores {
     cache: Arc<dyn CacheStore>,
@@ -68,6 +74,7 @@ impl Memory {
         ReadSync {
             access_key: &self.access,
             count,
+            read_syncs_key: READ_SYNCS,
             record_key: &self.record,
             revision_key: &self.revision,
             record: Bytes::from_static(record.as_bytes()),
@@ -83,6 +90,15 @@ async fn read(stores: &Stores, memory: &Memory) -> (Option<Bytes>, u64, u64) {
         .await
         .expect("read");
     (record, counts.unsynced, counts.syncs)
+}
+
+async fn counts(stores: &Stores, memory: &Memory) -> ReadCounts {
+    let counts = stores
+        .cache
+        .read_counts(std::slice::from_ref(&memory.access))
+        .await
+        .expect("read counts");
+    counts[0]
 }
 
 /// `count` reads of `memory`, flushed.
@@ -203,6 +219,157 @@ async fn a_record_read_before_a_sync_is_not_stored_after_it(stores: Stores) {
         Some(Bytes::from_static(b"read after it")),
         "stored if absent"
     );
+}
+
+/// A search answer is cached only if no read sync of its scope ended while it was read, and
+/// none of its memories is being synced: its stored counts and the `synced` counts kept with
+/// it are then from one moment.
+async fn a_search_answer_is_cached_only_between_read_syncs(stores: Stores) {
+    stores.queue.prepare().await.expect("prepare");
+    let memory = Memory::new();
+    read_times(&stores, &memory, 2).await;
+    let key = GenerationalKey {
+        head: "t:search:".into(),
+        tail: ":q".into(),
+    };
+    let generations = ["t:search:gen".to_string(), "t:search:scopegen".to_string()];
+    let lookup = || {
+        let (cache, key, generations) = (stores.cache.clone(), key.clone(), generations.clone());
+        async move {
+            cache
+                .get_at_generation(&generations, READ_SYNCS, &key)
+                .await
+                .expect("lookup")
+        }
+    };
+    // A search answer naming the memory: the store appends each memory's `synced` count.
+    let fill = |label: &'static str, read_syncs: u64| {
+        let (cache, key, access, id) = (
+            stores.cache.clone(),
+            key.with_generation(0),
+            memory.access.clone(),
+            memory.id,
+        );
+        async move {
+            let ids = [id];
+            let fill = SearchFill {
+                key: &key,
+                body_head: Bytes::from(format!(r#"{{"label":"{label}","synced":"#)),
+                ids: &ids,
+                ttl: TTL,
+                read_syncs_key: READ_SYNCS,
+                read_syncs,
+            };
+            let counts = cache
+                .read_counts_and_fill(&[access], Some(fill))
+                .await
+                .expect("fill");
+            assert_eq!(
+                counts.len(),
+                1,
+                "the memory's counts, read as it was filled"
+            );
+        }
+    };
+    let answer = |label: &str, synced: u64| {
+        Some(Bytes::from(format!(
+            r#"{{"label":"{label}","synced":{{"{}":{synced}}}}}"#,
+            memory.id
+        )))
+    };
+    let before = lookup().await.read_syncs;
+    assert_eq!(before, 0);
+
+    let reads = stores
+        .cache
+        .unsynced_reads(&memory.access)
+        .await
+        .expect("reads")
+        .expect("reads to sync");
+    assert_eq!((reads.count, reads.unfinished), (2, None));
+    let fields = Bytes::from_static(br#"{"accessCount":2}"#);
+    stores
+        .cache
+        .begin_sync(&memory.access, 2, fields.clone())
+        .await
+        .expect("begin");
+    assert_eq!(counts(&stores, &memory).await.syncing, 2);
+    let reads = stores
+        .cache
+        .unsynced_reads(&memory.access)
+        .await
+        .expect("reads")
+        .expect("reads to sync");
+    assert_eq!(
+        reads.unfinished,
+        Some(UnfinishedSync { count: 2, fields }),
+        "a sync begun and not committed shows, with the fields it writes"
+    );
+    fill("read while the memory is being synced", before).await;
+    assert_eq!(lookup().await.value, None, "not stored");
+
+    stores
+        .queue
+        .commit_read_sync(memory.sync(2, "synced"))
+        .await
+        .expect("commit");
+    let after = counts(&stores, &memory).await;
+    assert_eq!(
+        (after.unsynced, after.synced, after.syncing, after.syncs),
+        (0, 2, 0, 1),
+        "the reads moved from unsynced to synced"
+    );
+    fill("read across the sync's end", before).await;
+    assert_eq!(lookup().await.value, None, "not stored");
+    let read_syncs = lookup().await.read_syncs;
+    assert_eq!(read_syncs, before + 1, "the scope's read syncs moved on");
+    fill("read after it", read_syncs).await;
+    assert_eq!(
+        lookup().await.value,
+        answer("read after it", 2),
+        "stored, with the reads synced to the memory by then"
+    );
+    assert_eq!(
+        stores
+            .cache
+            .unsynced_reads(&memory.access)
+            .await
+            .expect("reads"),
+        None,
+        "nothing left to sync"
+    );
+
+    // The cache's own commit (the in-process queue's step) counts the same way.
+    read_times(&stores, &memory, 3).await;
+    let reads = stores.cache.unsynced_reads(&memory.access).await;
+    let reads = reads.expect("reads").expect("reads to sync");
+    assert_eq!((reads.count, reads.unfinished), (3, None));
+    stores
+        .cache
+        .begin_sync(&memory.access, 3, Bytes::from_static(b"{}"))
+        .await
+        .expect("begin");
+    stores
+        .cache
+        .commit_synced(&memory.access, 3, READ_SYNCS)
+        .await
+        .expect("commit");
+    let after = counts(&stores, &memory).await;
+    assert_eq!(
+        (after.unsynced, after.synced, after.syncing, after.syncs),
+        (0, 5, 0, 2)
+    );
+    assert_eq!(lookup().await.read_syncs, read_syncs + 1);
+}
+
+#[tokio::test]
+async fn in_process_a_search_answer_is_cached_only_between_read_syncs() {
+    a_search_answer_is_cached_only_between_read_syncs(in_process()).await;
+}
+
+#[tokio::test]
+async fn redis_a_search_answer_is_cached_only_between_read_syncs() {
+    a_search_answer_is_cached_only_between_read_syncs(on_redis()).await;
 }
 
 #[tokio::test]

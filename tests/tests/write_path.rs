@@ -411,18 +411,41 @@ impl Env {
 
     /// `accessCount` of the first memory a search for `query` answers.
     async fn searched_reads(&self, query: &str, threshold: f64) -> u64 {
-        let results: Value = self
+        self.searched(query, threshold).await.0
+    }
+
+    /// `accessCount` of the first memory a search for `query` answers, and whether the
+    /// answer came from the result cache (`x-memgate-cache`).
+    async fn searched(&self, query: &str, threshold: f64) -> (u64, String) {
+        let response = self
             .request(reqwest::Method::POST, "/memories/search")
             .json(&json!({"query": query, "similarityThreshold": threshold}))
             .send()
             .await
-            .expect("search")
-            .json()
-            .await
-            .expect("json");
-        results["memories"][0]["accessCount"]
+            .expect("search");
+        let cache = response
+            .headers()
+            .get("x-memgate-cache")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let results: Value = response.json().await.expect("json");
+        let reads = results["memories"][0]["accessCount"]
             .as_u64()
-            .unwrap_or_else(|| panic!("no accessCount in {results}"))
+            .unwrap_or_else(|| panic!("no accessCount in {results}"));
+        (reads, cache)
+    }
+
+    /// Waits until every read of `id` so far is in its payload and more syncs than `after`
+    /// have ended; the syncs then.
+    async fn wait_synced(&self, id: &str, after: u64) -> u64 {
+        let synced = eventually(Duration::from_secs(5), || async {
+            self.access_field(id, "unsynced").await == 0
+                && self.access_field(id, "syncs").await > after
+        })
+        .await;
+        assert!(synced, "the reads of {id} reached the payload");
+        self.access_field(id, "syncs").await
     }
 
     /// The fields of `access:{id}`.
@@ -502,6 +525,51 @@ async fn read_counts_reach_the_vector_store_and_are_counted_once() {
         env.shown_reads(&id).await,
         expected,
         "and a GET after the sync"
+    );
+}
+
+/// A read sync leaves cached searches cached, and their answers exact: a hit adds the reads
+/// synced since it was filled to the counts it holds, as it adds the ones not yet synced.
+#[tokio::test]
+async fn cached_searches_stay_cached_and_exact_across_read_syncs() {
+    let env = Env::start(true, |_| {}).await;
+    let (_, accepted) = env.create(json!({"content": "keep me cached"})).await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+    let mut expected = env.shown_reads(&id).await + 1;
+    // The fill is skipped while a sync of the memory is under way (one runs every 50 ms,
+    // after each read): search until an answer comes from the cache.
+    let mut cached = false;
+    for _ in 0..50 {
+        let (reads, cache) = env.searched("keep me cached", 0.01).await;
+        assert_eq!(reads, expected, "a search answered with a cache {cache}");
+        expected += 1;
+        if cache == "hit" {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cached, "no search answer was ever cached");
+    let mut syncs = 0;
+    for round in 0..3 {
+        syncs = env.wait_synced(&id, syncs).await;
+        let (reads, cache) = env.searched("keep me cached", 0.01).await;
+        assert_eq!(
+            cache, "hit",
+            "round {round}: the sync left the cached answer"
+        );
+        assert_eq!(
+            reads, expected,
+            "round {round}: the synced reads counted once"
+        );
+        expected += 1;
+        assert_eq!(env.shown_reads(&id).await, expected, "round {round}: a GET");
+        expected += 1;
+    }
+    assert!(
+        env.access_field(&id, "synced").await >= 3,
+        "reads were added to the payload"
     );
 }
 

@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::{AccessUpdate, CacheError, CacheStore, ReadCounts, UnsyncedReads, POPULAR_CAP};
+use super::{
+    AccessUpdate, CacheError, CacheStore, GenerationalValue, ReadCounts, SearchFill,
+    UnfinishedSync, UnsyncedReads, POPULAR_CAP,
+};
 
 /// Keeps the `cap` most read of a `popular` set.
 fn trim_to_most_read(popular: &mut HashMap<String, u64>, cap: usize) {
@@ -74,14 +77,44 @@ impl Expiry<String, Entry> for PerEntryTtl {
 struct Counters {
     integers: HashMap<String, u64>,
     access: HashMap<String, (u64, DateTime<Utc>)>,
-    /// Reads not yet added to the vector store.
-    unsynced: HashMap<String, u64>,
-    /// Times reads were added to the vector store, per access key.
-    syncs: HashMap<String, u64>,
+    /// Where each access key's reads stand against the vector store.
+    syncs: HashMap<String, SyncState>,
     /// The tenant of each access key's memory.
     tenants: HashMap<String, String>,
     popular: HashMap<String, HashMap<String, u64>>,
     dirty: HashMap<String, std::collections::HashSet<uuid::Uuid>>,
+}
+
+/// One memory's reads against its payload, as an access hash on Redis holds them.
+#[derive(Debug, Default, Clone)]
+struct SyncState {
+    /// Reads not yet added to the vector store.
+    unsynced: u64,
+    /// Times reads were added.
+    syncs: u64,
+    /// Reads added, in all.
+    synced: u64,
+    /// Reads being added now, and the fields their write sets.
+    syncing: u64,
+    syncing_fields: Option<Bytes>,
+}
+
+impl Counters {
+    fn read_counts(&self, access_keys: &[String]) -> Vec<ReadCounts> {
+        access_keys
+            .iter()
+            .map(|key| {
+                let state = self.syncs.get(key).cloned().unwrap_or_default();
+                ReadCounts {
+                    unsynced: state.unsynced,
+                    syncs: state.syncs,
+                    synced: state.synced,
+                    syncing: state.syncing,
+                    last: self.access.get(key).map(|stats| stats.1),
+                }
+            })
+            .collect()
+    }
 }
 
 pub struct InProcessCache {
@@ -176,7 +209,11 @@ impl CacheStore for InProcessCache {
         syncs: u64,
     ) -> Result<(), CacheError> {
         let counters = self.counters();
-        if counters.syncs.get(access_key).copied().unwrap_or(0) == syncs {
+        let syncs_now = counters
+            .syncs
+            .get(access_key)
+            .map_or(0, |state| state.syncs);
+        if syncs_now == syncs {
             self.entries
                 .entry(key.to_string())
                 .or_insert(Entry { value, ttl });
@@ -191,7 +228,6 @@ impl CacheStore for InProcessCache {
         let mut counters = self.counters();
         counters.integers.remove(key);
         counters.access.remove(key);
-        counters.unsynced.remove(key);
         counters.syncs.remove(key);
         counters.tenants.remove(key);
         Ok(())
@@ -204,14 +240,16 @@ impl CacheStore for InProcessCache {
     async fn get_at_generation(
         &self,
         counter_keys: &[String; 2],
+        read_syncs_key: &str,
         key: &crate::keys::GenerationalKey,
-    ) -> Result<(u64, Option<Bytes>), CacheError> {
+    ) -> Result<GenerationalValue, CacheError> {
         let generation =
             self.counter(&counter_keys[0]).await? + self.counter(&counter_keys[1]).await?;
-        Ok((
+        Ok(GenerationalValue {
             generation,
-            self.get(&key.with_generation(generation)).await?,
-        ))
+            read_syncs: self.counter(read_syncs_key).await?,
+            value: self.get(&key.with_generation(generation)).await?,
+        })
     }
 
     async fn increment(&self, key: &str) -> Result<u64, CacheError> {
@@ -244,10 +282,11 @@ impl CacheStore for InProcessCache {
                 .or_insert((0, update.last));
             stats.0 += update.count;
             stats.1 = stats.1.max(update.last);
-            *counters
-                .unsynced
+            counters
+                .syncs
                 .entry(update.access_key.clone())
-                .or_insert(0) += update.count;
+                .or_default()
+                .unsynced += update.count;
             *counters
                 .popular
                 .entry(update.popular_key.clone())
@@ -286,36 +325,101 @@ impl CacheStore for InProcessCache {
 
     async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError> {
         let counters = self.counters();
-        let count = counters.unsynced.get(access_key).copied().unwrap_or(0);
-        let last = counters.access.get(access_key).map(|stats| stats.1);
-        Ok(last.filter(|_| count > 0).map(|last| UnsyncedReads {
-            count,
+        let Some(last) = counters.access.get(access_key).map(|stats| stats.1) else {
+            return Ok(None);
+        };
+        let Some(state) = counters
+            .syncs
+            .get(access_key)
+            .filter(|state| state.unsynced > 0)
+        else {
+            return Ok(None);
+        };
+        let unfinished = state
+            .syncing_fields
+            .clone()
+            .filter(|_| state.syncing > 0)
+            .map(|fields| UnfinishedSync {
+                count: state.syncing,
+                fields,
+            });
+        Ok(Some(UnsyncedReads {
+            count: state.unsynced,
             last,
             tenant: counters.tenants.get(access_key).cloned(),
+            unfinished,
         }))
     }
 
-    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+    async fn begin_sync(
+        &self,
+        access_key: &str,
+        count: u64,
+        fields: Bytes,
+    ) -> Result<(), CacheError> {
         let mut counters = self.counters();
+        if counters.access.contains_key(access_key) {
+            let state = counters.syncs.entry(access_key.to_string()).or_default();
+            state.syncing = count;
+            state.syncing_fields = Some(fields);
+        }
+        Ok(())
+    }
+
+    async fn commit_synced(
+        &self,
+        access_key: &str,
+        count: u64,
+        read_syncs_key: &str,
+    ) -> Result<(), CacheError> {
+        let mut counters = self.counters();
+        *counters
+            .integers
+            .entry(read_syncs_key.to_string())
+            .or_insert(0) += 1;
         // Not if the memory's delete dropped its counts meanwhile.
         if counters.access.contains_key(access_key) {
-            let unsynced = counters.unsynced.entry(access_key.to_string()).or_insert(0);
-            *unsynced = unsynced.saturating_sub(count);
-            *counters.syncs.entry(access_key.to_string()).or_insert(0) += 1;
+            let state = counters.syncs.entry(access_key.to_string()).or_default();
+            state.unsynced = state.unsynced.saturating_sub(count);
+            state.synced += count;
+            state.syncing = 0;
+            state.syncing_fields = None;
+            state.syncs += 1;
         }
         Ok(())
     }
 
     async fn read_counts(&self, access_keys: &[String]) -> Result<Vec<ReadCounts>, CacheError> {
+        Ok(self.counters().read_counts(access_keys))
+    }
+
+    async fn read_counts_and_fill(
+        &self,
+        access_keys: &[String],
+        fill: Option<SearchFill<'_>>,
+    ) -> Result<Vec<ReadCounts>, CacheError> {
+        // Under one lock, as a sync's commit moves its counts and the read syncs together.
         let counters = self.counters();
-        Ok(access_keys
-            .iter()
-            .map(|key| ReadCounts {
-                unsynced: counters.unsynced.get(key).copied().unwrap_or(0),
-                syncs: counters.syncs.get(key).copied().unwrap_or(0),
-                last: counters.access.get(key).map(|stats| stats.1),
-            })
-            .collect())
+        let counts = counters.read_counts(access_keys);
+        let Some(fill) = fill else {
+            return Ok(counts);
+        };
+        let read_syncs = counters
+            .integers
+            .get(fill.read_syncs_key)
+            .copied()
+            .unwrap_or(0);
+        if read_syncs == fill.read_syncs && counts.iter().all(|counts| counts.syncing == 0) {
+            let body = fill.body(counts.iter().map(|counts| counts.synced));
+            self.entries.insert(
+                fill.key.to_string(),
+                Entry {
+                    value: body,
+                    ttl: fill.ttl,
+                },
+            );
+        }
+        Ok(counts)
     }
 
     async fn get_with_read_counts(

@@ -59,8 +59,53 @@ pub struct ReadCounts {
     /// How many times reads were added to the payload: a body read under another value
     /// carries the counts from before (see `FastPath`'s L1).
     pub syncs: u64,
+    /// Every read ever added to the payload: a cached search answer keeps the value it was
+    /// filled under, and adds what was synced since to the counts its rows hold.
+    pub synced: u64,
+    /// Reads being added to the payload now (still in `unsynced`): whether the payload has
+    /// them cannot be said, so no answer is cached with this memory.
+    pub syncing: u64,
     /// The last read recorded.
     pub last: Option<DateTime<Utc>>,
+}
+
+/// A search answer for the result cache ([`CacheStore::read_counts_and_fill`]).
+#[derive(Debug, Clone)]
+pub struct SearchFill<'a> {
+    pub key: &'a str,
+    /// The body up to the value of its last member, `synced`, which the store appends: a
+    /// JSON object of each memory's id (`ids`, in the order of the access keys) and its
+    /// `synced` count, then the closing `}`.
+    pub body_head: Bytes,
+    pub ids: &'a [Uuid],
+    pub ttl: Duration,
+    /// The scope's read syncs (`Keys::scope_read_syncs`), and their count before the search.
+    pub read_syncs_key: &'a str,
+    pub read_syncs: u64,
+}
+
+impl SearchFill<'_> {
+    /// The whole body, with `synced` of each memory (in the order of `ids`).
+    pub fn body(&self, synced: impl IntoIterator<Item = u64>) -> Bytes {
+        let members: Vec<String> = self
+            .ids
+            .iter()
+            .zip(synced)
+            .map(|(id, synced)| format!("\"{id}\":{synced}"))
+            .collect();
+        let mut body = self.body_head.to_vec();
+        body.extend_from_slice(format!("{{{}}}}}", members.join(",")).as_bytes());
+        Bytes::from(body)
+    }
+}
+
+/// What [`CacheStore::get_at_generation`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerationalValue {
+    pub generation: u64,
+    /// The scope's read syncs so far, for [`CacheStore::fill_search`].
+    pub read_syncs: u64,
+    pub value: Option<Bytes>,
 }
 
 /// Reads to add to a memory's payload ([`CacheStore::unsynced_reads`]).
@@ -69,6 +114,17 @@ pub struct UnsyncedReads {
     pub count: u64,
     pub last: DateTime<Utc>,
     pub tenant: Option<String>,
+    /// A sync begun and not committed (its worker stopped, or its commit failed): whether
+    /// its payload write landed shows in the payload.
+    pub unfinished: Option<UnfinishedSync>,
+}
+
+/// What [`CacheStore::begin_sync`] recorded: the reads being added, and the payload fields
+/// the write sets (JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedSync {
+    pub count: u64,
+    pub fields: Bytes,
 }
 
 /// The cache a request path reads and fills.
@@ -105,14 +161,26 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// The integer under `key`; 0 when absent.
     async fn counter(&self, key: &str) -> Result<u64, CacheError>;
-    /// The sum of the counters under `counter_keys` (each 0 when absent), the generation, and
-    /// the value under `key` at that generation, read together (one round trip on Redis). The
-    /// second counter's expiry is renewed (see `Keys::scope_search_generation`).
+    /// The sum of the counters under `counter_keys` (each 0 when absent), the generation, the
+    /// counter under `read_syncs_key`, and the value under `key` at that generation, read
+    /// together (one round trip on Redis). The second and third counters' expiry is renewed
+    /// (see `Keys::scope_search_generation`).
     async fn get_at_generation(
         &self,
         counter_keys: &[String; 2],
+        read_syncs_key: &str,
         key: &GenerationalKey,
-    ) -> Result<(u64, Option<Bytes>), CacheError>;
+    ) -> Result<GenerationalValue, CacheError>;
+    /// [`CacheStore::read_counts`] of a search answer's memories, and in the same step (one
+    /// round trip, one script on Redis) the answer kept in the result cache when `fill` says
+    /// so: only if no read sync of the scope ended since `fill.read_syncs` was read, and none
+    /// of the memories is being synced, so that the answer's stored counts and the `synced`
+    /// counts kept with it are from one moment. A full backend skips the fill.
+    async fn read_counts_and_fill(
+        &self,
+        access_keys: &[String],
+        fill: Option<SearchFill<'_>>,
+    ) -> Result<Vec<ReadCounts>, CacheError>;
     /// Adds one to the integer under `key` and returns the new value.
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
     /// Adds a batch of reads to `access:{id}` (`count`, `unsynced`, `last`) and the `popular`
@@ -127,11 +195,28 @@ pub trait CacheStore: Send + Sync + 'static {
     /// Puts ids back into the set `dirty_key` (their copy failed).
     async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError>;
     /// The reads of one memory not yet added to the vector store; `None` when there are
-    /// none. Read under the memory's lease, then [`CacheStore::commit_synced`] once added.
+    /// none. Read under the memory's lease, then [`CacheStore::begin_sync`] before the
+    /// payload write and [`CacheStore::commit_synced`] after it.
     async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError>;
-    /// `count` reads were added to the payload: they are no longer unsynced, and `syncs` moves
-    /// on. Nothing when the memory's delete dropped its counts meanwhile.
-    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError>;
+    /// Records that `count` reads are being added to the payload (`syncing`) by a write of
+    /// `fields` (JSON), so that answers are not cached with them meanwhile and a sync that
+    /// does not reach its commit can be told apart from one that never wrote. Nothing
+    /// happens to a hash the memory's delete dropped.
+    async fn begin_sync(
+        &self,
+        access_key: &str,
+        count: u64,
+        fields: Bytes,
+    ) -> Result<(), CacheError>;
+    /// `count` reads were added to the payload: they are no longer unsynced nor syncing,
+    /// `synced` grows by them, `syncs` moves on, and so does the scope's `read_syncs_key`.
+    /// Nothing happens to a hash the memory's delete dropped meanwhile.
+    async fn commit_synced(
+        &self,
+        access_key: &str,
+        count: u64,
+        read_syncs_key: &str,
+    ) -> Result<(), CacheError>;
     /// [`ReadCounts`] of each of `access_keys`, in order (one round trip on Redis).
     async fn read_counts(&self, access_keys: &[String]) -> Result<Vec<ReadCounts>, CacheError>;
     /// The value under `key` and the [`ReadCounts`] under `access_key`, in one round trip.

@@ -11,27 +11,65 @@ use redis::{AsyncCommands, IntoConnectionInfo};
 use uuid::Uuid;
 
 use super::{
-    AccessUpdate, CacheError, CacheStore, ReadCounts, UnsyncedReads, ACCESS_TTL, POPULAR_CAP,
+    AccessUpdate, CacheError, CacheStore, GenerationalValue, ReadCounts, SearchFill,
+    UnfinishedSync, UnsyncedReads, ACCESS_TTL, POPULAR_CAP,
 };
 
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Reads the generation (the sum of the global and the scope's counters) and the value at
-/// that generation in one round trip, and renews the scope counter's 30 days. The key is built
-/// here from its parts, so the generation is never stale by the time the value is read.
+/// Reads the generation (the sum of the global and the scope's counters), the scope's read
+/// syncs (`KEYS[3]`) and the value at that generation in one round trip, and renews the scope
+/// counters' 30 days. The key is built here from its parts, so the generation is never stale
+/// by the time the value is read.
 const GET_AT_GENERATION: &str = r#"
 local generation = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(redis.call('GET', KEYS[2]) or '0')
 redis.call('PEXPIRE', KEYS[2], 2592000000)
+redis.call('PEXPIRE', KEYS[3], 2592000000)
 generation = string.format('%d', generation)
-return {generation, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
+local read_syncs = redis.call('GET', KEYS[3]) or '0'
+return {generation, read_syncs, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
 "#;
 
-/// Reads added to the payload: no longer unsynced, and one more sync, if the hash still exists.
+/// The read counts ([`READ_COUNT_FIELDS`]) of a search answer's memories (`KEYS[3..]`, their
+/// access hashes), and, when `ARGV[4]` is `1`, the answer stored under `KEYS[1]`: its head
+/// (`ARGV[1]`) and `{"<id>":<synced>,…}}` (ids from `ARGV[5..]`), for `ARGV[2]` ms, if the
+/// scope's read syncs (`KEYS[2]`) are still `ARGV[3]` and no memory is being synced. A full
+/// Redis skips the fill (`pcall`), as every cache fill.
+const READ_COUNTS_AND_FILL: &str = r#"
+local fill = ARGV[4] == '1' and tonumber(redis.call('GET', KEYS[2]) or '0') == tonumber(ARGV[3])
+local counts = {}
+local synced = {}
+for i = 3, #KEYS do
+  local fields = redis.call('HMGET', KEYS[i], 'unsynced', 'syncs', 'last', 'synced', 'syncing')
+  counts[#counts + 1] = fields
+  if tonumber(fields[5] or '0') > 0 then fill = false end
+  synced[#synced + 1] = '"' .. ARGV[i + 2] .. '":' .. (fields[4] or '0')
+end
+if fill then
+  redis.pcall('SET', KEYS[1], ARGV[1] .. '{' .. table.concat(synced, ',') .. '}}', 'PX', ARGV[2])
+end
+return counts
+"#;
+
+/// Reads being added to the payload, and the fields written: only into a hash that exists
+/// (one a delete dropped is not made again, without its expiry).
+const BEGIN_SYNC: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'syncing', ARGV[1], 'syncing_fields', ARGV[2])
+return 1
+"#;
+
+/// Reads added to the payload: no longer unsynced nor syncing, counted in `synced`, one more
+/// sync, if the hash still exists; and one more read sync of the scope (`KEYS[2]`).
 const COMMIT_SYNCED: &str = r#"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 2592000000)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'unsynced', -tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[1], 'synced', tonumber(ARGV[1]))
+redis.call('HDEL', KEYS[1], 'syncing', 'syncing_fields')
 return redis.call('HINCRBY', KEYS[1], 'syncs', 1)
 "#;
 
@@ -39,7 +77,7 @@ return redis.call('HINCRBY', KEYS[1], 'syncs', 1)
 /// not `MULTI`: Redis refuses `MULTI` once it is out of memory, and reads must go on then.
 /// The fields are [`READ_COUNT_FIELDS`], in order.
 const GET_WITH_READ_COUNTS: &str = r#"
-return {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'unsynced', 'syncs', 'last')}
+return {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'unsynced', 'syncs', 'last', 'synced', 'syncing')}
 "#;
 
 /// A record from the vector store, stored if the key holds nothing and no read sync ended
@@ -52,16 +90,24 @@ return 0
 "#;
 
 /// The fields of an access hash an answer needs.
-const READ_COUNT_FIELDS: [&str; 3] = ["unsynced", "syncs", "last"];
+const READ_COUNT_FIELDS: [&str; 5] = ["unsynced", "syncs", "last", "synced", "syncing"];
 
 /// [`READ_COUNT_FIELDS`] as `HMGET` answers them.
-type ReadCountFields = (Option<u64>, Option<u64>, Option<String>);
+type ReadCountFields = (
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+);
 
 fn read_counts_of(key: &str, fields: ReadCountFields) -> Result<ReadCounts, CacheError> {
-    let (unsynced, syncs, last) = fields;
+    let (unsynced, syncs, last, synced, syncing) = fields;
     Ok(ReadCounts {
         unsynced: unsynced.unwrap_or(0),
         syncs: syncs.unwrap_or(0),
+        synced: synced.unwrap_or(0),
+        syncing: syncing.unwrap_or(0),
         last: last.map(|last| parse_last(key, &last)).transpose()?,
     })
 }
@@ -82,6 +128,8 @@ pub struct RedisCache {
     get_at_generation: redis::Script,
     get_with_read_counts: redis::Script,
     fill_record: redis::Script,
+    read_counts_and_fill: redis::Script,
+    begin_sync: redis::Script,
     commit_synced: redis::Script,
 }
 
@@ -125,6 +173,8 @@ impl RedisCache {
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
             get_with_read_counts: redis::Script::new(GET_WITH_READ_COUNTS),
             fill_record: redis::Script::new(FILL_RECORD),
+            read_counts_and_fill: redis::Script::new(READ_COUNTS_AND_FILL),
+            begin_sync: redis::Script::new(BEGIN_SYNC),
             commit_synced: redis::Script::new(COMMIT_SYNCED),
         })
     }
@@ -234,12 +284,14 @@ impl CacheStore for RedisCache {
     async fn get_at_generation(
         &self,
         counter_keys: &[String; 2],
+        read_syncs_key: &str,
         key: &crate::keys::GenerationalKey,
-    ) -> Result<(u64, Option<Bytes>), CacheError> {
-        let (generation, value): (String, Option<Vec<u8>>) = self
+    ) -> Result<GenerationalValue, CacheError> {
+        let (generation, read_syncs, value): (String, String, Option<Vec<u8>>) = self
             .get_at_generation
             .key(&counter_keys[0])
             .key(&counter_keys[1])
+            .key(read_syncs_key)
             .arg(&key.head)
             .arg(&key.tail)
             .invoke_async(&mut self.connection.clone())
@@ -248,7 +300,15 @@ impl CacheStore for RedisCache {
             key: counter_keys.join(" + "),
             expected: "an integer",
         })?;
-        Ok((generation, value.map(Bytes::from)))
+        let read_syncs = read_syncs.parse().map_err(|_| CacheError::Corrupt {
+            key: read_syncs_key.to_string(),
+            expected: "an integer",
+        })?;
+        Ok(GenerationalValue {
+            generation,
+            read_syncs,
+            value: value.map(Bytes::from),
+        })
     }
 
     async fn increment(&self, key: &str) -> Result<u64, CacheError> {
@@ -323,28 +383,62 @@ impl CacheStore for RedisCache {
     }
 
     async fn unsynced_reads(&self, access_key: &str) -> Result<Option<UnsyncedReads>, CacheError> {
-        let (count, last, tenant): (Option<u64>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(access_key)
-                .arg("unsynced")
-                .arg("last")
-                .arg("tenant")
-                .query_async(&mut self.connection.clone())
-                .await?;
-        match (count.filter(|count| *count > 0), last) {
-            (Some(count), Some(last)) => Ok(Some(UnsyncedReads {
+        type Fields = (
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<Vec<u8>>,
+        );
+        let (count, last, tenant, syncing, syncing_fields): Fields = redis::cmd("HMGET")
+            .arg(access_key)
+            .arg(&["unsynced", "last", "tenant", "syncing", "syncing_fields"][..])
+            .query_async(&mut self.connection.clone())
+            .await?;
+        let (Some(count), Some(last)) = (count.filter(|count| *count > 0), last) else {
+            return Ok(None);
+        };
+        let unfinished = syncing
+            .zip(syncing_fields)
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, fields)| UnfinishedSync {
                 count,
-                last: parse_last(access_key, &last)?,
-                tenant,
-            })),
-            _ => Ok(None),
-        }
+                fields: Bytes::from(fields),
+            });
+        Ok(Some(UnsyncedReads {
+            count,
+            last: parse_last(access_key, &last)?,
+            tenant,
+            unfinished,
+        }))
     }
 
-    async fn commit_synced(&self, access_key: &str, count: u64) -> Result<(), CacheError> {
+    async fn begin_sync(
+        &self,
+        access_key: &str,
+        count: u64,
+        fields: Bytes,
+    ) -> Result<(), CacheError> {
+        let _: i64 = self
+            .begin_sync
+            .key(access_key)
+            .arg(count)
+            .arg(fields.as_ref())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn commit_synced(
+        &self,
+        access_key: &str,
+        count: u64,
+        read_syncs_key: &str,
+    ) -> Result<(), CacheError> {
         let _: i64 = self
             .commit_synced
             .key(access_key)
+            .key(read_syncs_key)
             .arg(count)
             .invoke_async(&mut self.connection.clone())
             .await?;
@@ -360,6 +454,39 @@ impl CacheStore for RedisCache {
             pipe.cmd("HMGET").arg(key).arg(&READ_COUNT_FIELDS[..]);
         }
         let answers: Vec<ReadCountFields> = pipe.query_async(&mut self.connection.clone()).await?;
+        access_keys
+            .iter()
+            .zip(answers)
+            .map(|(key, fields)| read_counts_of(key, fields))
+            .collect()
+    }
+
+    async fn read_counts_and_fill(
+        &self,
+        access_keys: &[String],
+        fill: Option<SearchFill<'_>>,
+    ) -> Result<Vec<ReadCounts>, CacheError> {
+        let Some(fill) = fill else {
+            return self.read_counts(access_keys).await;
+        };
+        let millis = u64::try_from(fill.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut invocation = self.read_counts_and_fill.prepare_invoke();
+        invocation
+            .key(fill.key)
+            .key(fill.read_syncs_key)
+            .key(access_keys)
+            .arg(fill.body_head.as_ref())
+            .arg(millis)
+            .arg(fill.read_syncs)
+            .arg(1);
+        for id in fill.ids {
+            invocation.arg(id.to_string());
+        }
+        let answers: Vec<ReadCountFields> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
         access_keys
             .iter()
             .zip(answers)

@@ -345,7 +345,7 @@ impl WriteQueue for InProcessQueue {
     async fn commit_read_sync(&self, sync: ReadSync<'_>) -> Result<bool, QueueError> {
         let memories = self.memories().await;
         self.records
-            .commit_synced(sync.access_key, sync.count)
+            .commit_synced(sync.access_key, sync.count, sync.read_syncs_key)
             .await?;
         if !memories.revision(sync.revision_key).settled() {
             return Ok(false);

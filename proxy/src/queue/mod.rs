@@ -251,6 +251,8 @@ pub struct ReadSync<'a> {
     /// `access:{id}` and the reads added to the payload.
     pub access_key: &'a str,
     pub count: u64,
+    /// The scope's read syncs (`Keys::scope_read_syncs`), moved on by the commit.
+    pub read_syncs_key: &'a str,
     /// `mem:{id}`, `rev:{id}`, and the record with the new counts.
     pub record_key: &'a str,
     pub revision_key: &'a str,

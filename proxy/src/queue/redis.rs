@@ -156,13 +156,18 @@ if acknowledged > synced then return 0 end
 return redis.call('DEL', KEYS[1])
 "#;
 
-/// A read sync's end, in one step: the reads added to the payload are no longer unsynced (if
-/// the access hash still exists), and an existing record is replaced by one with the new
-/// counts when none of the memory's writes is pending. Readers see the record and the counts
-/// from before the sync or from after it, never one of each.
+/// A read sync's end, in one step: the reads added to the payload are no longer unsynced nor
+/// syncing and count in `synced` (if the access hash still exists), the scope's read syncs
+/// (`KEYS[4]`) move on, and an existing record is replaced by one with the new counts when
+/// none of the memory's writes is pending. Readers see the record and the counts from before
+/// the sync or from after it, never one of each.
 const COMMIT_READ_SYNC: &str = r#"
+redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], 2592000000)
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'unsynced', -tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[3], 'synced', tonumber(ARGV[3]))
+  redis.call('HDEL', KEYS[3], 'syncing')
   redis.call('HINCRBY', KEYS[3], 'syncs', 1)
 end
 local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
@@ -560,6 +565,7 @@ impl WriteQueue for RedisQueue {
             .key(sync.record_key)
             .key(sync.revision_key)
             .key(sync.access_key)
+            .key(sync.read_syncs_key)
             .arg(sync.record.as_ref())
             .arg(millis)
             .arg(sync.count)

@@ -293,13 +293,9 @@ impl Worker {
             }
         };
         let mut failed = Vec::new();
-        let mut retired = std::collections::BTreeSet::new();
         for id in &ids {
             match self.add_accesses(*id).await {
-                Ok(Synced::Added(tenant)) => {
-                    self.metrics.access_synced.inc();
-                    retired.insert(tenant);
-                }
+                Ok(Synced::Added) => self.metrics.access_synced.inc(),
                 Ok(Synced::Nothing) => {}
                 // Read while its create was still on its way to the vector store, or its lease
                 // was taken by a write: next round.
@@ -310,23 +306,16 @@ impl Worker {
                 }
             }
         }
-        // Cached searches of those tenants carry the counts from before: retired, once a round.
-        for tenant in retired {
-            let generation = self
-                .keys
-                .scope_search_generation(&job::scope_of(tenant.as_deref()));
-            if let Err(error) = self.cache.increment(&generation).await {
-                tracing::warn!(%error, "could not retire cached searches after a read sync");
-            }
-        }
         if let Err(error) = self.cache.mark_dirty(&dirty_key, &failed).await {
             tracing::warn!(%error, lost = failed.len(), "could not requeue access syncs");
         }
         ids.len() - failed.len()
     }
 
-    /// Under the memory's lease: reads its unsynced reads, adds them to its payload, marks
-    /// them synced and drops its cached record (which carries the counts from before).
+    /// Under the memory's lease: marks its unsynced reads as being synced, adds them to its
+    /// payload, then marks them synced and replaces its cached record (which carries the
+    /// counts from before). Cached searches stay: they add the reads synced since they were
+    /// filled.
     async fn add_accesses(&self, id: uuid::Uuid) -> Result<Synced, SyncError> {
         // A write being applied to the memory could overwrite the counts: next round.
         let lock = self.keys.lock(id);
@@ -355,19 +344,34 @@ impl Worker {
         let Some(reads) = self.cache.unsynced_reads(&access_key).await? else {
             return Ok(Synced::Nothing);
         };
-        let Some(payload) = self.vectors.retrieve(id).await? else {
+        let Some(mut payload) = self.vectors.retrieve(id).await? else {
             return Ok(Synced::NotYet);
         };
-        let fields = self.layout.accessed(&payload, reads.count, reads.last);
+        let scope = job::scope_of(reads.tenant.as_deref());
+        let mut count = reads.count;
+        if let Some(unfinished) = &reads.unfinished {
+            if holds_fields(&payload, &unfinished.fields) {
+                // The last sync wrote the payload and did not commit: committed now, once.
+                self.commit_sync(&scope, id, &access_key, unfinished.count, payload.clone())
+                    .await?;
+                count = count.saturating_sub(unfinished.count);
+                if count == 0 {
+                    return Ok(Synced::Added);
+                }
+            }
+        }
+        let fields = self.layout.accessed(&payload, count, reads.last);
+        let written = serde_json::to_vec(&fields).map_err(SyncError::Encode)?;
+        self.cache
+            .begin_sync(&access_key, count, written.into())
+            .await?;
         self.vectors.set_fields(id, fields.clone()).await?;
         // From here the payload has them: an answer from the vector store counts them twice
         // until this commit, a few milliseconds.
-        let scope = job::scope_of(reads.tenant.as_deref());
-        let mut memory = payload;
-        memory.extend(fields);
-        self.commit_sync(&scope, id, &access_key, reads.count, memory)
+        payload.extend(fields);
+        self.commit_sync(&scope, id, &access_key, count, payload)
             .await?;
-        Ok(Synced::Added(reads.tenant))
+        Ok(Synced::Added)
     }
 
     /// The reads marked synced and the memory's cached record, which holds the read counts
@@ -384,6 +388,7 @@ impl Worker {
     ) -> Result<(), SyncError> {
         let record = self.keys.memory(scope, id);
         let revision = self.keys.revision(scope, id);
+        let read_syncs = self.keys.scope_read_syncs(scope);
         if !memory.contains_key("id") {
             memory.insert("id".into(), serde_json::Value::String(id.to_string()));
         }
@@ -393,6 +398,7 @@ impl Worker {
             .commit_read_sync(crate::queue::ReadSync {
                 access_key,
                 count,
+                read_syncs_key: &read_syncs,
                 record_key: &record,
                 revision_key: &revision,
                 record: ready.value,
@@ -443,8 +449,8 @@ impl Worker {
 
 /// What a read sync did for one memory.
 enum Synced {
-    /// Its reads are in its payload now; the tenant it belongs to.
-    Added(Option<String>),
+    /// Its reads are in its payload now.
+    Added,
     /// No reads to add.
     Nothing,
     /// Not now (not in the vector store yet, or a write holds its lease): next round.
@@ -459,6 +465,17 @@ enum SyncError {
     Vectors(#[from] crate::vectors::VectorError),
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    #[error("could not encode the fields of a read sync: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// Whether `payload` holds every one of `fields` (JSON), as a sync's write set them.
+fn holds_fields(payload: &crate::memory::StoredMemory, fields: &[u8]) -> bool {
+    serde_json::from_slice::<crate::memory::StoredMemory>(fields).is_ok_and(|fields| {
+        fields
+            .iter()
+            .all(|(field, value)| payload.get(field) == Some(value))
+    })
 }
 
 #[async_trait::async_trait]
