@@ -628,6 +628,11 @@ fn assert_clean(report: &history::Report, differences: &[String], summary: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_with_workers_and_redis_killed_see_every_acknowledged_write_in_order() {
+    // `TEST_LOG=memgate=warn` (an `EnvFilter`) shows what the proxy and workers log.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_target(false)
+        .try_init();
     let cluster = Cluster::start(2).await;
     cluster.openai.set_delay(Duration::from_millis(20));
     let (report, differences, summary) = run_history(&cluster, 12, 12, true).await;

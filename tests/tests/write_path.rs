@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use memgate::config::Config;
 use memgate_testkit::{
-    eventually, memgate_binary, scrape_metrics, start_proxy, start_proxy_and_worker, test_config,
-    FakeOpenAi, RedisServer,
+    eventually, memgate_binary, scrape_metrics, start_proxy, start_proxy_and_worker,
+    start_proxy_with_backends, test_config, FakeOpenAi, RedisServer,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -18,6 +18,8 @@ struct Env {
     openai: FakeOpenAi,
     proxy: memgate::app::RunningProxy,
     worker: Option<memgate::app::RunningWorker>,
+    /// Without a worker: what one started later runs on.
+    later: Option<(Config, memgate::app::Backends)>,
     http: reqwest::Client,
     prefix: String,
     data: tempfile::TempDir,
@@ -37,21 +39,34 @@ impl Env {
         );
         adjust(&mut config);
         let prefix = config.key_prefix();
-        let (proxy, worker) = if with_worker {
+        let (proxy, worker, later) = if with_worker {
             let (proxy, worker) = start_proxy_and_worker(config).await.expect("start");
-            (proxy, Some(worker))
+            (proxy, Some(worker), None)
         } else {
-            (start_proxy(config).await.expect("start"), None)
+            let (proxy, backends) = start_proxy_with_backends(config.clone())
+                .await
+                .expect("start");
+            (proxy, None, Some((config, backends)))
         };
         Env {
             redis,
             openai,
             proxy,
             worker,
+            later,
             http: reqwest::Client::new(),
             prefix,
             data,
         }
+    }
+
+    /// Starts the worker of an `Env` started without one.
+    async fn start_worker(&mut self) {
+        let (config, backends) = self.later.take().expect("started without a worker");
+        let worker = memgate::app::start_worker_with(config, backends)
+            .await
+            .expect("worker");
+        self.worker = Some(worker);
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -571,6 +586,46 @@ async fn cached_searches_stay_cached_and_exact_across_read_syncs() {
         env.access_field(&id, "synced").await >= 3,
         "reads were added to the payload"
     );
+}
+
+/// A create, a PATCH and a DELETE acknowledged before a worker runs: the create stores nothing
+/// (its delete comes next), so the PATCH finds no point, and is done, not retried until it
+/// is dead-lettered (it held the memory's later writes up for seconds).
+#[tokio::test]
+async fn a_patch_between_a_create_and_its_delete_is_not_retried() {
+    let mut env = Env::start(false, |config| {
+        config.worker.max_attempts = 4;
+        config.worker.retry_backoff = Duration::from_millis(200);
+    })
+    .await;
+    let (_, accepted) = env.create(json!({"content": "short-lived"})).await;
+    let id = accepted["id"].as_str().expect("id").to_string();
+    let path = format!("/memories/{id}");
+    let patched = env
+        .request(reqwest::Method::PATCH, &path)
+        .json(&json!({"content": "changed"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), 202);
+    let deleted = env
+        .request(reqwest::Method::DELETE, &path)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 202);
+    env.start_worker().await;
+    let drained = eventually(Duration::from_millis(500), || async {
+        env.stream_len("writes").await == 0
+    })
+    .await;
+    assert!(drained, "the three writes were applied at once");
+    assert_eq!(
+        env.stream_len("writes:dead").await,
+        0,
+        "nothing dead-lettered"
+    );
+    assert_eq!(env.get(&id).await.0, 404);
 }
 
 #[tokio::test]

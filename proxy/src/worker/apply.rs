@@ -109,11 +109,14 @@ impl Worker {
         id: Uuid,
         update: &UpdateRequest,
     ) -> Result<RecordWrite, ApplyError> {
-        let stored = self
-            .vectors
-            .retrieve(id)
-            .await?
-            .ok_or(ApplyError::Missing(id))?;
+        let Some(stored) = self.vectors.retrieve(id).await? else {
+            // Its delete is acknowledged and applied after it: the create may have stored
+            // nothing (see `apply`), and there is nothing to change.
+            if self.is_deleted(&key).await {
+                return Ok(self.record(key, tombstone(id)));
+            }
+            return Err(ApplyError::Missing(id));
+        };
         let mut memory = stored.clone();
         self.layout.apply_update(&mut memory, update);
         if self.layout.embedded_text(&memory) != self.layout.embedded_text(&stored) {

@@ -100,9 +100,18 @@ impl Worker {
         started: Instant,
     ) {
         let id = job.op.id();
+        tracing::debug!(
+            %id,
+            entry = %job.entry,
+            revision = ?job.revision,
+            kind = job.op.kind(),
+            deliveries = job.deliveries,
+            "write job started"
+        );
         let revision_key = self.keys.revision(&scope_of(job.op.scope()), id);
         if let Some(revision) = job.revision {
             if self.wait_turn(&revision_key, revision).await == Turn::AlreadyApplied {
+                tracing::debug!(%id, entry = %job.entry, "write job already applied");
                 let finish = self.acknowledge_only(job, revision_key);
                 return self.close(job, finish, started).await;
             }
@@ -114,6 +123,12 @@ impl Worker {
             Some(revision) => self.turn_now(&revision_key, revision).await,
             None => Turn::Apply,
         };
+        tracing::debug!(
+            %id,
+            entry = %job.entry,
+            apply = (turn == Turn::Apply),
+            "write job holds its memory's lease"
+        );
         let finish = match turn {
             Turn::AlreadyApplied => self.acknowledge_only(job, revision_key.clone()),
             Turn::Apply => {
@@ -146,6 +161,12 @@ impl Worker {
             lease: Some((lock.clone(), leases.owner.clone(), self.settings.claim_idle)),
             ..finish
         };
+        tracing::debug!(
+            %id,
+            entry = %job.entry,
+            dead_lettered = finish.dead_letter.is_some(),
+            "write job done"
+        );
         self.close(job, finish, started).await;
         leases.release(&lock).await;
         self.turns.finished(&revision_key);
