@@ -387,21 +387,17 @@ impl FastPath {
         self.memories_l1.invalidate(key).await;
     }
 
-    /// The read counts of the memories `ids`, for answers, and `fill` done in the same step;
-    /// `None` when the cache cannot say (the answer then shows the counts its body has).
-    async fn read_counts(
-        &self,
-        ids: &[Uuid],
-        fill: Option<SearchFill<'_>>,
-    ) -> Option<Vec<ReadCounts>> {
-        if ids.is_empty() && fill.is_none() {
+    /// The read counts of the memories `ids`, for answers; `None` when the cache cannot say
+    /// (the answer then shows the counts its body has).
+    async fn read_counts(&self, ids: &[Uuid]) -> Option<Vec<ReadCounts>> {
+        if ids.is_empty() {
             return Some(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
         match self
             .guards
             .cache
-            .call("read_counts", self.cache.read_counts_and_fill(&keys, fill))
+            .call("read_counts", self.cache.read_counts(&keys))
             .await
         {
             Ok(counts) => Some(counts),
@@ -449,32 +445,16 @@ impl FastPath {
     /// since the rows' counts were read (`synced_at_fill`, for an answer from the result
     /// cache), and this process's own not yet flushed. Shown as stored when the cache cannot
     /// say. A row without an id (not one memgate or the legacy service wrote) is shown as
-    /// stored. A fresh answer goes into the result cache (`slot`) in the same round trip.
+    /// stored.
     async fn counted_rows(
         &self,
         scope: &Scope,
         rows: Vec<StoredMemory>,
         synced_at_fill: Option<&std::collections::HashMap<Uuid, u64>>,
-        slot: Option<(ResultSlot, &[Uuid])>,
     ) -> Result<Bytes, ApiError> {
         let row_ids: Vec<Option<Uuid>> = rows.iter().map(row_id).collect();
         let ids: Vec<Uuid> = row_ids.iter().flatten().copied().collect();
-        let read_syncs_key = self.keys.scope_read_syncs(scope);
-        let fill = match slot {
-            Some((slot, found)) => {
-                Some((cached_search_head(&rows, found).map_err(internal)?, slot))
-            }
-            None => None,
-        };
-        let fill = fill.as_ref().map(|(head, slot)| SearchFill {
-            key: &slot.key,
-            body_head: head.clone(),
-            ids: &ids,
-            ttl: self.settings.search_ttl,
-            read_syncs_key: &read_syncs_key,
-            read_syncs: slot.read_syncs,
-        });
-        let counts = self.read_counts(&ids, fill).await;
+        let counts = self.read_counts(&ids).await;
         let memories = match &counts {
             None => rows,
             Some(counts) => {
@@ -500,6 +480,46 @@ impl FastPath {
         };
         let body = serde_json::to_vec(&SearchBody { memories }).map_err(internal)?;
         Ok(Bytes::from(body))
+    }
+
+    /// Keeps a fresh search answer in the result cache, in the background: the cache store
+    /// reads its memories' `synced` counts and stores it in one step, unless a read sync of
+    /// the scope ended since the search began or one of them is being synced (see
+    /// [`CacheStore::read_counts_and_fill`]). Started before the answer's own counts are
+    /// read, so it reaches the cache store ahead of the client's next request.
+    fn fill_search_later(
+        &self,
+        scope: &Scope,
+        slot: ResultSlot,
+        rows: &[StoredMemory],
+        found: &[Uuid],
+    ) {
+        let Ok(body_head) = cached_search_head(rows, found) else {
+            return;
+        };
+        let ids: Vec<Uuid> = rows.iter().filter_map(row_id).collect();
+        let access_keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
+        let read_syncs_key = self.keys.scope_read_syncs(scope);
+        let (cache, guard, ttl) = (
+            self.cache.clone(),
+            self.guards.cache.clone(),
+            self.settings.search_ttl,
+        );
+        tokio::spawn(async move {
+            let fill = SearchFill {
+                key: &slot.key,
+                body_head,
+                ids: &ids,
+                ttl,
+                read_syncs_key: &read_syncs_key,
+                read_syncs: slot.read_syncs,
+            };
+            let filled = cache.read_counts_and_fill(&access_keys, Some(fill));
+            match guard.call("set", filled).await {
+                Ok(_) | Err(CallError::Open(_)) => {}
+                Err(error) => tracing::warn!(%error, key = slot.key, "cache write failed"),
+            }
+        });
     }
 
     /// `GET /memories/{id}`.
@@ -657,7 +677,7 @@ impl FastPath {
                     .and_then(|body| serde_json::from_slice::<CachedSearch>(&body).ok());
                 if let Some(cached) = cached {
                     let answer = self
-                        .counted_rows(scope, cached.memories, Some(&cached.synced), None)
+                        .counted_rows(scope, cached.memories, Some(&cached.synced))
                         .await?;
                     self.access.record(scope, cached.found.iter());
                     return Ok(FastAnswer::hit(answer));
@@ -684,11 +704,11 @@ impl FastPath {
             .filter_map(|(memory, _)| row_id(memory))
             .collect();
         let rows = self.shape_results(&search, found).await?;
+        if let Some(slot) = result_key.filter(|_| confirmed) {
+            self.fill_search_later(scope, slot, &rows, &found_ids);
+        }
         // The cached answer holds the stored counts; this one counts every read so far.
-        let slot = result_key
-            .filter(|_| confirmed)
-            .map(|slot| (slot, found_ids.as_slice()));
-        let answer = self.counted_rows(scope, rows, None, slot).await?;
+        let answer = self.counted_rows(scope, rows, None).await?;
         self.access.record(scope, found_ids.iter());
         Ok(FastAnswer {
             status: http::StatusCode::OK,

@@ -128,7 +128,6 @@ pub struct RedisCache {
     get_at_generation: redis::Script,
     get_with_read_counts: redis::Script,
     fill_record: redis::Script,
-    read_counts_and_fill: redis::Script,
     begin_sync: redis::Script,
     commit_synced: redis::Script,
 }
@@ -173,7 +172,6 @@ impl RedisCache {
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
             get_with_read_counts: redis::Script::new(GET_WITH_READ_COUNTS),
             fill_record: redis::Script::new(FILL_RECORD),
-            read_counts_and_fill: redis::Script::new(READ_COUNTS_AND_FILL),
             begin_sync: redis::Script::new(BEGIN_SYNC),
             commit_synced: redis::Script::new(COMMIT_SYNCED),
         })
@@ -472,21 +470,22 @@ impl CacheStore for RedisCache {
         let millis = u64::try_from(fill.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut invocation = self.read_counts_and_fill.prepare_invoke();
-        invocation
-            .key(fill.key)
-            .key(fill.read_syncs_key)
-            .key(access_keys)
+        // `EVAL`, not `EVALSHA`: one command whatever Redis has loaded, so a fill is never
+        // sent again after `NOSCRIPT` behind the reads that follow it on the connection.
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(READ_COUNTS_AND_FILL)
+            .arg(2 + access_keys.len())
+            .arg(fill.key)
+            .arg(fill.read_syncs_key)
+            .arg(access_keys)
             .arg(fill.body_head.as_ref())
             .arg(millis)
             .arg(fill.read_syncs)
             .arg(1);
         for id in fill.ids {
-            invocation.arg(id.to_string());
+            eval.arg(id.to_string());
         }
-        let answers: Vec<ReadCountFields> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let answers: Vec<ReadCountFields> = eval.query_async(&mut self.connection.clone()).await?;
         access_keys
             .iter()
             .zip(answers)
