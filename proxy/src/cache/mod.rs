@@ -103,7 +103,7 @@ impl SearchFill<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenerationalValue {
     pub generation: u64,
-    /// The scope's read syncs so far, for [`CacheStore::fill_search`].
+    /// The scope's read syncs so far, for [`CacheStore::read_counts_and_fill`].
     pub read_syncs: u64,
     pub value: Option<Bytes>,
 }
