@@ -485,7 +485,7 @@ impl FastPath {
     /// Keeps a fresh search answer in the result cache, in the background: the cache store
     /// reads its memories' `synced` counts and stores it in one step, unless a read sync of
     /// the scope ended since the search began or one of them is being synced (see
-    /// [`CacheStore::read_counts_and_fill`]). Started before the answer's own counts are
+    /// [`CacheStore::fill_search`]). Started before the answer's own counts are
     /// read, so it reaches the cache store ahead of the client's next request.
     fn fill_search_later(
         &self,
@@ -510,12 +510,12 @@ impl FastPath {
                 key: &slot.key,
                 body_head,
                 ids: &ids,
+                access_keys: &access_keys,
                 ttl,
                 read_syncs_key: &read_syncs_key,
                 read_syncs: slot.read_syncs,
             };
-            let filled = cache.read_counts_and_fill(&access_keys, Some(fill));
-            match guard.call("set", filled).await {
+            match guard.call("set", cache.fill_search(fill)).await {
                 Ok(_) | Err(CallError::Open(_)) => {}
                 Err(error) => tracing::warn!(%error, key = slot.key, "cache write failed"),
             }
@@ -1328,6 +1328,7 @@ mod tests {
             key: "k",
             body_head: head,
             ids: &[a, b],
+            access_keys: &[],
             ttl: Duration::from_secs(1),
             read_syncs_key: "r",
             read_syncs: 0,
@@ -1339,6 +1340,7 @@ mod tests {
         assert_eq!(cached.synced, [(a, 7), (b, 0)].into_iter().collect());
         let none = SearchFill {
             ids: &[],
+            access_keys: &[],
             body_head: cached_search_head(&[], &[]).expect("head"),
             ..fill
         };

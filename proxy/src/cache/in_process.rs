@@ -393,33 +393,27 @@ impl CacheStore for InProcessCache {
         Ok(self.counters().read_counts(access_keys))
     }
 
-    async fn read_counts_and_fill(
-        &self,
-        access_keys: &[String],
-        fill: Option<SearchFill<'_>>,
-    ) -> Result<Vec<ReadCounts>, CacheError> {
+    async fn fill_search(&self, fill: SearchFill<'_>) -> Result<bool, CacheError> {
         // Under one lock, as a sync's commit moves its counts and the read syncs together.
         let counters = self.counters();
-        let counts = counters.read_counts(access_keys);
-        let Some(fill) = fill else {
-            return Ok(counts);
-        };
+        let counts = counters.read_counts(fill.access_keys);
         let read_syncs = counters
             .integers
             .get(fill.read_syncs_key)
             .copied()
             .unwrap_or(0);
-        if read_syncs == fill.read_syncs && counts.iter().all(|counts| counts.syncing == 0) {
-            let body = fill.body(counts.iter().map(|counts| counts.synced));
-            self.entries.insert(
-                fill.key.to_string(),
-                Entry {
-                    value: body,
-                    ttl: fill.ttl,
-                },
-            );
+        if read_syncs != fill.read_syncs || counts.iter().any(|counts| counts.syncing > 0) {
+            return Ok(false);
         }
-        Ok(counts)
+        let body = fill.body(counts.iter().map(|counts| counts.synced));
+        self.entries.insert(
+            fill.key.to_string(),
+            Entry {
+                value: body,
+                ttl: fill.ttl,
+            },
+        );
+        Ok(true)
     }
 
     async fn get_with_read_counts(

@@ -69,15 +69,16 @@ pub struct ReadCounts {
     pub last: Option<DateTime<Utc>>,
 }
 
-/// A search answer for the result cache ([`CacheStore::read_counts_and_fill`]).
+/// A search answer for the result cache ([`CacheStore::fill_search`]).
 #[derive(Debug, Clone)]
 pub struct SearchFill<'a> {
     pub key: &'a str,
     /// The body up to the value of its last member, `synced`, which the store appends: a
-    /// JSON object of each memory's id (`ids`, in the order of the access keys) and its
-    /// `synced` count, then the closing `}`.
+    /// JSON object of each memory's id (`ids`) and its `synced` count (read from its access
+    /// hash, `access_keys`, in the same order), then the closing `}`.
     pub body_head: Bytes,
     pub ids: &'a [Uuid],
+    pub access_keys: &'a [String],
     pub ttl: Duration,
     /// The scope's read syncs (`Keys::scope_read_syncs`), and their count before the search.
     pub read_syncs_key: &'a str,
@@ -103,7 +104,7 @@ impl SearchFill<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenerationalValue {
     pub generation: u64,
-    /// The scope's read syncs so far, for [`CacheStore::read_counts_and_fill`].
+    /// The scope's read syncs so far, for [`CacheStore::fill_search`].
     pub read_syncs: u64,
     pub value: Option<Bytes>,
 }
@@ -171,16 +172,12 @@ pub trait CacheStore: Send + Sync + 'static {
         read_syncs_key: &str,
         key: &GenerationalKey,
     ) -> Result<GenerationalValue, CacheError>;
-    /// [`CacheStore::read_counts`] of a search answer's memories, and in the same step (one
-    /// round trip, one script on Redis) the answer kept in the result cache when `fill` says
-    /// so: only if no read sync of the scope ended since `fill.read_syncs` was read, and none
-    /// of the memories is being synced, so that the answer's stored counts and the `synced`
-    /// counts kept with it are from one moment. A full backend skips the fill.
-    async fn read_counts_and_fill(
-        &self,
-        access_keys: &[String],
-        fill: Option<SearchFill<'_>>,
-    ) -> Result<Vec<ReadCounts>, CacheError>;
+    /// Keeps a search answer in the result cache with its memories' `synced` counts, read in
+    /// the same step (one script on Redis): only if no read sync of the scope ended since
+    /// `fill.read_syncs` was read and none of the memories is being synced, so that the
+    /// answer's stored counts and the `synced` counts kept with it are from one moment.
+    /// Whether it was stored; a full backend skips it (`false`).
+    async fn fill_search(&self, fill: SearchFill<'_>) -> Result<bool, CacheError>;
     /// Adds one to the integer under `key` and returns the new value.
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
     /// Adds a batch of reads to `access:{id}` (`count`, `unsynced`, `last`) and the `popular`

@@ -32,25 +32,21 @@ local read_syncs = redis.call('GET', KEYS[3]) or '0'
 return {generation, read_syncs, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
 "#;
 
-/// The read counts ([`READ_COUNT_FIELDS`]) of a search answer's memories (`KEYS[3..]`, their
-/// access hashes), and, when `ARGV[4]` is `1`, the answer stored under `KEYS[1]`: its head
-/// (`ARGV[1]`) and `{"<id>":<synced>,…}}` (ids from `ARGV[5..]`), for `ARGV[2]` ms, if the
-/// scope's read syncs (`KEYS[2]`) are still `ARGV[3]` and no memory is being synced. A full
-/// Redis skips the fill (`pcall`), as every cache fill.
-const READ_COUNTS_AND_FILL: &str = r#"
-local fill = ARGV[4] == '1' and tonumber(redis.call('GET', KEYS[2]) or '0') == tonumber(ARGV[3])
-local counts = {}
+/// A search answer stored under `KEYS[1]`: its head (`ARGV[1]`) and `{"<id>":<synced>,…}}`
+/// (ids from `ARGV[4..]`, `synced` from their access hashes `KEYS[3..]`), for `ARGV[2]` ms, if
+/// the scope's read syncs (`KEYS[2]`) are still `ARGV[3]` and no memory is being synced. A
+/// full Redis skips it (`pcall`), as every cache fill. 1 if stored.
+const FILL_SEARCH: &str = r#"
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return 0 end
 local synced = {}
 for i = 3, #KEYS do
-  local fields = redis.call('HMGET', KEYS[i], 'unsynced', 'syncs', 'last', 'synced', 'syncing')
-  counts[#counts + 1] = fields
-  if tonumber(fields[5] or '0') > 0 then fill = false end
-  synced[#synced + 1] = '"' .. ARGV[i + 2] .. '":' .. (fields[4] or '0')
+  local fields = redis.call('HMGET', KEYS[i], 'synced', 'syncing')
+  if tonumber(fields[2] or '0') > 0 then return 0 end
+  synced[#synced + 1] = '"' .. ARGV[i + 1] .. '":' .. (fields[1] or '0')
 end
-if fill then
-  redis.pcall('SET', KEYS[1], ARGV[1] .. '{' .. table.concat(synced, ',') .. '}}', 'PX', ARGV[2])
-end
-return counts
+local stored = redis.pcall('SET', KEYS[1], ARGV[1] .. '{' .. table.concat(synced, ',') .. '}}', 'PX', ARGV[2])
+if type(stored) == 'table' and stored.ok then return 1 end
+return 0
 "#;
 
 /// Reads being added to the payload, and the fields written: only into a hash that exists
@@ -459,38 +455,26 @@ impl CacheStore for RedisCache {
             .collect()
     }
 
-    async fn read_counts_and_fill(
-        &self,
-        access_keys: &[String],
-        fill: Option<SearchFill<'_>>,
-    ) -> Result<Vec<ReadCounts>, CacheError> {
-        let Some(fill) = fill else {
-            return self.read_counts(access_keys).await;
-        };
+    async fn fill_search(&self, fill: SearchFill<'_>) -> Result<bool, CacheError> {
         let millis = u64::try_from(fill.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         // `EVAL`, not `EVALSHA`: one command whatever Redis has loaded, so a fill is never
         // sent again after `NOSCRIPT` behind the reads that follow it on the connection.
         let mut eval = redis::cmd("EVAL");
-        eval.arg(READ_COUNTS_AND_FILL)
-            .arg(2 + access_keys.len())
+        eval.arg(FILL_SEARCH)
+            .arg(2 + fill.access_keys.len())
             .arg(fill.key)
             .arg(fill.read_syncs_key)
-            .arg(access_keys)
+            .arg(fill.access_keys)
             .arg(fill.body_head.as_ref())
             .arg(millis)
-            .arg(fill.read_syncs)
-            .arg(1);
+            .arg(fill.read_syncs);
         for id in fill.ids {
             eval.arg(id.to_string());
         }
-        let answers: Vec<ReadCountFields> = eval.query_async(&mut self.connection.clone()).await?;
-        access_keys
-            .iter()
-            .zip(answers)
-            .map(|(key, fields)| read_counts_of(key, fields))
-            .collect()
+        let stored: i64 = eval.query_async(&mut self.connection.clone()).await?;
+        Ok(stored == 1)
     }
 
     async fn get_with_read_counts(
