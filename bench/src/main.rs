@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
     let vector_rate = args.vector_rate.unwrap_or(args.rate);
     // Before pinning: a pinned thread sees one core.
     let machine = Machine::describe();
-    let placement = if args.pin {
+    let mut placement = if args.pin {
         Placement::pinned()?
     } else {
         Placement::Unpinned
@@ -161,6 +161,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(core) = placement.rest_core() {
         let moved = placement::pin_this_process_except(PROXY_THREADS, core)?;
         eprintln!("pinned {moved} threads to CPU {core}");
+        // This thread is the load generator.
+        match placement::make_current_thread_realtime(placement::GENERATOR_PRIORITY) {
+            Ok(()) => placement.set_realtime_generator(),
+            Err(error) => eprintln!("the load generator keeps the default priority: {error:#}"),
+        }
     }
 
     let runner = Runner::new(

@@ -135,6 +135,24 @@ fn a_pinned_run_gives_the_proxy_and_redis_a_core_of_their_own() {
     let json = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
     let report: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(report["settings"]["placement"]["kind"], "pinned");
+    // With CAP_SYS_NICE (root, as in CI) the load generator runs at a real-time priority;
+    // without it the run says it keeps the default.
+    const CAP_SYS_NICE: u32 = 23;
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
+        .expect("CapEff");
+    let may_raise = effective & (1 << CAP_SYS_NICE) != 0;
+    assert_eq!(
+        report["settings"]["placement"]["realtimeGenerator"],
+        Value::Bool(may_raise),
+        "{stderr}"
+    );
+    if !may_raise {
+        assert!(stderr.contains("keeps the default priority"), "{stderr}");
+    }
     assert_eq!(report["settings"]["vectorRate"], 50);
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let rates: Vec<(&str, u64)> = scenarios
