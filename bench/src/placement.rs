@@ -173,6 +173,21 @@ pub fn make_current_thread_realtime(priority: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether this process holds `CAP_SYS_NICE` (bit 23 of `CapEff` in `/proc/self/status`),
+/// which [`make_current_thread_realtime`] needs.
+pub fn may_raise_priority() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let effective = status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(effective.trim(), 16).ok()
+        })
+        .is_some_and(|effective| effective & (1 << CAP_SYS_NICE) != 0)
+}
+
 /// `(thread id, name)` of every thread of a process (`self` or a pid).
 fn threads(process: &str) -> anyhow::Result<Vec<(i32, String)>> {
     let tasks = std::fs::read_dir(format!("/proc/{process}/task"))
@@ -324,21 +339,6 @@ mod tests {
             .nth(41 - 3)
             .and_then(|field| field.parse().ok())
             .expect("policy")
-    }
-
-    /// Whether this process holds `CAP_SYS_NICE` (bit 23 of `CapEff`), which a real-time
-    /// priority needs.
-    fn may_raise_priority() -> bool {
-        const CAP_SYS_NICE: u32 = 23;
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let effective = status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("CapEff:"))?;
-                u64::from_str_radix(effective.trim(), 16).ok()
-            })
-            .is_some_and(|effective| effective & (1 << CAP_SYS_NICE) != 0)
     }
 
     #[test]

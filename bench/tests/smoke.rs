@@ -137,14 +137,7 @@ fn a_pinned_run_gives_the_proxy_and_redis_a_core_of_their_own() {
     assert_eq!(report["settings"]["placement"]["kind"], "pinned");
     // With CAP_SYS_NICE (root, as in CI) the load generator runs at a real-time priority;
     // without it the run says it keeps the default.
-    const CAP_SYS_NICE: u32 = 23;
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
-        .expect("CapEff");
-    let may_raise = effective & (1 << CAP_SYS_NICE) != 0;
+    let may_raise = memgate_bench::placement::may_raise_priority();
     assert_eq!(
         report["settings"]["placement"]["realtimeGenerator"],
         Value::Bool(may_raise),
