@@ -132,6 +132,14 @@ pub struct UpstreamMcpConfig {
     pub path: Option<String>,
     /// With `stdio`: the command line that starts the legacy service.
     pub command: Vec<String>,
+    /// How often memgate pings its session with the legacy service (and tries to open one
+    /// while it cannot).
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the session is taken for lost and opened
+    /// again; a forwarded call unanswered this long makes memgate ping at once.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
 }
 
 impl Default for UpstreamMcpConfig {
@@ -140,6 +148,8 @@ impl Default for UpstreamMcpConfig {
             transport: UpstreamMcpTransport::Sse,
             path: None,
             command: Vec::new(),
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -710,6 +720,8 @@ impl Config {
         }
         check_positive("upstream.connectTimeout", self.upstream.connect_timeout)?;
         check_positive("upstream.timeout", self.upstream.timeout)?;
+        check_positive("upstream.mcp.pingInterval", self.upstream.mcp.ping_interval)?;
+        check_positive("upstream.mcp.pingTimeout", self.upstream.mcp.ping_timeout)?;
         check_positive("cache.memoryTtl", self.cache.memory_ttl)?;
         check_positive("cache.searchTtl", self.cache.search_ttl)?;
         check_positive("cache.embeddingTtl", self.cache.embedding_ttl)?;

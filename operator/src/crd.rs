@@ -417,7 +417,10 @@ pub struct ScopeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxySpec {
-    /// The legacy memory service as the app reaches it, e.g. `http://127.0.0.1:3000`.
+    /// The legacy memory service as the app reaches it, e.g. `http://127.0.0.1:3000`: a
+    /// cldmemory of the pod's own (a container beside the app). cldmemory's SSE endpoint
+    /// answers only the stream opened last, so it must not be shared by several sidecars or
+    /// other clients.
     #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
     pub upstream: String,
     /// Tenant scoping, when the legacy service scopes memories by user or customer.

@@ -335,11 +335,35 @@ pub fn build_workers(
     (writes, assoc, batcher_task)
 }
 
+/// What the proxy's `/readyz` asks: the fast path's dependencies, and whether memgate's
+/// session with the legacy MCP service answers.
+struct ProxyReadiness {
+    fast: Arc<FastPath>,
+    upstream: Option<Arc<Upstream>>,
+}
+
+#[async_trait::async_trait]
+impl crate::admin::Readiness for ProxyReadiness {
+    async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let mut checks = crate::admin::Readiness::checks(self.fast.as_ref()).await;
+        if let Some(upstream) = &self.upstream {
+            checks.push(("upstream", upstream.readiness()));
+        }
+        checks
+    }
+}
+
 /// memgate's session with the legacy service's MCP server, when there is one.
-pub fn mcp_upstream(config: &Config) -> anyhow::Result<Option<Arc<Upstream>>> {
+pub fn mcp_upstream(
+    config: &Config,
+    guard: Dependency,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Arc<Upstream>>> {
     let settings = UpstreamSettings {
         connect_timeout: config.upstream.connect_timeout,
         timeout: config.upstream.timeout,
+        ping_interval: config.upstream.mcp.ping_interval,
+        ping_timeout: config.upstream.mcp.ping_timeout,
     };
     let mcp = &config.upstream.mcp;
     let target = match (mcp.transport, &config.upstream.url) {
@@ -354,7 +378,12 @@ pub fn mcp_upstream(config: &Config) -> anyhow::Result<Option<Arc<Upstream>>> {
         }
         (_, None) => return Ok(None),
     };
-    Ok(Some(Upstream::new(target, settings)))
+    Ok(Some(Upstream::new(
+        target,
+        settings,
+        guard,
+        metrics.clone(),
+    )))
 }
 
 /// A consumer name unique to this process: the pod name in a cluster.
@@ -501,10 +530,11 @@ pub async fn start_with(
         .as_ref()
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
+    let upstream = mcp_upstream(&config, dependencies.upstream.clone(), &metrics)?;
     let mcp = Arc::new(McpFront::new(
         fast.clone(),
         fallbacks.clone(),
-        mcp_upstream(&config)?,
+        upstream.clone(),
         Router::new(rollout.clone(), sticky_header.clone()),
         metrics.clone(),
         FrontSettings {
@@ -564,7 +594,10 @@ pub async fn start_with(
     ));
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
-        readiness: state.fast.clone(),
+        readiness: Arc::new(ProxyReadiness {
+            fast: state.fast.clone(),
+            upstream,
+        }),
     });
     let admin_server = tokio::spawn(serve(
         "admin",

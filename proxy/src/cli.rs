@@ -48,7 +48,11 @@ pub enum Command {
     ///
     /// Configuration is read from the YAML file, then `MEMGATE_*` environment variables
     /// (`MEMGATE_CACHE__MEMORY_TTL=30m` sets `cache.memoryTtl`), then these flags.
-    Serve(ServeArgs),
+    ///
+    /// `memgate serve [options] -- <legacy command…>` runs the legacy service (e.g.
+    /// `node /opt/cldmemory/dist/index.js`) as this process's child over stdio, so no other
+    /// client can share its MCP session.
+    Serve(ServeCommandArgs),
     /// Drain the write queue: enrich new memories (summary, valence, keywords, embedding),
     /// store them in the vector store, and apply updates and deletes.
     ///
@@ -89,26 +93,53 @@ impl StdioArgs {
     /// The config sources: the serve options, the child command, free ports by default.
     pub fn sources(&self) -> ConfigSources {
         let mut sources = self.serve.sources();
-        let mut set = |path: &str, value: figment::value::Value| {
-            sources.overrides.push((path.to_string(), value));
-        };
         if self.serve.listen.is_none() {
-            set("listen", "127.0.0.1:0".into());
+            sources
+                .overrides
+                .push(("listen".into(), "127.0.0.1:0".into()));
         }
         if self.serve.admin_listen.is_none() {
-            set("adminListen", "127.0.0.1:0".into());
+            sources
+                .overrides
+                .push(("adminListen".into(), "127.0.0.1:0".into()));
         }
-        if !self.command.is_empty() {
-            set("upstream.mcp.transport", "stdio".into());
-            let command: Vec<figment::value::Value> = self
-                .command
-                .iter()
-                .map(|part| part.clone().into())
-                .collect();
-            set("upstream.mcp.command", command.into());
-        }
+        legacy_child(&mut sources, &self.command);
         sources
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeCommandArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The legacy service's command line, run as a child over stdio
+    /// [config: upstream.mcp.command].
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl ServeCommandArgs {
+    /// The config sources: the serve options and the legacy child command.
+    pub fn sources(&self) -> ConfigSources {
+        let mut sources = self.serve.sources();
+        legacy_child(&mut sources, &self.command);
+        sources
+    }
+}
+
+/// The overrides for a legacy service run as a child over stdio, when a command is given.
+fn legacy_child(sources: &mut ConfigSources, command: &[String]) {
+    if command.is_empty() {
+        return;
+    }
+    sources
+        .overrides
+        .push(("upstream.mcp.transport".into(), "stdio".into()));
+    let command: Vec<figment::value::Value> =
+        command.iter().map(|part| part.clone().into()).collect();
+    sources
+        .overrides
+        .push(("upstream.mcp.command".into(), command.into()));
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +259,34 @@ mod tests {
             config.upstream.url.as_deref(),
             Some("http://127.0.0.1:3000")
         );
+    }
+
+    #[test]
+    fn serve_runs_the_legacy_command_after_a_double_dash_as_its_child() {
+        let cli = Cli::try_parse_from([
+            "memgate",
+            "serve",
+            "--embedded",
+            "--rollout-percent",
+            "50",
+            "--",
+            "node",
+            "/opt/cldmemory/dist/index.js",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve")
+        };
+        let config = crate::config::load(&args.sources()).expect("valid");
+        assert_eq!(
+            config.upstream.mcp.transport,
+            crate::config::UpstreamMcpTransport::Stdio
+        );
+        assert_eq!(
+            config.upstream.mcp.command,
+            ["node", "/opt/cldmemory/dist/index.js"]
+        );
+        assert_eq!(config.rollout.percent, 50);
     }
 
     #[test]

@@ -1061,6 +1061,15 @@ impl FastPath {
     /// writer (the legacy service) changed them. Records of memories memgate is still writing
     /// are kept, since they are newer than the vector store.
     pub async fn invalidate(&self, scope: &Scope, ids: &[Uuid]) {
+        self.forget_records(scope, ids).await;
+        self.retire_searches(self.keys.scope_search_generation(scope))
+            .await;
+    }
+
+    /// Drops the cached records of `ids` (here and in the shared cache, unless memgate's own
+    /// write of one is pending), so their next read is from the vector store; cached searches
+    /// stay.
+    pub async fn forget_records(&self, scope: &Scope, ids: &[Uuid]) {
         for id in ids {
             let key = self.keys.memory(scope, *id);
             self.forget_l1(&key).await;
@@ -1074,8 +1083,29 @@ impl FastPath {
                 tracing::warn!(%error, key, "could not drop a cached record");
             }
         }
-        self.retire_searches(self.keys.scope_search_generation(scope))
-            .await;
+    }
+
+    /// The memories `id` is linked with, as the vector store has it now (none when it cannot
+    /// say): the neighbours a memory stored by the legacy service linked itself into.
+    pub async fn neighbours(&self, id: Uuid) -> Vec<Uuid> {
+        match self
+            .guards
+            .vectors
+            .call("retrieve", self.vectors.retrieve(id))
+            .await
+        {
+            Ok(Some(memory)) => self
+                .layout
+                .associations(&memory)
+                .iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(%error, %id, "could not read a new memory's links");
+                Vec::new()
+            }
+        }
     }
 
     /// Forgets every memory held in this process and retires every cached search of every

@@ -68,6 +68,14 @@ pub struct Metrics {
     pub mcp_tool_duration: HistogramVec,
     /// Open MCP client sessions, `transport` (`sse`, `streamable`, `stdio`).
     pub mcp_sessions: IntGaugeVec,
+    /// memgate's session with the legacy MCP service: `event` (`opened`, `open_failed`, and
+    /// why one was lost: `unanswered` (a ping went unanswered), `ended` (its stream or
+    /// process ended), `refused` (the service no longer knows it)).
+    pub upstream_sessions: IntCounterVec,
+    /// Calls sent again on a new legacy session after theirs was lost (reads only).
+    pub upstream_resent: IntCounter,
+    /// 1 while memgate's legacy MCP session answers, 0 while it is lost or cannot be opened.
+    pub upstream_up: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -326,7 +334,40 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let upstream_sessions = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memgate_upstream_mcp_sessions_total",
+                    "memgate's sessions with the legacy MCP service: opened, failed to open, lost",
+                ),
+                &["event"],
+            )
+            .expect("valid metric"),
+        );
+        for event in ["opened", "open_failed", "unanswered", "ended", "refused"] {
+            upstream_sessions.with_label_values(&[event]);
+        }
+        let upstream_resent = register(
+            &registry,
+            IntCounter::new(
+                "memgate_upstream_mcp_resent_total",
+                "Read calls sent again on a new legacy MCP session after theirs was lost",
+            )
+            .expect("valid metric"),
+        );
+        let upstream_up = register(
+            &registry,
+            IntGauge::new(
+                "memgate_upstream_mcp_up",
+                "1 while memgate's legacy MCP session answers, else 0",
+            )
+            .expect("valid metric"),
+        );
         Self {
+            upstream_sessions,
+            upstream_resent,
+            upstream_up,
             breakers,
             degraded,
             overloaded,

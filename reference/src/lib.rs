@@ -25,4 +25,4 @@ pub mod tools;
 pub mod transport;
 
 pub use service::{MemoryService, ServiceSettings};
-pub use transport::{serve, RunningReference};
+pub use transport::{serve, serve_with, RunningReference, SseRouting};

@@ -3,9 +3,12 @@
 //! `POST /messages` answers `202 Accepted` and sends the JSON-RPC answer on the session's
 //! stream; `GET /health`, `GET /ping`; anything else a JSON-RPC `-32601` with status 404.
 //!
-//! One difference, on purpose: cldmemory connects one MCP server to every stream, so answers
-//! go to the newest stream (it serves one client at a time). Here each session gets its own
-//! answers, so that many test clients can share one reference.
+//! Answers are routed as cldmemory routes them ([`SseRouting::NewestStream`], the default):
+//! it connects one MCP server to every stream, so the answer to a message goes to the stream
+//! opened last (at the time the message arrives), and once any stream closes, answers are
+//! dropped until the next `GET /sse`. A message is still processed (its writes happen) when its
+//! answer goes nowhere. [`SseRouting::PerSession`] is the kind behaviour, for tests in which
+//! several clients share one reference on purpose.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,6 +35,17 @@ const MAX_BODY: usize = 10 * 1024 * 1024;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// Which stream a message's answer goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SseRouting {
+    /// cldmemory's: the stream opened last, when the message arrived; nowhere once any stream
+    /// has closed, until the next one opens.
+    #[default]
+    NewestStream,
+    /// Each session's own stream.
+    PerSession,
+}
+
 struct Session {
     events: mpsc::UnboundedSender<Bytes>,
     metadata: Option<String>,
@@ -40,13 +54,32 @@ struct Session {
 struct State {
     service: Arc<MemoryService>,
     info: ServerInfo,
+    routing: SseRouting,
     sessions: Mutex<HashMap<String, Session>>,
+    /// With [`SseRouting::NewestStream`]: the stream answers go to (cldmemory's one server's
+    /// transport), `None` after a stream closed.
+    connected: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
     started: Instant,
 }
 
 impl State {
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> std::sync::MutexGuard<'_, Option<mpsc::UnboundedSender<Bytes>>> {
+        self.connected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the answer to a message posted on a session with these `events` goes.
+    fn answer_stream(
+        &self,
+        events: mpsc::UnboundedSender<Bytes>,
+    ) -> Option<mpsc::UnboundedSender<Bytes>> {
+        match self.routing {
+            SseRouting::PerSession => Some(events),
+            SseRouting::NewestStream => self.connected().clone(),
+        }
     }
 }
 
@@ -155,6 +188,8 @@ struct SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.state.sessions().remove(&self.id);
+        // cldmemory's server loses its transport when any of its streams closes.
+        *self.state.connected() = None;
     }
 }
 
@@ -165,6 +200,7 @@ fn open_stream(state: &Arc<State>, request: &Request<Incoming>) -> Response<Body
     let (events, receiver) = mpsc::unbounded_channel();
     let endpoint = format!("event: endpoint\ndata: /messages?sessionId={id}\n\n");
     let _ = events.send(Bytes::from(endpoint));
+    *state.connected() = Some(events.clone());
     state
         .sessions()
         .insert(id.clone(), Session { events, metadata });
@@ -239,11 +275,15 @@ async fn post_message(state: Arc<State>, request: Request<Incoming>) -> Response
             )
         }
     };
+    let answers = state.answer_stream(events);
     tokio::spawn(async move {
-        if let Some(answer) =
-            mcp::handle(&state.service, &state.info, message, metadata.as_deref()).await
-        {
-            let _ = events.send(Bytes::from(format!("event: message\ndata: {answer}\n\n")));
+        let answer = mcp::handle(&state.service, &state.info, message, metadata.as_deref()).await;
+        match (answer, answers) {
+            (Some(answer), Some(stream)) => {
+                let _ = stream.send(Bytes::from(format!("event: message\ndata: {answer}\n\n")));
+            }
+            (Some(_), None) => tracing::debug!("an answer dropped: no stream is connected"),
+            (None, _) => {}
         }
     });
     full(StatusCode::ACCEPTED, "text/plain", "Accepted")
@@ -269,18 +309,31 @@ async fn route(state: Arc<State>, request: Request<Incoming>) -> Response<Body> 
     }
 }
 
-/// Serves MCP over HTTP+SSE on `listener` until the returned handle is stopped or dropped.
+/// Serves MCP over HTTP+SSE on `listener`, routing answers as cldmemory does, until the
+/// returned handle is stopped or dropped.
 pub fn serve(
     listener: TcpListener,
     service: Arc<MemoryService>,
     info: ServerInfo,
+) -> std::io::Result<RunningReference> {
+    serve_with(listener, service, info, SseRouting::default())
+}
+
+/// [`serve`] with the given answer routing.
+pub fn serve_with(
+    listener: TcpListener,
+    service: Arc<MemoryService>,
+    info: ServerInfo,
+    routing: SseRouting,
 ) -> std::io::Result<RunningReference> {
     let addr = listener.local_addr()?;
     let (shutdown, mut stopped) = watch::channel(false);
     let state = Arc::new(State {
         service,
         info,
+        routing,
         sessions: Mutex::new(HashMap::new()),
+        connected: Mutex::new(None),
         started: Instant::now(),
     });
     let task = tokio::spawn(async move {

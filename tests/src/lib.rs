@@ -25,6 +25,7 @@ mod redis_server;
 mod reference;
 mod upstream;
 
+pub use cldmemory_reference::SseRouting;
 pub use control_plane::{control_plane_bin, host_ip, ControlPlane};
 pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
@@ -34,7 +35,9 @@ pub use proxy::{
     start_proxy_with_backends, test_config, TEST_PROJECT,
 };
 pub use redis_server::{worker_done, RedisServer};
-pub use reference::{start_memgate_in_front_of_reference, start_reference, Reference};
+pub use reference::{
+    start_memgate_in_front_of_reference, start_reference, start_reference_with, Reference,
+};
 pub use upstream::{FakeUpstream, RecordedRequest};
 
 /// A free port on loopback (free when asked; a test binds it soon after).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cldmemory_reference::mcp::ServerInfo;
 use cldmemory_reference::openai::OpenAi;
 use cldmemory_reference::qdrant::QdrantService;
-use cldmemory_reference::{MemoryService, RunningReference, ServiceSettings};
+use cldmemory_reference::{MemoryService, RunningReference, ServiceSettings, SseRouting};
 use memgate::config::Config;
 use memgate::vectors::VectorStore;
 
@@ -15,6 +15,8 @@ pub struct Reference {
     pub service: Arc<MemoryService>,
     /// Its MCP server (HTTP+SSE): clients connect to `{url}/sse`.
     pub server: RunningReference,
+    /// Which stream its answers go to (cldmemory's: the newest).
+    pub routing: SseRouting,
 }
 
 impl Reference {
@@ -33,12 +35,13 @@ impl Reference {
     /// Serves again on `addr` (after [`Reference::stop`]), on the same store.
     pub async fn restart(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
         let listener = bind_again(addr).await?;
-        self.server = cldmemory_reference::serve(
+        self.server = cldmemory_reference::serve_with(
             listener,
             self.service.clone(),
             ServerInfo {
                 name: "memory-server".into(),
             },
+            self.routing,
         )?;
         Ok(())
     }
@@ -53,11 +56,23 @@ impl Reference {
     }
 }
 
-/// Starts the reference on `store`, configured as `config`'s layout says the legacy service is.
+/// Starts the reference on `store`, configured as `config`'s layout says the legacy service is,
+/// answering on the newest stream as cldmemory does.
 pub async fn start_reference(
     store: Arc<dyn VectorStore>,
     openai_base_url: &str,
     config: &Config,
+) -> anyhow::Result<Reference> {
+    start_reference_with(store, openai_base_url, config, SseRouting::NewestStream).await
+}
+
+/// [`start_reference`] with the given answer routing: [`SseRouting::PerSession`] for tests in
+/// which other clients open streams on the reference beside memgate's on purpose.
+pub async fn start_reference_with(
+    store: Arc<dyn VectorStore>,
+    openai_base_url: &str,
+    config: &Config,
+    routing: SseRouting,
 ) -> anyhow::Result<Reference> {
     let settings = ServiceSettings {
         similarity_threshold: config.layout.similarity_threshold,
@@ -75,29 +90,37 @@ pub async fn start_reference(
         settings,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let server = cldmemory_reference::serve(
+    let server = cldmemory_reference::serve_with(
         listener,
         service.clone(),
         ServerInfo {
             name: "memory-server".into(),
         },
+        routing,
     )?;
-    Ok(Reference { service, server })
+    Ok(Reference {
+        service,
+        server,
+        routing,
+    })
 }
 
 /// memgate (proxy and worker) in front of the reference cldmemory, all three on one vector
 /// store: `config.upstream.url` is set to the reference, whose settings follow `config`.
 pub async fn start_memgate_in_front_of_reference(
-    mut config: Config,
+    config: Config,
     openai_base_url: &str,
+    routing: SseRouting,
 ) -> anyhow::Result<(
     memgate::app::RunningProxy,
     memgate::app::RunningWorker,
     Arc<dyn VectorStore>,
     Reference,
 )> {
+    let mut config = config;
     let backends = memgate::app::Backends::from_config(&config)?;
-    let reference = start_reference(backends.vectors.clone(), openai_base_url, &config).await?;
+    let reference =
+        start_reference_with(backends.vectors.clone(), openai_base_url, &config, routing).await?;
     config.upstream.url = Some(reference.url());
     config.validate()?;
     let vectors = backends.vectors.clone();

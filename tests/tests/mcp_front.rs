@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use memgate::config::Config;
 use memgate::vectors::VectorStore;
 use memgate_testkit::{
-    eventually, scrape_metrics, start_memgate_in_front_of_reference, test_config, worker_done,
-    FakeOpenAi, McpSseClient, RedisServer, Reference,
+    eventually, metric_value, scrape_metrics, start_memgate_in_front_of_reference, test_config,
+    worker_done, FakeOpenAi, McpSseClient, RedisServer, Reference, SseRouting,
 };
 use serde_json::{json, Value};
 
@@ -76,7 +76,19 @@ fn assert_read_counts_aside(via_memgate: &str, direct: &str, what: &str) {
 }
 
 impl Env {
+    /// memgate in front of a reference that routes answers as cldmemory does (to the newest
+    /// stream).
     async fn start(adjust: impl FnOnce(&mut Config)) -> Env {
+        Self::start_routed(SseRouting::NewestStream, adjust).await
+    }
+
+    /// memgate in front of a reference that answers each stream on its own, for tests whose
+    /// own clients talk to the reference beside memgate.
+    async fn start_shared(adjust: impl FnOnce(&mut Config)) -> Env {
+        Self::start_routed(SseRouting::PerSession, adjust).await
+    }
+
+    async fn start_routed(routing: SseRouting, adjust: impl FnOnce(&mut Config)) -> Env {
         let redis = RedisServer::start().expect("redis-server");
         let openai = FakeOpenAi::start(DIMENSIONS).await.expect("openai");
         let data = tempfile::tempdir().expect("dir");
@@ -97,7 +109,7 @@ impl Env {
         adjust(&mut config);
         let prefix = config.key_prefix();
         let (proxy, worker, vectors, reference) =
-            start_memgate_in_front_of_reference(config, &openai.base_url())
+            start_memgate_in_front_of_reference(config, &openai.base_url(), routing)
                 .await
                 .expect("memgate in front of the reference");
         Env {
@@ -317,7 +329,7 @@ async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
 
 #[tokio::test]
 async fn memgate_introduces_itself_as_cldmemory_and_forwards_the_other_tools() {
-    let env = Env::start(|_| {}).await;
+    let env = Env::start_shared(|_| {}).await;
     let client = McpSseClient::connect(&env.url(), None)
         .await
         .expect("connects");
@@ -655,7 +667,8 @@ async fn a_cancelled_call_is_cancelled_upstream_and_answers_nothing() {
 #[tokio::test]
 async fn the_python_sdk_works_through_memgate_as_it_works_with_cldmemory() {
     use memgate_testkit::python::{check_sessions, sdk_check, step};
-    let env = Env::start(|_| {}).await;
+    // The test asks the reference itself for its tools, beside memgate's session.
+    let env = Env::start_shared(|_| {}).await;
     let direct_tools = env.reference_tool_names().await;
     for transport in ["sse", "streamable"] {
         let observations = sdk_check(&["session", &env.url(), transport]).await;
@@ -710,4 +723,192 @@ async fn a_search_neither_path_can_answer_goes_down_the_ladder() {
         "{metrics}"
     );
     assert!(metrics.contains("outcome=\"degraded\",path=\"fast\",tool=\"search_memories\""));
+}
+
+/// The reference's open streams, as its `/health` counts them.
+async fn reference_streams(env: &Env) -> u64 {
+    let health: Value = reqwest::get(format!("{}/health", env.reference.url()))
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("JSON");
+    health["activeSessions"].as_u64().expect("activeSessions")
+}
+
+/// A forwarded read (an id memgate does not take is cldmemory's to answer), timed: its text
+/// and how long it took.
+async fn timed_analyze(client: &McpSseClient) -> (String, Duration) {
+    let started = Instant::now();
+    let text = client
+        .call_tool("get_memory", json!({"id": "not-a-uuid"}))
+        .await
+        .expect("an answer");
+    (text, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_foreign_client_on_cldmemorys_stream_costs_memgate_at_most_one_slow_call() {
+    // The periodic ping is far off: the call itself must notice the lost session.
+    let env = Env::start(|config| {
+        config.upstream.mcp.ping_interval = Duration::from_secs(3600);
+        config.upstream.mcp.ping_timeout = Duration::from_millis(500);
+        config.upstream.timeout = Duration::from_secs(20);
+    })
+    .await;
+    let client = env.client(None).await;
+    let (before, _) = timed_analyze(&client).await;
+    let direct = env
+        .reference
+        .call("get_memory", json!({"id": "not-a-uuid"}))
+        .await;
+    assert_eq!(before, direct, "cldmemory's own answer");
+
+    // Another client opens a stream on the same cldmemory and leaves: cldmemory answers
+    // nobody until the next stream opens.
+    let foreign = McpSseClient::connect(&env.reference.url(), None)
+        .await
+        .expect("a foreign client connects");
+    drop(foreign);
+    let left = eventually(Duration::from_secs(5), || async {
+        reference_streams(&env).await == 1
+    })
+    .await;
+    assert!(left, "the foreign stream closed");
+
+    let (healed, took) = timed_analyze(&client).await;
+    assert_eq!(healed, before, "the read was sent again on a new session");
+    assert!(
+        took < Duration::from_secs(5),
+        "answered within seconds: {took:?}"
+    );
+    for _ in 0..5 {
+        let (again, took) = timed_analyze(&client).await;
+        assert_eq!(again, before);
+        assert!(
+            took < Duration::from_secs(1),
+            "none after it waits: {took:?}"
+        );
+    }
+
+    // A foreign client that stays: memgate takes the stream back, a change in flight is not
+    // sent twice but fails with a clear error, and it was carried out.
+    let a = env
+        .cldmemory_store(json!({"content": "Owls hunt at night", "type": "semantic"}))
+        .await;
+    let b = env
+        .cldmemory_store(json!({"content": "Mice hide in the hedge", "type": "semantic"}))
+        .await;
+    let squatter = McpSseClient::connect(&env.reference.url(), None)
+        .await
+        .expect("a foreign client connects");
+    let connect = client
+        .request(
+            "tools/call",
+            json!({"name": "connect_memories",
+                   "arguments": {"sourceId": a, "targetId": b, "bidirectional": true}}),
+        )
+        .await
+        .expect("an answer");
+    let message = connect["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may have been carried out"),
+        "a change in flight is not sent twice: {connect}"
+    );
+    let linked = eventually(Duration::from_secs(5), || async {
+        let source: Value =
+            serde_json::from_str(&env.reference.call("get_memory", json!({"id": a})).await)
+                .expect("a memory");
+        source["associations"]
+            .as_array()
+            .is_some_and(|links| links.contains(&json!(b)))
+    })
+    .await;
+    assert!(linked, "cldmemory carried the change out");
+    let (after, took) = timed_analyze(&client).await;
+    assert_eq!(after, before);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(squatter);
+
+    let metrics = scrape_metrics(env.proxy.admin_addr).await;
+    let lost = metric_value(
+        &metrics,
+        "memgate_upstream_mcp_sessions_total{event=\"unanswered\"}",
+    )
+    .unwrap_or_default();
+    assert!(lost >= 2.0, "both losses counted: {metrics}");
+    let resent = metric_value(&metrics, "memgate_upstream_mcp_resent_total").unwrap_or_default();
+    assert!(resent >= 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_is_down() {
+    let mut env = Env::start(|config| {
+        config.upstream.mcp.ping_interval = Duration::from_millis(300);
+        config.upstream.mcp.ping_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let client = env.client(None).await;
+    let (before, _) = timed_analyze(&client).await;
+    let ready = || async {
+        reqwest::get(format!("http://{}/readyz", env.proxy.admin_addr))
+            .await
+            .expect("readyz")
+            .json::<Value>()
+            .await
+            .expect("JSON")
+    };
+    assert_eq!(ready().await["checks"]["upstream"], "ok");
+
+    drop(
+        McpSseClient::connect(&env.reference.url(), None)
+            .await
+            .expect("a foreign client connects"),
+    );
+    // The monitor's ping finds the session lost and opens another before the next call.
+    let replaced = eventually(Duration::from_secs(10), || async {
+        let metrics = scrape_metrics(env.proxy.admin_addr).await;
+        metric_value(
+            &metrics,
+            "memgate_upstream_mcp_sessions_total{event=\"opened\"}",
+        )
+        .unwrap_or_default()
+            >= 2.0
+            && metric_value(&metrics, "memgate_upstream_mcp_up") == Some(1.0)
+    })
+    .await;
+    assert!(replaced, "a new session opened without a call");
+    let (after, took) = timed_analyze(&client).await;
+    assert_eq!(after, before);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // The legacy service down: /readyz says so, and forwarded calls fail at once.
+    let addr = env.reference.stop().await;
+    let unready = eventually(Duration::from_secs(10), || async {
+        ready().await["checks"]["upstream"] != "ok"
+    })
+    .await;
+    assert!(unready, "readyz shows the legacy service down");
+    let started = Instant::now();
+    let answer = client
+        .request(
+            "tools/call",
+            json!({"name": "get_memory", "arguments": {"id": "not-a-uuid"}}),
+        )
+        .await
+        .expect("an answer");
+    assert!(answer["error"]["message"].is_string(), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    env.reference.restart(addr).await.expect("restart");
+    let back = eventually(Duration::from_secs(15), || async {
+        ready().await["checks"]["upstream"] == "ok"
+    })
+    .await;
+    assert!(back, "readyz recovers once the legacy service is back");
+    let (again, _) = timed_analyze(&client).await;
+    assert_eq!(again, before);
 }

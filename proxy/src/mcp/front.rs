@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
 use super::tools::{self, LocalCall, Plan};
-use super::upstream::{Upstream, UpstreamError};
+use super::upstream::{Resend, Upstream, UpstreamError};
 use crate::error::ApiError;
 use crate::fallback::Fallbacks;
 use crate::fastpath::{FastPath, DEPENDENCY_UNAVAILABLE};
@@ -137,6 +137,7 @@ impl McpFront {
             }
         }));
         if let Some(upstream) = &self.upstream {
+            tasks.push(upstream.spawn_monitor());
             let mut notifications = upstream.notifications();
             let front = self.clone();
             tasks.push(tokio::spawn(async move {
@@ -539,10 +540,41 @@ impl McpFront {
         self.invalidate(scope, &touched).await;
         let answer = self.forward("tools/call", Some(params)).await;
         self.invalidate(scope, &touched).await;
+        if let Ok(result) = &answer {
+            self.learn(scope, name, result).await;
+        }
         ToolAnswer {
             answer,
             path: RoutePath::Legacy,
             degraded,
+        }
+    }
+
+    /// Keeps memgate's caches coherent with what a legacy answer shows changed: the memories a
+    /// forwarded store created linked themselves into their neighbours' associations (read
+    /// from the vector store, as the answer shows them before linking), and a forwarded read
+    /// counted one more access of every memory it returns (their records are read again).
+    async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
+        match tool {
+            "store_memory" | "store_memory_chunked" => {
+                let created = tools::memory_ids_in(result);
+                let mut changed = created.clone();
+                for id in created {
+                    for neighbour in self.fast.neighbours(id).await {
+                        if !changed.contains(&neighbour) {
+                            changed.push(neighbour);
+                        }
+                    }
+                }
+                self.fast.invalidate(scope, &changed).await;
+            }
+            "get_memory" | "search_memories" => {
+                let read = tools::memory_ids_in(result);
+                if !read.is_empty() {
+                    self.fast.forget_records(scope, &read).await;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -564,7 +596,12 @@ impl McpFront {
                 "Method not found",
             ));
         };
-        match upstream.call(method, params).await {
+        let resend = if tools::may_resend(method, params.as_ref()) {
+            Resend::Safe
+        } else {
+            Resend::Never
+        };
+        match upstream.call(method, params, resend).await {
             Ok(mut message) => match message.get_mut("result") {
                 Some(result) => Ok(result.take()),
                 None => Err(message),

@@ -40,6 +40,77 @@ const KNOWN_TOOLS: [&str; 14] = [
     "delete_all_memories",
 ];
 
+/// cldmemory's tools that only read (their access counts aside): sending one twice changes
+/// nothing a client would mind, so one lost with memgate's legacy session is sent again.
+const READ_ONLY_TOOLS: [&str; 5] = [
+    "search_memories",
+    "get_memory",
+    "analyze_memories",
+    "find_memory_paths",
+    "get_association_graph",
+];
+
+/// Whether a request to the legacy service may be sent again when the session it went out on
+/// is lost before the answer: MCP's own methods (lists, reads, ping) and the tools that only
+/// read; never a tool that may change memories (or one memgate does not know).
+pub fn may_resend(method: &str, params: Option<&Value>) -> bool {
+    if method != "tools/call" {
+        return true;
+    }
+    params
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .is_some_and(|name| READ_ONLY_TOOLS.contains(&name))
+}
+
+/// The memories a legacy tool result names: a memory's `id`, a search's rows, a chunked
+/// store's `parentId`, `chunkIds` and `memories`. Empty for a text that is no JSON (`Memory
+/// not found`, `Error: …`).
+pub fn memory_ids_in(result: &Value) -> Vec<Uuid> {
+    let Some(text) = result.pointer("/content/0/text").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    let mut add = |value: Option<&Value>| {
+        if let Some(id) = value
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    };
+    let rows = match &value {
+        Value::Array(rows) => rows.iter().collect(),
+        Value::Object(_) => {
+            add(value.get("id"));
+            add(value.get("parentId"));
+            for id in value
+                .get("chunkIds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add(Some(id));
+            }
+            value
+                .get("memories")
+                .and_then(Value::as_array)
+                .map(|rows| rows.iter().collect())
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    for row in rows {
+        add(row.get("id"));
+    }
+    ids
+}
+
 /// The tool's name as a metric label.
 pub fn label(name: &str) -> &'static str {
     KNOWN_TOOLS
@@ -251,6 +322,47 @@ pub fn core_tool_list() -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_memories_a_result_names_are_found() {
+        use crate::mcp::jsonrpc::text_result;
+        let a = "0195b4f0-7a3c-4cc2-8d0e-3f1c2b4a5d6e";
+        let b = "0195b4f0-7a3c-4cc2-8d0e-3f1c2b4a5d6f";
+        let text = |value: serde_json::Value| text_result(value.to_string());
+        let ids = |list: &[&str]| -> Vec<Uuid> {
+            list.iter()
+                .map(|id| Uuid::parse_str(id).expect("uuid"))
+                .collect()
+        };
+        assert_eq!(memory_ids_in(&text(json!({"id": a}))), ids(&[a]));
+        assert_eq!(
+            memory_ids_in(&text(json!([{"id": a}, {"id": b}, {"id": a}]))),
+            ids(&[a, b])
+        );
+        assert_eq!(
+            memory_ids_in(&text(
+                json!({"message": "Created 2 memory chunks", "parentId": a, "chunkIds": [b], "memories": [{"id": a}, {"id": b}]})
+            )),
+            ids(&[a, b])
+        );
+        assert!(memory_ids_in(&text_result("Memory not found".into())).is_empty());
+        assert!(memory_ids_in(&text(json!({"id": "not-a-uuid"}))).is_empty());
+    }
+
+    #[test]
+    fn only_reads_are_sent_twice() {
+        assert!(may_resend("tools/list", None));
+        assert!(may_resend(
+            "tools/call",
+            Some(&json!({"name": "search_memories"}))
+        ));
+        assert!(!may_resend(
+            "tools/call",
+            Some(&json!({"name": "store_memory"}))
+        ));
+        assert!(!may_resend("tools/call", Some(&json!({"name": "mystery"}))));
+        assert!(!may_resend("tools/call", None));
+    }
+
     use super::*;
 
     #[test]

@@ -4,13 +4,19 @@
 //! Client requests are relayed under ids of this session's own (so any number of clients can
 //! share it: cldmemory answers one SSE client at a time), answers are matched back by id, a
 //! request whose caller went away is cancelled upstream, and the upstream's `initialize`
-//! answer and tool list are kept for the front to serve. A lost session is opened again on
-//! the next call.
+//! answer and tool list are kept for the front to serve.
+//!
+//! The session heals ([`health`]): a ping every `upstream.mcp.pingInterval`, and one at once
+//! when a call waits longer than `upstream.mcp.pingTimeout`, must be answered within
+//! `pingTimeout`, else the session is lost and another is opened. A call in flight on a lost
+//! session is sent again on the next when it only reads ([`Resend::Safe`]); one that may have
+//! changed something fails with [`UpstreamError::LostInFlight`]. Calls go through the
+//! `upstream` breaker, and while no session can be opened they fail at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,6 +32,20 @@ use tokio::task::JoinHandle;
 
 use super::jsonrpc;
 use super::sse_events::EventReader;
+use crate::dependency::{CallError, Dependency};
+use crate::metrics::Metrics;
+
+mod health;
+
+use health::Health;
+pub use health::Loss;
+
+/// How long a lost session's closed stream is given to reach the service before the next
+/// opens.
+const SETTLE_AFTER_CLOSE: Duration = Duration::from_millis(50);
+
+/// How many sessions a call that only reads is sent on before it fails.
+const SESSIONS_PER_READ: usize = 3;
 
 /// The protocol revision memgate asks the legacy service for; it answers with its own.
 const ASKED_PROTOCOL_VERSION: &str = "2025-03-26";
@@ -51,6 +71,22 @@ pub enum UpstreamError {
     Closed,
     #[error("the legacy MCP service did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the legacy MCP session was lost while this call was in flight; it may have been carried out, so it was not sent again: check before retrying")]
+    LostInFlight,
+    #[error("the legacy MCP service is unreachable ({error}); trying again in {retry_after:?}")]
+    Unavailable {
+        error: String,
+        retry_after: Duration,
+    },
+}
+
+/// Whether a call may be sent again on a new session when its own was lost before the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// It only reads: sending it twice changes nothing.
+    Safe,
+    /// It may change something: never sent twice.
+    Never,
 }
 
 /// What the legacy service said when the session opened.
@@ -67,6 +103,10 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// How long a request may wait for its answer.
     pub timeout: Duration,
+    /// How often the session is pinged (and opened, while there is none).
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the session is taken for lost.
+    pub ping_timeout: Duration,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -79,6 +119,10 @@ pub struct Upstream {
     handshake: Mutex<Option<Handshake>>,
     /// Notifications from the legacy service, for the client sessions.
     notifications: broadcast::Sender<Value>,
+    health: Arc<Health>,
+    /// The `upstream` breaker (shared with the legacy HTTP client) and its metrics.
+    guard: Dependency,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -116,7 +160,12 @@ struct Session {
     next_id: AtomicU64,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    _child: Option<tokio::process::Child>,
+    child: Mutex<Option<tokio::process::Child>>,
+    /// When a message last came from the legacy service on this session.
+    heard: Mutex<Instant>,
+    /// Held while a ping asks whether the session still answers, so calls share one.
+    probe: tokio::sync::Mutex<()>,
+    health: Arc<Health>,
 }
 
 impl Drop for Session {
@@ -145,12 +194,54 @@ impl Session {
         guard(&self.tasks).push(task);
     }
 
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether anything came from the legacy service on this session since `since`.
+    fn heard_since(&self, since: Instant) -> bool {
+        *guard(&self.heard) >= since
+    }
+
+    fn heard_now(&self) {
+        *guard(&self.heard) = Instant::now();
+    }
+
+    /// Ends a session that failed before it was ever used (a handshake that failed).
+    fn discard(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.shut_down();
+        }
+    }
+
+    /// Ends the session for `loss`: its streams are closed, its process killed, every
+    /// waiting request fails with [`UpstreamError::Closed`]. Reported once.
+    fn end(&self, loss: Loss) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.health.lost(loss);
+        self.shut_down();
+    }
+
+    fn shut_down(&self) {
+        // Closing the old stream before another opens matters to cldmemory: when any of its
+        // streams closes, answers stop until the next one opens.
+        for task in guard(&self.tasks).drain(..) {
+            task.abort();
+        }
+        if let Some(child) = guard(&self.child).as_mut() {
+            let _ = child.start_kill();
+        }
+        self.waiting().clear();
+    }
+
     async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
         match &self.outgoing {
             Outgoing::Sse { http, endpoint } => {
                 let request = post(endpoint, message, &[])?;
                 let response = http.request(request).await.map_err(|error| {
-                    self.closed.store(true, Ordering::Release);
+                    self.end(Loss::Ended);
                     UpstreamError::Connect(error.to_string())
                 })?;
                 let status = response.status();
@@ -159,7 +250,7 @@ impl Session {
                 }
                 if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND {
                     // The session is gone on the other side (a restart): open another.
-                    self.closed.store(true, Ordering::Release);
+                    self.end(Loss::Refused);
                 }
                 Err(refused(status, response.into_body()).await)
             }
@@ -181,7 +272,7 @@ impl Session {
                 }
                 let request = post(url, message, &headers)?;
                 let response = http.request(request).await.map_err(|error| {
-                    self.closed.store(true, Ordering::Release);
+                    self.end(Loss::Ended);
                     UpstreamError::Connect(error.to_string())
                 })?;
                 self.streamable_answer(session_id, response).await
@@ -195,7 +286,7 @@ impl Session {
                     stdin.flush().await
                 };
                 written.await.map_err(|error| {
-                    self.closed.store(true, Ordering::Release);
+                    self.end(Loss::Ended);
                     UpstreamError::Connect(error.to_string())
                 })
             }
@@ -218,7 +309,7 @@ impl Session {
             *guard(session_id) = Some(id.to_string());
         }
         if status == StatusCode::NOT_FOUND && guard(session_id).is_some() {
-            self.closed.store(true, Ordering::Release);
+            self.end(Loss::Refused);
         }
         if !status.is_success() {
             return Err(refused(status, response.into_body()).await);
@@ -278,12 +369,6 @@ impl Session {
                 .map(str::to_string);
         }
     }
-
-    /// Ends the session: every waiting request fails with [`UpstreamError::Closed`].
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.waiting().clear();
-    }
 }
 
 /// A JSON-RPC message as a POST.
@@ -317,26 +402,50 @@ async fn refused(status: StatusCode, body: hyper::body::Incoming) -> UpstreamErr
 pub struct PendingCall {
     session: Arc<Session>,
     id: u64,
-    answer: Option<oneshot::Receiver<Value>>,
-    timeout: Duration,
+    answer: oneshot::Receiver<Value>,
+    sent: Instant,
     done: bool,
 }
 
+/// How a wait for an answer ended without one.
+enum Unanswered {
+    /// The session was lost (or closed) before the answer came.
+    Lost,
+    /// No answer within the call's time, on a session that answers otherwise.
+    TimedOut,
+}
+
 impl PendingCall {
-    /// The upstream's answer: the whole JSON-RPC response message.
-    pub async fn answer(mut self) -> Result<Value, UpstreamError> {
-        let Some(answer) = self.answer.take() else {
-            return Err(UpstreamError::Closed);
-        };
-        let outcome = match tokio::time::timeout(self.timeout, answer).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(_)) => Err(UpstreamError::Closed),
-            Ok(Ok(message)) => {
-                self.done = true;
-                Ok(message)
+    /// The answer, or why none came: while it waits longer than `ping_timeout` on a session
+    /// nothing was heard from since it was sent, the session is probed with a ping.
+    async fn answer(mut self, upstream: &Upstream, limit: Duration) -> Result<Value, Unanswered> {
+        let deadline = self.sent + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Unanswered::TimedOut);
             }
-        };
-        outcome
+            let wait = left.min(upstream.settings.ping_timeout);
+            match tokio::time::timeout(wait, &mut self.answer).await {
+                Ok(Ok(message)) => {
+                    self.done = true;
+                    return Ok(message);
+                }
+                Ok(Err(_)) => return Err(Unanswered::Lost),
+                Err(_) => {
+                    if !upstream.answers(&self.session, self.sent).await {
+                        // The answer may have come while the probe waited.
+                        return match self.answer.try_recv() {
+                            Ok(message) => {
+                                self.done = true;
+                                Ok(message)
+                            }
+                            Err(_) => Err(Unanswered::Lost),
+                        };
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -346,7 +455,7 @@ impl Drop for PendingCall {
             return;
         }
         let waited = self.session.waiting().remove(&self.id).is_some();
-        if waited && !self.session.closed.load(Ordering::Acquire) {
+        if waited && !self.session.is_closed() {
             let session = self.session.clone();
             let cancel = jsonrpc::notification(
                 "notifications/cancelled",
@@ -362,7 +471,13 @@ impl Drop for PendingCall {
 }
 
 impl Upstream {
-    pub fn new(target: UpstreamTarget, settings: UpstreamSettings) -> Arc<Self> {
+    /// `guard` is the `upstream` dependency: its breaker counts calls that got no answer.
+    pub fn new(
+        target: UpstreamTarget,
+        settings: UpstreamSettings,
+        guard: Dependency,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -377,6 +492,9 @@ impl Upstream {
             session: tokio::sync::Mutex::new(None),
             handshake: Mutex::new(None),
             notifications,
+            health: Arc::new(Health::new(metrics.clone())),
+            guard,
+            metrics,
         })
     }
 
@@ -385,12 +503,14 @@ impl Upstream {
         self.notifications.subscribe()
     }
 
+    /// What `/readyz` says of the legacy MCP session.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.health.readiness()
+    }
+
     /// What the legacy service said when the current (or last) session opened.
     pub fn handshake(&self) -> Option<Handshake> {
-        self.handshake
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        guard(&self.handshake).clone()
     }
 
     /// The handshake, opening a session first when there is none yet.
@@ -402,23 +522,59 @@ impl Upstream {
         self.handshake().ok_or(UpstreamError::Closed)
     }
 
-    /// Sends a request; its answer comes from [`PendingCall::answer`].
-    pub async fn start(
-        self: &Arc<Self>,
-        method: &str,
-        params: Option<Value>,
-    ) -> Result<PendingCall, UpstreamError> {
-        let session = self.session().await?;
-        self.start_on(&session, method, params).await
-    }
-
-    /// A request and its answer.
+    /// A request and its answer (the whole JSON-RPC response message), through the
+    /// `upstream` breaker. A call that may be sent again ([`Resend::Safe`]) is, on a new
+    /// session, when its own is lost before the answer.
     pub async fn call(
         self: &Arc<Self>,
         method: &str,
         params: Option<Value>,
+        resend: Resend,
     ) -> Result<Value, UpstreamError> {
-        self.start(method, params).await?.answer().await
+        let answered = self
+            .guard
+            .call("mcp", self.call_on_sessions(method, params, resend))
+            .await;
+        answered.map_err(|error| match error {
+            CallError::Failed(error) => error,
+            CallError::Open(open) => UpstreamError::Unavailable {
+                error: "the upstream breaker is open after repeated failures".into(),
+                retry_after: open.retry_after,
+            },
+            CallError::Timeout { after, .. } => UpstreamError::Timeout(after),
+        })
+    }
+
+    async fn call_on_sessions(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Value>,
+        resend: Resend,
+    ) -> Result<Value, UpstreamError> {
+        let sessions = match resend {
+            Resend::Safe => SESSIONS_PER_READ,
+            Resend::Never => 1,
+        };
+        for attempt in 1..=sessions {
+            let session = self.session().await?;
+            let pending = self.start_on(&session, method, params.clone()).await?;
+            match pending.answer(self, self.settings.timeout).await {
+                Ok(message) => return Ok(message),
+                Err(Unanswered::TimedOut) => {
+                    return Err(UpstreamError::Timeout(self.settings.timeout))
+                }
+                Err(Unanswered::Lost) if resend == Resend::Never => {
+                    return Err(UpstreamError::LostInFlight)
+                }
+                Err(Unanswered::Lost) => {
+                    if attempt < sessions {
+                        tracing::info!(method, "the legacy MCP session was lost before the answer; sending the read again on a new one");
+                        self.metrics.upstream_resent.inc();
+                    }
+                }
+            }
+        }
+        Err(UpstreamError::Closed)
     }
 
     /// Relays a notification.
@@ -444,30 +600,154 @@ impl Upstream {
         let pending = PendingCall {
             session: session.clone(),
             id,
-            answer: Some(rx),
-            timeout: self.settings.timeout,
+            answer: rx,
+            sent: Instant::now(),
             done: false,
         };
         session.send(&message).await?;
         Ok(pending)
     }
 
-    /// The open session, or a new one (handshake done).
+    /// Whether `session` still answers: something was heard on it since `since`, or it
+    /// answers a ping within `ping_timeout`. A session that does not is ended (lost).
+    async fn answers(&self, session: &Arc<Session>, since: Instant) -> bool {
+        let _probe = session.probe.lock().await;
+        if session.is_closed() {
+            return false;
+        }
+        if session.heard_since(since) {
+            return true;
+        }
+        let asked = Instant::now();
+        let answered = match self.start_on(session, "ping", None).await {
+            Ok(mut ping) => {
+                let answer =
+                    tokio::time::timeout(self.settings.ping_timeout, &mut ping.answer).await;
+                ping.done = true;
+                matches!(answer, Ok(Ok(_)))
+            }
+            Err(_) => false,
+        };
+        if answered || session.heard_since(asked) {
+            return true;
+        }
+        session.end(Loss::Unanswered);
+        false
+    }
+
+    /// Keeps the session healthy until the process ends: every `ping_interval` it pings an
+    /// open session nothing was heard from meanwhile, or opens one while there is none (so
+    /// a lost session is replaced before the next client call needs it).
+    pub fn spawn_monitor(self: &Arc<Self>) -> JoinHandle<()> {
+        let upstream = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(upstream.settings.ping_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                upstream.check().await;
+            }
+        })
+    }
+
+    async fn check(self: &Arc<Self>) {
+        let open = self.session.lock().await.clone();
+        match open {
+            Some(session) if !session.is_closed() => {
+                let since = Instant::now()
+                    .checked_sub(self.settings.ping_interval)
+                    .unwrap_or_else(Instant::now);
+                if !self.answers(&session, since).await {
+                    let _ = self.session().await;
+                }
+            }
+            _ => {
+                if let Err(error) = self.session().await {
+                    tracing::debug!(%error, "no legacy MCP session yet");
+                }
+            }
+        }
+    }
+
+    /// The open session, or a new one (handshake done). While opening one keeps failing, it
+    /// is not tried again before the health says so: the call fails at once.
     async fn session(self: &Arc<Self>) -> Result<Arc<Session>, UpstreamError> {
         let mut current = self.session.lock().await;
         if let Some(session) = current.as_ref() {
-            if !session.closed.load(Ordering::Acquire) {
+            if !session.is_closed() {
                 return Ok(session.clone());
             }
         }
-        *current = None;
-        let connect = self.open();
-        let session = tokio::time::timeout(self.settings.connect_timeout * 5, connect)
+        if let Some((error, retry_after)) = self.health.unreachable() {
+            return Err(UpstreamError::Unavailable { error, retry_after });
+        }
+        if let Some(old) = current.take() {
+            // Its streams are closed, and the service given a moment to see it, before
+            // another opens: cldmemory stops answering when any stream closes, so a close it
+            // sees after the new stream opened would lose the new session at once.
+            old.discard();
+            tokio::time::sleep(SETTLE_AFTER_CLOSE).await;
+        }
+        // A handshake lost to a race (the old stream's close reaching the service after the
+        // new stream opened) is tried once more.
+        let mut outcome = self.open_with_handshake().await;
+        if matches!(outcome, Err(UpstreamError::Timeout(_))) {
+            outcome = self.open_with_handshake().await;
+        }
+        match outcome {
+            Ok(session) => {
+                self.health.opened();
+                *current = Some(session.clone());
+                Ok(session)
+            }
+            Err(error) => {
+                self.health.open_failed(&error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    async fn open_with_handshake(self: &Arc<Self>) -> Result<Arc<Session>, UpstreamError> {
+        let limit = self.settings.connect_timeout * 5;
+        let session = tokio::time::timeout(limit, self.open())
             .await
-            .map_err(|_| UpstreamError::Timeout(self.settings.connect_timeout * 5))??;
-        self.handshake_on(&session).await?;
-        *current = Some(session.clone());
-        Ok(session)
+            .map_err(|_| UpstreamError::Timeout(limit))??;
+        match self.handshake_on(&session).await {
+            Ok(()) => Ok(session),
+            Err(error) => {
+                session.discard();
+                Err(error)
+            }
+        }
+    }
+
+    /// How long the handshake's answers may take: a child process may still be starting.
+    fn handshake_limit(&self) -> Duration {
+        match self.target {
+            UpstreamTarget::Stdio(_) => self.settings.timeout,
+            _ => self
+                .settings
+                .ping_timeout
+                .max(self.settings.connect_timeout),
+        }
+    }
+
+    /// A request on a session being opened, answered within the handshake's limit.
+    async fn handshake_request(
+        &self,
+        session: &Arc<Session>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, UpstreamError> {
+        let limit = self.handshake_limit();
+        let mut pending = self.start_on(session, method, Some(params)).await?;
+        let answer = tokio::time::timeout(limit, &mut pending.answer).await;
+        pending.done = true;
+        match answer {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(_)) => Err(UpstreamError::Closed),
+            Err(_) => Err(UpstreamError::Timeout(limit)),
+        }
     }
 
     async fn handshake_on(&self, session: &Arc<Session>) -> Result<(), UpstreamError> {
@@ -477,9 +757,7 @@ impl Upstream {
             "clientInfo": {"name": "memgate", "version": env!("CARGO_PKG_VERSION")},
         });
         let answer = self
-            .start_on(session, "initialize", Some(params))
-            .await?
-            .answer()
+            .handshake_request(session, "initialize", params)
             .await?;
         let Some(initialize) = answer.get("result").cloned() else {
             return Err(UpstreamError::Refused(format!("initialize: {answer}")));
@@ -496,16 +774,13 @@ impl Upstream {
             .is_some_and(|c| c.get("tools").is_some());
         let tools = if lists_tools {
             let answer = self
-                .start_on(session, "tools/list", Some(json!({})))
-                .await?
-                .answer()
+                .handshake_request(session, "tools/list", json!({}))
                 .await?;
             answer.get("result").cloned()
         } else {
             None
         };
-        *self.handshake.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Handshake { initialize, tools });
+        *guard(&self.handshake) = Some(Handshake { initialize, tools });
         Ok(())
     }
 
@@ -516,15 +791,10 @@ impl Upstream {
     }
 
     async fn refresh_tools_now(self: Arc<Self>) {
-        match self.call("tools/list", Some(json!({}))).await {
+        match self.call("tools/list", Some(json!({})), Resend::Safe).await {
             Ok(answer) => {
                 if let Some(tools) = answer.get("result").cloned() {
-                    if let Some(handshake) = self
-                        .handshake
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_mut()
-                    {
+                    if let Some(handshake) = guard(&self.handshake).as_mut() {
                         handshake.tools = Some(tools);
                     }
                 }
@@ -563,7 +833,10 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
-            _child: child,
+            child: Mutex::new(child),
+            heard: Mutex::new(Instant::now()),
+            probe: tokio::sync::Mutex::new(()),
+            health: self.health.clone(),
         });
         let weak = Arc::downgrade(&session);
         let upstream = self.clone();
@@ -638,8 +911,7 @@ impl Upstream {
                 }
             }
             if let Some(session) = weak.upgrade() {
-                tracing::info!("the legacy MCP event stream ended");
-                session.close();
+                session.end(Loss::Ended);
             }
         }));
         Ok(session)
@@ -676,8 +948,7 @@ impl Upstream {
                 }
             }
             if let Some(session) = weak.upgrade() {
-                tracing::warn!("the legacy MCP process closed its output");
-                session.close();
+                session.end(Loss::Ended);
             }
         }));
         Ok(session)
@@ -689,6 +960,7 @@ impl Upstream {
         let Some(session) = session.upgrade() else {
             return;
         };
+        session.heard_now();
         let message = match serde_json::from_str::<Value>(data) {
             Ok(message) => message,
             Err(error) => {
