@@ -101,15 +101,9 @@ impl OpenAi {
             .map(str::to_string))
     }
 
-    /// `generateSummary`: on an empty answer or an error, the first 150 characters.
+    /// `generateSummary`: `content?.trim() || text.substring(0, 150) + '...'` on an answer;
+    /// on an error, the text itself up to 150 characters, else its first 147 and `...`.
     pub async fn generate_summary(&self, text: &str) -> String {
-        let fallback = || {
-            if javascript::length(text) > 150 {
-                format!("{}...", javascript::substring(text, 150))
-            } else {
-                text.to_string()
-            }
-        };
         match self
             .chat(
                 "Create a concise 1-2 sentence summary capturing the essence of the text. Be specific and informative.",
@@ -119,7 +113,11 @@ impl OpenAi {
             .await
         {
             Ok(Some(answer)) if !answer.trim().is_empty() => answer.trim().to_string(),
-            _ => fallback(),
+            Ok(_) => format!("{}...", javascript::substring(text, 150)),
+            Err(_) if javascript::length(text) > 150 => {
+                format!("{}...", javascript::substring(text, 147))
+            }
+            Err(_) => text.to_string(),
         }
     }
 

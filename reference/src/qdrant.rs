@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use memgate::vectors::{MemoryFilter, MemoryPoint, VectorError, VectorQuery, VectorStore};
 use serde_json::{Map, Value};
+
+use crate::javascript;
 use uuid::Uuid;
 
 pub type Object = Map<String, Value>;
@@ -94,15 +96,26 @@ impl QdrantService {
         Ok(self.store.delete(&ids).await?)
     }
 
-    /// `updateMemoryMetadata`: reads the point, merges `updates`, writes the whole payload.
+    /// `updateMemoryMetadata`: reads the point, writes back `{...memory, ...updates,
+    /// lastAccessed: new Date(), accessCount: memory.accessCount + 1}` whole: every payload
+    /// update counts as an access (an association link, an update, a read).
     pub async fn update_payload(&self, id: &str, updates: Object) -> Result<(), QdrantError> {
         let mut memory = self
             .get(id)
             .await?
             .ok_or_else(|| QdrantError::NotFound(id.to_string()))?;
+        let count = memory
+            .get("accessCount")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN);
         for (key, value) in updates {
             memory.insert(key, value);
         }
+        memory.insert(
+            "lastAccessed".into(),
+            Value::String(javascript::iso(chrono::Utc::now())),
+        );
+        memory.insert("accessCount".into(), javascript::json_number(count + 1.0));
         Ok(self.store.set_fields(point_id(id)?, memory).await?)
     }
 }

@@ -9,11 +9,14 @@ use uuid::Uuid;
 use super::{
     merge_metadata, parse_metadata, AssociationRule, ChunkRole, Enrichment, EnrichmentNeeds, Layout,
 };
+use crate::enrichment::EnrichmentError;
 use crate::js;
 use crate::memory::{MemoryType, StoreRequest, StoredMemory, UpdateRequest};
 
 /// Characters (UTF-16 units) of content kept as the summary when none can be generated.
 const FALLBACK_SUMMARY_UNITS: usize = 150;
+/// Characters (UTF-16 units) kept before `...` when the model could not be asked.
+const FAILED_SUMMARY_UNITS: usize = 147;
 /// Content longer than this (UTF-16 units) is more important.
 const LONG_CONTENT_UNITS: usize = 200;
 /// memgate's bookkeeping, kept in its own records and never in the payload.
@@ -85,12 +88,36 @@ fn importance_of(content: &str, memory_type: MemoryType) -> f64 {
     f64::min(1.0, importance)
 }
 
-/// The summary stored when the model gives none: the first 150 characters, `...` past them.
-fn fallback_summary(content: &str) -> String {
+/// The summary stored when the model could not be asked (cldmemory's `catch`): the content
+/// itself up to 150 characters, else its first 147 and `...`.
+fn failed_summary(content: &str) -> String {
     if js::utf16_len(content) > FALLBACK_SUMMARY_UNITS {
-        format!("{}...", js::utf16_prefix(content, FALLBACK_SUMMARY_UNITS))
+        format!("{}...", js::utf16_prefix(content, FAILED_SUMMARY_UNITS))
     } else {
         content.to_string()
+    }
+}
+
+/// The summary stored when the model answered nothing (`content?.trim() || …`): the first 150
+/// characters and `...`, even for a short content.
+fn empty_answer_summary(content: &str) -> String {
+    format!("{}...", js::utf16_prefix(content, FALLBACK_SUMMARY_UNITS))
+}
+
+/// The summary for the model's answer, or its fallback.
+fn summary_of(answer: Result<String, EnrichmentError>, content: &str) -> String {
+    match answer {
+        Ok(answer) => {
+            let answer = js::trim(&answer);
+            if answer.is_empty() {
+                empty_answer_summary(content)
+            } else {
+                answer.to_string()
+            }
+        }
+        // The model answered, with nothing in it.
+        Err(EnrichmentError::InvalidAnswer { .. }) => empty_answer_summary(content),
+        Err(_) => failed_summary(content),
     }
 }
 
@@ -119,6 +146,20 @@ fn entries_text(object: Option<&Value>) -> String {
         .join("; ")
 }
 
+/// What cldmemory's `updateMemoryMetadata` adds to every payload write: `lastAccessed: new
+/// Date()` and `accessCount: memory.accessCount + 1` (of the payload it read; `NaN`, stored
+/// as `null`, when there is none).
+fn one_more_access(memory: &StoredMemory, now: DateTime<Utc>) -> StoredMemory {
+    let count = memory
+        .get("accessCount")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let mut fields = StoredMemory::new();
+    fields.insert("lastAccessed".into(), Value::String(js::to_iso_string(now)));
+    fields.insert("accessCount".into(), js::number(count + 1.0));
+    fields
+}
+
 fn string_field<'a>(memory: &'a StoredMemory, field: &str) -> Option<&'a str> {
     memory.get(field).and_then(Value::as_str)
 }
@@ -140,7 +181,7 @@ impl Layout for CldMemoryLayout {
             .summary
             .clone()
             .filter(|summary| !summary.is_empty())
-            .unwrap_or_else(|| fallback_summary(&request.content));
+            .unwrap_or_else(|| failed_summary(&request.content));
         let importance = request
             .importance
             .unwrap_or_else(|| importance_of(&request.content, request.memory_type));
@@ -188,13 +229,11 @@ impl Layout for CldMemoryLayout {
         let content = string_field(memory, "content")
             .unwrap_or_default()
             .to_string();
-        if let Some(summary) = enrichment.summary {
-            let summary = summary
-                .ok()
-                .map(|summary| js::trim(&summary).to_string())
-                .filter(|summary| !summary.is_empty())
-                .unwrap_or_else(|| fallback_summary(&content));
-            memory.insert("summary".into(), Value::String(summary));
+        if let Some(answer) = enrichment.summary {
+            memory.insert(
+                "summary".into(),
+                Value::String(summary_of(answer, &content)),
+            );
         }
         // A number is clamped to -1..1; an answer that is no number is stored as null (NaN).
         let valence = match enrichment.valence {
@@ -213,6 +252,20 @@ impl Layout for CldMemoryLayout {
                 );
             }
         }
+    }
+
+    /// An update with content is upserted whole (`upsertMemory`); one without goes through
+    /// `updateMemoryMetadata`, which counts one more access.
+    fn stored_update(&self, memory: &mut StoredMemory, update: &UpdateRequest, now: DateTime<Utc>) {
+        if update
+            .content
+            .as_deref()
+            .is_some_and(|content| !content.is_empty())
+        {
+            return;
+        }
+        let accessed = one_more_access(memory, now);
+        memory.extend(accessed);
     }
 
     fn apply_update(&self, memory: &mut StoredMemory, update: &UpdateRequest) {
@@ -355,12 +408,19 @@ impl Layout for CldMemoryLayout {
             .unwrap_or_default()
     }
 
-    fn associations_fields(&self, associations: Vec<String>) -> StoredMemory {
+    /// `updateMemoryMetadata(id, {associations})`: the new list, and one more access.
+    fn linked_fields(
+        &self,
+        memory: &StoredMemory,
+        associations: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> StoredMemory {
         let mut fields = StoredMemory::new();
         fields.insert(
             "associations".into(),
             Value::Array(associations.into_iter().map(Value::String).collect()),
         );
+        fields.extend(one_more_access(memory, now));
         fields
     }
 
@@ -454,7 +514,8 @@ mod tests {
             ..Default::default()
         });
         let memory = layout.new_memory(id, &request, Some("alice"), now);
-        let summary = format!("{}...", "x".repeat(150));
+        // What `generateSummary` falls back to when the model cannot be asked.
+        let summary = format!("{}...", "x".repeat(147));
         assert_eq!(
             Value::Object(memory.clone()),
             json!({
@@ -508,8 +569,42 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_fallbacks_are_cldmemorys() {
+        let long = "a".repeat(160);
+        let failed = || Err(EnrichmentError::Provider("down".into()));
+        let empty = || {
+            Err(EnrichmentError::InvalidAnswer {
+                expected: "a non-empty summary",
+                answer: String::new(),
+            })
+        };
+        assert_eq!(summary_of(failed(), "short"), "short");
+        assert_eq!(
+            summary_of(failed(), &long),
+            format!("{}...", "a".repeat(147))
+        );
+        assert_eq!(summary_of(empty(), "short"), "short...", "always `...`");
+        assert_eq!(summary_of(Ok("  ".into()), "short"), "short...");
+        assert_eq!(
+            summary_of(empty(), &long),
+            format!("{}...", "a".repeat(150))
+        );
+        assert_eq!(summary_of(Ok(" Fine. ".into()), &long), "Fine.");
+        let acknowledged = layout(None).new_memory(
+            Uuid::nil(),
+            &store(&long, MemoryType::Semantic),
+            None,
+            Utc::now(),
+        );
+        assert_eq!(
+            acknowledged["summary"],
+            json!(format!("{}...", "a".repeat(147))),
+            "what cldmemory stores when its model cannot be asked"
+        );
+    }
+
+    #[test]
     fn enrichment_and_its_fallbacks() {
-        use crate::enrichment::EnrichmentError;
         let layout = layout(None);
         let failed = || EnrichmentError::Provider("down".into());
         let mut memory = layout.new_memory(

@@ -88,8 +88,12 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
     /// Fills what enrichment found, or the fallbacks for what failed.
     fn apply_enrichment(&self, memory: &mut StoredMemory, enrichment: Enrichment);
 
-    /// Applies an update to a memory.
+    /// Applies an update to a memory (what the update answers with).
     fn apply_update(&self, memory: &mut StoredMemory, update: &UpdateRequest);
+
+    /// What else storing an applied update at `now` changes in the payload (cldmemory counts
+    /// an update that keeps the content as one more access).
+    fn stored_update(&self, memory: &mut StoredMemory, update: &UpdateRequest, now: DateTime<Utc>);
 
     /// The vector-store payload of a memory (without memgate's own bookkeeping).
     fn payload(&self, memory: &StoredMemory) -> StoredMemory;
@@ -122,8 +126,14 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
     /// The associations of a memory, as ids.
     fn associations(&self, memory: &StoredMemory) -> Vec<String>;
 
-    /// The payload fields that set a memory's associations.
-    fn associations_fields(&self, associations: Vec<String>) -> StoredMemory;
+    /// The payload fields written when the associations of `memory` (its payload as read)
+    /// become `associations` at `now` (cldmemory counts it as one more access).
+    fn linked_fields(
+        &self,
+        memory: &StoredMemory,
+        associations: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> StoredMemory;
 
     /// Whether a memory is the parent of chunks, one chunk, or neither.
     fn chunk_role(&self, memory: &StoredMemory) -> ChunkRole;

@@ -119,6 +119,8 @@ impl Worker {
         };
         let mut memory = stored.clone();
         self.layout.apply_update(&mut memory, update);
+        self.layout
+            .stored_update(&mut memory, update, chrono::Utc::now());
         if self.layout.embedded_text(&memory) != self.layout.embedded_text(&stored) {
             let vector = self.embed(&memory).await?;
             return self.store(key, id, memory, vector).await;
@@ -147,14 +149,12 @@ impl Worker {
         leases.acquire(&lock).await;
         let own = self.link_own(id, scope).await;
         leases.release(&lock).await;
-        let Some((mut memory, neighbours, revision)) = own? else {
+        let Some((memory, neighbours, revision)) = own? else {
             return Ok(None);
         };
         let rule = self.layout.association_rule();
         let own_id = id.to_string();
-        let mut linked = Vec::new();
         for other in neighbours {
-            linked.push(other.to_string());
             let lock = self.keys.lock(other);
             leases.acquire(&lock).await;
             let added = self
@@ -166,14 +166,13 @@ impl Worker {
         let Some(revision) = revision else {
             return Ok(None);
         };
-        memory.extend(self.layout.associations_fields(linked));
         let key = self.keys.memory(&tenant, id);
         Ok(Some((self.ready_record(key, memory), revision)))
     }
 
-    /// Under the memory's lease: finds its neighbours and stores its links. The memory, its
-    /// neighbours' ids and the revision it is at (`None` while a write of it is pending);
-    /// `None` when it is not in the vector store.
+    /// Under the memory's lease: finds its neighbours and stores its links. The memory (links
+    /// stored), its neighbours' ids and the revision it is at (`None` while a write of it is
+    /// pending); `None` when it is not in the vector store.
     async fn link_own(
         &self,
         id: Uuid,
@@ -190,7 +189,7 @@ impl Worker {
         let Some(vector) = self.vectors.vector_of(id).await? else {
             return Ok(None);
         };
-        let Some(memory) = self.vectors.retrieve(id).await? else {
+        let Some(mut memory) = self.vectors.retrieve(id).await? else {
             return Ok(None);
         };
         let rule = self.layout.association_rule();
@@ -231,9 +230,11 @@ impl Worker {
             .collect();
         if !neighbours.is_empty() {
             let linked = neighbours.iter().map(Uuid::to_string).collect();
-            self.vectors
-                .set_fields(id, self.layout.associations_fields(linked))
-                .await?;
+            let fields = self
+                .layout
+                .linked_fields(&memory, linked, chrono::Utc::now());
+            self.vectors.set_fields(id, fields.clone()).await?;
+            memory.extend(fields);
         }
         Ok(Some((memory, neighbours, revision)))
     }
@@ -251,9 +252,10 @@ impl Worker {
         };
         let theirs = self.layout.associations(&neighbour);
         if let Some(list) = with_link(theirs, own, cap) {
-            self.vectors
-                .set_fields(other, self.layout.associations_fields(list))
-                .await?;
+            let fields = self
+                .layout
+                .linked_fields(&neighbour, list, chrono::Utc::now());
+            self.vectors.set_fields(other, fields).await?;
             let record = self.keys.memory(tenant, other);
             let revision = self.keys.revision(tenant, other);
             if let Err(error) = self.queue.forget_settled(&record, &revision).await {
