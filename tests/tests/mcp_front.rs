@@ -912,3 +912,68 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
     let (again, _) = timed_analyze(&client).await;
     assert_eq!(again, before);
 }
+
+#[tokio::test]
+async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at_once() {
+    let env = Env::start(|_| {}).await;
+    let fast = env.client(None).await;
+    let legacy = McpSseClient::connect_with(&env.url(), &[("x-memgate-route", "legacy")])
+        .await
+        .expect("connects");
+    legacy.initialize().await.expect("initialize");
+    let older = env
+        .cldmemory_store(json!({"content": "Barn owls hunt mice at night", "type": "semantic"}))
+        .await;
+    let cached = fast
+        .call_tool("get_memory", json!({"id": older}))
+        .await
+        .expect("get");
+    assert!(cached.contains("\"associations\": []"), "{cached}");
+
+    // A store cldmemory answers links the new memory into its neighbours' associations.
+    let stored = legacy
+        .call_tool(
+            "store_memory",
+            json!({"content": "Barn owls hunt mice at night in the hay", "type": "semantic"}),
+        )
+        .await
+        .expect("store");
+    let new = id_of(&stored);
+    let theirs: Value = serde_json::from_str(
+        &env.reference
+            .call("get_memory", json!({"id": older}))
+            .await,
+    )
+    .expect("a memory");
+    assert!(
+        theirs["associations"]
+            .as_array()
+            .is_some_and(|links| links.contains(&json!(new))),
+        "cldmemory linked them: {theirs}"
+    );
+    let seen = fast
+        .call_tool("get_memory", json!({"id": older}))
+        .await
+        .expect("get");
+    assert!(
+        seen.contains(&new),
+        "the neighbour's new link shows at once: {seen}"
+    );
+
+    // Reads cldmemory answers count in its payload: memgate's next answer has them.
+    for _ in 0..3 {
+        legacy
+            .call_tool("get_memory", json!({"id": older}))
+            .await
+            .expect("get");
+    }
+    let ours = fast
+        .call_tool("get_memory", json!({"id": older}))
+        .await
+        .expect("get");
+    let direct = env
+        .reference
+        .call("get_memory", json!({"id": older}))
+        .await;
+    assert_read_counts_aside(&ours, &direct, "after reads cldmemory counted");
+}
