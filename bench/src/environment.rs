@@ -16,7 +16,7 @@ use memgate::app::{collection_spec, Backends, RunningProxy, RunningWorker};
 use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 use memgate::keys::{KeySpace, Scope};
 use memgate::vectors::{EdgeStore, VectorStore};
-use memgate_testkit::{start_reference, FakeOpenAi, RedisServer, Reference};
+use memgate_testkit::{start_reference_with, FakeOpenAi, RedisServer, Reference, SseRouting};
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
@@ -112,7 +112,15 @@ impl Environment {
 
         let edge = Arc::new(EdgeStore::open(config.vectors.path.as_deref())?);
         edge.ensure_collection(&collection_spec(&config)).await?;
-        let legacy = start_reference(edge.clone(), &openai.base_url(), &config).await?;
+        // The legacy baselines open 16 sessions of their own beside memgate's: each gets its
+        // own answers (cldmemory itself answers only the stream opened last).
+        let legacy = start_reference_with(
+            edge.clone(),
+            &openai.base_url(),
+            &config,
+            SseRouting::PerSession,
+        )
+        .await?;
         // Every request takes the fast path unless it forces the legacy route; MCP calls the
         // fast path does not answer go to the reference over memgate's upstream session.
         config.rollout.percent = 100;

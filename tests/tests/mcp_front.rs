@@ -939,12 +939,9 @@ async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at
         .await
         .expect("store");
     let new = id_of(&stored);
-    let theirs: Value = serde_json::from_str(
-        &env.reference
-            .call("get_memory", json!({"id": older}))
-            .await,
-    )
-    .expect("a memory");
+    let theirs: Value =
+        serde_json::from_str(&env.reference.call("get_memory", json!({"id": older})).await)
+            .expect("a memory");
     assert!(
         theirs["associations"]
             .as_array()
@@ -971,9 +968,6 @@ async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at
         .call_tool("get_memory", json!({"id": older}))
         .await
         .expect("get");
-    let direct = env
-        .reference
-        .call("get_memory", json!({"id": older}))
-        .await;
+    let direct = env.reference.call("get_memory", json!({"id": older})).await;
     assert_read_counts_aside(&ours, &direct, "after reads cldmemory counted");
 }
