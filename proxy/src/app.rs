@@ -108,7 +108,7 @@ impl Backends {
 }
 
 /// The vector store `config` names: Qdrant Edge opened at `vectors.path`, or a Qdrant server.
-fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
+pub fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
     Ok(match config.vectors.backend {
         VectorBackend::Edge => {
             Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)

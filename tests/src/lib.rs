@@ -23,6 +23,7 @@ mod proxy;
 pub mod python;
 mod redis_server;
 mod reference;
+mod scrambled;
 mod upstream;
 
 pub use cldmemory_reference::SseRouting;
@@ -38,6 +39,7 @@ pub use redis_server::{worker_done, RedisServer};
 pub use reference::{
     start_memgate_in_front_of_reference, start_reference, start_reference_with, Reference,
 };
+pub use scrambled::ScrambledReads;
 pub use upstream::{FakeUpstream, RecordedRequest};
 
 /// A free port on loopback (free when asked; a test binds it soon after).

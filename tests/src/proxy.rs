@@ -89,13 +89,16 @@ pub async fn start_proxy_with_backends(config: Config) -> anyhow::Result<(Runnin
 }
 
 /// [`start_proxy_and_worker`], and the vector store they share (for a legacy service that
-/// keeps its memories in the same store).
+/// keeps its memories in the same store). memgate reads it as over Qdrant's gRPC API, every
+/// payload's keys in another order ([`crate::ScrambledReads`]); the store returned keeps them
+/// in order, as Qdrant's REST API does for cldmemory.
 pub async fn start_proxy_and_worker_sharing_vectors(
     config: Config,
 ) -> anyhow::Result<(RunningProxy, RunningWorker, Arc<dyn VectorStore>)> {
     config.validate()?;
-    let backends = Backends::from_config(&config)?;
-    let vectors = backends.vectors.clone();
+    let vectors = memgate::app::vector_store(&config)?;
+    let scrambled: Arc<dyn VectorStore> = Arc::new(crate::ScrambledReads::new(vectors.clone()));
+    let backends = Backends::with_vectors(&config, scrambled)?;
     let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
     let worker = memgate::app::start_worker_with(config, backends).await?;
     Ok((proxy, worker, vectors))

@@ -10,6 +10,8 @@ use cldmemory_reference::{MemoryService, RunningReference, ServiceSettings, SseR
 use memgate::config::Config;
 use memgate::vectors::VectorStore;
 
+use crate::ScrambledReads;
+
 pub struct Reference {
     /// Its tools, for calling them in-process.
     pub service: Arc<MemoryService>,
@@ -118,12 +120,15 @@ pub async fn start_memgate_in_front_of_reference(
     Reference,
 )> {
     let mut config = config;
-    let backends = memgate::app::Backends::from_config(&config)?;
+    // memgate reads the store as over Qdrant's gRPC API (payload keys in no order); the
+    // reference reads it in order, as cldmemory does over REST.
+    let vectors = memgate::app::vector_store(&config)?;
+    let scrambled: Arc<dyn VectorStore> = Arc::new(ScrambledReads::new(vectors.clone()));
+    let backends = memgate::app::Backends::with_vectors(&config, scrambled)?;
     let reference =
-        start_reference_with(backends.vectors.clone(), openai_base_url, &config, routing).await?;
+        start_reference_with(vectors.clone(), openai_base_url, &config, routing).await?;
     config.upstream.url = Some(reference.url());
     config.validate()?;
-    let vectors = backends.vectors.clone();
     let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
     let worker = memgate::app::start_worker_with(config, backends).await?;
     Ok((proxy, worker, vectors, reference))

@@ -173,8 +173,8 @@ async fn create_answers_202_at_once_and_becomes_ready_enriched_and_searchable() 
     if provisional["status"] == "processing" {
         assert_eq!(
             provisional["summary"].as_str().map(|s| s.chars().count()),
-            Some(153),
-            "what cldmemory stores without a model: 150 characters and `...`"
+            Some(150),
+            "what cldmemory stores when its model cannot be asked: 147 characters and `...`"
         );
         assert_eq!(provisional["emotionalValence"], 0);
     }

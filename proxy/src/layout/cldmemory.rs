@@ -22,6 +22,34 @@ const LONG_CONTENT_UNITS: usize = 200;
 /// memgate's bookkeeping, kept in its own records and never in the payload.
 const BOOKKEEPING_FIELDS: [&str; 3] = ["status", "error", "score"];
 
+/// A memory's fields in the order cldmemory builds the object (`createMemory`, then
+/// `upsertMemory`'s spread): `JSON.stringify` shows them in this order. A compact search row
+/// (`id, summary, type, timestamp, importance, emotionalValence, tags, project`) keeps its
+/// order too: its `tags` stand before `project`.
+const MEMORY_ORDER: [&str; 15] = [
+    "id",
+    "summary",
+    "content",
+    "type",
+    "timestamp",
+    "importance",
+    "emotionalValence",
+    "associations",
+    "context",
+    "metadata",
+    "lastAccessed",
+    "accessCount",
+    "decay",
+    "tags",
+    "project",
+];
+/// `context`: `{tags: <keywords>, ...context}`, the given context in its schema's order, then
+/// what chunking adds (a parent's `isParentChunk, totalChunks`; a chunk's `chunkIndex,
+/// chunkOf, totalChunks, semanticDensity`).
+const CONTEXT_ORDER: [&str; 6] = ["tags", "location", "people", "mood", "activity", "source"];
+const PARENT_CHUNK_ORDER: [&str; 2] = ["isParentChunk", "totalChunks"];
+const CHUNK_ORDER: [&str; 4] = ["chunkIndex", "chunkOf", "totalChunks", "semanticDensity"];
+
 /// The settings a cldmemory deployment has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CldMemorySettings {
@@ -160,6 +188,24 @@ fn one_more_access(memory: &StoredMemory, now: DateTime<Utc>) -> StoredMemory {
     fields
 }
 
+/// `object` with the keys `order` names first, in that order, then the others as they are.
+fn in_order(object: &Map<String, Value>, order: &[&str]) -> Map<String, Value> {
+    let mut ordered: Map<String, Value> = order
+        .iter()
+        .filter_map(|key| {
+            object
+                .get(*key)
+                .map(|value| (key.to_string(), value.clone()))
+        })
+        .collect();
+    for (key, value) in object {
+        if !ordered.contains_key(key) {
+            ordered.insert(key.clone(), value.clone());
+        }
+    }
+    ordered
+}
+
 fn string_field<'a>(memory: &'a StoredMemory, field: &str) -> Option<&'a str> {
     memory.get(field).and_then(Value::as_str)
 }
@@ -167,6 +213,31 @@ fn string_field<'a>(memory: &'a StoredMemory, field: &str) -> Option<&'a str> {
 /// `Map::remove` that keeps the other keys in place.
 fn remove_in_place(map: &mut StoredMemory, key: &str) -> Option<Value> {
     map.shift_remove(key)
+}
+
+impl CldMemoryLayout {
+    /// A memory in the key order cldmemory writes it, whatever order the vector store gave
+    /// (Qdrant's gRPC API carries payloads as maps without order): top-level fields and
+    /// `context` as cldmemory builds them, `metadata` with `MEMORY_METADATA`'s keys first. What
+    /// cannot be told from the fields (the order of several keys of a client's metadata, a
+    /// context replaced by `update_memory`) stays as given.
+    fn in_cldmemory_order(&self, memory: &StoredMemory) -> StoredMemory {
+        let mut ordered = in_order(memory, &MEMORY_ORDER);
+        if let Some(Value::Object(context)) = ordered.get_mut("context") {
+            let chunking: &[&str] = if context.contains_key("isParentChunk") {
+                &PARENT_CHUNK_ORDER
+            } else {
+                &CHUNK_ORDER
+            };
+            let order: Vec<&str> = CONTEXT_ORDER.iter().chain(chunking).copied().collect();
+            *context = in_order(context, &order);
+        }
+        if let Some(Value::Object(metadata)) = ordered.get_mut("metadata") {
+            let order: Vec<&str> = self.service_metadata.keys().map(String::as_str).collect();
+            *metadata = in_order(metadata, &order);
+        }
+        ordered
+    }
 }
 
 impl Layout for CldMemoryLayout {
@@ -285,7 +356,7 @@ impl Layout for CldMemoryLayout {
 
     /// The memory without memgate's bookkeeping, its numbers as JavaScript writes them.
     fn payload(&self, memory: &StoredMemory) -> StoredMemory {
-        let mut payload = Value::Object(memory.clone());
+        let mut payload = Value::Object(self.in_cldmemory_order(memory));
         js::normalize_numbers(&mut payload);
         let Value::Object(mut payload) = payload else {
             return StoredMemory::new();
@@ -711,6 +782,68 @@ mod tests {
     }
 
     #[test]
+    fn payloads_come_out_in_cldmemorys_key_order_whatever_order_they_were_read_in() {
+        let layout = layout(Some("team:core,env:test"));
+        let written = layout.new_memory(
+            Uuid::from_u128(3),
+            &StoreRequest {
+                context: Some(StoreContext {
+                    location: Some("Paris".into()),
+                    mood: Some("calm".into()),
+                    source: Some("chat".into()),
+                    ..Default::default()
+                }),
+                ..store("We drank coffee", MemoryType::Episodic)
+            },
+            Some("user:carol,team:mcp"),
+            Utc::now(),
+        );
+        let expected = serde_json::to_string(&layout.payload(&written)).expect("JSON");
+        let reversed = |map: &Map<String, Value>| -> Map<String, Value> {
+            map.iter()
+                .rev()
+                .map(|(key, value)| {
+                    let value = match value {
+                        Value::Object(inner) => Value::Object(
+                            inner
+                                .iter()
+                                .rev()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        ),
+                        other => other.clone(),
+                    };
+                    (key.clone(), value)
+                })
+                .collect()
+        };
+        let scrambled = reversed(&written);
+        assert_ne!(
+            serde_json::to_string(&scrambled).expect("JSON"),
+            expected,
+            "the test scrambles"
+        );
+        assert_eq!(
+            serde_json::to_string(&layout.payload(&scrambled)).expect("JSON"),
+            expected
+        );
+        let chunk = object(
+            json!({"context": {"totalChunks": 2, "chunkOf": "p", "tags": [],
+            "semanticDensity": 0.5, "chunkIndex": 1, "location": "x"}}),
+        );
+        assert_eq!(
+            serde_json::to_string(&layout.payload(&chunk)).expect("JSON"),
+            r#"{"context":{"tags":[],"location":"x","chunkIndex":1,"chunkOf":"p","totalChunks":2,"semanticDensity":0.5}}"#
+        );
+        let parent =
+            object(json!({"context": {"totalChunks": 2, "isParentChunk": true, "tags": []}}));
+        assert_eq!(
+            serde_json::to_string(&layout.payload(&parent)).expect("JSON"),
+            r#"{"context":{"tags":[],"isParentChunk":true,"totalChunks":2}}"#
+        );
+    }
+
+    #[test]
     fn payloads_carry_the_id_and_no_bookkeeping() {
         let layout = layout(None);
         let memory = object(json!({"id": "a", "content": "c", "status": "ready", "error": "x"}));
@@ -770,9 +903,17 @@ mod tests {
             "timestamp": "t", "importance": 0.5, "emotionalValence": null,
             "context": {"tags": ["x"], "location": "p"}, "metadata": {}, "project": "h:/w"
         }));
+        let row = r#"{"id":"a","summary":"s","type":"semantic","timestamp":"t","importance":0.5,"emotionalValence":null,"tags":["x"],"project":"h:/w"}"#;
         assert_eq!(
             serde_json::to_string(&layout.compact(&memory)).expect("json"),
-            r#"{"id":"a","summary":"s","type":"semantic","timestamp":"t","importance":0.5,"emotionalValence":null,"tags":["x"],"project":"h:/w"}"#
+            row
+        );
+        let compact = layout.compact(&memory);
+        let reversed: StoredMemory = compact.into_iter().rev().collect();
+        assert_eq!(
+            serde_json::to_string(&layout.payload(&reversed)).expect("json"),
+            row,
+            "a row shown keeps the row's order"
         );
         let bare = object(json!({"id": "b", "context": {}}));
         assert_eq!(

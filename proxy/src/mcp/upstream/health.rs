@@ -173,6 +173,12 @@ impl Health {
         losses.len()
     }
 
+    /// Whether a session was ever asked for (a legacy service that speaks no MCP, only
+    /// forwarded REST, is never asked).
+    pub fn asked(&self) -> bool {
+        !matches!(*self.state(), State::Unknown)
+    }
+
     /// While opening a session is not worth trying yet: the last failure and how long until
     /// the next try.
     pub fn unreachable(&self) -> Option<(String, Duration)> {

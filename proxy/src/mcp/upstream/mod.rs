@@ -636,8 +636,8 @@ impl Upstream {
     }
 
     /// Keeps the session healthy until the process ends: every `ping_interval` it pings an
-    /// open session nothing was heard from meanwhile, or opens one while there is none (so
-    /// a lost session is replaced before the next client call needs it).
+    /// open session nothing was heard from meanwhile, or, once a client has needed one, opens
+    /// one while there is none (so a lost session is replaced before the next call needs it).
     pub fn spawn_monitor(self: &Arc<Self>) -> JoinHandle<()> {
         let upstream = self.clone();
         tokio::spawn(async move {
@@ -661,11 +661,14 @@ impl Upstream {
                     let _ = self.session().await;
                 }
             }
-            _ => {
+            // Reopened only once a client needed one: a legacy service that answers only
+            // forwarded REST is never asked for MCP.
+            _ if self.health.asked() => {
                 if let Err(error) = self.session().await {
                     tracing::debug!(%error, "no legacy MCP session yet");
                 }
             }
+            _ => {}
         }
     }
 
