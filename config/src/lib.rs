@@ -436,6 +436,10 @@ pub struct VectorsConfig {
     pub backend: VectorBackend,
     /// Qdrant gRPC URL, e.g. `http://127.0.0.1:6334`.
     pub url: Option<String>,
+    /// Qdrant REST URL, for payload writes (REST keeps a payload's key order, as cldmemory
+    /// writes it; gRPC does not). Absent: `url` with port 6333.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_url: Option<String>,
     pub api_key: Option<String>,
     /// Directory of the Qdrant Edge shard; a temporary one (deleted at exit) when absent.
     pub path: Option<PathBuf>,
@@ -453,11 +457,29 @@ pub struct VectorsConfig {
     pub optimize_interval: Duration,
 }
 
+impl VectorsConfig {
+    /// Qdrant's REST URL: `restUrl`, else `url` with the REST port (6333) for its gRPC port.
+    pub fn rest_url(&self) -> Option<String> {
+        if let Some(url) = &self.rest_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        let url = self.url.as_deref()?.trim_end_matches('/');
+        let (scheme, rest) = url.split_once("://")?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        Some(format!("{scheme}://{host}:6333"))
+    }
+}
+
 impl Default for VectorsConfig {
     fn default() -> Self {
         Self {
             backend: VectorBackend::Qdrant,
             url: None,
+            rest_url: None,
             api_key: None,
             path: None,
             collection: "human_memories".into(),
@@ -759,6 +781,9 @@ impl Config {
                 }
                 Some(url) => check_http_url("vectors.url", url)?,
             }
+            if let Some(url) = &self.vectors.rest_url {
+                check_http_url("vectors.restUrl", url)?;
+            }
         }
         if self.vectors.collection.trim().is_empty() {
             return Err(invalid("vectors.collection", "must not be empty"));
@@ -952,6 +977,25 @@ mod tests {
         assert_eq!(parsed.circuit_breaker.failure_threshold, 2);
         assert_eq!(parsed.circuit_breaker.cool_down, Duration::from_secs(5));
         assert!(!parsed.fallback.writes_to_legacy);
+    }
+
+    #[test]
+    fn qdrants_rest_url_is_its_grpc_url_on_the_rest_port_unless_given() {
+        let mut vectors = VectorsConfig {
+            url: Some("http://notes-qdrant:6334".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            vectors.rest_url().as_deref(),
+            Some("http://notes-qdrant:6333")
+        );
+        vectors.url = Some("https://x.cloud.qdrant.io".into());
+        assert_eq!(
+            vectors.rest_url().as_deref(),
+            Some("https://x.cloud.qdrant.io:6333")
+        );
+        vectors.rest_url = Some("http://127.0.0.1:7000/".into());
+        assert_eq!(vectors.rest_url().as_deref(), Some("http://127.0.0.1:7000"));
     }
 
     #[test]

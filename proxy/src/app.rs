@@ -119,9 +119,14 @@ pub fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
                 .url
                 .as_deref()
                 .context("vectors.url is required")?;
+            let rest_url = config
+                .vectors
+                .rest_url()
+                .context("vectors.restUrl cannot be derived from vectors.url")?;
             Arc::new(
                 QdrantStore::connect(
                     url,
+                    &rest_url,
                     config.vectors.api_key.as_deref(),
                     &config.vectors.collection,
                     config.vectors.timeout,

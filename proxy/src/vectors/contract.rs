@@ -357,13 +357,23 @@ async fn edge_store_contract() {
 #[tokio::test]
 async fn qdrant_store_contract() {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("skipped: QDRANT_URL is not set (the Qdrant-over-gRPC backend needs a server)");
+        eprintln!("skipped: QDRANT_URL is not set (the Qdrant server backend needs a server)");
         return;
     };
     let collection = format!("memgate-test-{}", Uuid::new_v4());
     let api_key = std::env::var("QDRANT_API_KEY").ok();
+    // Writes go over REST: `QDRANT_REST_URL`, else the gRPC URL on the REST port.
+    let rest_url = std::env::var("QDRANT_REST_URL").ok().unwrap_or_else(|| {
+        crate::config::VectorsConfig {
+            url: Some(url.clone()),
+            ..Default::default()
+        }
+        .rest_url()
+        .expect("a REST URL")
+    });
     let store = QdrantStore::connect(
         &url,
+        &rest_url,
         api_key.as_deref(),
         &collection,
         std::time::Duration::from_secs(5),

@@ -2,12 +2,14 @@
 //! exactly as the layout gives it, and read back exactly as stored), searched by embedding
 //! with payload filters.
 //!
-//! Two implementations, chosen by `vectors.backend`: [`QdrantStore`] (a Qdrant server over gRPC)
-//! and [`EdgeStore`] (Qdrant Edge in this process). Both index the same payload fields, so
+//! Two implementations, chosen by `vectors.backend`: [`QdrantStore`] (a Qdrant server over gRPC,
+//! payload writes over REST to keep their key order) and [`EdgeStore`] (Qdrant Edge in this
+//! process). Both index the same payload fields, so
 //! filters behave alike.
 
 mod edge;
 mod qdrant;
+mod qdrant_rest;
 
 pub use edge::EdgeStore;
 pub use qdrant::QdrantStore;
@@ -55,6 +57,8 @@ pub enum VectorError {
     },
     #[error("vector store timed out after {0:?}")]
     Timeout(std::time::Duration),
+    #[error("qdrant (REST): {0}")]
+    Rest(String),
     #[error("stored point {id} has an invalid payload: {reason}")]
     InvalidPayload { id: String, reason: String },
 }

@@ -1,16 +1,17 @@
-//! [`VectorStore`] on a Qdrant server over gRPC with `qdrant-client`.
+//! [`VectorStore`] on a Qdrant server over gRPC with `qdrant-client`; points and payload fields
+//! are written over REST ([`RestWrites`]), which keeps a payload's key order.
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     vectors_config::Config as VectorsConfigKind, Condition, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, Distance, FieldType,
-    Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointStruct, PointsIdsList,
-    Range, ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, SetPayloadPointsBuilder,
-    Timestamp, UpsertPointsBuilder, VectorParamsBuilder,
+    Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointsIdsList, Range,
+    ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, Timestamp, VectorParamsBuilder,
 };
-use qdrant_client::{Payload, Qdrant};
+use qdrant_client::Qdrant;
 use uuid::Uuid;
 
+use super::qdrant_rest::RestWrites;
 use super::{
     CollectionSpec, IndexKind, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
     VectorQuery, VectorStore, INDEXED_FIELDS,
@@ -20,6 +21,7 @@ use crate::memory::StoredMemory;
 
 pub struct QdrantStore {
     client: Qdrant,
+    writes: RestWrites,
     collection: String,
 }
 
@@ -32,8 +34,10 @@ impl std::fmt::Debug for QdrantStore {
 }
 
 impl QdrantStore {
+    /// `url` is the gRPC endpoint, `rest_url` the REST one (writes).
     pub fn connect(
         url: &str,
+        rest_url: &str,
         api_key: Option<&str>,
         collection: &str,
         timeout: std::time::Duration,
@@ -46,6 +50,7 @@ impl QdrantStore {
             .build()?;
         Ok(Self {
             client,
+            writes: RestWrites::new(rest_url, api_key, collection, timeout)?,
             collection: collection.to_string(),
         })
     }
@@ -195,27 +200,9 @@ impl VectorStore for QdrantStore {
         Ok(())
     }
 
+    /// Over REST: the payloads keep the layout's key order.
     async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError> {
-        let points =
-            points
-                .into_iter()
-                .map(|point| {
-                    let payload = Payload::try_from(serde_json::Value::Object(point.memory))
-                        .map_err(|e| VectorError::InvalidPayload {
-                            id: point.id.to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    Ok(PointStruct::new(
-                        point.id.to_string(),
-                        point.vector,
-                        payload,
-                    ))
-                })
-                .collect::<Result<Vec<_>, VectorError>>()?;
-        self.client
-            .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
-            .await?;
-        Ok(())
+        self.writes.upsert(points).await
     }
 
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError> {
@@ -335,26 +322,9 @@ impl VectorStore for QdrantStore {
         })
     }
 
+    /// Over REST: the fields keep their key order.
     async fn set_fields(&self, id: Uuid, fields: StoredMemory) -> Result<(), VectorError> {
-        if self.retrieve(id).await?.is_none() {
-            return Ok(());
-        }
-        let payload = Payload::try_from(serde_json::Value::Object(fields)).map_err(|e| {
-            VectorError::InvalidPayload {
-                id: id.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        self.client
-            .set_payload(
-                SetPayloadPointsBuilder::new(&self.collection, payload)
-                    .points_selector(PointsIdsList {
-                        ids: vec![PointId::from(id.to_string())],
-                    })
-                    .wait(true),
-            )
-            .await?;
-        Ok(())
+        self.writes.set_payload(id, fields).await
     }
 
     async fn health(&self) -> Result<(), VectorError> {
