@@ -971,3 +971,56 @@ async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at
     let direct = env.reference.call("get_memory", json!({"id": older})).await;
     assert_read_counts_aside(&ours, &direct, "after reads cldmemory counted");
 }
+
+#[tokio::test]
+async fn a_slow_change_in_flight_when_another_client_takes_the_stream_still_gets_its_answer() {
+    let env = Env::start(|config| {
+        config.upstream.mcp.ping_interval = Duration::from_secs(3600);
+        config.upstream.mcp.ping_timeout = Duration::from_millis(300);
+        config.upstream.timeout = Duration::from_secs(30);
+    })
+    .await;
+    let legacy = McpSseClient::connect_with(&env.url(), &[("x-memgate-route", "legacy")])
+        .await
+        .expect("connects");
+    legacy.initialize().await.expect("initialize");
+    // cldmemory takes its time over a store (its model answers slowly). Its answer goes to
+    // the stream that was newest when the call arrived, memgate's, even after another client
+    // opened one: memgate, having heard a pong from its session during the call, waits on.
+    env.openai.set_delay(Duration::from_millis(1500));
+    let store = legacy.request(
+        "tools/call",
+        json!({"name": "store_memory",
+               "arguments": {"content": "The tide turns at noon", "type": "semantic"}}),
+    );
+    let squat = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        McpSseClient::connect(&env.reference.url(), None)
+            .await
+            .expect("a foreign client connects")
+    };
+    let (answer, squatter) = tokio::join!(store, squat);
+    let answer = answer.expect("an answer");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let stored: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(stored["content"], "The tide turns at noon");
+    env.openai.set_delay(Duration::ZERO);
+
+    // New calls are answered on the foreign stream: the next one finds the session lost,
+    // and is answered on a new one.
+    let started = Instant::now();
+    let (after, _) = timed_analyze(&legacy).await;
+    let direct = env
+        .reference
+        .call("get_memory", json!({"id": "not-a-uuid"}))
+        .await;
+    assert_eq!(after, direct);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(squatter);
+}
