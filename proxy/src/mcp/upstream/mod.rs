@@ -561,7 +561,9 @@ impl Upstream {
             match pending.answer(self, self.settings.timeout).await {
                 Ok(message) => return Ok(message),
                 Err(Unanswered::TimedOut) => {
-                    return Err(UpstreamError::Timeout(self.settings.timeout))
+                    // The session answers pings, but not this call.
+                    tracing::warn!(method, timeout = ?self.settings.timeout, "a call to the legacy MCP service went unanswered within upstream.timeout");
+                    return Err(UpstreamError::Timeout(self.settings.timeout));
                 }
                 Err(Unanswered::Lost) if resend == Resend::Never => {
                     return Err(UpstreamError::LostInFlight)
