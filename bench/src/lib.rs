@@ -1,6 +1,6 @@
 //! memgate's benchmark: the fast path against a reference legacy memory service, side by
-//! side, with direct calls as baselines. `memgate-bench --help` for the options; the README's
-//! Performance section shows a run.
+//! side, with direct calls as baselines. `memgate-bench --help` for the options;
+//! `docs/performance.md` shows runs.
 //!
 //! [`environment`] starts what a run talks to, [`dataset`] seeds the memories, [`scenarios`]
 //! drives them through [`driver`] (open loop, HDR histograms; [`http_calls`] for memgate's REST

@@ -1,5 +1,5 @@
 //! The command line: `memgate serve`. Flags override the config file and `MEMGATE_*`
-//! environment variables (see the README for every config field).
+//! environment variables (docs/configuration.md lists every config field).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
