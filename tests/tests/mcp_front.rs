@@ -137,6 +137,16 @@ impl Env {
         client
     }
 
+    /// A client of memgate whose session is forced to the legacy route: every call is
+    /// forwarded to the reference.
+    async fn legacy_client(&self) -> McpSseClient {
+        let client = McpSseClient::connect_with(&self.url(), &[("x-memgate-route", "legacy")])
+            .await
+            .expect("connects to memgate");
+        client.initialize().await.expect("initialize");
+        client
+    }
+
     /// Until the memory's record is `ready` and no association job is left.
     async fn wait_for_worker(&self, id: &str) {
         let done = worker_done(&self.redis, &self.prefix, id).await;
@@ -917,10 +927,7 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
 async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at_once() {
     let env = Env::start(|_| {}).await;
     let fast = env.client(None).await;
-    let legacy = McpSseClient::connect_with(&env.url(), &[("x-memgate-route", "legacy")])
-        .await
-        .expect("connects");
-    legacy.initialize().await.expect("initialize");
+    let legacy = env.legacy_client().await;
     let older = env
         .cldmemory_store(json!({"content": "Barn owls hunt mice at night", "type": "semantic"}))
         .await;
@@ -980,10 +987,7 @@ async fn a_slow_change_in_flight_when_another_client_takes_the_stream_still_gets
         config.upstream.timeout = Duration::from_secs(30);
     })
     .await;
-    let legacy = McpSseClient::connect_with(&env.url(), &[("x-memgate-route", "legacy")])
-        .await
-        .expect("connects");
-    legacy.initialize().await.expect("initialize");
+    let legacy = env.legacy_client().await;
     // cldmemory takes its time over a store (its model answers slowly). Its answer goes to
     // the stream that was newest when the call arrived, memgate's, even after another client
     // opened one: memgate, having heard a pong from its session during the call, waits on.
