@@ -29,6 +29,7 @@ use crate::dependency::{CallError, Dependency};
 use crate::embeddings::EmbeddingCache;
 use crate::error::ApiError;
 use crate::fallback::DegradedLevel;
+use crate::forgetting::Forgetting;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::{ChunkRole, Layout};
 use crate::memory::{
@@ -138,6 +139,8 @@ pub struct FastPath {
     /// Moves on every write this process makes: a read that began before a write never
     /// fills L1 after it (with what it read before the write).
     l1_epoch: std::sync::atomic::AtomicU64,
+    /// Cached records being dropped in the background: read only once they are gone.
+    forgetting: Arc<Forgetting>,
     access: AccessRecorder,
     guards: Guards,
     metrics: Metrics,
@@ -149,6 +152,17 @@ impl std::fmt::Debug for FastPath {
         f.debug_struct("FastPath")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// Drops the cached record under `key` unless a write of it by memgate is pending; a failure
+/// is logged (the record then expires with its TTL).
+async fn forget_settled(guard: &Dependency, queue: &dyn WriteQueue, key: &str, revision: &str) {
+    if let Err(error) = guard
+        .call("forget", queue.forget_settled(key, revision))
+        .await
+    {
+        tracing::warn!(%error, key, "could not drop a cached record");
     }
 }
 
@@ -288,6 +302,7 @@ impl FastPath {
     ) -> Self {
         Self {
             l1_epoch: std::sync::atomic::AtomicU64::new(0),
+            forgetting: Arc::default(),
             memories_l1: Cache::builder()
                 .max_capacity(settings.l1_entries)
                 .time_to_live(settings.l1_ttl)
@@ -525,6 +540,7 @@ impl FastPath {
     /// `GET /memories/{id}`.
     pub async fn get(&self, scope: &Scope, id: Uuid) -> Result<FastAnswer, ApiError> {
         let key = self.keys.memory(scope, id);
+        self.forgetting.settled(&key).await;
         let epoch = self.l1_epoch.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(record) = self.memories_l1.get(&key).await {
             if let Some(body) = self.counted_l1(scope, id, record) {
@@ -1074,15 +1090,28 @@ impl FastPath {
             let key = self.keys.memory(scope, *id);
             self.forget_l1(&key).await;
             let revision = self.keys.revision(scope, *id);
-            if let Err(error) = self
-                .guards
-                .cache
-                .call("forget", self.queue.forget_settled(&key, &revision))
-                .await
-            {
-                tracing::warn!(%error, key, "could not drop a cached record");
-            }
+            forget_settled(&self.guards.cache, self.queue.as_ref(), &key, &revision).await;
         }
+    }
+
+    /// [`Self::forget_records`], with the shared cache's part done in the background: the
+    /// caller can answer at once, and readers in this process wait for the records to be
+    /// gone before they read one ([`Forgetting`]).
+    pub async fn forget_records_later(&self, scope: &Scope, ids: &[Uuid]) {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = self.keys.memory(scope, *id);
+            let fence = self.forgetting.begin(&key);
+            self.forget_l1(&key).await;
+            records.push((key, self.keys.revision(scope, *id), fence));
+        }
+        let guard = self.guards.cache.clone();
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            for (key, revision, _fence) in records {
+                forget_settled(&guard, queue.as_ref(), &key, &revision).await;
+            }
+        });
     }
 
     /// The memories `id` is linked with, as the vector store has it now (none when it cannot
@@ -1244,6 +1273,7 @@ impl FastPath {
         id: Uuid,
     ) -> Result<(StoredMemory, u64), ApiError> {
         let key = self.keys.memory(scope, id);
+        self.forgetting.settled(&key).await;
         let revision_key = self.keys.revision(scope, id);
         let (record, revision) = self
             .guards

@@ -20,6 +20,7 @@ pub mod enrichment;
 pub mod error;
 pub mod fallback;
 pub mod fastpath;
+pub mod forgetting;
 pub mod http;
 pub mod js;
 pub mod keys;

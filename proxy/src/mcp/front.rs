@@ -553,7 +553,8 @@ impl McpFront {
     /// Keeps memgate's caches coherent with what a legacy answer shows changed: the memories a
     /// forwarded store created linked themselves into their neighbours' associations (read
     /// from the vector store, as the answer shows them before linking), and a forwarded read
-    /// counted one more access of every memory it returns (their records are read again).
+    /// counted one more access of every memory it returns (their records are read again;
+    /// dropped from the shared cache after the answer, see [`crate::forgetting`]).
     async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
         match tool {
             "store_memory" | "store_memory_chunked" => {
@@ -571,7 +572,8 @@ impl McpFront {
             "get_memory" | "search_memories" => {
                 let read = tools::memory_ids_in(result);
                 if !read.is_empty() {
-                    self.fast.forget_records(scope, &read).await;
+                    // After the answer: readers here wait for the records to be gone.
+                    self.fast.forget_records_later(scope, &read).await;
                 }
             }
             _ => {}
