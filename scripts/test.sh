@@ -9,6 +9,8 @@ log() { printf '\n==> %s\n' "$*"; }
 install_debian_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  # A real browser, for the tests that a web page cannot reach memgate.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian's packages"
     local sudo=""

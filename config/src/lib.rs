@@ -44,6 +44,8 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// What answers when the fast path cannot.
     pub fallback: FallbackConfig,
+    /// Who may reach the API port: browser origins, host names, bearer tokens.
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
             fallback: FallbackConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -277,6 +280,9 @@ pub struct LimitsConfig {
     /// On shutdown, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Writes one tenant may make per second (REST creates, updates and deletes; MCP tool
+    /// calls that change memories), with a burst of as many; past it `429`. Off when absent.
+    pub writes_per_second_per_tenant: Option<u32>,
 }
 
 impl Default for LimitsConfig {
@@ -286,8 +292,51 @@ impl Default for LimitsConfig {
             max_in_flight: 1024,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
+            writes_per_second_per_tenant: None,
         }
     }
+}
+
+/// Who may reach the API port (REST, `/sse`, `/messages`, `/mcp`). The admin port is not
+/// covered: keep it on loopback or a private network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SecurityConfig {
+    /// The origins whose web pages may call memgate (`scheme://host[:port]`; without a port,
+    /// any port): a request whose `Origin` is another is refused `403`. `*` allows every
+    /// origin. Requests without `Origin` (CLIs, SDKs) are not concerned.
+    pub allowed_origins: Vec<String>,
+    /// Host names served besides the loopback ones (`localhost`, `*.localhost`, `127.0.0.0/8`,
+    /// `[::1]`) while listening on a loopback address: any other `Host` is refused `403`
+    /// (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Bearer tokens; every request on the API port must carry one. Off when absent.
+    pub tokens: Option<TokensConfig>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: ["http", "https"]
+                .iter()
+                .flat_map(|scheme| {
+                    ["localhost", "127.0.0.1", "[::1]"]
+                        .iter()
+                        .map(move |host| format!("{scheme}://{host}"))
+                })
+                .collect(),
+            allowed_hosts: Vec::new(),
+            tokens: None,
+        }
+    }
+}
+
+/// Static bearer tokens, each for a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokensConfig {
+    /// A YAML file (a mounted Secret): `tokens: [{token: "…" | sha256: "<hex>", tenant: "…"}]`.
+    pub file: PathBuf,
 }
 
 /// When a dependency's breaker opens and for how long (the same for every dependency).
@@ -720,6 +769,29 @@ impl Config {
         }
         check_positive("limits.headerReadTimeout", self.limits.header_read_timeout)?;
         check_positive("limits.drainTimeout", self.limits.drain_timeout)?;
+        if self.limits.writes_per_second_per_tenant == Some(0) {
+            return Err(invalid(
+                "limits.writesPerSecondPerTenant",
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        for origin in &self.security.allowed_origins {
+            check_origin("security.allowedOrigins", origin)?;
+        }
+        for host in &self.security.allowed_hosts {
+            let bracketed = host.starts_with('[') && host.ends_with(']');
+            if host.is_empty() || (!bracketed && host.contains(['/', ':', ' ', '@'])) {
+                return Err(invalid(
+                    "security.allowedHosts",
+                    format!("{host:?} must be a host name without scheme, port or path"),
+                ));
+            }
+        }
+        if let Some(tokens) = &self.security.tokens {
+            if tokens.file.as_os_str().is_empty() {
+                return Err(invalid("security.tokens.file", "must name a file"));
+            }
+        }
         if !(1..=1000).contains(&self.circuit_breaker.failure_threshold) {
             return Err(invalid(
                 "circuitBreaker.failureThreshold",
@@ -875,6 +947,29 @@ fn check_header_name(field: &'static str, value: &str) -> Result<(), InvalidConf
         .map_err(|_| invalid(field, format!("{value:?} is not a valid HTTP header name")))
 }
 
+/// `*`, or an origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn check_origin(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
+    if value == "*" {
+        return Ok(());
+    }
+    let refused = || {
+        invalid(
+            field,
+            format!("{value:?} must be `*` or an origin: `http(s)://host[:port]`, no path"),
+        )
+    };
+    let uri: http::Uri = value.parse().map_err(|_| refused())?;
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !value.ends_with('/');
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http") | Some("https"), Some(authority))
+            if bare && !authority.as_str().contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err(refused()),
+    }
+}
+
 fn check_http_url(field: &'static str, value: &str) -> Result<(), InvalidConfig> {
     let uri: http::Uri = value
         .parse()
@@ -939,6 +1034,48 @@ mod tests {
         let mut config = valid();
         config.cache.search_ttl = Duration::ZERO;
         assert_eq!(config.validate().unwrap_err().field, "cache.searchTtl");
+    }
+
+    #[test]
+    fn security_settings_are_checked() {
+        for origin in [
+            "*",
+            "http://localhost",
+            "https://app.example.com:8443",
+            "http://[::1]",
+        ] {
+            let mut config = valid();
+            config.security.allowed_origins = vec![origin.into()];
+            assert_eq!(config.validate(), Ok(()), "{origin}");
+        }
+        for origin in [
+            "localhost",
+            "ftp://x",
+            "http://x/path",
+            "http://x/",
+            "null",
+            "",
+        ] {
+            let mut config = valid();
+            config.security.allowed_origins = vec![origin.into()];
+            assert_eq!(
+                config.validate().unwrap_err().field,
+                "security.allowedOrigins",
+                "{origin}"
+            );
+        }
+        let mut config = valid();
+        config.security.allowed_hosts = vec!["memgate.internal:8080".into()];
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "security.allowedHosts"
+        );
+        let mut config = valid();
+        config.limits.writes_per_second_per_tenant = Some(0);
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "limits.writesPerSecondPerTenant"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::mcp::{
 use crate::metrics::Metrics;
 use crate::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
 use crate::routing::Router;
+use crate::security::{Gate, WriteLimit};
 use crate::server::{serve, ConnectionSettings, InFlightLimit};
 use crate::service::ApiState;
 use crate::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
@@ -401,6 +402,17 @@ pub fn consumer_name() -> String {
     )
 }
 
+/// Drops the write buckets of tenants that have been quiet for a while, every minute.
+fn spawn_forget_idle(limit: Arc<WriteLimit>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            ticks.tick().await;
+            limit.forget_idle();
+        }
+    });
+}
+
 fn header_name(field: &str, value: &str) -> anyhow::Result<HeaderName> {
     HeaderName::from_bytes(value.as_bytes())
         .with_context(|| format!("{field}: {value:?} is not a header name"))
@@ -536,6 +548,15 @@ pub async fn start_with(
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
     let upstream = mcp_upstream(&config, dependencies.upstream.clone(), &metrics)?;
+    let gate = Gate::from_config(&config).context("security")?;
+    let write_limit = config
+        .limits
+        .writes_per_second_per_tenant
+        .and_then(std::num::NonZeroU32::new)
+        .map(|rate| Arc::new(WriteLimit::per_second(rate)));
+    if let Some(limit) = &write_limit {
+        spawn_forget_idle(limit.clone());
+    }
     let mcp = Arc::new(McpFront::new(
         fast.clone(),
         fallbacks.clone(),
@@ -546,6 +567,7 @@ pub async fn start_with(
             wait_for_stored: config.mcp.wait_for_stored,
             writes_to_legacy: config.fallback.writes_to_legacy,
             max_sessions: config.mcp.max_sessions,
+            write_limit: write_limit.clone(),
         },
     ));
     let openapi =
@@ -556,6 +578,8 @@ pub async fn start_with(
         fallbacks,
         legacy,
         scope_header,
+        gate,
+        write_limit,
         max_body_bytes: config.limits.max_body_bytes,
         writes_to_legacy: config.fallback.writes_to_legacy,
         metrics: metrics.clone(),

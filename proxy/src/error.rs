@@ -15,7 +15,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// With a `503`: when to try again (sent as `Retry-After`, at least one second).
+    /// With a `503` or `429`: when to try again (sent as `Retry-After`, at least one second).
     pub retry_after: Option<Duration>,
 }
 
@@ -54,7 +54,9 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = json_response(self.status, body.to_string().into());
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
             let seconds = self
                 .retry_after
                 .map_or(1, |after| after.as_secs_f64().ceil() as u64)

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod queue;
 pub mod routing;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod vectors;

@@ -118,6 +118,33 @@ fn too_large() -> utoipa::openapi::Response {
     error("The body exceeds limits.maxBodyBytes")
 }
 
+/// What the security gate answers (see `security`), on every operation: a foreign page or
+/// host name (`403`), a missing or invalid token (`401`, when tokens are on); with a body,
+/// one that is not JSON (`415`); on a write, the tenant's write limit (`429`).
+fn guarded(operation: OperationBuilder, has_body: bool, writes: bool) -> OperationBuilder {
+    let mut operation = operation
+        .response(
+            "401",
+            error("A bearer token is required (security.tokens) and none, or an invalid one, was sent"),
+        )
+        .response(
+            "403",
+            error("A web page of a foreign origin, or a host name that is not allowed (security.allowedOrigins, security.allowedHosts)"),
+        );
+    if has_body {
+        operation = operation.response("415", error("The body is not JSON"));
+    }
+    if writes {
+        operation = operation.response(
+            "429",
+            error(
+                "This tenant writes faster than limits.writesPerSecondPerTenant (see Retry-After)",
+            ),
+        );
+    }
+    operation
+}
+
 fn json_body(schema: &str) -> Option<utoipa::openapi::request_body::RequestBody> {
     Some(
         RequestBodyBuilder::new()
@@ -238,6 +265,11 @@ pub fn document() -> Document {
         )
         .response("404", error("No such memory (for this tenant)"))
         .response("503", write_unavailable());
+    let get = guarded(get, false, false);
+    let search = guarded(search, true, false);
+    let create = guarded(create, true, true);
+    let update = guarded(update, true, true);
+    let delete = guarded(delete, false, true);
     let mut by_id = PathItem::new(HttpMethod::Get, get);
     by_id.patch = Some(update.build());
     by_id.delete = Some(delete.build());

@@ -33,6 +33,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MEMORY_METADATA: &str = "memory-metadata";
 use crate::metrics::Metrics;
 use crate::routing::{RoutePath, Router};
+use crate::security::{Gate, WriteLimit};
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,10 @@ pub struct ApiState {
     pub fallbacks: Fallbacks,
     pub legacy: Option<LegacyClient>,
     pub scope_header: Option<HeaderName>,
+    /// Origin, host, content type and token checks, before anything else.
+    pub gate: Gate,
+    /// `limits.writesPerSecondPerTenant`.
+    pub write_limit: Option<Arc<WriteLimit>>,
     pub max_body_bytes: usize,
     /// Forward writes to legacy when the write queue is unreachable.
     pub writes_to_legacy: bool,
@@ -138,6 +143,17 @@ impl ApiState {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let admitted = match self.gate.admit(&mut parts) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let Some(code) = refusal.code() {
+                    self.metrics.rejected.with_label_values(&[code]).inc();
+                }
+                return refusal.into_response();
+            }
+        };
+        let request = Request::from_parts(parts, body);
         let path = request.uri().path().to_string();
         let operation = Operation::classify(request.method(), &path);
         let outcome = self.dispatch(operation, request, client).await;
@@ -163,6 +179,7 @@ impl ApiState {
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status])
             .inc();
+        admitted.decorate(&mut response);
         response
     }
 
@@ -185,6 +202,9 @@ impl ApiState {
                 return Outcome::fast(self.mcp(operation, request).await, CacheStatus::Bypass);
             }
             _ => {}
+        }
+        if let Err(refusal) = self.take_write(operation, request.headers()) {
+            return self.refused(refusal);
         }
         let route = match self.router.choose(request.headers(), client.ip()) {
             Ok(route) => route,
@@ -265,7 +285,7 @@ impl ApiState {
         let scope = self.scope(&parts.headers);
         match operation {
             Operation::McpStream => self.mcp.open_sse(&parts, scope),
-            Operation::McpMessage => self.mcp.post_sse_message(parts, body).await,
+            Operation::McpMessage => self.mcp.post_sse_message(parts, body, scope).await,
             _ => self.mcp.streamable(parts, body, scope).await,
         }
     }
@@ -358,6 +378,34 @@ impl ApiState {
             self.metrics.rejected.with_label_values(&[error.code]).inc();
         }
         error.into_response()
+    }
+
+    /// One write of the request's tenant, past `limits.writesPerSecondPerTenant` refused
+    /// (`429`, with when to try again); reads are not counted.
+    fn take_write(
+        &self,
+        operation: Operation<'_>,
+        headers: &http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let Some(limit) = &self.write_limit else {
+            return Ok(());
+        };
+        if !matches!(
+            operation,
+            Operation::Create | Operation::Update(_) | Operation::Delete(_)
+        ) {
+            return Ok(());
+        }
+        let scope = self.scope(headers).unwrap_or(Scope::UNSCOPED);
+        limit.take(&scope).map_err(|wait| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "write_limit",
+                "this tenant is writing faster than limits.writesPerSecondPerTenant allows; \
+                 try again after Retry-After",
+            )
+            .retry_after(Some(wait))
+        })
     }
 
     /// The tenant of a fast-path request; required when scoping is on.

@@ -15,7 +15,23 @@ pub struct McpHttpClient {
 impl McpHttpClient {
     /// `initialize` at `{base}/mcp` (and `notifications/initialized`): a session.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
+        Self::connect_using(reqwest::Client::new(), base).await
+    }
+
+    /// [`Self::connect`], sending `token` as the bearer token with every request.
+    pub async fn connect_with_token(base: &str, token: &str) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse()?,
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        Self::connect_using(http, base).await
+    }
+
+    async fn connect_using(http: reqwest::Client, base: &str) -> anyhow::Result<Self> {
         let url = format!("{base}/mcp");
         let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -57,6 +73,16 @@ impl McpHttpClient {
             .json(message)
             .send()
             .await?)
+    }
+
+    /// The session memgate named in its `initialize` answer.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The endpoint, `{base}/mcp`.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// A JSON-RPC request; the whole response message.

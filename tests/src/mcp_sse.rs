@@ -56,7 +56,27 @@ impl McpSseClient {
 
     /// Opens `{base}/sse` with these request headers (metadata, a forced route).
     pub async fn connect_with(base: &str, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
+        Self::connect_using(reqwest::Client::new(), base, headers).await
+    }
+
+    /// Opens `{base}/sse` sending `token` as the bearer token with every request.
+    pub async fn connect_with_token(base: &str, token: &str) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse()?,
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        Self::connect_using(http, base, &[]).await
+    }
+
+    async fn connect_using(
+        http: reqwest::Client,
+        base: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut request = http.get(format!("{base}/sse"));
         for (name, value) in headers {
             request = request.header(*name, *value);

@@ -26,6 +26,13 @@ pub fn full(bytes: Bytes) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// A response without a body.
+pub fn empty_response(status: StatusCode) -> Response {
+    let mut response = http::Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
 /// A response with a JSON body.
 pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = http::Response::new(full(body));

@@ -27,6 +27,7 @@ use crate::layout::parse_metadata;
 use crate::memory::{SearchRequest, StoredMemory};
 use crate::metrics::Metrics;
 use crate::routing::{RoutePath, Router};
+use crate::security::WriteLimit;
 
 /// Protocol revisions memgate's transports speak, newest first (the initialize-handshake
 /// revisions of the current MCP SDKs).
@@ -42,6 +43,8 @@ pub struct FrontSettings {
     pub writes_to_legacy: bool,
     /// The most sessions open at once.
     pub max_sessions: usize,
+    /// `limits.writesPerSecondPerTenant`, shared with the REST API.
+    pub write_limit: Option<Arc<WriteLimit>>,
 }
 
 pub struct McpFront {
@@ -349,6 +352,9 @@ impl McpFront {
         params: Option<Value>,
     ) -> ToolAnswer {
         let identity = &session.identity;
+        if let Some(refusal) = self.take_write(&identity.scope, name) {
+            return ToolAnswer::fast(tools::error_text(&refusal));
+        }
         let arguments = params.as_ref().and_then(|p| p.get("arguments"));
         let plan = if identity.route == RoutePath::Legacy {
             Plan::Forward
@@ -504,6 +510,25 @@ impl McpFront {
     fn shown(&self, record: &[u8]) -> Result<StoredMemory, ApiError> {
         let memory: StoredMemory = serde_json::from_slice(record).map_err(internal)?;
         Ok(self.fast.shown(&memory))
+    }
+
+    /// One write of the tenant, for a tool that may change memories; past
+    /// `limits.writesPerSecondPerTenant`, why not.
+    fn take_write(&self, scope: &Scope, tool: &str) -> Option<String> {
+        let limit = self.settings.write_limit.as_ref()?;
+        if !tools::is_write(tool) {
+            return None;
+        }
+        let wait = limit.take(scope).err()?;
+        self.metrics
+            .rejected
+            .with_label_values(&["write_limit"])
+            .inc();
+        Some(format!(
+            "Too many writes: this tenant is writing faster than memgate allows \
+             (limits.writesPerSecondPerTenant); try again in {:.1} s",
+            wait.as_secs_f64().max(0.1)
+        ))
     }
 
     /// A tool call sent to the legacy service, with the session's metadata on stores and

@@ -146,7 +146,12 @@ impl HttpTransports {
 
     /// `POST /messages?sessionId=…`: `202 Accepted` at once, the answer on the session's
     /// stream; refusals as cldmemory words them.
-    pub async fn post_sse_message<B>(&self, parts: http::request::Parts, body: B) -> Response
+    pub async fn post_sse_message<B>(
+        &self,
+        parts: http::request::Parts,
+        body: B,
+        scope: Result<Scope, ApiError>,
+    ) -> Response
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -160,13 +165,34 @@ impl HttpTransports {
                 "Missing sessionId parameter or Mcp-Session-Id header",
             );
         };
-        let Some(session) = self.front.sessions.get(&id) else {
+        let Some(session) = self
+            .front
+            .sessions
+            .get(&id)
+            .filter(|session| belongs_to(session, &scope))
+        else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 jsonrpc::INVALID_REQUEST,
                 "Invalid or expired session ID",
             );
         };
+        // Refused as the MCP SDK's SSE transport (cldmemory's) refuses it: a web page's form
+        // or `text/plain` post is no message.
+        let content_type = header(&parts, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("Error: Unsupported content-type: {essence}"),
+            );
+        }
         let body = match read_body(&parts.headers, body, self.max_body_bytes).await {
             Ok(body) => body,
             Err(error) => return error.into_response(),
@@ -224,8 +250,8 @@ impl HttpTransports {
         }
         match parts.method {
             Method::POST => self.streamable_post(parts, body, scope).await,
-            Method::GET => self.streamable_get(&parts),
-            Method::DELETE => match self.existing_session(&parts) {
+            Method::GET => self.streamable_get(&parts, &scope),
+            Method::DELETE => match self.existing_session(&parts, &scope) {
                 Ok(session) => {
                     self.front.sessions.close(&session.id);
                     respond(StatusCode::OK, "text/plain", "")
@@ -247,9 +273,12 @@ impl HttpTransports {
         }
     }
 
+    /// The session the request names, if it is open and the request's tenant's (a session of
+    /// another tenant is not found).
     fn existing_session(
         &self,
         parts: &http::request::Parts,
+        scope: &Result<Scope, ApiError>,
     ) -> Result<Arc<ClientSession>, Box<Response>> {
         let Some(id) = header(parts, SESSION_HEADER) else {
             return Err(Box::new(rpc_error(
@@ -262,6 +291,7 @@ impl HttpTransports {
             .sessions
             .get(id)
             .filter(|session| session.transport == Transport::Streamable)
+            .filter(|session| belongs_to(session, scope))
             .ok_or_else(|| {
                 Box::new(rpc_error(
                     StatusCode::NOT_FOUND,
@@ -272,7 +302,11 @@ impl HttpTransports {
     }
 
     /// `GET /mcp`: the session's stream of messages not answering a POST.
-    fn streamable_get(&self, parts: &http::request::Parts) -> Response {
+    fn streamable_get(
+        &self,
+        parts: &http::request::Parts,
+        scope: &Result<Scope, ApiError>,
+    ) -> Response {
         if !header(parts, ACCEPT.as_str())
             .is_some_and(|accept| accepts(accept, "text/event-stream"))
         {
@@ -282,7 +316,7 @@ impl HttpTransports {
                 "Not Acceptable: Client must accept text/event-stream",
             );
         }
-        let session = match self.existing_session(parts) {
+        let session = match self.existing_session(parts, scope) {
             Ok(session) => session,
             Err(response) => return *response,
         };
@@ -370,7 +404,7 @@ impl HttpTransports {
                 Err(response) => return *response,
             }
         } else {
-            match self.existing_session(&parts) {
+            match self.existing_session(&parts, &scope) {
                 Ok(session) => session,
                 Err(response) => return *response,
             }
@@ -458,6 +492,15 @@ fn named(mut response: Response, session: &ClientSession) -> Response {
         response.headers_mut().insert(SESSION_HEADER, id);
     }
     response
+}
+
+/// Whether a request of tenant `scope` may use `session`: one of the session's tenant, or one
+/// that names none where naming one is not enforced (no token).
+fn belongs_to(session: &ClientSession, scope: &Result<Scope, ApiError>) -> bool {
+    match scope {
+        Ok(scope) => *scope == session.identity.scope,
+        Err(_) => true,
+    }
 }
 
 /// Whether an `Accept` header takes a media type (or everything).

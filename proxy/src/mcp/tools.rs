@@ -63,6 +63,11 @@ pub fn may_resend(method: &str, params: Option<&Value>) -> bool {
         .is_some_and(|name| READ_ONLY_TOOLS.contains(&name))
 }
 
+/// Whether a tool may change memories (every tool memgate does not know to be a read).
+pub fn is_write(tool: &str) -> bool {
+    !READ_ONLY_TOOLS.contains(&tool)
+}
+
 /// The memories a legacy tool result names: a memory's `id`, a search's rows, a chunked
 /// store's `parentId`, `chunkIds` and `memories`. Empty for a text that is no JSON (`Memory
 /// not found`, `Error: …`).
