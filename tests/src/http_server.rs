@@ -38,7 +38,16 @@ impl TestServer {
         H: Fn(FullRequest, SocketAddr) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse()?, handler).await
+    }
+
+    /// [`Self::start`] on `addr` (another loopback address, e.g. `127.0.0.2:0`).
+    pub async fn start_on<H, F>(addr: SocketAddr, handler: H) -> anyhow::Result<Self>
+    where
+        H: Fn(FullRequest, SocketAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let handler = Arc::new(handler);
         let spawn: Spawner = Arc::new(move |listener| {

@@ -10,8 +10,10 @@
 //!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
 //! - [`ControlPlane`]: a real Kubernetes control plane (etcd, kube-apiserver, controllers,
 //!   scheduler, kwok) for the operator's end-to-end tests.
+//! - [`browser`]: Debian's headless Chromium, for what a web page can do to memgate.
 //! - [`history`]: a recorded history of operations and a Jepsen-style checker.
 
+pub mod browser;
 mod control_plane;
 pub mod history;
 mod http_server;
@@ -28,6 +30,7 @@ mod upstream;
 
 pub use cldmemory_reference::SseRouting;
 pub use control_plane::{control_plane_bin, host_ip, ControlPlane};
+pub use http_server::{FullRequest, TestServer};
 pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use openai::{chat_answer_text, FakeOpenAi};

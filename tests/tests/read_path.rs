@@ -545,6 +545,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
     for (method, path, body, status, code) in cases {
         let response = env
             .fast(method.clone(), path)
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -566,6 +567,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         futures::stream::iter([vec![b'a'; 1500], vec![b'b'; 1500]].map(Ok::<_, std::io::Error>));
     let response = env
         .fast(reqwest::Method::POST, "/memories/search")
+        .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -607,6 +609,7 @@ async fn legacy_requests_are_forwarded_unchanged() {
         .header("x-forwarded-for", "10.0.0.7")
         .header("connection", "keep-alive, x-secret-hop")
         .header("x-secret-hop", "drop me")
+        .header("content-type", "application/json")
         .body("{\"query\": \"anything at all, even invalid: [\"")
         .send()
         .await
