@@ -312,6 +312,9 @@ pub struct SecurityConfig {
     pub allowed_hosts: Vec<String>,
     /// Bearer tokens; every request on the API port must carry one. Off when absent.
     pub tokens: Option<TokensConfig>,
+    /// OAuth 2.1 resource-server mode: JWTs of this authorization server are accepted as
+    /// bearer tokens (beside `tokens`, when both are set). Off when absent.
+    pub oauth: Option<OAuthConfig>,
 }
 
 impl Default for SecurityConfig {
@@ -327,6 +330,44 @@ impl Default for SecurityConfig {
                 .collect(),
             allowed_hosts: Vec::new(),
             tokens: None,
+            oauth: None,
+        }
+    }
+}
+
+/// JWTs from an authorization server, as the MCP authorization specification has resource
+/// servers accept them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OAuthConfig {
+    /// The authorization server: every token's `iss`, and where its keys are found.
+    pub issuer: String,
+    /// Its JWKS; when absent, the `jwks_uri` of its metadata
+    /// (`{issuer}/.well-known/oauth-authorization-server`, else `openid-configuration`).
+    pub jwks_url: Option<String>,
+    /// memgate's resource URI (e.g. `https://memgate.example/mcp`): the audience every token
+    /// must name, and the `resource` of `/.well-known/oauth-protected-resource`.
+    pub resource: String,
+    /// The claim naming the tenant (required when `scope` is on).
+    pub tenant_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often the keys are fetched again (a token naming an unknown key fetches them at
+    /// once, at most once a second).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            jwks_url: None,
+            resource: String::new(),
+            tenant_claim: "tenant".into(),
+            leeway: Duration::from_secs(60),
+            jwks_refresh: Duration::from_secs(600),
         }
     }
 }
@@ -786,6 +827,20 @@ impl Config {
                     format!("{host:?} must be a host name without scheme, port or path"),
                 ));
             }
+        }
+        if let Some(oauth) = &self.security.oauth {
+            check_http_url("security.oauth.issuer", &oauth.issuer)?;
+            check_http_url("security.oauth.resource", &oauth.resource)?;
+            if let Some(url) = &oauth.jwks_url {
+                check_http_url("security.oauth.jwksUrl", url)?;
+            }
+            if oauth.tenant_claim.trim().is_empty() {
+                return Err(invalid("security.oauth.tenantClaim", "must name a claim"));
+            }
+            if oauth.leeway > Duration::from_secs(300) {
+                return Err(invalid("security.oauth.leeway", "must be at most 5m"));
+            }
+            check_positive("security.oauth.jwksRefresh", oauth.jwks_refresh)?;
         }
         if let Some(tokens) = &self.security.tokens {
             if tokens.file.as_os_str().is_empty() {

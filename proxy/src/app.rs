@@ -548,7 +548,8 @@ pub async fn start_with(
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
     let upstream = mcp_upstream(&config, dependencies.upstream.clone(), &metrics)?;
-    let gate = Gate::from_config(&config).context("security")?;
+    let gate = Arc::new(Gate::from_config(&config).context("security")?);
+    gate.spawn_token_reload();
     let write_limit = config
         .limits
         .writes_per_second_per_tenant

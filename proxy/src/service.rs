@@ -84,7 +84,7 @@ pub struct ApiState {
     pub legacy: Option<LegacyClient>,
     pub scope_header: Option<HeaderName>,
     /// Origin, host, content type and token checks, before anything else.
-    pub gate: Gate,
+    pub gate: Arc<Gate>,
     /// `limits.writesPerSecondPerTenant`.
     pub write_limit: Option<Arc<WriteLimit>>,
     pub max_body_bytes: usize,
@@ -144,7 +144,7 @@ impl ApiState {
     {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
-        let admitted = match self.gate.admit(&mut parts) {
+        let admitted = match self.gate.admit(&mut parts).await {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if let Some(code) = refusal.code() {

@@ -887,7 +887,7 @@ fn post_whole_body_then_read(
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let head = format!(
-        "POST /memories HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+        "POST /memories HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {body_len}\r\nx-user-id: alice\r\n\r\n"
     );
     stream.write_all(head.as_bytes())?;

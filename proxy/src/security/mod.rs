@@ -13,10 +13,12 @@
 //! 4. **Content type**: a REST request with a body must be JSON, so no cross-site "simple
 //!    request" (a form, `text/plain`) can write. The MCP endpoints check theirs as the MCP
 //!    transports do.
-//! 5. **Tokens** (`security.tokens`): a request must carry a known bearer token; its tenant
-//!    replaces any tenant header the client sent, and the token is never passed on to the
-//!    legacy service.
+//! 5. **Tokens** (`security.tokens`, `security.oauth`): a request must carry a known bearer
+//!    token or a valid JWT of the configured authorization server; its tenant replaces any
+//!    tenant header the client sent, and the token is never passed on to the legacy service.
+//!    `/.well-known/oauth-protected-resource` is served without one (RFC 9728).
 
+pub mod oauth;
 pub mod origins;
 pub mod tokens;
 pub mod write_limit;
@@ -33,8 +35,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::Response;
 
+pub use oauth::OAuthVerifier;
 pub use origins::{AllowedHosts, AllowedOrigins};
-pub use tokens::{StaticTokens, TokenFileError};
+pub use tokens::{StaticTokens, TokenFile, TokenFileError};
 pub use write_limit::WriteLimit;
 
 /// The request headers a page of an allowed origin may send (answered to preflights).
@@ -51,7 +54,10 @@ pub struct Gate {
     origins: AllowedOrigins,
     /// Checked only while listening on a loopback address.
     hosts: Option<AllowedHosts>,
-    tokens: Option<StaticTokens>,
+    tokens: Option<TokenFile>,
+    oauth: Option<OAuthVerifier>,
+    /// The `WWW-Authenticate` challenge of a request without a valid token.
+    challenge: String,
     /// The tenant header the rest of memgate reads the scope from (set from the token).
     scope_header: Option<HeaderName>,
     /// Headers allowed in preflights besides the fixed ones (the tenant and sticky headers).
@@ -91,8 +97,19 @@ impl Gate {
         let tokens = security
             .tokens
             .as_ref()
-            .map(|tokens| StaticTokens::load(&tokens.file, scope_header.is_some()))
+            .map(|tokens| TokenFile::load(&tokens.file, scope_header.is_some()))
             .transpose()?;
+        let oauth = security
+            .oauth
+            .clone()
+            .map(|oauth| OAuthVerifier::new(oauth, scope_header.is_some()));
+        let challenge = match &oauth {
+            Some(oauth) => format!(
+                "Bearer realm=\"memgate\", resource_metadata=\"{}\"",
+                oauth::metadata_url(oauth.resource())
+            ),
+            None => "Bearer realm=\"memgate\"".to_string(),
+        };
         let mut preflight = ALLOWED_REQUEST_HEADERS.to_string();
         for extra in [
             config.scope.as_ref().map(|scope| scope.header.as_str()),
@@ -112,20 +129,43 @@ impl Gate {
                 .is_loopback()
                 .then(|| AllowedHosts::new(&security.allowed_hosts)),
             tokens,
+            oauth,
+            challenge,
             scope_header,
             preflight_headers: HeaderValue::from_str(&preflight)
                 .unwrap_or_else(|_| HeaderValue::from_static(ALLOWED_REQUEST_HEADERS)),
         })
     }
 
+    /// Reads the tokens file again whenever it changes (checked every 2 s), until the process
+    /// ends: a rotated Secret takes effect without a restart.
+    pub fn spawn_token_reload(self: &std::sync::Arc<Self>) {
+        if self.tokens.is_none() {
+            return;
+        }
+        let gate = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                ticks.tick().await;
+                let Some(gate) = gate.upgrade() else {
+                    return;
+                };
+                if let Some(tokens) = &gate.tokens {
+                    tokens.reload_if_changed();
+                }
+            }
+        });
+    }
+
     /// Whether bearer tokens are required.
     pub fn requires_tokens(&self) -> bool {
-        self.tokens.is_some()
+        self.tokens.is_some() || self.oauth.is_some()
     }
 
     /// Lets a request through (its tenant header set from its token, its token removed), or
     /// answers it: a refusal, or a CORS preflight.
-    pub fn admit(&self, parts: &mut Parts) -> Result<Admitted, Refusal> {
+    pub async fn admit(&self, parts: &mut Parts) -> Result<Admitted, Refusal> {
         self.check_host(parts)?;
         let origin = self.check_origin(parts)?;
         if let Some(origin) = &origin {
@@ -136,7 +176,10 @@ impl Gate {
             }
         }
         check_content_type(parts)?;
-        self.authenticate(parts)?;
+        if let Some(metadata) = self.protected_resource(parts) {
+            return Err(Refusal::Preflight(Box::new(metadata)));
+        }
+        self.authenticate(parts).await?;
         Ok(Admitted { origin })
     }
 
@@ -207,10 +250,25 @@ impl Gate {
         response
     }
 
-    fn authenticate(&self, parts: &mut Parts) -> Result<(), Refusal> {
-        let Some(tokens) = &self.tokens else {
+    /// `GET /.well-known/oauth-protected-resource[/…]`, answered without a token.
+    fn protected_resource(&self, parts: &Parts) -> Option<Response> {
+        let oauth = self.oauth.as_ref()?;
+        let path = parts.uri.path();
+        let wanted = parts.method == Method::GET
+            && (path == "/.well-known/oauth-protected-resource"
+                || path.starts_with("/.well-known/oauth-protected-resource/"));
+        wanted.then(|| {
+            crate::http::json_response(
+                StatusCode::OK,
+                oauth::protected_resource_metadata(oauth).to_string().into(),
+            )
+        })
+    }
+
+    async fn authenticate(&self, parts: &mut Parts) -> Result<(), Refusal> {
+        if !self.requires_tokens() {
             return Ok(());
-        };
+        }
         let presented = parts
             .headers
             .get(AUTHORIZATION)
@@ -223,20 +281,17 @@ impl Gate {
                     "unauthorized",
                     "a bearer token is required (Authorization: Bearer …)",
                 ),
-                challenge: "Bearer realm=\"memgate\"",
+                challenge: self.challenge.clone(),
             });
         };
-        let Some(bearer) = tokens.bearer(presented) else {
-            return Err(Refusal::Unauthorized {
-                error: ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    "the bearer token is not valid",
-                ),
-                challenge: "Bearer realm=\"memgate\", error=\"invalid_token\"",
-            });
-        };
-        let tenant = bearer.tenant.clone();
+        let bearer = self
+            .bearer(presented)
+            .await
+            .map_err(|message| Refusal::Unauthorized {
+                error: ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message),
+                challenge: format!("{}, error=\"invalid_token\"", self.challenge),
+            })?;
+        let tenant = bearer.tenant;
         // Never passed on: the legacy service gets memgate's own credential, if any.
         parts.headers.remove(AUTHORIZATION);
         if let Some(header) = &self.scope_header {
@@ -246,6 +301,25 @@ impl Gate {
             }
         }
         Ok(())
+    }
+}
+
+impl Gate {
+    /// Who `presented` speaks for: a static token, else a JWT of the authorization server;
+    /// why not, when neither.
+    async fn bearer(&self, presented: &str) -> Result<tokens::Bearer, String> {
+        if let Some(tokens) = &self.tokens {
+            if let Some(bearer) = tokens.tokens().bearer(presented) {
+                return Ok(bearer.clone());
+            }
+        }
+        match &self.oauth {
+            Some(oauth) => oauth.verify(presented).await.map_err(|error| {
+                tracing::debug!(%error, "bearer token refused");
+                error.to_string()
+            }),
+            None => Err("the bearer token is not valid".into()),
+        }
     }
 }
 
@@ -307,9 +381,10 @@ pub enum Refusal {
     Error(ApiError),
     Unauthorized {
         error: ApiError,
-        challenge: &'static str,
+        challenge: String,
     },
-    /// Not a refusal: an allowed origin's CORS preflight, answered.
+    /// Not a refusal: an allowed origin's CORS preflight, or the protected-resource
+    /// metadata, answered.
     Preflight(Box<Response>),
 }
 
@@ -327,9 +402,9 @@ impl Refusal {
             Self::Error(error) => error.into_response(),
             Self::Unauthorized { error, challenge } => {
                 let mut response = error.into_response();
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+                    response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+                }
                 response
             }
             Self::Preflight(response) => *response,
@@ -362,8 +437,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_curl_of_the_issue_is_refused() {
+    #[tokio::test]
+    async fn the_curl_of_the_issue_is_refused() {
         let gate = gate_with(|_| {});
         let mut request = parts(
             Method::POST,
@@ -375,27 +450,30 @@ mod tests {
                 ("content-length", "20"),
             ],
         );
-        assert_eq!(status(gate.admit(&mut request)), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(gate.admit(&mut request).await),
+            StatusCode::FORBIDDEN
+        );
         let mut without_origin = parts(
             Method::POST,
             "/memories",
             &[("content-type", "text/plain"), ("content-length", "20")],
         );
         assert_eq!(
-            status(gate.admit(&mut without_origin)),
+            status(gate.admit(&mut without_origin).await),
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
     }
 
-    #[test]
-    fn clients_without_origin_and_local_pages_pass() {
+    #[tokio::test]
+    async fn clients_without_origin_and_local_pages_pass() {
         let gate = gate_with(|_| {});
         let json = [
             ("content-type", "application/json"),
             ("content-length", "2"),
         ];
         let mut cli = parts(Method::POST, "/memories", &json);
-        assert_eq!(status(gate.admit(&mut cli)), StatusCode::OK);
+        assert_eq!(status(gate.admit(&mut cli).await), StatusCode::OK);
         let mut page = parts(
             Method::POST,
             "/memories",
@@ -406,7 +484,7 @@ mod tests {
                 ("host", "127.0.0.1:8080"),
             ],
         );
-        let admitted = gate.admit(&mut page).expect("admitted");
+        let admitted = gate.admit(&mut page).await.expect("admitted");
         let mut response = crate::http::empty_response(StatusCode::ACCEPTED);
         admitted.decorate(&mut response);
         assert_eq!(
@@ -415,24 +493,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rebound_host_names_and_nameless_cross_site_requests_are_refused() {
+    #[tokio::test]
+    async fn rebound_host_names_and_nameless_cross_site_requests_are_refused() {
         let gate = gate_with(|_| {});
         let mut rebound = parts(Method::GET, "/memories/x", &[("host", "evil.example:8080")]);
-        assert_eq!(status(gate.admit(&mut rebound)), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(gate.admit(&mut rebound).await),
+            StatusCode::FORBIDDEN
+        );
         let mut image = parts(
             Method::GET,
             "/memories/x",
             &[("sec-fetch-site", "cross-site")],
         );
-        assert_eq!(status(gate.admit(&mut image)), StatusCode::FORBIDDEN);
+        assert_eq!(status(gate.admit(&mut image).await), StatusCode::FORBIDDEN);
         let open = gate_with(|config| config.listen = "0.0.0.0:8080".parse().expect("addr"));
         let mut named = parts(Method::GET, "/memories/x", &[("host", "memgate.svc:8080")]);
-        assert_eq!(status(open.admit(&mut named)), StatusCode::OK);
+        assert_eq!(status(open.admit(&mut named).await), StatusCode::OK);
     }
 
-    #[test]
-    fn preflights_are_answered_for_allowed_origins_only() {
+    #[tokio::test]
+    async fn preflights_are_answered_for_allowed_origins_only() {
         let gate = gate_with(|_| {});
         let preflight = |origin| {
             parts(
@@ -444,7 +525,7 @@ mod tests {
                 ],
             )
         };
-        match gate.admit(&mut preflight("http://localhost:3000")) {
+        match gate.admit(&mut preflight("http://localhost:3000")).await {
             Err(Refusal::Preflight(response)) => {
                 assert_eq!(response.status(), StatusCode::NO_CONTENT);
                 assert!(response.headers()[ACCESS_CONTROL_ALLOW_HEADERS]
@@ -455,7 +536,7 @@ mod tests {
             other => panic!("not a preflight answer: {other:?}"),
         }
         assert_eq!(
-            status(gate.admit(&mut preflight("http://evil.example"))),
+            status(gate.admit(&mut preflight("http://evil.example")).await),
             StatusCode::FORBIDDEN
         );
     }
@@ -480,8 +561,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_token_sets_the_tenant_and_is_not_passed_on() {
+    #[tokio::test]
+    async fn a_token_sets_the_tenant_and_is_not_passed_on() {
         let file = tempfile::NamedTempFile::new().expect("temp");
         std::fs::write(
             file.path(),
@@ -505,13 +586,14 @@ mod tests {
                 ("x-tenant", "bob"),
             ],
         );
-        gate.admit(&mut spoofed).expect("admitted");
+        gate.admit(&mut spoofed).await.expect("admitted");
         assert_eq!(spoofed.headers["x-tenant"], "alice");
         assert!(!spoofed.headers.contains_key(AUTHORIZATION));
 
         let mut missing = parts(Method::GET, "/memories/x", &[]);
         let response = gate
             .admit(&mut missing)
+            .await
             .expect_err("no token")
             .into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -521,6 +603,9 @@ mod tests {
             "/memories/x",
             &[("authorization", "Bearer alice-0123456789abcdeX")],
         );
-        assert_eq!(status(gate.admit(&mut wrong)), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(gate.admit(&mut wrong).await),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

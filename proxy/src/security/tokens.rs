@@ -30,7 +30,7 @@ pub enum TokenFileError {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenFile {
+struct TokensDocument {
     tokens: Vec<TokenEntry>,
 }
 
@@ -69,7 +69,7 @@ impl StaticTokens {
             path: path.to_path_buf(),
             source,
         })?;
-        let file: TokenFile =
+        let file: TokensDocument =
             serde_yaml::from_str(&text).map_err(|source| TokenFileError::Parse {
                 path: path.to_path_buf(),
                 source,
@@ -127,6 +127,72 @@ impl StaticTokens {
     }
 }
 
+/// The tokens of a file that may change (a mounted Secret the kubelet rewrites): read again
+/// when its content changes; a file that stops parsing keeps the tokens read before.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    tenants_required: bool,
+    current: std::sync::RwLock<(std::sync::Arc<StaticTokens>, [u8; 32])>,
+}
+
+impl TokenFile {
+    pub fn load(path: &Path, tenants_required: bool) -> Result<Self, TokenFileError> {
+        let tokens = StaticTokens::load(path, tenants_required)?;
+        let digest = file_digest(path).unwrap_or_default();
+        Ok(Self {
+            path: path.to_path_buf(),
+            tenants_required,
+            current: std::sync::RwLock::new((std::sync::Arc::new(tokens), digest)),
+        })
+    }
+
+    /// The tokens now.
+    pub fn tokens(&self) -> std::sync::Arc<StaticTokens> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.0.clone()
+    }
+
+    /// Reads the file again if its content changed; whether the tokens were replaced.
+    pub fn reload_if_changed(&self) -> bool {
+        let Some(digest) = file_digest(&self.path) else {
+            return false;
+        };
+        let unchanged = self
+            .current
+            .read()
+            .map(|current| current.1 == digest)
+            .unwrap_or(false);
+        if unchanged {
+            return false;
+        }
+        match StaticTokens::load(&self.path, self.tenants_required) {
+            Ok(tokens) => {
+                let mut current = self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                *current = (std::sync::Arc::new(tokens), digest);
+                tracing::info!(path = %self.path.display(), "the tokens file changed: its tokens replace the ones before");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the tokens file changed and cannot be read: the tokens before stay");
+                false
+            }
+        }
+    }
+}
+
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(&bytes).into())
+}
+
 fn digest_of(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -167,6 +233,24 @@ mod tests {
         );
         assert!(tokens.bearer("alice-token-012345678").is_none());
         assert!(tokens.bearer("").is_none());
+    }
+
+    #[test]
+    fn a_changed_file_replaces_the_tokens_and_a_broken_one_does_not() {
+        let file = file("tokens:\n  - token: first-token-0123456789\n    tenant: a\n");
+        let tokens = TokenFile::load(file.path(), true).expect("load");
+        assert!(!tokens.reload_if_changed(), "unchanged");
+        std::fs::write(
+            file.path(),
+            "tokens:\n  - token: second-token-0123456789\n    tenant: a\n",
+        )
+        .expect("rotate");
+        assert!(tokens.reload_if_changed());
+        assert!(tokens.tokens().bearer("first-token-0123456789").is_none());
+        assert!(tokens.tokens().bearer("second-token-0123456789").is_some());
+        std::fs::write(file.path(), "tokens: [").expect("break");
+        assert!(!tokens.reload_if_changed());
+        assert!(tokens.tokens().bearer("second-token-0123456789").is_some());
     }
 
     #[test]
