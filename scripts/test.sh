@@ -90,6 +90,9 @@ validate_kubernetes_objects() {
     local injected="$out/injected-$(basename "$app")"
     target/debug/memgate-operator inject -f "$app" -s operator/tests/fixtures/managed.yaml > "$injected"
     "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet "$injected"
+    # And with the sidecar's tokens Secret mounted (spec.proxy.auth).
+    target/debug/memgate-operator inject -f "$app" -s operator/tests/fixtures/auth.yaml > "$injected"
+    "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet "$injected"
   done
   echo "all valid"
 }

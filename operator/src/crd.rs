@@ -429,6 +429,47 @@ pub struct ProxySpec {
     /// The sidecar's CPU and memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Bearer tokens the sidecar requires of every request (static tokens from a Secret, or
+    /// JWTs of an OAuth authorization server, or both). The sidecar listens on the pod's
+    /// loopback; set this when anything else in the pod may not be trusted, or a port-forward
+    /// or `hostNetwork` exposes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProxyAuthSpec>,
+}
+
+/// How the sidecar authenticates requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.tokensSecretRef) || has(self.oauth)").message("set tokensSecretRef, oauth, or both"))]
+pub struct ProxyAuthSpec {
+    /// A Secret key holding the tokens file: `tokens: [{token: "…" | sha256: "<hex>", tenant:
+    /// "…"}]`. A rotated Secret takes effect within seconds, without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_secret_ref: Option<SecretKeyRef>,
+    /// JWTs of an OAuth 2.1 authorization server (the MCP authorization specification's
+    /// resource-server mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthSpec>,
+}
+
+/// The authorization server whose JWTs the sidecar accepts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthSpec {
+    /// Every token's `iss`; its metadata names its keys (JWKS).
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub issuer: String,
+    /// Where its keys are, when its metadata does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub jwks_url: Option<String>,
+    /// The sidecar's resource URI: the audience (`aud`) every token must name.
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub resource: String,
+    /// The claim naming the tenant (default `tenant`; required when `proxy.scope` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub tenant_claim: Option<String>,
 }
 
 /// What the operator saw at its last reconcile.

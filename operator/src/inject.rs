@@ -10,7 +10,7 @@
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     KeyToPath, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecretProjection,
-    Volume, VolumeMount, VolumeProjection,
+    SecretVolumeSource, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -149,6 +149,8 @@ const TMP_VOLUME: &str = "memgate-tmp";
 /// The store's Secrets, one file per credential.
 const CREDENTIALS_VOLUME: &str = "memgate-credentials";
 const CREDENTIALS_DIR: &str = "/var/run/memgate/credentials";
+/// `spec.proxy.auth.tokensSecretRef`, as the tokens file the config names.
+const AUTH_VOLUME: &str = "memgate-auth";
 
 /// `MEMGATE_REDIS__PASSWORD` → `redis-password`: the credential's file name.
 fn credential_file(variable: &str) -> String {
@@ -233,6 +235,12 @@ pub fn sidecar(store: &MemoryStore, ports: SidecarPorts) -> Container {
                 read_only: Some(true),
                 ..Default::default()
             }))
+            .chain(tokens_ref(store).map(|_| VolumeMount {
+                name: AUTH_VOLUME.into(),
+                mount_path: crate::build::config::AUTH_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            }))
             .collect(),
         ),
         ..Default::default()
@@ -291,6 +299,30 @@ fn credentials_volume(store: &MemoryStore) -> Option<Volume> {
     })
 }
 
+fn tokens_ref(store: &MemoryStore) -> Option<&crate::crd::SecretKeyRef> {
+    store.spec.proxy.auth.as_ref()?.tokens_secret_ref.as_ref()
+}
+
+/// The tokens Secret's key as the file the config names (no `subPath`: the kubelet updates
+/// it in place when the Secret is rotated, and the sidecar reads it again).
+fn auth_volume(store: &MemoryStore) -> Option<Volume> {
+    let reference = tokens_ref(store)?;
+    Some(Volume {
+        name: AUTH_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(reference.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: reference.key.clone(),
+                path: crate::build::config::AUTH_TOKENS_KEY.into(),
+                ..Default::default()
+            }]),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn volumes(store: &MemoryStore) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
@@ -308,6 +340,7 @@ fn volumes(store: &MemoryStore) -> Vec<Volume> {
         },
     ];
     volumes.extend(credentials_volume(store));
+    volumes.extend(auth_volume(store));
     volumes
 }
 
@@ -604,6 +637,58 @@ mod tests {
         let mut service =
             serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
         assert_eq!(inject_manifest(&mut service, &[store()]), Ok(false));
+    }
+
+    #[test]
+    fn the_tokens_secret_is_mounted_where_the_config_names_it() {
+        let mut store = store();
+        store.spec.proxy.auth = Some(crate::crd::ProxyAuthSpec {
+            tokens_secret_ref: Some(crate::crd::SecretKeyRef {
+                name: "memgate-tokens".into(),
+                key: "tokens".into(),
+            }),
+            oauth: None,
+        });
+        let config = crate::build::config::proxy_config(&store).expect("config");
+        let file = config.security.tokens.expect("tokens").file;
+        let mut pod = app();
+        assert!(inject(&mut pod, &store, SidecarPorts::default()));
+        let sidecar = &pod.init_containers.as_ref().expect("init")[0];
+        let mount = sidecar
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.name == AUTH_VOLUME)
+            .expect("auth mount");
+        assert!(
+            mount.sub_path.is_none(),
+            "a subPath would never see a rotation"
+        );
+        let volume = pod
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == AUTH_VOLUME)
+            .and_then(|v| v.secret.as_ref())
+            .expect("auth volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("memgate-tokens"));
+        let item = &volume.items.as_ref().expect("items")[0];
+        assert_eq!(item.key, "tokens");
+        assert_eq!(
+            file,
+            std::path::PathBuf::from(format!("{}/{}", mount.mount_path, item.path))
+        );
+        // Without auth, nothing of it.
+        let mut plain = app();
+        inject(&mut plain, &self::store(), SidecarPorts::default());
+        assert!(!plain
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .any(|v| v.name == AUTH_VOLUME));
     }
 
     #[test]

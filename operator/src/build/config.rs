@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use memgate_config::{
-    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, ScopeConfig, VectorBackend,
+    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, OAuthConfig, ScopeConfig,
+    TokensConfig, VectorBackend,
 };
 
 use crate::crd::{self, MemoryStore};
@@ -19,6 +20,10 @@ pub const ADMIN_PORT: u16 = 9090;
 /// The file name of the config in the ConfigMap and the directory it is mounted at.
 pub const CONFIG_KEY: &str = "config.yaml";
 pub const CONFIG_DIR: &str = "/etc/memgate";
+/// Where the sidecar finds `spec.proxy.auth.tokensSecretRef` (a volume of its own, so the
+/// kubelet keeps the file current when the Secret is rotated).
+pub const AUTH_DIR: &str = "/var/run/memgate/auth";
+pub const AUTH_TOKENS_KEY: &str = "tokens.yaml";
 
 /// A field of the spec that cannot be turned into config.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -100,6 +105,21 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
         header: scope.header.clone(),
         field: scope.field.clone(),
     });
+    if let Some(auth) = &spec.proxy.auth {
+        config.security.tokens = auth.tokens_secret_ref.as_ref().map(|_| TokensConfig {
+            file: format!("{AUTH_DIR}/{AUTH_TOKENS_KEY}").into(),
+        });
+        config.security.oauth = auth.oauth.as_ref().map(|oauth| OAuthConfig {
+            issuer: oauth.issuer.clone(),
+            jwks_url: oauth.jwks_url.clone(),
+            resource: oauth.resource.clone(),
+            tenant_claim: oauth
+                .tenant_claim
+                .clone()
+                .unwrap_or_else(|| OAuthConfig::default().tenant_claim),
+            ..OAuthConfig::default()
+        });
+    }
     config.cache.backend = CacheBackend::Redis;
     config.cache.memory_ttl = duration("cache.memoryTtl", &spec.cache.memory_ttl)?;
     config.cache.search_ttl = duration("cache.searchTtl", &spec.cache.search_ttl)?;
