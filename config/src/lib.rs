@@ -108,6 +108,11 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     /// How memgate reaches the legacy service's MCP server.
     pub mcp: UpstreamMcpConfig,
+    /// memgate's own credential for the legacy service, sent as its `Authorization` header on
+    /// everything memgate forwards and on its MCP session (e.g. `Bearer …`; usually from
+    /// `MEMGATE_UPSTREAM__AUTHORIZATION_FILE`). A client's token never reaches the legacy
+    /// service when memgate's own tokens are on.
+    pub authorization: Option<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -119,6 +124,7 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
             mcp: UpstreamMcpConfig::default(),
+            authorization: None,
         }
     }
 }
@@ -377,7 +383,8 @@ impl Default for OAuthConfig {
 #[serde(rename_all = "camelCase")]
 pub struct TokensConfig {
     /// A YAML file (a mounted Secret): `tokens: [{token: "…" | sha256: "<hex>", tenant: "…"}]`.
-    pub file: PathBuf,
+    /// (`path`, not `file`: a `MEMGATE_…_FILE` variable names a file holding a value.)
+    pub path: PathBuf,
 }
 
 /// When a dependency's breaker opens and for how long (the same for every dependency).
@@ -843,8 +850,8 @@ impl Config {
             check_positive("security.oauth.jwksRefresh", oauth.jwks_refresh)?;
         }
         if let Some(tokens) = &self.security.tokens {
-            if tokens.file.as_os_str().is_empty() {
-                return Err(invalid("security.tokens.file", "must name a file"));
+            if tokens.path.as_os_str().is_empty() {
+                return Err(invalid("security.tokens.path", "must name a file"));
             }
         }
         if !(1..=1000).contains(&self.circuit_breaker.failure_threshold) {

@@ -370,6 +370,7 @@ pub fn mcp_upstream(
         timeout: config.upstream.timeout,
         ping_interval: config.upstream.mcp.ping_interval,
         ping_timeout: config.upstream.mcp.ping_timeout,
+        authorization: upstream_authorization(config)?,
     };
     let mcp = &config.upstream.mcp;
     let target = match (mcp.transport, &config.upstream.url) {
@@ -400,6 +401,21 @@ pub fn consumer_name() -> String {
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
+}
+
+/// `upstream.authorization` as a header value (sent as it is; marked sensitive).
+fn upstream_authorization(config: &Config) -> anyhow::Result<Option<http::HeaderValue>> {
+    config
+        .upstream
+        .authorization
+        .as_deref()
+        .map(|value| {
+            let mut value = http::HeaderValue::from_str(value.trim())
+                .context("upstream.authorization: not a valid header value")?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
+        .transpose()
 }
 
 /// Drops the write buckets of tenants that have been quiet for a while, every minute.
@@ -523,6 +539,7 @@ pub async fn start_with(
                 pool_idle_timeout: config.upstream.pool_idle_timeout,
                 pool_max_idle_per_host: config.upstream.pool_max_idle_per_host,
                 max_body_bytes: config.limits.max_body_bytes,
+                authorization: upstream_authorization(&config)?,
             },
             dependencies.upstream.clone(),
         )),

@@ -44,6 +44,9 @@ pub struct LegacySettings {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     pub max_body_bytes: usize,
+    /// memgate's own `Authorization` for the legacy service; when set it replaces the
+    /// client's (which, with memgate's tokens on, was removed before).
+    pub authorization: Option<http::HeaderValue>,
 }
 
 #[derive(Clone)]
@@ -114,6 +117,11 @@ impl LegacyClient {
         parts.uri = self.target(&path_and_query)?;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
+        if let Some(authorization) = &self.settings.authorization {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         append_forwarded_for(&mut parts.headers, client);
         let body = Limited::new(body, limit)
             .map_err(BoxError::from)
@@ -230,6 +238,7 @@ mod tests {
                 pool_idle_timeout: Duration::from_secs(1),
                 pool_max_idle_per_host: 1,
                 max_body_bytes: 1,
+                authorization: None,
             },
             Dependency::with_defaults("upstream", &crate::metrics::Metrics::new()),
         );

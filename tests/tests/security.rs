@@ -49,7 +49,7 @@ impl Env {
                 header: "x-tenant".into(),
                 field: "tenant".into(),
             });
-            config.security.tokens = Some(TokensConfig { file });
+            config.security.tokens = Some(TokensConfig { path: file });
             configure(config);
         })
         .await
@@ -499,5 +499,38 @@ async fn a_tenant_past_its_write_limit_waits_and_the_others_do_not() {
             .iter()
             .any(|text| text.starts_with("Error: Too many writes")),
         "{texts:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_legacy_service_gets_memgates_credential_never_the_clients_token() {
+    let legacy = memgate_testkit::FakeUpstream::start()
+        .await
+        .expect("legacy");
+    let url = legacy.url();
+    let env = Env::with_tokens(|config| {
+        config.upstream.url = Some(url);
+        config.rollout.percent = 0;
+        config.upstream.authorization = Some("Bearer memgates-own-credential".into());
+    })
+    .await;
+    let response = env
+        .http
+        .post(env.url("/memories/search"))
+        .bearer_auth(ALICE)
+        .json(&json!({"query": "anything"}))
+        .send()
+        .await
+        .expect("search");
+    assert_eq!(response.headers()["x-memgate-path"], "legacy");
+    let received = legacy.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].headers["authorization"], "Bearer memgates-own-credential",
+        "memgate's credential, not Alice's token"
+    );
+    assert_eq!(
+        received[0].headers["x-tenant"], "alice",
+        "the token's tenant"
     );
 }

@@ -107,7 +107,7 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     });
     if let Some(auth) = &spec.proxy.auth {
         config.security.tokens = auth.tokens_secret_ref.as_ref().map(|_| TokensConfig {
-            file: format!("{AUTH_DIR}/{AUTH_TOKENS_KEY}").into(),
+            path: format!("{AUTH_DIR}/{AUTH_TOKENS_KEY}").into(),
         });
         config.security.oauth = auth.oauth.as_ref().map(|oauth| OAuthConfig {
             issuer: oauth.issuer.clone(),

@@ -97,7 +97,7 @@ impl Gate {
         let tokens = security
             .tokens
             .as_ref()
-            .map(|tokens| TokenFile::load(&tokens.file, scope_header.is_some()))
+            .map(|tokens| TokenFile::load(&tokens.path, scope_header.is_some()))
             .transpose()?;
         let oauth = security
             .oauth
@@ -575,7 +575,7 @@ mod tests {
                 field: "tenant".into(),
             });
             config.security.tokens = Some(crate::config::TokensConfig {
-                file: file.path().to_path_buf(),
+                path: file.path().to_path_buf(),
             });
         });
         let mut spoofed = parts(

@@ -1,4 +1,4 @@
-//! Static bearer tokens (`security.tokens.file`), each for a tenant. Only their SHA-256
+//! Static bearer tokens (`security.tokens.path`), each for a tenant. Only their SHA-256
 //! digests are kept, and a presented token is compared with every one of them in constant
 //! time.
 

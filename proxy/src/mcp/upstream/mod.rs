@@ -107,6 +107,8 @@ pub struct UpstreamSettings {
     pub ping_interval: Duration,
     /// How long a ping may go unanswered before the session is taken for lost.
     pub ping_timeout: Duration,
+    /// memgate's own `Authorization` for the legacy service (`upstream.authorization`).
+    pub authorization: Option<http::HeaderValue>,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -138,11 +140,13 @@ enum Outgoing {
     Sse {
         http: Box<HttpClient>,
         endpoint: Uri,
+        authorization: Option<http::HeaderValue>,
     },
     /// Each message is a POST; answers come in its response (JSON or an event stream).
     Streamable {
         http: Box<HttpClient>,
         url: Uri,
+        authorization: Option<http::HeaderValue>,
         /// The `Mcp-Session-Id` the server gave at `initialize`.
         session_id: Mutex<Option<String>>,
         /// The revision agreed at `initialize`, sent as `MCP-Protocol-Version`.
@@ -238,8 +242,12 @@ impl Session {
 
     async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
         match &self.outgoing {
-            Outgoing::Sse { http, endpoint } => {
-                let request = post(endpoint, message, &[])?;
+            Outgoing::Sse {
+                http,
+                endpoint,
+                authorization,
+            } => {
+                let request = post(endpoint, message, &[], authorization.as_ref())?;
                 let response = http.request(request).await.map_err(|error| {
                     self.end(Loss::Ended);
                     UpstreamError::Connect(error.to_string())
@@ -257,6 +265,7 @@ impl Session {
             Outgoing::Streamable {
                 http,
                 url,
+                authorization,
                 session_id,
                 protocol_version,
             } => {
@@ -270,7 +279,7 @@ impl Session {
                 if let Some(version) = guard(protocol_version).clone() {
                     headers.push(("mcp-protocol-version", version));
                 }
-                let request = post(url, message, &headers)?;
+                let request = post(url, message, &headers, authorization.as_ref())?;
                 let response = http.request(request).await.map_err(|error| {
                     self.end(Loss::Ended);
                     UpstreamError::Connect(error.to_string())
@@ -376,11 +385,15 @@ fn post(
     uri: &Uri,
     message: &Value,
     headers: &[(&str, String)],
+    authorization: Option<&http::HeaderValue>,
 ) -> Result<Request<Full<Bytes>>, UpstreamError> {
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(uri.clone())
         .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
     for (name, value) in headers {
         request = request.header(*name, value);
     }
@@ -815,6 +828,7 @@ impl Upstream {
                 Outgoing::Streamable {
                     http: Box::new(self.http.clone()),
                     url: url.clone(),
+                    authorization: self.settings.authorization.clone(),
                     session_id: Mutex::new(None),
                     protocol_version: Mutex::new(None),
                 },
@@ -854,10 +868,14 @@ impl Upstream {
     }
 
     async fn open_sse(self: &Arc<Self>, url: Uri) -> Result<Arc<Session>, UpstreamError> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::GET)
             .uri(url.clone())
-            .header(http::header::ACCEPT, "text/event-stream")
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(authorization) = &self.settings.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let response = self
@@ -895,6 +913,7 @@ impl Upstream {
             Outgoing::Sse {
                 http: Box::new(self.http.clone()),
                 endpoint,
+                authorization: self.settings.authorization.clone(),
             },
             None,
         );
