@@ -44,10 +44,19 @@ install_python_tools() {
 # The REST API fuzzed from its own /openapi.json by schemathesis (every check: server errors,
 # schema-valid requests refused, schema-violating ones accepted, responses that break the
 # schema, undeclared methods, stateful sequences) against `memgate serve --embedded`.
+# With "tokens", memgate requires a bearer token (security.tokens) and schemathesis sends one.
 fuzz_rest_api() {
-  log "schemathesis: the REST API against its own /openapi.json (serve --embedded)"
-  local dir port admin pid status=0
+  local mode=${1:-open}
+  log "schemathesis: the REST API against its own /openapi.json (serve --embedded, $mode)"
+  local dir port admin pid status=0 auth=()
   dir=$(mktemp -d)
+  if [ "$mode" = tokens ]; then
+    local token
+    token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+    printf 'tokens:\n  - token: "%s"\n' "$token" > "$dir/tokens.yaml"
+    export MEMGATE_SECURITY__TOKENS__PATH="$dir/tokens.yaml"
+    auth=(--header "Authorization: Bearer $token")
+  fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   (cd "$dir" && exec "$OLDPWD/target/debug/memgate" serve --embedded \
@@ -58,9 +67,10 @@ fuzz_rest_api() {
       > /dev/null 2>&1 && break
     sleep 0.2
   done
+  unset MEMGATE_SECURITY__TOKENS__PATH
   target/python-tools/bin/schemathesis --no-color --config-file tests/schemathesis/schemathesis.toml \
     run "http://127.0.0.1:$port/openapi.json" --url "http://127.0.0.1:$port" \
-    --checks all --max-examples 100 --seed 37014751485704700471679531294160662123 \
+    --checks all --max-examples 100 --seed 37014751485704700471679531294160662123 "${auth[@]}" \
     > "$dir/schemathesis.log" 2>&1 || status=$?
   kill "$pid" 2> /dev/null || true
   wait "$pid" 2> /dev/null || true
@@ -134,7 +144,9 @@ check_chart() {
     --set webhook.certManager.enabled=true \
     --set webhook.certManager.issuerRef.name=selfsigned \
     --set webhook.certManager.issuerRef.kind=ClusterIssuer \
-    --set metrics.serviceMonitor.enabled=true > "$out/chart-custom.yaml"
+    --set metrics.serviceMonitor.enabled=true --set networkPolicy.enabled=true \
+    --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]' \
+    > "$out/chart-custom.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set webhook.enabled=false > "$out/chart-no-webhook.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set 'watchNamespaces={team-a,team-b}' > "$out/chart-namespaced.yaml"
   for rendered in "$out"/chart-*.yaml; do
@@ -179,6 +191,7 @@ log "cargo build: memgate and the reference cldmemory (the end-to-end tests run 
 cargo build -p memgate --bin memgate -p cldmemory-reference --bin cldmemory-reference
 
 fuzz_rest_api
+fuzz_rest_api tokens
 
 log "cargo test (unit, contract and end-to-end; real redis-server started per test)"
 if [ -z "${QDRANT_URL:-}" ]; then

@@ -58,6 +58,15 @@ pub fn review(request: &AdmissionRequest<Pod>, store: Option<&MemoryStore>) -> A
         .annotations
         .get_or_insert_with(Default::default)
         .insert(INJECTED_ANNOTATION.into(), wanted.to_string());
+    // What the store's NetworkPolicies let reach its Redis and Qdrant.
+    mutated
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(
+            crate::build::network::STORE_LABEL.into(),
+            wanted.to_string(),
+        );
     let (Ok(before), Ok(after)) = (serde_json::to_value(pod), serde_json::to_value(&mutated))
     else {
         return AdmissionResponse::invalid("the pod does not serialize");

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -153,6 +154,7 @@ async fn apply_part(
     applied: &mut Applied,
 ) -> Result<StatefulSet> {
     apply(client, namespace, &part.service).await?;
+    apply(client, namespace, &part.network_policy).await?;
     let desired = keeping_claim_templates(client, namespace, &part.stateful_set).await?;
     let set = apply(client, namespace, &desired).await?;
     if let Some(problem) = resize_volume(client, namespace, &set, storage).await? {
@@ -203,6 +205,10 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         p.as_ref()
             .and_then(|p| p.stateful_set.metadata.name.as_ref())
     }));
+    let policies = names(parts.iter().map(|p| {
+        p.as_ref()
+            .and_then(|p| p.network_policy.metadata.name.as_ref())
+    }));
     let budgets = names([worker_disruption_budget
         .as_ref()
         .and_then(|b| b.metadata.name.as_ref())]);
@@ -213,6 +219,9 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         .extend(delete_orphans::<StatefulSet>(client, &namespace, &selector, &uid, &sets).await?);
     deleted
         .extend(delete_orphans::<Service>(client, &namespace, &selector, &uid, &services).await?);
+    deleted.extend(
+        delete_orphans::<NetworkPolicy>(client, &namespace, &selector, &uid, &policies).await?,
+    );
     deleted.extend(
         delete_orphans::<PodDisruptionBudget>(client, &namespace, &selector, &uid, &budgets)
             .await?,

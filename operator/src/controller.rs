@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
@@ -170,6 +171,7 @@ async fn run_in(
     let controller = owns::<Service>(controller, &client, namespace);
     let controller = owns::<StatefulSet>(controller, &client, namespace);
     let controller = owns::<Deployment>(controller, &client, namespace);
+    let controller = owns::<NetworkPolicy>(controller, &client, namespace);
     owns::<PodDisruptionBudget>(controller, &client, namespace)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)

@@ -481,7 +481,11 @@ pub fn inject_manifest(
         name,
         reason: error.to_string(),
     })?;
-    template["metadata"]["annotations"][INJECTED_ANNOTATION] = serde_json::Value::String(wanted);
+    template["metadata"]["annotations"][INJECTED_ANNOTATION] =
+        serde_json::Value::String(wanted.clone());
+    // What the store's NetworkPolicies let reach its Redis and Qdrant.
+    template["metadata"]["labels"][crate::build::network::STORE_LABEL] =
+        serde_json::Value::String(wanted);
     Ok(true)
 }
 
@@ -650,7 +654,7 @@ mod tests {
             oauth: None,
         });
         let config = crate::build::config::proxy_config(&store).expect("config");
-        let file = config.security.tokens.expect("tokens").file;
+        let file = config.security.tokens.expect("tokens").path;
         let mut pod = app();
         assert!(inject(&mut pod, &store, SidecarPorts::default()));
         let sidecar = &pod.init_containers.as_ref().expect("init")[0];

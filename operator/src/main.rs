@@ -329,6 +329,7 @@ fn render(file: &PathBuf, namespace: &str) -> anyhow::Result<String> {
     for part in [&desired.redis, &desired.qdrant].into_iter().flatten() {
         documents.push(yaml(&part.service)?);
         documents.push(yaml(&part.stateful_set)?);
+        documents.push(yaml(&part.network_policy)?);
     }
     documents.push(yaml(&desired.worker)?);
     if let Some(budget) = &desired.worker_disruption_budget {

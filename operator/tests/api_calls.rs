@@ -115,7 +115,7 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
     applied_worker.clone_from(&body);
     respond(send, StatusCode::OK, body);
     seen.push("APPLY deployment".into());
-    // 5–9: orphans: everything labelled for the store but not applied is deleted; nothing is.
+    // 5–10: orphans: everything labelled for the store but not applied is deleted; nothing is.
     for (path, api_version, kind, items) in [
         (
             "/apis/apps/v1/namespaces/team-b/statefulsets",
@@ -127,6 +127,12 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
             "/api/v1/namespaces/team-b/services",
             "v1",
             "Service",
+            vec![],
+        ),
+        (
+            "/apis/networking.k8s.io/v1/namespaces/team-b/networkpolicies",
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
             vec![],
         ),
         (
@@ -158,14 +164,14 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
         respond(send, StatusCode::OK, list(api_version, kind, items));
         seen.push(format!("LIST {kind}"));
     }
-    // 10: an Event says a new generation was applied.
+    // 11: an Event says a new generation was applied.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::POST);
     assert_eq!(uri, "/apis/events.k8s.io/v1/namespaces/team-b/events?");
     assert_eq!(body["reason"], "Applied");
     respond(send, StatusCode::CREATED, body);
     seen.push("POST event".into());
-    // 11: status last.
+    // 12: status last.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::PATCH);
     assert!(
@@ -214,7 +220,7 @@ async fn a_reconcile_sends_its_requests_in_order() {
         .await
         .expect("the API server finished")
         .expect("its checks passed");
-    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert_eq!(seen.len(), 12, "{seen:?}");
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ fn secrets_are_readable_only_where_stores_are_watched(cluster: &Cluster) -> anyh
 }
 
 /// The children of store `notes` in the e2e namespace, as `kind/name`.
-const CHILDREN: [&str; 7] = [
+const CHILDREN: [&str; 9] = [
     "configmap/notes-proxy-config",
     "statefulset/notes-redis",
     "statefulset/notes-qdrant",
@@ -432,6 +432,8 @@ const CHILDREN: [&str; 7] = [
     "service/notes-qdrant",
     "deployment/notes-worker",
     "poddisruptionbudget/notes-worker",
+    "networkpolicy/notes-redis",
+    "networkpolicy/notes-qdrant",
 ];
 const STORE_NAMESPACE: &str = "team-e2e";
 /// Where the stores that cannot be reconciled live (the operator watches both).
@@ -769,7 +771,11 @@ async fn managed_to_external_cleans_up(cluster: &Cluster) -> anyhow::Result<()> 
     cluster.apply(&external(
         r#"{url: "redis://memgate@redis.example:6379", passwordSecretRef: {name: external-redis, key: password}}"#,
     ))?;
-    for child in ["statefulset/notes-redis", "service/notes-redis"] {
+    for child in [
+        "statefulset/notes-redis",
+        "service/notes-redis",
+        "networkpolicy/notes-redis",
+    ] {
         let (kind, name) = split(child);
         cluster
             .wait(&format!("{child} deleted"), Duration::from_secs(60), |c| {
@@ -867,6 +873,13 @@ async fn the_webhook_injects_the_sidecar(cluster: &Cluster) -> anyhow::Result<()
         .collect();
     if projected != ["notes-redis-auth", "notes-qdrant-auth", "openai"] {
         bail!("the sidecar's credentials volume projects {projected:?}");
+    }
+    // The store's NetworkPolicies let pods with this label reach its Redis and Qdrant.
+    if pod["metadata"]["labels"]["memgate.dev/store"] != "notes" {
+        bail!(
+            "the injected pod is not labelled for its store: {}",
+            pod["metadata"]
+        );
     }
     let files: Vec<&str> = pod["spec"]["initContainers"][0]["env"]
         .as_array()

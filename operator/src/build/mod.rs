@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod labels;
+pub mod network;
 pub mod qdrant;
 pub mod quantity;
 pub mod redis;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -48,6 +50,8 @@ pub fn resources(
 pub struct ManagedPart {
     pub stateful_set: StatefulSet,
     pub service: Service,
+    /// Who may reach it (see [`network`]).
+    pub network_policy: NetworkPolicy,
 }
 
 /// A credential the operator generates (when the spec names none), and the part it is for.
@@ -199,6 +203,7 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
                 secrets.of(&redis::password_ref(store, managed)),
             ),
             service: redis::service(store),
+            network_policy: network::policy(store, Component::Redis, &[redis::PORT]),
         }
     });
     let qdrant = store.spec.qdrant.managed.as_ref().map(|managed| {
@@ -215,6 +220,11 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
                 secrets.of(&qdrant::api_key_ref(store, managed)),
             ),
             service: qdrant::service(store),
+            network_policy: network::policy(
+                store,
+                Component::Qdrant,
+                &[qdrant::HTTP_PORT, qdrant::GRPC_PORT],
+            ),
         }
     });
     let hash = config_hash(&config_yaml, &secrets.combined());
