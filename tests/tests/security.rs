@@ -282,6 +282,11 @@ async fn tokens_decide_the_tenant_over_rest() {
         .expect("create");
     let alices = id_of(alices).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Alice's search is cached first: Bob's same search must not hit it.
+    assert_eq!(
+        env.found(Some(ALICE), "garden keys").await,
+        vec![alices.clone()]
+    );
 
     let as_bob = env
         .http
