@@ -182,7 +182,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
+                    // Usually EMFILE: back off instead of spinning on a full file table.
                     tracing::warn!(%error, "webhook accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },

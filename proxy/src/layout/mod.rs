@@ -153,3 +153,23 @@ pub enum ChunkRole {
     /// A memory of its own.
     Whole,
 }
+
+#[cfg(test)]
+mod tests {
+    /// Texts are byte-for-byte cldmemory's only while JSON objects keep their keys in the order
+    /// they were built or read: `serde_json`'s `preserve_order`, declared in the workspace's
+    /// `Cargo.toml`. Without it, maps sort their keys and this fails.
+    #[test]
+    fn json_objects_keep_their_key_order() {
+        let text = r#"{"id":"x","summary":"s","content":"c","type":"semantic","accessCount":0}"#;
+        let value: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(value.to_string(), text);
+        let mut built = serde_json::Map::new();
+        built.insert("zeta".into(), 1.into());
+        built.insert("alpha".into(), 2.into());
+        assert_eq!(
+            serde_json::Value::Object(built).to_string(),
+            r#"{"zeta":1,"alpha":2}"#
+        );
+    }
+}
