@@ -12,6 +12,10 @@
 //! session is sent again on the next when it only reads ([`Resend::Safe`]); one that may have
 //! changed something fails with [`UpstreamError::LostInFlight`]. Calls go through the
 //! `upstream` breaker, and while no session can be opened they fail at once.
+//!
+//! The parts: [`session`] (one session: how its messages go out, what waits for answers),
+//! one file per transport for opening a session and reading its answers ([`sse`],
+//! [`streamable`], [`stdio`]), and [`health`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,26 +23,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, BodyStream, Full};
+use http::Uri;
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::jsonrpc;
-use super::sse_events::EventReader;
 use crate::dependency::{CallError, Dependency};
 use crate::metrics::Metrics;
 
 mod health;
+mod session;
+mod sse;
+mod stdio;
+mod streamable;
 
 use health::Health;
 pub use health::Loss;
+use session::{guard, Outgoing, Session};
 
 /// How long a lost session's closed stream is given to reach the service before the next
 /// opens.
@@ -133,282 +139,6 @@ impl std::fmt::Debug for Upstream {
             .field("target", &self.target)
             .finish_non_exhaustive()
     }
-}
-
-/// How messages reach the legacy service in one session.
-enum Outgoing {
-    Sse {
-        http: Box<HttpClient>,
-        endpoint: Uri,
-        authorization: Option<http::HeaderValue>,
-    },
-    /// Each message is a POST; answers come in its response (JSON or an event stream).
-    Streamable {
-        http: Box<HttpClient>,
-        url: Uri,
-        authorization: Option<http::HeaderValue>,
-        /// The `Mcp-Session-Id` the server gave at `initialize`.
-        session_id: Mutex<Option<String>>,
-        /// The revision agreed at `initialize`, sent as `MCP-Protocol-Version`.
-        protocol_version: Mutex<Option<String>>,
-    },
-    Stdio(tokio::sync::Mutex<tokio::process::ChildStdin>),
-}
-
-/// One upstream session: its outgoing side, the requests waiting for answers, the channel
-/// every incoming message goes through (one task delivers them), its readers.
-struct Session {
-    outgoing: Outgoing,
-    incoming: mpsc::UnboundedSender<String>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
-    next_id: AtomicU64,
-    closed: AtomicBool,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    child: Mutex<Option<tokio::process::Child>>,
-    /// When a message last came from the legacy service on this session.
-    heard: Mutex<Instant>,
-    /// Held while a ping asks whether the session still answers, so calls share one.
-    probe: tokio::sync::Mutex<()>,
-    health: Arc<Health>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            task.abort();
-        }
-    }
-}
-
-fn guard<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Session {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Value>>> {
-        guard(&self.waiting)
-    }
-
-    fn add_task(&self, task: JoinHandle<()>) {
-        guard(&self.tasks).push(task);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Whether anything came from the legacy service on this session since `since`.
-    fn heard_since(&self, since: Instant) -> bool {
-        *guard(&self.heard) >= since
-    }
-
-    fn heard_now(&self) {
-        *guard(&self.heard) = Instant::now();
-    }
-
-    /// Ends a session that failed before it was ever used (a handshake that failed).
-    fn discard(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.shut_down();
-        }
-    }
-
-    /// Ends the session for `loss`: its streams are closed, its process killed, every
-    /// waiting request fails with [`UpstreamError::Closed`]. Reported once.
-    fn end(&self, loss: Loss) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.health.lost(loss);
-        self.shut_down();
-    }
-
-    fn shut_down(&self) {
-        // Closing the old stream before another opens matters to cldmemory: when any of its
-        // streams closes, answers stop until the next one opens.
-        for task in guard(&self.tasks).drain(..) {
-            task.abort();
-        }
-        if let Some(child) = guard(&self.child).as_mut() {
-            let _ = child.start_kill();
-        }
-        self.waiting().clear();
-    }
-
-    async fn send(&self, message: &Value) -> Result<(), UpstreamError> {
-        match &self.outgoing {
-            Outgoing::Sse {
-                http,
-                endpoint,
-                authorization,
-            } => {
-                let request = post(endpoint, message, &[], authorization.as_ref())?;
-                let response = http.request(request).await.map_err(|error| {
-                    self.end(Loss::Ended);
-                    UpstreamError::Connect(error.to_string())
-                })?;
-                let status = response.status();
-                if status.is_success() {
-                    return Ok(());
-                }
-                if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND {
-                    // The session is gone on the other side (a restart): open another.
-                    self.end(Loss::Refused);
-                }
-                Err(refused(status, response.into_body()).await)
-            }
-            Outgoing::Streamable {
-                http,
-                url,
-                authorization,
-                session_id,
-                protocol_version,
-            } => {
-                let mut headers = vec![(
-                    http::header::ACCEPT.as_str(),
-                    "application/json, text/event-stream".to_string(),
-                )];
-                if let Some(id) = guard(session_id).clone() {
-                    headers.push(("mcp-session-id", id));
-                }
-                if let Some(version) = guard(protocol_version).clone() {
-                    headers.push(("mcp-protocol-version", version));
-                }
-                let request = post(url, message, &headers, authorization.as_ref())?;
-                let response = http.request(request).await.map_err(|error| {
-                    self.end(Loss::Ended);
-                    UpstreamError::Connect(error.to_string())
-                })?;
-                self.streamable_answer(session_id, response).await
-            }
-            Outgoing::Stdio(stdin) => {
-                let mut line = message.to_string();
-                line.push('\n');
-                let mut stdin = stdin.lock().await;
-                let written = async {
-                    stdin.write_all(line.as_bytes()).await?;
-                    stdin.flush().await
-                };
-                written.await.map_err(|error| {
-                    self.end(Loss::Ended);
-                    UpstreamError::Connect(error.to_string())
-                })
-            }
-        }
-    }
-
-    /// A Streamable HTTP POST's answer: `202` for a notification, else the messages in its
-    /// JSON body or event stream, into the session's incoming channel.
-    async fn streamable_answer(
-        &self,
-        session_id: &Mutex<Option<String>>,
-        response: http::Response<hyper::body::Incoming>,
-    ) -> Result<(), UpstreamError> {
-        let status = response.status();
-        if let Some(id) = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            *guard(session_id) = Some(id.to_string());
-        }
-        if status == StatusCode::NOT_FOUND && guard(session_id).is_some() {
-            self.end(Loss::Refused);
-        }
-        if !status.is_success() {
-            return Err(refused(status, response.into_body()).await);
-        }
-        let event_stream = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("text/event-stream"));
-        if event_stream {
-            let incoming = self.incoming.clone();
-            self.add_task(tokio::spawn(async move {
-                let mut body = BodyStream::new(response.into_body());
-                let mut reader = EventReader::default();
-                while let Some(Ok(frame)) = body.next().await {
-                    let Ok(chunk) = frame.into_data() else {
-                        continue;
-                    };
-                    for event in reader.push(&chunk) {
-                        if event.name == "message" && incoming.send(event.data).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }));
-            return Ok(());
-        }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?
-            .to_bytes();
-        if body.is_empty() {
-            return Ok(());
-        }
-        let messages = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) => items,
-            Ok(message) => vec![message],
-            Err(error) => return Err(UpstreamError::Refused(format!("not JSON: {error}"))),
-        };
-        for message in messages {
-            let _ = self.incoming.send(message.to_string());
-        }
-        Ok(())
-    }
-
-    /// Remembers the revision agreed at `initialize` (Streamable HTTP sends it on).
-    fn agreed(&self, initialize: &Value) {
-        if let Outgoing::Streamable {
-            protocol_version, ..
-        } = &self.outgoing
-        {
-            *guard(protocol_version) = initialize
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-        }
-    }
-}
-
-/// A JSON-RPC message as a POST.
-fn post(
-    uri: &Uri,
-    message: &Value,
-    headers: &[(&str, String)],
-    authorization: Option<&http::HeaderValue>,
-) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(uri.clone())
-        .header(http::header::CONTENT_TYPE, "application/json");
-    if let Some(authorization) = authorization {
-        request = request.header(http::header::AUTHORIZATION, authorization);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    request
-        .body(Full::new(Bytes::from(message.to_string())))
-        .map_err(|e| UpstreamError::Refused(e.to_string()))
-}
-
-async fn refused(status: StatusCode, body: hyper::body::Incoming) -> UpstreamError {
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    UpstreamError::Refused(format!("{status}: {}", String::from_utf8_lossy(&body)))
 }
 
 /// A request sent upstream and not yet answered; dropping it cancels it upstream.
@@ -867,117 +597,6 @@ impl Upstream {
         session
     }
 
-    async fn open_sse(self: &Arc<Self>, url: Uri) -> Result<Arc<Session>, UpstreamError> {
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(url.clone())
-            .header(http::header::ACCEPT, "text/event-stream");
-        if let Some(authorization) = &self.settings.authorization {
-            request = request.header(http::header::AUTHORIZATION, authorization);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        if response.status() != StatusCode::OK {
-            return Err(UpstreamError::Connect(format!(
-                "GET {url} answered {}",
-                response.status()
-            )));
-        }
-        let mut body = BodyStream::new(response.into_body());
-        let mut reader = EventReader::default();
-        let mut early = Vec::new();
-        let endpoint = loop {
-            let Some(frame) = body.next().await else {
-                return Err(UpstreamError::Connect(
-                    "the event stream ended before its endpoint event".into(),
-                ));
-            };
-            let frame = frame.map_err(|e| UpstreamError::Connect(e.to_string()))?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            let mut events = reader.push(&chunk).into_iter();
-            if let Some(endpoint) = events.find(|event| event.name == "endpoint") {
-                early.extend(events);
-                break endpoint.data;
-            }
-        };
-        let endpoint = resolve(&url, &endpoint)?;
-        let session = self.session_on(
-            Outgoing::Sse {
-                http: Box::new(self.http.clone()),
-                endpoint,
-                authorization: self.settings.authorization.clone(),
-            },
-            None,
-        );
-        let incoming = session.incoming.clone();
-        let weak = Arc::downgrade(&session);
-        session.add_task(tokio::spawn(async move {
-            let mut events = early;
-            loop {
-                for event in events.drain(..) {
-                    if event.name == "message" {
-                        let _ = incoming.send(event.data);
-                    }
-                }
-                let Some(Ok(frame)) = body.next().await else {
-                    break;
-                };
-                if let Ok(chunk) = frame.into_data() {
-                    events = reader.push(&chunk);
-                }
-            }
-            if let Some(session) = weak.upgrade() {
-                session.end(Loss::Ended);
-            }
-        }));
-        Ok(session)
-    }
-
-    fn open_stdio(self: &Arc<Self>, command: &[String]) -> Result<Arc<Session>, UpstreamError> {
-        let (program, args) = command
-            .split_first()
-            .ok_or_else(|| UpstreamError::Connect("no command to run".into()))?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| UpstreamError::Connect(format!("{program}: {e}")))?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| UpstreamError::Connect("no stdin".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| UpstreamError::Connect("no stdout".into()))?;
-        let session = self.session_on(Outgoing::Stdio(tokio::sync::Mutex::new(stdin)), Some(child));
-        let incoming = session.incoming.clone();
-        let weak = Arc::downgrade(&session);
-        session.add_task(tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if !line.trim().is_empty() && incoming.send(line).is_err() {
-                    return;
-                }
-            }
-            if let Some(session) = weak.upgrade() {
-                session.end(Loss::Ended);
-            }
-        }));
-        Ok(session)
-    }
-
     /// One message from the legacy service: an answer to a waiting request, a notification
     /// for the clients, or a request of its own (only `ping` is answered).
     async fn deliver(self: &Arc<Self>, session: &std::sync::Weak<Session>, data: &str) {
@@ -1020,50 +639,5 @@ impl Upstream {
             }
             Err(_) => tracing::warn!("the legacy MCP service sent an invalid message"),
         }
-    }
-}
-
-/// The endpoint an `endpoint` event names, against the stream's URL.
-fn resolve(stream: &Uri, endpoint: &str) -> Result<Uri, UpstreamError> {
-    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        return endpoint
-            .parse()
-            .map_err(|_| UpstreamError::Connect(format!("bad endpoint {endpoint:?}")));
-    }
-    let mut parts = stream.clone().into_parts();
-    let path = if endpoint.starts_with('/') {
-        endpoint.to_string()
-    } else {
-        let base = stream.path();
-        let dir = &base[..base.rfind('/').map_or(0, |at| at + 1)];
-        format!("{dir}{endpoint}")
-    };
-    parts.path_and_query = Some(
-        path.parse()
-            .map_err(|_| UpstreamError::Connect(format!("bad endpoint {endpoint:?}")))?,
-    );
-    Uri::from_parts(parts).map_err(|_| UpstreamError::Connect(format!("bad endpoint {endpoint:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_resolve_against_the_stream() {
-        let stream: Uri = "http://127.0.0.1:3000/sse".parse().expect("uri");
-        assert_eq!(
-            resolve(&stream, "/messages?sessionId=a")
-                .expect("ok")
-                .to_string(),
-            "http://127.0.0.1:3000/messages?sessionId=a"
-        );
-        let nested: Uri = "http://h/mem/sse".parse().expect("uri");
-        assert_eq!(
-            resolve(&nested, "messages?sessionId=b")
-                .expect("ok")
-                .to_string(),
-            "http://h/mem/messages?sessionId=b"
-        );
     }
 }
