@@ -260,23 +260,45 @@ async fn prepare_collection(
         Err(error) => {
             tracing::warn!(%error, "vector store not ready; retrying in the background");
             Ok(Some(tokio::spawn(async move {
-                let mut delay = std::time::Duration::from_millis(500);
-                loop {
-                    tokio::time::sleep(delay).await;
-                    match vectors.ensure_collection(&spec).await {
-                        Ok(()) => {
-                            tracing::info!("vector store ready");
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "vector store still not ready");
-                            delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                        }
+                let waited = ensure_collection_retrying(
+                    vectors.as_ref(),
+                    &spec,
+                    std::time::Duration::from_millis(500),
+                    std::time::Duration::from_secs(30),
+                )
+                .await;
+                match waited {
+                    Ok(()) => tracing::info!("vector store ready"),
+                    Err(error) => {
+                        tracing::error!(%error, "the vector store's collection does not fit this config")
                     }
                 }
             })))
         }
     }
+}
+
+/// Makes sure the collection exists, trying again with capped exponential backoff (from
+/// `first` up to `most`) while the vector store cannot; a collection of other dimensions is
+/// final.
+async fn ensure_collection_retrying(
+    vectors: &dyn VectorStore,
+    spec: &CollectionSpec,
+    first: std::time::Duration,
+    most: std::time::Duration,
+) -> Result<(), VectorError> {
+    use backon::Retryable;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_max_delay(most)
+        .without_max_times();
+    (|| vectors.ensure_collection(spec))
+        .retry(backoff)
+        .when(|error| !matches!(error, VectorError::DimensionMismatch { .. }))
+        .notify(|error, delay| {
+            tracing::warn!(%error, ?delay, "vector store not ready; trying again");
+        })
+        .await
 }
 
 /// Runs the vector store's optimizer every `interval` (Qdrant Edge: indexes what was written
@@ -749,20 +771,15 @@ pub async fn start_worker_with(
     backends: Backends,
 ) -> anyhow::Result<RunningWorker> {
     let spec = collection_spec(&config);
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
-        match backends.vectors.ensure_collection(&spec).await {
-            Ok(()) => break,
-            Err(error @ VectorError::DimensionMismatch { .. }) => {
-                return Err(error).context("vectors.collection")
-            }
-            Err(error) => {
-                tracing::warn!(%error, "vector store not ready; the worker waits for it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
-            }
-        }
-    }
+    // The worker waits for its vector store before it takes any job.
+    ensure_collection_retrying(
+        backends.vectors.as_ref(),
+        &spec,
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .context("vectors.collection")?;
     let metrics = Metrics::new();
     let (worker, assoc, batcher) = build_workers(&config, &backends, &metrics);
     let admin_listener = TcpListener::bind(config.admin_listen)

@@ -78,8 +78,12 @@ impl Session {
         guard(&self.waiting)
     }
 
+    /// Keeps `task` until the session ends (then it is aborted); tasks that finished are
+    /// dropped meanwhile, so a long session's list does not grow with every answer.
     pub(super) fn add_task(&self, task: JoinHandle<()>) {
-        guard(&self.tasks).push(task);
+        let mut tasks = guard(&self.tasks);
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
     }
 
     pub(super) fn is_closed(&self) -> bool {
