@@ -20,15 +20,7 @@ impl McpHttpClient {
 
     /// [`Self::connect`], sending `token` as the bearer token with every request.
     pub async fn connect_with_token(base: &str, token: &str) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse()?,
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
-        Self::connect_using(http, base).await
+        Self::connect_using(crate::mcp_sse::bearer_client(token)?, base).await
     }
 
     async fn connect_using(http: reqwest::Client, base: &str) -> anyhow::Result<Self> {

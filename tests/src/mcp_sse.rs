@@ -61,15 +61,7 @@ impl McpSseClient {
 
     /// Opens `{base}/sse` sending `token` as the bearer token with every request.
     pub async fn connect_with_token(base: &str, token: &str) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse()?,
-        );
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
-        Self::connect_using(http, base, &[]).await
+        Self::connect_using(bearer_client(token)?, base, &[]).await
     }
 
     async fn connect_using(
@@ -199,6 +191,18 @@ impl McpSseClient {
             .await?;
         tool_text(&answer)
     }
+}
+
+/// An HTTP client that sends `token` as the bearer token with every request.
+pub(crate) fn bearer_client(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 /// The text of a `tools/call` answer's first content item.

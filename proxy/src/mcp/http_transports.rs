@@ -180,12 +180,7 @@ impl HttpTransports {
         // Refused as the MCP SDK's SSE transport (cldmemory's) refuses it: a web page's form
         // or `text/plain` post is no message.
         let content_type = header(&parts, CONTENT_TYPE.as_str()).unwrap_or_default();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let essence = crate::security::media_type(content_type);
         if essence != "application/json" {
             return respond(
                 StatusCode::BAD_REQUEST,

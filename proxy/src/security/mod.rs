@@ -361,14 +361,19 @@ fn check_content_type(parts: &Parts) -> Result<(), Refusal> {
     )))
 }
 
-/// `application/json` or `application/<x>+json`, with any parameters.
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type
+/// A `Content-Type`'s media type without its parameters, lowercased.
+pub fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// `application/json` or `application/<x>+json`, with any parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = media_type(content_type);
     essence == "application/json"
         || essence
             .strip_prefix("application/")
