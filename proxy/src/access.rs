@@ -85,6 +85,7 @@ impl Tallies {
 /// flushed since or not. Taken with [`AccessRecorder::before_count_read`] and
 /// [`AccessRecorder::after_count_read`] around the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Default))]
 pub struct LocalBase {
     born: u64,
     flushed: u64,

@@ -19,13 +19,12 @@ use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, EnrichmentProvider,
     RolloutHandle, StreamableResponse, UpstreamMcpTransport, VectorBackend, WatchGuard,
 };
+use crate::core::{Core, CoreParts, CoreSettings, Degraded, Guards};
 use crate::dependency::Dependency;
 use crate::embeddings::{
     Embedder, EmbeddingCache, EmbeddingGuards, HashingEmbedder, OpenAiEmbedder,
 };
 use crate::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
-use crate::fallback::Fallbacks;
-use crate::fastpath::{FastPath, FastPathSettings, Guards};
 use crate::keys::KeySpace;
 use crate::layout::Layout;
 use crate::legacy::{LegacyClient, LegacySettings};
@@ -366,14 +365,14 @@ pub fn build_workers(
 /// What the proxy's `/readyz` asks: the fast path's dependencies, and whether memgate's
 /// session with the legacy MCP service answers.
 struct ProxyReadiness {
-    fast: Arc<FastPath>,
+    core: Arc<Core>,
     upstream: Option<Arc<Upstream>>,
 }
 
 #[async_trait::async_trait]
 impl crate::admin::Readiness for ProxyReadiness {
     async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let mut checks = crate::admin::Readiness::checks(self.fast.as_ref()).await;
+        let mut checks = self.core.health().await;
         if let Some(upstream) = &self.upstream {
             checks.push(("upstream", upstream.readiness()));
         }
@@ -531,17 +530,23 @@ pub async fn start_with(
             provider: dependencies.embeddings.clone(),
         },
     ));
-    let fast = Arc::new(FastPath::new(
-        backends.cache.clone(),
-        backends.vectors.clone(),
-        embeddings,
-        backends.queue.clone(),
-        backends.layout.clone(),
-        keys.clone(),
-        access.clone(),
-        dependencies.guards.clone(),
-        metrics.clone(),
-        FastPathSettings {
+    for level in Degraded::ALL {
+        // Every level shows, at 0, before its first answer.
+        metrics.degraded.with_label_values(&[level.as_str()]);
+    }
+    let core = Arc::new(Core::new(
+        CoreParts {
+            cache: backends.cache.clone(),
+            vectors: backends.vectors.clone(),
+            embeddings,
+            queue: backends.queue.clone(),
+            layout: backends.layout.clone(),
+            keys: keys.clone(),
+            access: access.clone(),
+            guards: dependencies.guards.clone(),
+            metrics: metrics.clone(),
+        },
+        CoreSettings {
             memory_ttl: config.cache.memory_ttl,
             search_ttl: config.cache.search_ttl,
             l1_entries: config.cache.l1.max_entries,
@@ -549,6 +554,7 @@ pub async fn start_with(
             search_ef: config.vectors.search_ef,
             scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
             idempotency_ttl: config.worker.idempotency_ttl,
+            keyword_candidates: config.fallback.keyword_candidates,
         },
     ));
     let legacy = match &config.upstream.url {
@@ -566,13 +572,6 @@ pub async fn start_with(
             dependencies.upstream.clone(),
         )),
     };
-    let fallbacks = Fallbacks::new(
-        backends.cache.clone(),
-        backends.vectors.clone(),
-        dependencies.guards.clone(),
-        keys.clone(),
-        config.fallback.keyword_candidates,
-    );
     let rollout = RolloutHandle::new(config.rollout.percent);
     metrics.rollout_percent.set(i64::from(rollout.percent()));
     let sticky_header = config
@@ -598,8 +597,7 @@ pub async fn start_with(
         spawn_forget_idle(limit.clone());
     }
     let mcp = Arc::new(McpFront::new(
-        fast.clone(),
-        fallbacks.clone(),
+        core.clone(),
         upstream.clone(),
         Router::new(rollout.clone(), sticky_header.clone()),
         metrics.clone(),
@@ -614,8 +612,7 @@ pub async fn start_with(
         Bytes::from(serde_json::to_vec(&crate::openapi::document()).context("OpenAPI document")?);
     let state = Arc::new(ApiState {
         router: Router::new(rollout.clone(), sticky_header),
-        fast,
-        fallbacks,
+        core,
         legacy,
         scope_header,
         gate,
@@ -664,7 +661,7 @@ pub async fn start_with(
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
         readiness: Arc::new(ProxyReadiness {
-            fast: state.fast.clone(),
+            core: state.core.clone(),
             upstream,
         }),
     });

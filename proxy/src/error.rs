@@ -7,7 +7,9 @@ use http::header::{HeaderValue, RETRY_AFTER};
 use http::StatusCode;
 use serde_json::json;
 
+use crate::core::CoreError;
 use crate::http::{json_response, Response};
+use crate::memory::InvalidRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -66,6 +68,37 @@ impl ApiError {
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl From<InvalidRequest> for ApiError {
+    fn from(invalid: InvalidRequest) -> Self {
+        Self::bad_request(invalid.code, invalid.message)
+    }
+}
+
+/// The error code of a `503` whose dependency failed before doing anything.
+pub const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
+
+/// The core's errors as the REST API answers them: the one place they are mapped.
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        let message = error.to_string();
+        let retry_after = error.retry_after();
+        match error {
+            CoreError::Invalid(invalid) => invalid.into(),
+            CoreError::NotFound(_) => Self::not_found(message),
+            CoreError::Unavailable { .. } | CoreError::MaybeExists(_) => {
+                Self::unavailable(DEPENDENCY_UNAVAILABLE, message)
+            }
+            CoreError::CacheFull => Self::unavailable("cache_full", message),
+            CoreError::Unconfirmed(_) => Self::unavailable("write_unconfirmed", message),
+            CoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "write_conflict", message),
+            CoreError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+        .retry_after(retry_after)
     }
 }
 

@@ -1,7 +1,7 @@
 //! memgate: a sidecar that makes an AI memory service fast without rewriting it.
 //!
 //! A request enters at [`server`], is classified and routed in [`service`] (fast or legacy,
-//! by [`routing`]), answered by [`fastpath`] from the caches ([`cache`], [`embeddings`]) and the
+//! by [`routing`]), answered by the [`core`](crate::core) from the caches ([`cache`], [`embeddings`]) and the
 //! vector store ([`vectors`]), or forwarded by [`legacy`]. What is stored, embedded and answered
 //! follows the legacy service's [`layout`]. [`app`] wires the parts from the
 //! [`config`]; [`admin`] serves metrics and health.
@@ -13,14 +13,12 @@ pub mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod dependency;
 pub mod embeddings;
 pub mod endpoint;
 pub mod enrichment;
 pub mod error;
-pub mod fallback;
-pub mod fastpath;
-pub mod forgetting;
 pub mod http;
 pub mod js;
 pub mod keys;

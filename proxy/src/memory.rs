@@ -10,8 +10,25 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ApiError;
 use crate::js;
+
+/// A request memgate refuses as it stands: a stable, machine-readable `code` and a message
+/// saying what to change. Each front shows it in its own way (REST: a `400`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidRequest {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl InvalidRequest {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 /// Largest accepted memory content, in characters.
 pub const MAX_CONTENT_CHARS: usize = 100_000;
@@ -138,7 +155,7 @@ pub struct StoreRequest {
 }
 
 impl StoreRequest {
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
         check_content(&self.content)?;
         if let Some(importance) = self.importance {
             check_unit("importance", importance)?;
@@ -147,16 +164,16 @@ impl StoreRequest {
     }
 }
 
-fn check_content(content: &str) -> Result<(), ApiError> {
+fn check_content(content: &str) -> Result<(), InvalidRequest> {
     if js::trim(content).is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(InvalidRequest::new(
             "empty_content",
             "`content` must not be empty",
         ));
     }
     let chars = content.chars().count();
     if chars > MAX_CONTENT_CHARS {
-        return Err(ApiError::bad_request(
+        return Err(InvalidRequest::new(
             "content_too_long",
             format!("`content` must be at most {MAX_CONTENT_CHARS} characters, got {chars}"),
         ));
@@ -190,7 +207,7 @@ pub struct UpdateRequest {
 }
 
 impl UpdateRequest {
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
         if let Some(content) = &self.content {
             check_content(content)?;
         }
@@ -198,7 +215,7 @@ impl UpdateRequest {
             check_unit("importance", importance)?;
         }
         if self == &Self::default() {
-            return Err(ApiError::bad_request(
+            return Err(InvalidRequest::new(
                 "empty_update",
                 "the update names no field to change",
             ));
@@ -315,23 +332,23 @@ pub const MAX_SEARCH_LIMIT: u32 = 50;
 
 impl SearchRequest {
     /// Checks every field and applies defaults (`default_threshold` when none is given).
-    pub fn normalize(self, default_threshold: f32) -> Result<NormalizedSearch, ApiError> {
+    pub fn normalize(self, default_threshold: f32) -> Result<NormalizedSearch, InvalidRequest> {
         if self.query.chars().count() > MAX_QUERY_CHARS {
-            return Err(ApiError::bad_request(
+            return Err(InvalidRequest::new(
                 "query_too_long",
                 format!("`query` must be at most {MAX_QUERY_CHARS} characters"),
             ));
         }
         let limit = self.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
         if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(
+            return Err(InvalidRequest::new(
                 "invalid_limit",
                 format!("`limit` must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}"),
             ));
         }
         if let Some(threshold) = self.similarity_threshold {
             if !(0.0..=1.0).contains(&threshold) {
-                return Err(ApiError::bad_request(
+                return Err(InvalidRequest::new(
                     "invalid_threshold",
                     format!("`similarityThreshold` must be between 0 and 1, got {threshold}"),
                 ));
@@ -346,10 +363,10 @@ impl SearchRequest {
         }
         let date_range = self
             .date_range
-            .map(|range| -> Result<DateRange, ApiError> {
+            .map(|range| -> Result<DateRange, InvalidRequest> {
                 let parse = |field: &str, text: &str| {
                     js::parse_date(text).map_err(|error| {
-                        ApiError::bad_request(
+                        InvalidRequest::new(
                             "invalid_date",
                             format!("`dateRange.{field}` {text:?}: {error}"),
                         )
@@ -401,22 +418,22 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-fn check_unit(field: &str, value: f64) -> Result<(), ApiError> {
+fn check_unit(field: &str, value: f64) -> Result<(), InvalidRequest> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
+        Err(InvalidRequest::new(
             "out_of_range",
             format!("`{field}` must be between 0 and 1, got {value}"),
         ))
     }
 }
 
-fn check_valence(field: &str, value: f64) -> Result<(), ApiError> {
+fn check_valence(field: &str, value: f64) -> Result<(), InvalidRequest> {
     if (-1.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
+        Err(InvalidRequest::new(
             "out_of_range",
             format!("`{field}` must be between -1 and 1, got {value}"),
         ))
@@ -435,9 +452,9 @@ pub fn is_tombstone(record: &[u8]) -> bool {
 }
 
 /// Parses a memory id from a path segment.
-pub fn parse_memory_id(segment: &str) -> Result<Uuid, ApiError> {
+pub fn parse_memory_id(segment: &str) -> Result<Uuid, InvalidRequest> {
     Uuid::parse_str(segment).map_err(|_| {
-        ApiError::bad_request("invalid_id", format!("memory id {segment:?} is not a UUID"))
+        InvalidRequest::new("invalid_id", format!("memory id {segment:?} is not a UUID"))
     })
 }
 
@@ -445,7 +462,7 @@ pub fn parse_memory_id(segment: &str) -> Result<Uuid, ApiError> {
 mod tests {
     use super::*;
 
-    fn search(json: &str) -> Result<NormalizedSearch, ApiError> {
+    fn search(json: &str) -> Result<NormalizedSearch, InvalidRequest> {
         let request: SearchRequest = serde_json::from_str(json).expect("parses");
         request.normalize(0.7)
     }

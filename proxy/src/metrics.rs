@@ -295,9 +295,6 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        for level in crate::fallback::DegradedLevel::ALL {
-            degraded.with_label_values(&[level.as_str()]);
-        }
         let overloaded = register(
             &registry,
             IntCounter::new(

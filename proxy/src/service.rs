@@ -2,8 +2,10 @@
 //!
 //! 1. classify the operation from method and path;
 //! 2. pick the path ([`Router`]): forced by `x-memgate-route`, else sticky rollout;
-//! 3. fast path for get, search and create ([`FastPath`]); everything else, and every request
-//!    on the legacy path, is forwarded unchanged ([`LegacyClient`]);
+//! 3. on the fast path, the Memory API's operations (get, search, create, update, delete) are
+//!    answered by the [`Core`], whose errors become REST errors in one place
+//!    (`impl From<CoreError> for ApiError`); everything else, and every request on the legacy
+//!    path, is forwarded unchanged ([`LegacyClient`]);
 //! 4. stamp `x-memgate-path` and `x-memgate-cache`, and record metrics.
 
 use std::net::SocketAddr;
@@ -15,18 +17,20 @@ use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 
+use uuid::Uuid;
+
+use crate::core::{Answer, CacheStatus, Core, CoreError, Degraded, OperationKind};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
-use crate::fallback::{DegradedLevel, Fallbacks};
-use crate::fastpath::DEPENDENCY_UNAVAILABLE;
-use crate::fastpath::{CacheStatus, FastAnswer, FastPath};
 use crate::http::{
     json_response, parse_json, read_body, BoxError, Response, CACHE_HEADER, DEGRADED_HEADER,
     PATH_HEADER,
 };
 use crate::keys::Scope;
 use crate::legacy::LegacyClient;
-use crate::memory::{parse_memory_id, SearchRequest, StoreRequest, UpdateRequest};
+use crate::memory::{
+    parse_memory_id, InvalidRequest, SearchRequest, StoreRequest, StoredMemory, UpdateRequest,
+};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The client's metadata string (cldmemory's `Memory-Metadata`), stamped on what it creates.
@@ -61,6 +65,15 @@ impl<'a> Operation<'a> {
             .unwrap_or(Self::Other)
     }
 
+    /// What the operation does to memories, for the rule of what may go to the legacy
+    /// service.
+    fn kind(&self) -> OperationKind {
+        match self {
+            Self::Create | Self::Update(_) | Self::Delete(_) => OperationKind::Write,
+            _ => OperationKind::Read,
+        }
+    }
+
     /// The `op` metric label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -79,8 +92,7 @@ impl<'a> Operation<'a> {
 /// Everything a request needs; shared by all connections.
 pub struct ApiState {
     pub router: Router,
-    pub fast: Arc<FastPath>,
-    pub fallbacks: Fallbacks,
+    pub core: Arc<Core>,
     pub legacy: Option<LegacyClient>,
     pub scope_header: Option<HeaderName>,
     /// Origin, host, content type and token checks, before anything else.
@@ -107,7 +119,32 @@ struct Outcome {
     response: Response,
     route: RoutePath,
     cache: CacheStatus,
-    degraded: Option<DegradedLevel>,
+    degraded: Option<Degraded>,
+}
+
+/// Why a fast-path request got no answer from the core: the request was refused before it
+/// reached the core, or the core failed.
+enum Failed {
+    Refused(ApiError),
+    Core(CoreError),
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Self {
+        Self::Refused(error)
+    }
+}
+
+impl From<InvalidRequest> for Failed {
+    fn from(error: InvalidRequest) -> Self {
+        Self::Refused(error.into())
+    }
+}
+
+impl From<CoreError> for Failed {
+    fn from(error: CoreError) -> Self {
+        Self::Core(error)
+    }
 }
 
 impl Outcome {
@@ -129,9 +166,19 @@ impl Outcome {
         }
     }
 
-    fn degraded(mut self, level: DegradedLevel) -> Self {
+    fn degraded(mut self, level: Degraded) -> Self {
         self.degraded = Some(level);
         self
+    }
+
+    /// A core answer, as `respond` says its value.
+    fn answered<T>(answer: Answer<T>, respond: impl FnOnce(T) -> Response) -> Self {
+        Self {
+            response: respond(answer.value),
+            route: RoutePath::Fast,
+            cache: answer.cache,
+            degraded: answer.degraded,
+        }
     }
 }
 
@@ -241,38 +288,21 @@ impl ApiState {
             }
         };
         match answer {
-            Ok(answer) => {
-                let (cache, degraded) = (answer.cache, answer.degraded);
-                let outcome = Outcome::fast(fast_response(answer), cache);
-                match degraded {
-                    Some(level) => outcome.degraded(level),
-                    None => outcome,
-                }
-            }
-            Err(error) if self.falls_back_to_legacy(operation, &error) => {
+            Ok(outcome) => outcome,
+            Err(Failed::Refused(error)) => self.refused(error),
+            Err(Failed::Core(error)) if self.legacy_may_answer(operation, &error) => {
                 match self.legacy_fallback(parts, body, client).await {
-                    Some(response) => Outcome::legacy(response).degraded(DegradedLevel::Legacy),
-                    None => self.refused(error),
+                    Some(response) => Outcome::legacy(response).degraded(Degraded::Legacy),
+                    None => self.refused(error.into()),
                 }
             }
-            Err(error) => self.refused(error),
+            Err(Failed::Core(error)) => self.refused(error.into()),
         }
     }
 
-    /// Whether a fast-path failure may be answered by the legacy service instead: reads
-    /// always; writes only when configured and only when nothing was stored (the queue was
-    /// unreachable, not merely slow to confirm).
-    fn falls_back_to_legacy(&self, operation: Operation<'_>, error: &ApiError) -> bool {
-        if error.status != StatusCode::SERVICE_UNAVAILABLE || self.legacy.is_none() {
-            return false;
-        }
-        match operation {
-            Operation::Get(_) | Operation::Search => true,
-            Operation::Create | Operation::Update(_) | Operation::Delete(_) => {
-                self.writes_to_legacy && error.code == DEPENDENCY_UNAVAILABLE
-            }
-            _ => false,
-        }
+    /// Whether the legacy service may answer what the core could not (the core's rule).
+    fn legacy_may_answer(&self, operation: Operation<'_>, error: &CoreError) -> bool {
+        self.legacy.is_some() && error.legacy_may_answer(operation.kind(), self.writes_to_legacy)
     }
 
     /// MCP over HTTP: the session's tenant comes from the request that opens it.
@@ -325,47 +355,26 @@ impl ApiState {
             let request = parse_json::<SearchRequest>(&body)?;
             Ok((
                 scope,
-                request.normalize(self.fast.default_similarity_threshold())?,
+                request.normalize(self.core.default_similarity_threshold())?,
             ))
         });
         let (scope, search) = match request {
             Ok(request) => request,
             Err(error) => return self.refused(error),
         };
-        let fast_error = match self.fast.search(&scope, search.clone()).await {
-            Ok(answer) => {
-                let (cache, degraded) = (answer.cache, answer.degraded);
-                let outcome = Outcome::fast(fast_response(answer), cache);
-                return match degraded {
-                    Some(level) => outcome.degraded(level),
-                    None => outcome,
-                };
-            }
-            Err(error) if error.status != StatusCode::SERVICE_UNAVAILABLE => {
-                return self.refused(error)
+        let fast_error = match self.core.search(&scope, search.clone()).await {
+            Ok(answer) => return Outcome::answered(answer, search_response),
+            Err(error) if !error.legacy_may_answer(OperationKind::Read, false) => {
+                return self.refused(error.into())
             }
             Err(error) => error,
         };
         if let Some(response) = self.legacy_fallback(parts, body, client).await {
-            return Outcome::legacy(response).degraded(DegradedLevel::Legacy);
+            return Outcome::legacy(response).degraded(Degraded::Legacy);
         }
-        let filter = self.fast.filter_for(&scope, &search);
-        match self.fallbacks.keyword(&search, filter.clone()).await {
-            Ok(Some(body)) => {
-                return Outcome::fast(ok_json(body), CacheStatus::Bypass)
-                    .degraded(DegradedLevel::Keyword)
-            }
-            Ok(None) => {}
-            Err(error) => tracing::debug!(%error, "keyword fallback failed"),
-        }
-        match self.fallbacks.popular(&scope, &search, filter).await {
-            Ok(body) => {
-                Outcome::fast(ok_json(body), CacheStatus::Bypass).degraded(DegradedLevel::Popular)
-            }
-            Err(error) => {
-                tracing::debug!(%error, "popular fallback failed");
-                self.refused(fast_error)
-            }
+        match self.core.lower_rungs(&scope, &search).await {
+            Some(answer) => Outcome::answered(answer, search_response),
+            None => self.refused(fast_error.into()),
         }
     }
 
@@ -427,21 +436,20 @@ impl ApiState {
             })
     }
 
-    async fn fast_get(
-        &self,
-        parts: &http::request::Parts,
-        id: &str,
-    ) -> Result<FastAnswer, ApiError> {
+    async fn fast_get(&self, parts: &http::request::Parts, id: &str) -> Result<Outcome, Failed> {
         let id = parse_memory_id(id)?;
         let scope = self.scope(&parts.headers)?;
-        self.fast.get(&scope, id).await
+        let answer = self.core.get(&scope, id).await?;
+        Ok(Outcome::answered(answer, |memory| {
+            json_response(StatusCode::OK, memory.into_bytes())
+        }))
     }
 
     async fn fast_create(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
-    ) -> Result<FastAnswer, ApiError> {
+    ) -> Result<Outcome, Failed> {
         let scope = self.scope(&parts.headers)?;
         let create = parse_json::<StoreRequest>(body)?;
         let client_metadata = parts
@@ -472,9 +480,11 @@ impl ApiState {
                     })
             })
             .transpose()?;
-        self.fast
-            .create(&scope, create, idempotency_key, client_metadata)
-            .await
+        let stored = self
+            .core
+            .store(&scope, create, idempotency_key, client_metadata)
+            .await?;
+        Ok(accepted(stored.id, "processing"))
     }
 
     async fn fast_update(
@@ -482,21 +492,19 @@ impl ApiState {
         parts: &http::request::Parts,
         body: &[u8],
         id: &str,
-    ) -> Result<FastAnswer, ApiError> {
+    ) -> Result<Outcome, Failed> {
         let id = parse_memory_id(id)?;
         let scope = self.scope(&parts.headers)?;
         let update = parse_json::<UpdateRequest>(body)?;
-        self.fast.update(&scope, id, update).await
+        self.core.change(&scope, id, update).await?;
+        Ok(accepted(id, "processing"))
     }
 
-    async fn fast_delete(
-        &self,
-        parts: &http::request::Parts,
-        id: &str,
-    ) -> Result<FastAnswer, ApiError> {
+    async fn fast_delete(&self, parts: &http::request::Parts, id: &str) -> Result<Outcome, Failed> {
         let id = parse_memory_id(id)?;
         let scope = self.scope(&parts.headers)?;
-        self.fast.delete(&scope, id).await
+        self.core.delete(&scope, id).await?;
+        Ok(accepted(id, "deleting"))
     }
 
     async fn forward<B>(&self, request: Request<B>, client: SocketAddr) -> Response
@@ -544,26 +552,28 @@ fn without_legacy(method: &Method, path: &str) -> Response {
     }
 }
 
-fn ok_json(body: Bytes) -> Response {
-    json_response(StatusCode::OK, body)
+/// `202` for an acknowledged write: `{"id","status"}`, and the memory's `Location`.
+fn accepted(id: Uuid, status: &str) -> Outcome {
+    let body = serde_json::json!({ "id": id, "status": status }).to_string();
+    let mut response = json_response(StatusCode::ACCEPTED, Bytes::from(body));
+    if let Ok(location) = HeaderValue::from_str(&format!("/memories/{id}")) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Outcome::fast(response, CacheStatus::Bypass)
 }
 
-fn fast_response(answer: FastAnswer) -> Response {
-    let created_id = (answer.status == StatusCode::ACCEPTED)
-        .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
-        .flatten()
-        .and_then(|memory| {
-            memory
-                .get("id")
-                .and_then(|id| id.as_str().map(str::to_string))
-        });
-    let mut response = json_response(answer.status, answer.body);
-    if let Some(id) = created_id {
-        if let Ok(location) = HeaderValue::from_str(&format!("/memories/{id}")) {
-            response.headers_mut().insert(LOCATION, location);
+/// A search answer: `{"memories": [...]}`.
+fn search_response(memories: Vec<StoredMemory>) -> Response {
+    #[derive(serde::Serialize)]
+    struct SearchBody {
+        memories: Vec<StoredMemory>,
+    }
+    match serde_json::to_vec(&SearchBody { memories }) {
+        Ok(body) => json_response(StatusCode::OK, Bytes::from(body)),
+        Err(error) => {
+            ApiError::from(crate::core::CoreError::Internal(error.to_string())).into_response()
         }
     }
-    response
 }
 
 fn status_class(status: StatusCode) -> &'static str {

@@ -57,7 +57,7 @@ pub struct ReadCounts {
     /// Reads not yet added to the payload.
     pub unsynced: u64,
     /// How many times reads were added to the payload: a body read under another value
-    /// carries the counts from before (see `FastPath`'s L1).
+    /// carries the counts from before (see the core's L1, `core/l1.rs`).
     pub syncs: u64,
     /// Every read ever added to the payload: a cached search answer keeps the value it was
     /// filled under, and adds what was synced since to the counts its rows hold.

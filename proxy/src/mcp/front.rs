@@ -3,7 +3,7 @@
 //! `initialize` is answered as the legacy service answers it (its `serverInfo`,
 //! `capabilities`, `instructions`; memgate's own when there is none or it is down), and
 //! `tools/list` from the legacy's list. `tools/call` of the memory tools memgate covers
-//! ([`tools::plan`]) is answered by the core ([`FastPath`]) with the legacy's result texts;
+//! ([`tools::plan`]) is answered by the [`Core`] with the legacy's result texts;
 //! everything else goes to the legacy service over memgate's own session ([`Upstream`]),
 //! keeping memgate's caches coherent with the memories it changes. A session on the legacy
 //! route (rollout) has every call forwarded.
@@ -19,12 +19,11 @@ use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
 use super::tools::{self, LocalCall, Plan};
 use super::upstream::{Resend, Upstream, UpstreamError};
+use crate::core::{Core, CoreError, OperationKind};
 use crate::error::ApiError;
-use crate::fallback::Fallbacks;
-use crate::fastpath::{FastPath, DEPENDENCY_UNAVAILABLE};
 use crate::keys::Scope;
 use crate::layout::parse_metadata;
-use crate::memory::{SearchRequest, StoredMemory};
+use crate::memory::SearchRequest;
 use crate::metrics::Metrics;
 use crate::routing::{RoutePath, Router};
 use crate::security::WriteLimit;
@@ -48,9 +47,7 @@ pub struct FrontSettings {
 }
 
 pub struct McpFront {
-    fast: Arc<FastPath>,
-    /// The lower rungs of the search ladder (keyword, popular).
-    fallbacks: Fallbacks,
+    core: Arc<Core>,
     upstream: Option<Arc<Upstream>>,
     router: Router,
     pub sessions: Sessions,
@@ -103,16 +100,14 @@ impl ToolAnswer {
 
 impl McpFront {
     pub fn new(
-        fast: Arc<FastPath>,
-        fallbacks: Fallbacks,
+        core: Arc<Core>,
         upstream: Option<Arc<Upstream>>,
         router: Router,
         metrics: Metrics,
         settings: FrontSettings,
     ) -> Self {
         Self {
-            fast,
-            fallbacks,
+            core,
             upstream,
             router,
             sessions: Sessions::new(metrics.clone(), settings.max_sessions),
@@ -373,7 +368,12 @@ impl McpFront {
                 return self.forward_tool(session, name, params, false).await;
             }
         };
-        let is_read = matches!(call, LocalCall::Search(_) | LocalCall::Get(_));
+        let kind = match call {
+            LocalCall::Search(_) | LocalCall::Get(_) => OperationKind::Read,
+            LocalCall::Store(_) | LocalCall::Update(..) | LocalCall::Delete(_) => {
+                OperationKind::Write
+            }
+        };
         let search = match &call {
             LocalCall::Search(request) => Some(request.clone()),
             _ => None,
@@ -385,11 +385,11 @@ impl McpFront {
             Ok(text) => return ToolAnswer::fast(text),
             Err(error) => error,
         };
-        let unavailable = error.status.is_server_error();
-        let mut answer = if self.upstream.is_some() && self.may_forward(is_read, &error) {
+        let unavailable = error.is_unavailable();
+        let mut answer = if self.upstream.is_some() && self.may_forward(kind, &error) {
             self.forward_tool(session, name, params, unavailable).await
         } else {
-            ToolAnswer::fast(tools::error_text(&error.message))
+            ToolAnswer::fast(tools::error_text(&error.to_string()))
         };
         // The fast path and the legacy service both failed a search: down the ladder.
         if let (Some(request), true) = (search, unavailable && answer.failed()) {
@@ -408,36 +408,28 @@ impl McpFront {
     /// when neither rung can answer either.
     async fn ladder(&self, scope: &Scope, request: SearchRequest) -> Option<String> {
         let search = request
-            .normalize(self.fast.default_similarity_threshold())
+            .normalize(self.core.default_similarity_threshold())
             .ok()?;
-        let filter = self.fast.filter_for(scope, &search);
-        let (level, body) = match self.fallbacks.keyword(&search, filter.clone()).await {
-            Ok(Some(body)) => ("keyword", body),
-            _ => match self.fallbacks.popular(scope, &search, filter).await {
-                Ok(body) => ("popular", body),
-                Err(error) => {
-                    tracing::debug!(%error, "every rung of the search ladder failed");
-                    return None;
-                }
-            },
-        };
-        let found = memories_of(&body).ok()?;
-        self.metrics.degraded.with_label_values(&[level]).inc();
-        let listed: Vec<Value> = found
+        let answer = self.core.lower_rungs(scope, &search).await?;
+        if let Some(level) = answer.degraded {
+            self.metrics
+                .degraded
+                .with_label_values(&[level.as_str()])
+                .inc();
+        }
+        let listed: Vec<Value> = answer
+            .value
             .iter()
-            .map(|memory| Value::Object(self.fast.listed(memory, search.detail_level)))
+            .map(|memory| Value::Object(self.core.listed(memory, search.detail_level)))
             .collect();
         Some(tools::results_text(&listed))
     }
 
-    /// Whether a call the core could not answer may go to the legacy service: one it refused
-    /// (its own answer reaches the client), a read the core could not serve, a write only
-    /// when nothing was stored and writes may go there.
-    fn may_forward(&self, is_read: bool, error: &ApiError) -> bool {
-        if error.status.is_client_error() {
-            return true;
-        }
-        is_read || (self.settings.writes_to_legacy && error.code == DEPENDENCY_UNAVAILABLE)
+    /// Whether a call the core could not answer may go to the legacy service: one the core
+    /// refused (the legacy service's own answer, in its words, reaches the client), else by
+    /// the core's rule.
+    fn may_forward(&self, kind: OperationKind, error: &CoreError) -> bool {
+        error.is_refusal() || error.legacy_may_answer(kind, self.settings.writes_to_legacy)
     }
 
     /// Waits (bounded) until what this session stored is searchable: cldmemory answers a
@@ -446,7 +438,7 @@ impl McpFront {
         let scope = &session.identity.scope;
         for id in session.take_unsearchable() {
             if !self
-                .fast
+                .core
                 .wait_stored(scope, id, self.settings.wait_for_stored)
                 .await
             {
@@ -456,60 +448,50 @@ impl McpFront {
     }
 
     /// A core call's result text.
-    async fn local(&self, session: &ClientSession, call: LocalCall) -> Result<String, ApiError> {
+    async fn local(&self, session: &ClientSession, call: LocalCall) -> Result<String, CoreError> {
         let identity = &session.identity;
         let scope = &identity.scope;
         match call {
             LocalCall::Search(request) => self.search(scope, request).await,
-            LocalCall::Get(id) => match self.fast.get(scope, id).await {
-                Ok(answer) => Ok(tools::memory_text(Some(&self.shown(&answer.body)?))),
-                Err(error) if error.status == http::StatusCode::NOT_FOUND => {
-                    Ok(tools::memory_text(None))
+            LocalCall::Get(id) => match self.core.get(scope, id).await {
+                Ok(answer) => {
+                    let memory = self.core.shown(&answer.value.memory()?);
+                    Ok(tools::memory_text(Some(&memory)))
                 }
+                Err(CoreError::NotFound(_)) => Ok(tools::memory_text(None)),
                 Err(error) => Err(error),
             },
             LocalCall::Store(request) => {
                 let stored = self
-                    .fast
+                    .core
                     .store(scope, request, None, identity.metadata.as_deref())
                     .await?;
                 session.stored(stored.id);
                 let memory = stored.memory.unwrap_or_default();
                 Ok(tools::memory_text(Some(&memory)))
             }
-            LocalCall::Update(id, update) => match self.fast.change(scope, id, update).await {
+            LocalCall::Update(id, update) => match self.core.change(scope, id, update).await {
                 Ok(memory) => Ok(tools::memory_text(Some(&memory))),
-                Err(error) if error.status == http::StatusCode::NOT_FOUND => {
-                    Ok(tools::memory_text(None))
-                }
+                Err(CoreError::NotFound(_)) => Ok(tools::memory_text(None)),
                 Err(error) => Err(error),
             },
-            LocalCall::Delete(id) => match self.fast.delete(scope, id).await {
-                Ok(_) => Ok(tools::deleted_text(id)),
+            LocalCall::Delete(id) => match self.core.delete(scope, id).await {
                 // cldmemory answers the same when there was nothing to delete.
-                Err(error) if error.status == http::StatusCode::NOT_FOUND => {
-                    Ok(tools::deleted_text(id))
-                }
+                Ok(()) | Err(CoreError::NotFound(_)) => Ok(tools::deleted_text(id)),
                 Err(error) => Err(error),
             },
         }
     }
 
-    async fn search(&self, scope: &Scope, request: SearchRequest) -> Result<String, ApiError> {
-        let search = request.normalize(self.fast.default_similarity_threshold())?;
-        let answer = self.fast.search(scope, search).await?;
-        let shown: Vec<Value> = memories_of(&answer.body)
-            .map_err(internal)?
+    async fn search(&self, scope: &Scope, request: SearchRequest) -> Result<String, CoreError> {
+        let search = request.normalize(self.core.default_similarity_threshold())?;
+        let answer = self.core.search(scope, search).await?;
+        let shown: Vec<Value> = answer
+            .value
             .iter()
-            .map(|memory| Value::Object(self.fast.shown(memory)))
+            .map(|memory| Value::Object(self.core.shown(memory)))
             .collect();
         Ok(tools::results_text(&shown))
-    }
-
-    /// A cached memory record as the legacy service shows it.
-    fn shown(&self, record: &[u8]) -> Result<StoredMemory, ApiError> {
-        let memory: StoredMemory = serde_json::from_slice(record).map_err(internal)?;
-        Ok(self.fast.shown(&memory))
     }
 
     /// One write of the tenant, for a tool that may change memories; past
@@ -554,7 +536,7 @@ impl McpFront {
         if let Touched::Some(ids) = &touched {
             for id in ids {
                 if !self
-                    .fast
+                    .core
                     .wait_stored(scope, *id, self.settings.wait_for_stored)
                     .await
                 {
@@ -586,19 +568,19 @@ impl McpFront {
                 let created = tools::memory_ids_in(result);
                 let mut changed = created.clone();
                 for id in created {
-                    for neighbour in self.fast.neighbours(id).await {
+                    for neighbour in self.core.neighbours(id).await {
                         if !changed.contains(&neighbour) {
                             changed.push(neighbour);
                         }
                     }
                 }
-                self.fast.invalidate(scope, &changed).await;
+                self.core.invalidate(scope, &changed).await;
             }
             "get_memory" | "search_memories" => {
                 let read = tools::memory_ids_in(result);
                 if !read.is_empty() {
                     // After the answer: readers here wait for the records to be gone.
-                    self.fast.forget_records_later(scope, &read).await;
+                    self.core.forget_records_later(scope, &read).await;
                 }
             }
             _ => {}
@@ -608,8 +590,8 @@ impl McpFront {
     async fn invalidate(&self, scope: &Scope, touched: &Touched) {
         match touched {
             Touched::None => {}
-            Touched::Some(ids) => self.fast.invalidate(scope, ids).await,
-            Touched::All => self.fast.invalidate_all().await,
+            Touched::Some(ids) => self.core.invalidate(scope, ids).await,
+            Touched::All => self.core.invalidate_all().await,
         }
     }
 
@@ -638,15 +620,6 @@ impl McpFront {
     }
 }
 
-/// The memories of a search answer's body (`{"memories": [...]}`).
-fn memories_of(body: &[u8]) -> Result<Vec<StoredMemory>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Found {
-        memories: Vec<StoredMemory>,
-    }
-    Ok(serde_json::from_slice::<Found>(body)?.memories)
-}
-
 /// memgate's own `initialize` answer, when no legacy service introduces itself.
 fn own_introduction() -> Value {
     json!({
@@ -660,14 +633,6 @@ fn unavailable(error: &UpstreamError) -> Value {
         Value::Null,
         jsonrpc::SERVER_ERROR,
         &format!("memgate: {error}"),
-    )
-}
-
-fn internal(error: serde_json::Error) -> ApiError {
-    ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        format!("unreadable cached answer: {error}"),
     )
 }
 

@@ -36,6 +36,10 @@ use uuid::Uuid;
 
 use crate::memory::{StoredMemory, UpdateRequest};
 
+/// A worker that has not said it is alive for this long is taken for gone: its claimed
+/// entries may be taken over, and `/readyz` fails when writes wait with no worker left.
+pub const WORKER_SILENCE: Duration = Duration::from_secs(30);
+
 pub const WRITES_STREAM: &str = "writes";
 pub const ASSOC_STREAM: &str = "assoc";
 pub const CONSUMER_GROUP: &str = "workers";

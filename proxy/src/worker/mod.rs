@@ -281,7 +281,7 @@ impl Worker {
     /// (as the layout counts them: on top of what is stored, never overwriting it), as one
     /// increment per memory; returns how many it handled. Reads whose write failed stay for
     /// the next round. Answers count exactly meanwhile: they add the cache's unsynced reads to
-    /// the payload (see `FastPath`), so this runs rarely (`worker.accessSyncInterval`, minutes)
+    /// the payload (see `core/counts.rs`), so this runs rarely (`worker.accessSyncInterval`, minutes)
     /// and a read never moves a point out of its indexed segment by itself.
     pub async fn sync_accesses(&self, max: usize) -> usize {
         let dirty_key = self.keys.access_dirty();
@@ -434,7 +434,7 @@ impl Worker {
                 .with_label_values(&stream)
                 .set(stats.dead_dropped as i64);
         }
-        if let Ok(consumers) = self.queue.consumers(crate::fastpath::WORKER_SILENCE).await {
+        if let Ok(consumers) = self.queue.consumers(crate::queue::WORKER_SILENCE).await {
             self.metrics
                 .queue_consumers
                 .with_label_values(&[self.queue.stream()])

@@ -1,5 +1,5 @@
-//! Answers for when the fast path cannot answer a search, lowest rungs of the degradation
-//! ladder (fast path → legacy → **keyword** → **popular**):
+//! The degradation ladder of a search: the core → the legacy service (each front forwards in
+//! its protocol) → **keyword** → **popular**. The two lowest rungs are here, for both fronts:
 //!
 //! - **keyword**: no embedding needed. The vector store returns memories whose content holds
 //!   any of the query's words or whose tags are one of them; they are ranked here by the share
@@ -7,60 +7,29 @@
 //! - **popular**: no vector store needed either. The tenant's most-read memories, from the
 //!   `popular` set and the cached records.
 //!
-//! Each answer has the shape of a search answer (`{"memories": [...]}`, each with a `score`);
-//! the caller marks it with `x-memgate-degraded`.
+//! Each answer has the rows of a search answer (each with a `score`), marked with the rung
+//! ([`Degraded`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cache::CacheStore;
-use crate::dependency::CallError;
-use crate::error::ApiError;
-use crate::fastpath::{unavailable, Guards};
-use crate::keys::{KeySpace, Scope};
+use super::error::unavailable;
+use super::search::with_score;
+use super::{Answer, CacheStatus, Core, CoreError, Degraded};
+use crate::keys::Scope;
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
-use crate::vectors::{KeywordQuery, MemoryFilter, VectorStore};
-
-/// Which fallback answered; the value of `x-memgate-degraded` and the `level` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DegradedLevel {
-    Legacy,
-    Keyword,
-    Popular,
-    /// From the vector store alone while the cache (which holds writes not yet applied) could
-    /// not be read: writes acknowledged moments ago may not show.
-    Unconfirmed,
-}
-
-impl DegradedLevel {
-    pub const ALL: [DegradedLevel; 4] = [
-        Self::Legacy,
-        Self::Keyword,
-        Self::Popular,
-        Self::Unconfirmed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Legacy => "legacy",
-            Self::Keyword => "keyword",
-            Self::Popular => "popular",
-            Self::Unconfirmed => "unconfirmed",
-        }
-    }
-}
+use crate::vectors::{KeywordQuery, MemoryFilter};
 
 /// The most words of a query a keyword search looks for.
 const MAX_TERMS: usize = 16;
 
 /// The lowercase words of a query worth matching: letters and digits, two characters or more,
 /// no English stop words, each once.
-pub fn query_terms(query: &str) -> Vec<String> {
+fn query_terms(query: &str) -> Vec<String> {
     static STOP_WORDS: OnceLock<BTreeSet<String>> = OnceLock::new();
     let stop_words = STOP_WORDS.get_or_init(|| {
         stop_words::get("en")
@@ -141,61 +110,49 @@ fn rank_by_keywords(
     scored
 }
 
-/// `{"memories": [...]}` with each memory's score.
-fn search_body(memories: Vec<(StoredMemory, f32)>) -> Bytes {
-    let memories: Vec<Value> = memories
+/// Each memory with its score, as a search answer's rows.
+fn rows(memories: Vec<(StoredMemory, f32)>) -> Vec<StoredMemory> {
+    memories
         .into_iter()
-        .map(|(mut memory, score)| {
-            memory.insert("score".into(), Value::from(score));
-            Value::Object(memory)
-        })
-        .collect();
-    Bytes::from(serde_json::json!({ "memories": memories }).to_string())
+        .map(|(memory, score)| with_score(memory, Some(score)))
+        .collect()
 }
 
-/// The keyword and popular fallbacks, on the same guarded dependencies as the fast path.
-#[derive(Clone)]
-pub struct Fallbacks {
-    cache: Arc<dyn CacheStore>,
-    vectors: Arc<dyn VectorStore>,
-    guards: Guards,
-    keys: KeySpace,
-    /// How many matching memories a keyword search ranks.
-    keyword_candidates: u64,
-}
-
-impl std::fmt::Debug for Fallbacks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fallbacks")
-            .field("keyword_candidates", &self.keyword_candidates)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Fallbacks {
-    pub fn new(
-        cache: Arc<dyn CacheStore>,
-        vectors: Arc<dyn VectorStore>,
-        guards: Guards,
-        keys: KeySpace,
-        keyword_candidates: u64,
-    ) -> Self {
-        Self {
-            cache,
-            vectors,
-            guards,
-            keys,
-            keyword_candidates,
+impl Core {
+    /// A search answered by the rungs below the legacy service: memories with the query's
+    /// words, else the most read ones; `None` when neither can answer either.
+    pub async fn lower_rungs(
+        &self,
+        scope: &Scope,
+        search: &NormalizedSearch,
+    ) -> Option<Answer<Vec<StoredMemory>>> {
+        let filter = self.filter_for(scope, search);
+        let degraded = |value, level| Answer {
+            value,
+            cache: CacheStatus::Bypass,
+            degraded: Some(level),
+        };
+        match self.keyword(search, filter.clone()).await {
+            Ok(Some(found)) => return Some(degraded(found, Degraded::Keyword)),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "keyword rung failed"),
+        }
+        match self.popular(scope, search, filter).await {
+            Ok(found) => Some(degraded(found, Degraded::Popular)),
+            Err(error) => {
+                tracing::debug!(%error, "every rung of the search ladder failed");
+                None
+            }
         }
     }
 
     /// Memories containing the query's words. `None` when the query has no word worth
     /// matching (only stop words): the next rung answers instead.
-    pub async fn keyword(
+    async fn keyword(
         &self,
         search: &NormalizedSearch,
         filter: MemoryFilter,
-    ) -> Result<Option<Bytes>, ApiError> {
+    ) -> Result<Option<Vec<StoredMemory>>, CoreError> {
         let terms = query_terms(&search.query);
         if terms.is_empty() {
             return Ok(None);
@@ -203,7 +160,10 @@ impl Fallbacks {
         let query = KeywordQuery {
             terms: terms.clone(),
             filter,
-            limit: self.keyword_candidates.max(u64::from(search.limit)),
+            limit: self
+                .settings
+                .keyword_candidates
+                .max(u64::from(search.limit)),
         };
         let found = self
             .guards
@@ -212,16 +172,16 @@ impl Fallbacks {
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         let ranked = rank_by_keywords(found, &terms, search.limit as usize);
-        Ok(Some(search_body(ranked)))
+        Ok(Some(rows(ranked)))
     }
 
     /// The tenant's most-read memories that meet the search's filter, from the cache.
-    pub async fn popular(
+    async fn popular(
         &self,
         scope: &Scope,
         search: &NormalizedSearch,
         filter: MemoryFilter,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Vec<StoredMemory>, CoreError> {
         let limit = search.limit as usize;
         // Some of the most read are filtered out or no longer cached: look further down.
         let ids = self
@@ -243,7 +203,7 @@ impl Fallbacks {
             .cache
             .call("get_many", self.cache.get_many(&keys))
             .await
-            .map_err(|e: CallError<_>| unavailable("the cache", e))?;
+            .map_err(|e| unavailable("the cache", e))?;
         let memories: Vec<(StoredMemory, f32)> = records
             .into_iter()
             .flatten()
@@ -253,7 +213,7 @@ impl Fallbacks {
             .take(limit)
             .map(|memory| (memory, 0.0))
             .collect();
-        Ok(search_body(memories))
+        Ok(rows(memories))
     }
 }
 
@@ -305,9 +265,8 @@ mod tests {
     }
 
     #[test]
-    fn answers_have_the_search_shape() {
-        let body = search_body(vec![(memory(json!({ "id": "a" })), 0.5)]);
-        let value: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(value, json!({ "memories": [{ "id": "a", "score": 0.5 }] }));
+    fn answers_have_the_search_rows_shape() {
+        let found = rows(vec![(memory(json!({ "id": "a" })), 0.5)]);
+        assert_eq!(found, vec![memory(json!({ "id": "a", "score": 0.5 }))]);
     }
 }
