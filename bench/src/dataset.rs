@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use memgate::embeddings::HashingEmbedder;
+use memgate::backend::embeddings::HashingEmbedder;
+use memgate::backend::vectors::{MemoryPoint, VectorStore};
 use memgate::layout::{Enrichment, Layout};
 use memgate::memory::{MemoryType, StoreContext, StoreRequest};
-use memgate::vectors::{MemoryPoint, VectorStore};
 use uuid::Uuid;
 
 use crate::progress;

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use memgate::app::{collection_spec, Backends, RunningProxy, RunningWorker};
+use memgate::backend::vectors::{EdgeStore, VectorStore};
 use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 use memgate::keys::{KeySpace, Scope};
-use memgate::vectors::{EdgeStore, VectorStore};
 use memgate_testkit::{start_reference_with, FakeOpenAi, RedisServer, Reference, SseRouting};
 use tokio::runtime::Handle;
 use uuid::Uuid;

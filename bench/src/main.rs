@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use memgate::embeddings::HashingEmbedder;
+use memgate::backend::embeddings::HashingEmbedder;
 use memgate_bench::environment::{Environment, EnvironmentSettings};
 use memgate_bench::machine::Machine;
 use memgate_bench::placement::{self, Placement};

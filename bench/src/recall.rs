@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use memgate::embeddings::HashingEmbedder;
+use memgate::backend::embeddings::HashingEmbedder;
+use memgate::backend::vectors::{MemoryFilter, VectorQuery, VectorStore};
 use memgate::layout::Layout;
-use memgate::vectors::{MemoryFilter, VectorQuery, VectorStore};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ pub struct RecallResult {
     pub recall_at_10: f64,
 }
 
-fn ids(found: Vec<memgate::vectors::ScoredMemory>) -> Vec<String> {
+fn ids(found: Vec<memgate::backend::vectors::ScoredMemory>) -> Vec<String> {
     found
         .into_iter()
         .take(TOP)

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::StatusCode;
-use memgate::embeddings::HashingEmbedder;
-use memgate::vectors::{MemoryFilter, VectorQuery, VectorStore};
+use memgate::backend::embeddings::HashingEmbedder;
+use memgate::backend::vectors::{MemoryFilter, VectorQuery, VectorStore};
 use redis::AsyncCommands;
 use serde_json::json;
 use uuid::Uuid;

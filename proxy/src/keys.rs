@@ -22,6 +22,11 @@ impl Scope {
         Self(Some(value.into()))
     }
 
+    /// The scope a write job names (`None`: unscoped).
+    pub fn of(tenant: Option<&str>) -> Self {
+        Self(tenant.map(str::to_string))
+    }
+
     pub fn value(&self) -> Option<&str> {
         self.0.as_deref()
     }

@@ -1,37 +1,37 @@
 //! memgate: a sidecar that makes an AI memory service fast without rewriting it.
 //!
-//! A request enters at [`server`], is classified and routed in [`service`] (fast or legacy,
-//! by [`routing`]), answered by the [`core`](crate::core) from the caches ([`cache`], [`embeddings`]) and the
-//! vector store ([`vectors`]), or forwarded by [`legacy`]. What is stored, embedded and answered
-//! follows the legacy service's [`layout`]. [`app`] wires the parts from the
-//! [`config`]; [`admin`] serves metrics and health.
+//! # Layout
+//!
+//! The tree is the design, read from the top down (no module imports one above it; a test,
+//! `tests/module_cycles.rs`, fails on an import cycle):
+//!
+//! - [`front`]: the protocols. [`front::server`] accepts connections, [`front::security`]
+//!   admits requests, [`front::rest`] serves the Memory API over REST and forwards the rest
+//!   to the legacy service, [`front::mcp`] serves MCP (and keeps memgate's session with the
+//!   legacy MCP server), [`front::admin`] serves metrics and health.
+//! - [`core`](crate::core): the Memory API's operations, protocol-free: the caches, read
+//!   counts, writes acknowledged at once, the degradation ladder.
+//! - [`layout`]: what the legacy service (cldmemory) stores, embeds and answers, and how.
+//! - [`backend`]: Redis or in-process cache and write queue, the vector store (Qdrant, or
+//!   Qdrant's own code embedded), the embedding and enrichment providers.
+//! - [`guard`]: the timeout, circuit breaker and metrics every call to a dependency passes.
+//! - [`worker`]: applies acknowledged writes in the background (enrichment, embedding, the
+//!   vector store), in order, never losing one.
+//! - [`app`] wires the parts from the [`config`]; [`cli`] is the command line.
+//!
+//! Shared vocabulary: [`memory`] (the Memory API's data), [`keys`] (what memgate keeps in
+//! Redis, by name), [`metrics`].
 
-pub mod access;
-pub mod admin;
 pub mod app;
-pub mod breaker;
-pub mod cache;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod core;
-pub mod dependency;
-pub mod embeddings;
-pub mod endpoint;
-pub mod enrichment;
-pub mod error;
-pub mod http;
+pub mod front;
+pub mod guard;
 pub mod js;
 pub mod keys;
 pub mod layout;
-pub mod legacy;
-pub mod mcp;
 pub mod memory;
 pub mod metrics;
-pub mod openapi;
-pub mod queue;
-pub mod routing;
-pub mod security;
-pub mod server;
-pub mod service;
-pub mod vectors;
 pub mod worker;

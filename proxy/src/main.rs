@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             let front = proxy.state.mcp.front.clone();
             let metadata = args.memory_metadata.clone();
             let served = tokio::select! {
-                served = memgate::mcp::stdio::serve(front, tokio::io::stdin(), tokio::io::stdout(), metadata) => served,
+                served = memgate::front::mcp::stdio::serve(front, tokio::io::stdin(), tokio::io::stdout(), metadata) => served,
                 _ = shutdown_signal() => Ok(()),
             };
             proxy.shutdown().await;

@@ -5,7 +5,7 @@
 //! ([`model`]), its own embedded texts, its own JavaScript number and date handling
 //! ([`javascript`]) and its own `JSON.stringify` ([`json_text`]) — so that a mistake in
 //! memgate's layout shows up as a difference instead of hiding in shared code. What it shares
-//! with memgate is the storage engine: it keeps its points in a [`memgate::vectors::VectorStore`]
+//! with memgate is the storage engine: it keeps its points in a [`memgate::backend::vectors::VectorStore`]
 //! (Qdrant Edge in-process, or a Qdrant server), as cldmemory keeps them in Qdrant.
 //!
 //! The parts, as cldmemory has them: [`openai`] (embeddings and the three enrichment prompts),

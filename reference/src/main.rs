@@ -9,8 +9,8 @@ use cldmemory_reference::mcp::ServerInfo;
 use cldmemory_reference::openai::OpenAi;
 use cldmemory_reference::qdrant::QdrantService;
 use cldmemory_reference::{MemoryService, ServiceSettings};
+use memgate::backend::vectors::{CollectionSpec, EdgeStore, VectorStore};
 use memgate::config::DistanceMetric;
-use memgate::vectors::{CollectionSpec, EdgeStore, VectorStore};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use memgate::vectors::{MemoryFilter, MemoryPoint, VectorError, VectorQuery, VectorStore};
+use memgate::backend::vectors::{MemoryFilter, MemoryPoint, VectorError, VectorQuery, VectorStore};
 use serde_json::{Map, Value};
 
 use crate::javascript;

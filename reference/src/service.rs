@@ -3,8 +3,8 @@
 //! counting and its quirks.
 
 use chrono::{DateTime, Utc};
+use memgate::backend::vectors::MemoryFilter;
 use memgate::memory::{DateRange, MemoryType, ValenceRange};
-use memgate::vectors::MemoryFilter;
 use serde_json::{json, Map, Value};
 
 use crate::javascript;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memgate::embeddings::HashingEmbedder;
+use memgate::backend::embeddings::HashingEmbedder;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use memgate::app::{Backends, RunningProxy, RunningWorker};
+use memgate::backend::vectors::VectorStore;
 use memgate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
-use memgate::vectors::VectorStore;
 
 /// The `hostname:cwd` the test configs stamp on new memories.
 pub const TEST_PROJECT: &str = "test-host:/app";

@@ -7,8 +7,8 @@ use cldmemory_reference::mcp::ServerInfo;
 use cldmemory_reference::openai::OpenAi;
 use cldmemory_reference::qdrant::QdrantService;
 use cldmemory_reference::{MemoryService, RunningReference, ServiceSettings, SseRouting};
+use memgate::backend::vectors::VectorStore;
 use memgate::config::Config;
-use memgate::vectors::VectorStore;
 
 use crate::ScrambledReads;
 

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use memgate::memory::StoredMemory;
-use memgate::vectors::{
+use memgate::backend::vectors::{
     CollectionSpec, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
     VectorQuery, VectorStore,
 };
+use memgate::memory::StoredMemory;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 

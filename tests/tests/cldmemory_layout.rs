@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use memgate::backend::embeddings::HashingEmbedder;
+use memgate::backend::vectors::VectorStore;
 use memgate::config::Config;
-use memgate::embeddings::HashingEmbedder;
-use memgate::vectors::VectorStore;
 use memgate_testkit::{
     eventually, start_proxy_and_worker_sharing_vectors, start_reference, test_config, worker_done,
     FakeOpenAi, McpSseClient, RedisServer, Reference, TEST_PROJECT,
@@ -376,7 +376,7 @@ async fn chunked_memories_come_back_whole_from_both() {
         payload.shift_remove("embedding");
         let id = Uuid::parse_str(payload["id"].as_str().expect("id")).expect("uuid");
         env.vectors
-            .upsert(vec![memgate::vectors::MemoryPoint {
+            .upsert(vec![memgate::backend::vectors::MemoryPoint {
                 id,
                 vector,
                 memory: payload,

@@ -655,7 +655,7 @@ async fn concurrent_clients_with_workers_and_redis_killed_see_every_acknowledged
 /// different fields of one memory at the same time.
 async fn race_creates_with_deletes_and_patches<D, F>(
     base: &str,
-    vectors: &Arc<dyn memgate::vectors::VectorStore>,
+    vectors: &Arc<dyn memgate::backend::vectors::VectorStore>,
     drained: D,
 ) where
     D: FnMut() -> F,

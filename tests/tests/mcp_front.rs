@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use memgate::backend::vectors::VectorStore;
 use memgate::config::Config;
-use memgate::vectors::VectorStore;
 use memgate_testkit::{
     eventually, metric_value, scrape_metrics, start_memgate_in_front_of_reference, test_config,
     worker_done, FakeOpenAi, McpSseClient, RedisServer, Reference, SseRouting,

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use memgate::cache::InProcessCache;
-use memgate::queue::{InProcessQueue, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue};
+use memgate::backend::cache::InProcessCache;
+use memgate::backend::queue::{
+    InProcessQueue, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
+};
 use memgate_testkit::RedisServer;
 use uuid::Uuid;
 

@@ -665,7 +665,7 @@ async fn routing_is_sticky_per_user_and_can_be_forced() {
     let mut fast = 0;
     for i in 0..300 {
         let user = format!("user-{i}");
-        let expected = if memgate::routing::bucket(user.as_bytes()) < 30 {
+        let expected = if memgate::front::routing::bucket(user.as_bytes()) < 30 {
             "fast"
         } else {
             "legacy"

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use memgate::cache::{
+use memgate::backend::cache::{
     AccessUpdate, CacheStore, InProcessCache, ReadCounts, RedisCache, SearchFill, UnfinishedSync,
 };
-use memgate::keys::GenerationalKey;
-use memgate::queue::{
+use memgate::backend::queue::{
     InProcessQueue, ReadSync, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
 };
+use memgate::keys::GenerationalKey;
 use memgate_testkit::RedisServer;
 use uuid::Uuid;
 

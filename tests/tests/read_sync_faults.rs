@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use memgate::app::Backends;
-use memgate::memory::StoredMemory;
-use memgate::vectors::{
+use memgate::backend::vectors::{
     CollectionSpec, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
     VectorQuery, VectorStore,
 };
+use memgate::memory::StoredMemory;
 use memgate_testkit::{eventually, test_config, RedisServer};
 use redis::AsyncCommands;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Read counts on answers: every read so far counted, exactly, though the vector store's
 //! payload is updated only every `worker.accessSyncInterval` (the protocol is explained in
-//! `crate::access`). An answer shows the counts from before its own read, as the legacy
+//! `crate::core::reads`). An answer shows the counts from before its own read, as the legacy
 //! service's does.
 
 use std::collections::HashMap;
@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::l1::L1Record;
 use super::{row_id, Core};
-use crate::access::counted;
-use crate::cache::ReadCounts;
-use crate::dependency::CallError;
+use crate::backend::cache::ReadCounts;
+use crate::core::reads::counted;
+use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::StoredMemory;
 

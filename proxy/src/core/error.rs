@@ -1,12 +1,12 @@
 //! What can go wrong in a core operation, in the core's own terms. Each front says it in its
-//! protocol in one place: REST in `crate::error` (`impl From<CoreError> for ApiError`), MCP as
+//! protocol in one place: REST in `crate::front::error` (`impl From<CoreError> for ApiError`), MCP as
 //! cldmemory's `Error: …` texts.
 
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::dependency::CallError;
+use crate::guard::dependency::CallError;
 use crate::memory::InvalidRequest;
 
 /// How often an update is made again because another write to the memory came first.

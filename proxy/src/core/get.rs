@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::error::internal;
 use super::l1::L1Record;
 use super::{Answer, Core, CoreError, Degraded, MemoryJson};
-use crate::dependency::CallError;
+use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::is_tombstone;
 
@@ -100,7 +100,7 @@ impl Core {
     }
 
     /// Stores a record read from the vector store in the background, unless a read sync ended
-    /// since its counts were read ([`crate::cache::CacheStore::fill_record`]).
+    /// since its counts were read ([`crate::backend::cache::CacheStore::fill_record`]).
     fn fill_record_later(&self, key: String, record: Bytes, id: Uuid, syncs: u64) {
         let cache = self.cache.clone();
         let guard = self.guards.cache.clone();

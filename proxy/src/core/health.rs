@@ -2,7 +2,7 @@
 //! applied. `/readyz` is assembled from this in `crate::app`.
 
 use super::Core;
-use crate::queue::WORKER_SILENCE;
+use crate::backend::queue::WORKER_SILENCE;
 
 impl Core {
     /// Each dependency's name, and whether it answers.

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::get::is_processing;
 use super::Core;
-use crate::dependency::{CallError, Dependency};
+use crate::backend::queue::WriteQueue;
+use crate::guard::dependency::{CallError, Dependency};
 use crate::keys::Scope;
-use crate::queue::WriteQueue;
 
 /// Drops the cached record under `key` unless a write of it by memgate is pending; a failure
 /// is logged (the record then expires with its TTL).

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use moka::future::Cache;
 
 use super::forgetting::{Dropping, Forgetting};
-use crate::access::LocalBase;
-use crate::cache::ReadCounts;
+use crate::backend::cache::ReadCounts;
+use crate::core::reads::LocalBase;
 
 /// A record in L1 and where its read counts stood when it was read: the cache store's
 /// (`mem:{id}` and `access:{id}`, read in one atomic step) and this process's

@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::error::unavailable;
 use super::search::with_score;
 use super::{Answer, CacheStatus, Core, CoreError, Degraded};
+use crate::backend::vectors::{KeywordQuery, MemoryFilter};
 use crate::keys::Scope;
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
-use crate::vectors::{KeywordQuery, MemoryFilter};
 
 /// The most words of a query a keyword search looks for.
 const MAX_TERMS: usize = 16;

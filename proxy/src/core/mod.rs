@@ -1,7 +1,7 @@
 //! The core: the Memory API's operations, answered by memgate itself from its caches and the
 //! vector store instead of waiting on the legacy service. Protocol-free: operations take
 //! domain values and return them ([`Answer`]) or a [`CoreError`]; the fronts (REST in
-//! `crate::service`, MCP in `crate::mcp`) say them in their protocols.
+//! `crate::front::rest::service`, MCP in `crate::front::mcp`) say them in their protocols.
 //!
 //! One operation per file:
 //! - [`get`]: L1 → cache store `mem:{id}` → vector store; a miss fills both caches.
@@ -14,7 +14,7 @@
 //!   vector store write.
 //! - [`invalidate`]: keeping the caches coherent with what another writer (the legacy service)
 //!   changed.
-//! - Read counts on answers: [`counts`] (see `crate::access` for the protocol); the caches:
+//! - Read counts on answers: [`counts`] (see `crate::core::reads` for the protocol); the caches:
 //!   [`l1`], [`search_cache`], [`forgetting`].
 //!
 //! A cache store that fails is skipped (logged and counted); a vector store or embedder that
@@ -28,6 +28,7 @@ mod health;
 mod invalidate;
 mod l1;
 mod ladder;
+pub mod reads;
 mod search;
 mod search_cache;
 mod shape;
@@ -43,16 +44,16 @@ use uuid::Uuid;
 pub use error::{CoreError, OperationKind, MAX_WRITE_CONFLICTS};
 pub use write::Stored;
 
-use crate::access::AccessRecorder;
-use crate::cache::CacheStore;
-use crate::dependency::Dependency;
-use crate::embeddings::EmbeddingCache;
+use crate::backend::cache::CacheStore;
+use crate::backend::embeddings::EmbeddingCache;
+use crate::backend::queue::WriteQueue;
+use crate::backend::vectors::{MemoryFilter, VectorStore};
+use crate::core::reads::AccessRecorder;
+use crate::guard::dependency::Dependency;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::Layout;
 use crate::memory::{DetailLevel, NormalizedSearch, StoredMemory};
 use crate::metrics::Metrics;
-use crate::queue::WriteQueue;
-use crate::vectors::{MemoryFilter, VectorStore};
 
 /// Whether an answer came from a cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::error::{internal, unavailable};
 use super::search_cache::Lookup;
 use super::{row_id, Answer, Core, CoreError, Degraded};
-use crate::dependency::CallError;
+use crate::backend::vectors::VectorQuery;
+use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
-use crate::vectors::VectorQuery;
 
 /// What a search found: each memory with its score (none when listed by filters).
 pub(super) type Found = Vec<(StoredMemory, Option<f32>)>;

@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{row_id, Core};
-use crate::cache::SearchFill;
-use crate::dependency::CallError;
+use crate::backend::cache::SearchFill;
+use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::StoredMemory;
 
 /// A search answer as the result cache keeps it: its rows with the read counts the vector
 /// store had, and the reads each memory had had synced to the vector store by then
-/// ([`crate::cache::ReadCounts::synced`]). A hit adds the reads synced since, so a read sync
+/// ([`crate::backend::cache::ReadCounts::synced`]). A hit adds the reads synced since, so a read sync
 /// leaves cached answers exact and need not retire them. A body without `synced` (written by
 /// an older memgate) does not parse, and is searched again.
 #[derive(Deserialize, Serialize)]
@@ -104,7 +104,7 @@ impl Core {
     /// Keeps a fresh search answer in the result cache, in the background: the cache store
     /// reads its memories' `synced` counts and stores it in one step, unless a read sync of
     /// the scope ended since the search began or one of them is being synced (see
-    /// [`crate::cache::CacheStore::fill_search`]). Started before the answer's own counts are
+    /// [`crate::backend::cache::CacheStore::fill_search`]). Started before the answer's own counts are
     /// read, so it reaches the cache store ahead of the client's next request.
     pub(super) fn fill_search_later(
         &self,

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::error::unavailable;
 use super::search::{with_score, Found};
 use super::{Core, CoreError};
+use crate::backend::vectors::MemoryFilter;
 use crate::layout::ChunkRole;
 use crate::memory::{DetailLevel, NormalizedSearch, StoredMemory};
-use crate::vectors::MemoryFilter;
 
 /// The most chunks of one memory put back together.
 const MAX_CHUNKS: u64 = 100;

@@ -11,12 +11,12 @@ use uuid::Uuid;
 
 use super::error::{cache_full, internal, unavailable, unconfirmed, MAX_WRITE_CONFLICTS};
 use super::{Core, CoreError};
-use crate::dependency::CallError;
+use crate::backend::queue::{QueueError, RecordWrite, Submission, Submitted, WriteOp};
+use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::{
     is_tombstone, tombstone, MemoryStatus, StoreRequest, StoredMemory, UpdateRequest,
 };
-use crate::queue::{QueueError, RecordWrite, Submission, Submitted, WriteOp};
 
 /// A new memory, acknowledged: stored for readers and queued for the workers.
 #[derive(Debug, Clone, PartialEq)]

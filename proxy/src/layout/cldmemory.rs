@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{
     merge_metadata, parse_metadata, AssociationRule, ChunkRole, Enrichment, EnrichmentNeeds, Layout,
 };
-use crate::enrichment::EnrichmentError;
+use crate::backend::enrichment::EnrichmentError;
 use crate::js;
 use crate::memory::{MemoryType, StoreRequest, StoredMemory, UpdateRequest};
 

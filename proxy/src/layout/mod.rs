@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{LayoutConfig, LayoutKind};
 
-use crate::enrichment::EnrichmentError;
+use crate::backend::enrichment::EnrichmentError;
 use crate::memory::{StoreRequest, StoredMemory, UpdateRequest};
 
 /// The layout the config names, with its deployment's settings.

@@ -8,26 +8,26 @@ use std::time::Instant;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::job::{scope_of, Leases};
+use super::leases::Leases;
 use super::Worker;
+use crate::backend::queue::{RecordWrite, WriteOp};
+use crate::backend::vectors::{MemoryFilter, MemoryPoint, VectorQuery};
 use crate::keys::Scope;
 use crate::layout::{Enrichment, EnrichmentNeeds};
 use crate::memory::{is_tombstone, tombstone, StoredMemory, UpdateRequest};
-use crate::queue::{RecordWrite, WriteOp};
-use crate::vectors::{MemoryFilter, MemoryPoint, VectorQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
-    Embedding(#[from] crate::embeddings::EmbeddingError),
+    Embedding(#[from] crate::backend::embeddings::EmbeddingError),
     #[error(transparent)]
-    Vectors(#[from] crate::vectors::VectorError),
+    Vectors(#[from] crate::backend::vectors::VectorError),
     #[error("memory {0} is not in the vector store (yet)")]
     Missing(Uuid),
     #[error("association discovery of {0} is not a write")]
     NotAWrite(Uuid),
     #[error(transparent)]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] crate::backend::queue::QueueError),
 }
 
 /// The fields of `after` that differ from `before` (the payload fields an update sets).
@@ -144,7 +144,7 @@ impl Worker {
         scope: Option<&str>,
         leases: &Leases<'_>,
     ) -> Result<Option<(RecordWrite, u64)>, ApplyError> {
-        let tenant = scope_of(scope);
+        let tenant = Scope::of(scope);
         let lock = self.keys.lock(id);
         leases.acquire(&lock).await;
         let own = self.link_own(id, scope).await;
@@ -178,7 +178,7 @@ impl Worker {
         id: Uuid,
         scope: Option<&str>,
     ) -> Result<Option<(StoredMemory, Vec<Uuid>, Option<u64>)>, ApplyError> {
-        let tenant = scope_of(scope);
+        let tenant = Scope::of(scope);
         // Read under the lease, so no write is applied meanwhile; a write still pending makes
         // the record readers see, and it will show these links (it is made from the point).
         let revision = self

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::embeddings::{Embedder, EmbeddingError};
+use crate::backend::embeddings::{Embedder, EmbeddingError};
 use crate::metrics::Metrics;
 
 type Reply = oneshot::Sender<Result<Vec<f32>, String>>;
@@ -92,7 +92,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::embeddings::HashingEmbedder;
+    use crate::backend::embeddings::HashingEmbedder;
 
     struct Counting {
         inner: HashingEmbedder,

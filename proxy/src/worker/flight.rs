@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::queue::WriteQueue;
+use crate::backend::queue::WriteQueue;
 
 /// `(lock key, owner token)` of a lease a job holds.
 pub type Lease = (String, String);

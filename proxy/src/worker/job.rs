@@ -8,9 +8,10 @@ use tokio::sync::Semaphore;
 
 use super::apply::ApplyError;
 use super::flight::InFlight;
+use super::leases::Leases;
 use super::Worker;
+use crate::backend::queue::{Finish, Finished, Job, RecordWrite, WriteOp};
 use crate::keys::Scope;
-use crate::queue::{Finish, Finished, Job, RecordWrite, WriteOp};
 
 /// Whether a job's write is to be applied now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,51 +19,6 @@ enum Turn {
     Apply,
     /// A later job of the memory was applied already: this one was too (handed out twice).
     AlreadyApplied,
-}
-
-/// The leases one job takes, one at a time, renewed by the worker's heartbeat while held.
-pub(super) struct Leases<'a> {
-    pub worker: &'a Worker,
-    pub flight: &'a InFlight,
-    pub entry: &'a str,
-    pub owner: String,
-}
-
-impl Leases<'_> {
-    /// Waits until the lease `key` is this job's: its holder finishes, or dies and its lease
-    /// runs out.
-    pub async fn acquire(&self, key: &str) {
-        let mut pause = std::time::Duration::from_millis(2);
-        loop {
-            match self
-                .worker
-                .queue
-                .lock(key, &self.owner, self.worker.settings.claim_idle)
-                .await
-            {
-                Ok(true) => {
-                    self.flight
-                        .set_lock(self.entry, Some((key.to_string(), self.owner.clone())));
-                    return;
-                }
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, key, "could not take a memory's lease"),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(100));
-        }
-    }
-
-    pub async fn release(&self, key: &str) {
-        self.flight.set_lock(self.entry, None);
-        if let Err(error) = self.worker.queue.unlock(key, &self.owner).await {
-            tracing::warn!(%error, key, "could not give a memory's lease back; it runs out by itself");
-        }
-    }
-}
-
-pub(super) fn scope_of(scope: Option<&str>) -> Scope {
-    scope.map(Scope::tenant).unwrap_or(Scope::UNSCOPED)
 }
 
 impl Worker {
@@ -108,7 +64,7 @@ impl Worker {
             deliveries = job.deliveries,
             "write job started"
         );
-        let revision_key = self.keys.revision(&scope_of(job.op.scope()), id);
+        let revision_key = self.keys.revision(&Scope::of(job.op.scope()), id);
         if let Some(revision) = job.revision {
             if self.wait_turn(&revision_key, revision).await == Turn::AlreadyApplied {
                 tracing::debug!(%id, entry = %job.entry, "write job already applied");
@@ -181,7 +137,7 @@ impl Worker {
         let WriteOp::Associate { id, scope } = &job.op else {
             return self.acknowledge_only(job, String::new());
         };
-        let revision_key = self.keys.revision(&scope_of(scope.as_deref()), *id);
+        let revision_key = self.keys.revision(&Scope::of(scope.as_deref()), *id);
         let _slot = slots.acquire().await;
         let linked = self
             .with_retries(job, || self.associate(*id, scope.as_deref(), leases))
@@ -207,7 +163,9 @@ impl Worker {
             record_if_revision: None,
             revision_key,
             applied: None,
-            generation_key: self.keys.scope_search_generation(&scope_of(job.op.scope())),
+            generation_key: self
+                .keys
+                .scope_search_generation(&Scope::of(job.op.scope())),
             dead_letter: None,
             follow_up: None,
             lease: None,

@@ -17,6 +17,7 @@ mod apply;
 mod batcher;
 mod flight;
 mod job;
+mod leases;
 mod turns;
 
 pub use batcher::EmbeddingBatcher;
@@ -28,12 +29,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use self::flight::InFlight;
-use crate::enrichment::Enricher;
+use crate::backend::enrichment::Enricher;
+use crate::backend::queue::{Job, WriteQueue};
+use crate::backend::vectors::VectorStore;
 use crate::keys::KeySpace;
 use crate::layout::Layout;
 use crate::metrics::Metrics;
-use crate::queue::{Job, WriteQueue};
-use crate::vectors::VectorStore;
 
 /// What the worker needs from the config.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ pub struct Worker {
     vectors: Arc<dyn VectorStore>,
     enricher: Arc<dyn Enricher>,
     embeddings: EmbeddingBatcher,
-    cache: Arc<dyn crate::cache::CacheStore>,
+    cache: Arc<dyn crate::backend::cache::CacheStore>,
     layout: Arc<dyn Layout>,
     keys: KeySpace,
     metrics: Metrics,
@@ -108,7 +109,7 @@ impl Worker {
         vectors: Arc<dyn VectorStore>,
         enricher: Arc<dyn Enricher>,
         embeddings: EmbeddingBatcher,
-        cache: Arc<dyn crate::cache::CacheStore>,
+        cache: Arc<dyn crate::backend::cache::CacheStore>,
         layout: Arc<dyn Layout>,
         keys: KeySpace,
         metrics: Metrics,
@@ -347,7 +348,7 @@ impl Worker {
         let Some(mut payload) = self.vectors.retrieve(id).await? else {
             return Ok(Synced::NotYet);
         };
-        let scope = job::scope_of(reads.tenant.as_deref());
+        let scope = crate::keys::Scope::of(reads.tenant.as_deref());
         let mut count = reads.count;
         if let Some(unfinished) = &reads.unfinished {
             if holds_fields(&payload, &unfinished.fields) {
@@ -395,7 +396,7 @@ impl Worker {
         let ready = self.ready_record(record.clone(), memory);
         let committed = self
             .queue
-            .commit_read_sync(crate::queue::ReadSync {
+            .commit_read_sync(crate::backend::queue::ReadSync {
                 access_key,
                 count,
                 read_syncs_key: &read_syncs,
@@ -434,7 +435,11 @@ impl Worker {
                 .with_label_values(&stream)
                 .set(stats.dead_dropped as i64);
         }
-        if let Ok(consumers) = self.queue.consumers(crate::queue::WORKER_SILENCE).await {
+        if let Ok(consumers) = self
+            .queue
+            .consumers(crate::backend::queue::WORKER_SILENCE)
+            .await
+        {
             self.metrics
                 .queue_consumers
                 .with_label_values(&[self.queue.stream()])
@@ -443,7 +448,7 @@ impl Worker {
     }
 
     fn record_key(&self, job_scope: Option<&str>, id: uuid::Uuid) -> String {
-        self.keys.memory(&job::scope_of(job_scope), id)
+        self.keys.memory(&crate::keys::Scope::of(job_scope), id)
     }
 }
 
@@ -460,11 +465,11 @@ enum Synced {
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
     #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(#[from] crate::backend::cache::CacheError),
     #[error(transparent)]
-    Vectors(#[from] crate::vectors::VectorError),
+    Vectors(#[from] crate::backend::vectors::VectorError),
     #[error(transparent)]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] crate::backend::queue::QueueError),
     #[error("could not encode the fields of a read sync: {0}")]
     Encode(serde_json::Error),
 }
@@ -479,7 +484,7 @@ fn holds_fields(payload: &crate::memory::StoredMemory, fields: &[u8]) -> bool {
 }
 
 #[async_trait::async_trait]
-impl crate::admin::Readiness for Worker {
+impl crate::front::admin::Readiness for Worker {
     /// Ready when the queue and the vector store answer.
     async fn checks(&self) -> Vec<(&'static str, Result<(), String>)> {
         let queue = self

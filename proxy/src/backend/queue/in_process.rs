@@ -1,0 +1,438 @@
+//! [`WriteQueue`] in this process, for `--embedded`: the same pipeline and the same guarantees
+//! as with Redis (revisions, leases, ordered jobs), on one async mutex. Records go to the
+//! in-process cache. Nothing survives a restart.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+use uuid::Uuid;
+
+use super::{
+    Finish, Finished, Job, QueueError, QueueStats, ReadSync, Revision, Submission, Submitted,
+    WriteOp, WriteQueue, DEAD_LETTER_CAP,
+};
+use crate::backend::cache::CacheStore;
+
+/// How long a pending record is kept: until its job finishes (a write's only copy).
+const PENDING_RECORD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+struct Pending {
+    job: Job,
+    owner: String,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    next_entry: u64,
+    ready: VecDeque<Job>,
+    pending: HashMap<String, Pending>,
+    idempotency: HashMap<String, (Uuid, Instant)>,
+    consumers: HashMap<String, Instant>,
+    dead: VecDeque<(Job, String)>,
+    dead_dropped: u64,
+}
+
+/// What every queue of the store shares about each memory (as the Redis keys are shared).
+#[derive(Default)]
+struct Memories {
+    /// Each memory's revisions, and when a settled memory's are forgotten (as its record is).
+    revisions: HashMap<String, (Revision, Option<Instant>)>,
+    finishes: u64,
+    leases: HashMap<String, (String, Instant)>,
+}
+
+impl Memories {
+    /// A memory's revisions; forgotten ones read as none.
+    fn revision(&self, key: &str) -> Revision {
+        match self.revisions.get(key) {
+            Some((revision, expires)) if expires.is_none_or(|at| at > Instant::now()) => *revision,
+            _ => Revision::default(),
+        }
+    }
+
+    /// Drops the revisions of memories settled longer ago than their records live.
+    fn forget_expired(&mut self) {
+        self.finishes += 1;
+        if self.finishes.is_multiple_of(1024) {
+            let now = Instant::now();
+            self.revisions
+                .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+        }
+    }
+}
+
+impl State {
+    fn push(&mut self, op: WriteOp, revision: Option<u64>) -> String {
+        self.next_entry += 1;
+        let entry = format!("{}-0", self.next_entry);
+        self.ready.push_back(Job {
+            entry: entry.clone(),
+            op,
+            revision,
+            deliveries: 1,
+        });
+        entry
+    }
+
+    fn take_ready(&mut self, consumer: &str, max: usize) -> Vec<Job> {
+        let count = max.min(self.ready.len());
+        let jobs: Vec<Job> = self.ready.drain(..count).collect();
+        for job in &jobs {
+            self.pending.insert(
+                job.entry.clone(),
+                Pending {
+                    job: job.clone(),
+                    owner: consumer.to_string(),
+                    since: Instant::now(),
+                },
+            );
+        }
+        jobs
+    }
+}
+
+pub struct InProcessQueue {
+    name: &'static str,
+    records: Arc<dyn CacheStore>,
+    follow_up: Option<Arc<InProcessQueue>>,
+    memories: Arc<Mutex<Memories>>,
+    state: Mutex<State>,
+    arrived: Notify,
+}
+
+impl std::fmt::Debug for InProcessQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessQueue").finish_non_exhaustive()
+    }
+}
+
+impl InProcessQueue {
+    /// A queue storing records in `records`; finished jobs' follow-ups go to `follow_up`,
+    /// which shares this queue's revisions and leases.
+    pub fn new(
+        name: &'static str,
+        records: Arc<dyn CacheStore>,
+        follow_up: Option<Arc<InProcessQueue>>,
+    ) -> Self {
+        let memories = follow_up
+            .as_ref()
+            .map(|queue| queue.memories.clone())
+            .unwrap_or_default();
+        Self {
+            name,
+            records,
+            follow_up,
+            memories,
+            state: Mutex::new(State::default()),
+            arrived: Notify::new(),
+        }
+    }
+
+    async fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().await
+    }
+
+    /// Taken before [`InProcessQueue::state`] when both are needed.
+    async fn memories(&self) -> MutexGuard<'_, Memories> {
+        self.memories.lock().await
+    }
+
+    /// The dead letters so far, with their errors.
+    pub async fn dead_letters(&self) -> Vec<(Job, String)> {
+        self.state().await.dead.iter().cloned().collect()
+    }
+
+    async fn push(&self, op: WriteOp) {
+        self.state().await.push(op, None);
+        self.arrived.notify_one();
+    }
+}
+
+#[async_trait]
+impl WriteQueue for InProcessQueue {
+    async fn submit(&self, submission: Submission) -> Result<Submitted, QueueError> {
+        let now = Instant::now();
+        // Held while the record is stored: the revision check and the write are one step.
+        let mut memories = self.memories().await;
+        let mut state = self.state().await;
+        if let Some((key, ttl)) = &submission.idempotency {
+            if let Some((id, at)) = state.idempotency.get(key) {
+                if now.duration_since(*at) < *ttl {
+                    return Ok(Submitted::Replayed { id: *id });
+                }
+            }
+        }
+        let current = memories.revision(&submission.revision_key);
+        if let Some(expected) = submission.expected_revision {
+            if current.acknowledged != expected {
+                return Ok(Submitted::Conflict {
+                    revision: current.acknowledged,
+                });
+            }
+        }
+        let record = submission.record;
+        self.records
+            .set(&record.key, record.value, PENDING_RECORD_TTL)
+            .await?;
+        if submission.bump_generation {
+            self.records.increment(&submission.generation_key).await?;
+        }
+        if let Some((key, _)) = &submission.idempotency {
+            state
+                .idempotency
+                .insert(key.clone(), (submission.op.id(), now));
+        }
+        let revision = current.acknowledged + 1;
+        memories.revisions.insert(
+            submission.revision_key,
+            (
+                Revision {
+                    acknowledged: revision,
+                    ..current
+                },
+                None,
+            ),
+        );
+        let entry = state.push(submission.op, Some(revision));
+        drop(state);
+        drop(memories);
+        self.arrived.notify_one();
+        Ok(Submitted::Queued { entry, revision })
+    }
+
+    async fn prepare(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Job>, QueueError> {
+        let jobs = self.state().await.take_ready(consumer, max);
+        if !jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let _ = tokio::time::timeout(wait, self.arrived.notified()).await;
+        Ok(self.state().await.take_ready(consumer, max))
+    }
+
+    async fn claim_stale(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+        held: &HashSet<String>,
+    ) -> Result<Vec<Job>, QueueError> {
+        let mut state = self.state().await;
+        let now = Instant::now();
+        let State {
+            pending, consumers, ..
+        } = &mut *state;
+        // Workers silent for `min_idle` are dead: forgotten, and their entries anyone's.
+        consumers.retain(|_, seen| now.duration_since(*seen) < min_idle);
+        let mut claimed = Vec::new();
+        for pending in pending.values_mut() {
+            if claimed.len() == max {
+                break;
+            }
+            let orphaned = if pending.owner == consumer {
+                !held.contains(&pending.job.entry)
+            } else {
+                !consumers.contains_key(&pending.owner)
+            };
+            if orphaned && now.duration_since(pending.since) >= min_idle {
+                pending.owner = consumer.to_string();
+                pending.since = now;
+                pending.job.deliveries += 1;
+                claimed.push(pending.job.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError> {
+        let mut memories = self.memories().await;
+        if let Some((key, owner, lease)) = &finish.lease {
+            let now = Instant::now();
+            match memories.leases.get(key) {
+                Some((holder, until)) if *until > now && holder != owner => {
+                    return Ok(Finished::LeaseLost)
+                }
+                Some((holder, until)) if *until > now && holder == owner => {}
+                _ => {
+                    memories
+                        .leases
+                        .insert(key.clone(), (owner.clone(), now + *lease));
+                }
+            }
+        }
+        let mut revision = memories.revision(&finish.revision_key);
+        if let Some(applied) = finish.applied {
+            revision.applied = revision.applied.max(applied);
+        }
+        let settled = revision.settled();
+        let current = finish
+            .record_if_revision
+            .is_none_or(|expected| expected == revision.acknowledged);
+        let record_ttl = finish
+            .record
+            .as_ref()
+            .map_or(PENDING_RECORD_TTL, |record| record.ttl);
+        if let Some(record) = finish.record.filter(|_| settled && current) {
+            self.records
+                .set(&record.key, record.value, record.ttl)
+                .await?;
+        }
+        if finish.applied.is_some() || settled {
+            let expires = settled.then(|| Instant::now() + record_ttl);
+            memories
+                .revisions
+                .insert(finish.revision_key.clone(), (revision, expires));
+        }
+        memories.forget_expired();
+        self.records.increment(&finish.generation_key).await?;
+        let mut state = self.state().await;
+        state.pending.remove(&job.entry);
+        if let Some(error) = finish.dead_letter {
+            state.dead.push_back((job.clone(), error));
+            if state.dead.len() as u64 > DEAD_LETTER_CAP {
+                state.dead.pop_front();
+                state.dead_dropped += 1;
+            }
+        }
+        drop(state);
+        drop(memories);
+        if let (Some(queue), Some(op)) = (&self.follow_up, finish.follow_up) {
+            queue.push(op).await;
+        }
+        Ok(Finished::Stored)
+    }
+
+    async fn read_versioned(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<(Option<Bytes>, u64), QueueError> {
+        let memories = self.memories().await;
+        let record = self.records.get(record_key).await?;
+        let revision = memories.revision(revision_key).acknowledged;
+        Ok((record, revision))
+    }
+
+    async fn forget_settled(
+        &self,
+        record_key: &str,
+        revision_key: &str,
+    ) -> Result<bool, QueueError> {
+        let memories = self.memories().await;
+        let pending = !memories.revision(revision_key).settled();
+        if pending {
+            return Ok(false);
+        }
+        self.records.delete(record_key).await?;
+        Ok(true)
+    }
+
+    /// Under the memories' lock, as every write's step here; a reader of the record and its
+    /// counts may see one of them changed and not the other for the moment between.
+    async fn commit_read_sync(&self, sync: ReadSync<'_>) -> Result<bool, QueueError> {
+        let memories = self.memories().await;
+        self.records
+            .commit_synced(sync.access_key, sync.count, sync.read_syncs_key)
+            .await?;
+        if !memories.revision(sync.revision_key).settled() {
+            return Ok(false);
+        }
+        if self.records.get(sync.record_key).await?.is_none() {
+            return Ok(false);
+        }
+        self.records
+            .set(sync.record_key, sync.record, sync.ttl)
+            .await?;
+        Ok(true)
+    }
+
+    async fn revision(&self, revision_key: &str) -> Result<Revision, QueueError> {
+        Ok(self.memories().await.revision(revision_key))
+    }
+
+    async fn lock(&self, key: &str, owner: &str, lease: Duration) -> Result<bool, QueueError> {
+        let mut memories = self.memories().await;
+        let now = Instant::now();
+        let free = match memories.leases.get(key) {
+            Some((_, until)) => *until <= now,
+            None => true,
+        };
+        if free {
+            memories
+                .leases
+                .insert(key.to_string(), (owner.to_string(), now + lease));
+        }
+        Ok(free)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), QueueError> {
+        let mut memories = self.memories().await;
+        if memories
+            .leases
+            .get(key)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            memories.leases.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn keep_alive(
+        &self,
+        consumer: &str,
+        leases: &[(String, String)],
+        lease: Duration,
+    ) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let mut memories = self.memories().await;
+        for (key, owner) in leases {
+            if let Some((holder, until)) = memories.leases.get_mut(key) {
+                if holder == owner {
+                    *until = now + lease;
+                }
+            }
+        }
+        memories.leases.retain(|_, (_, until)| *until > now);
+        self.state()
+            .await
+            .consumers
+            .insert(consumer.to_string(), now);
+        Ok(())
+    }
+
+    async fn consumers(&self, within: Duration) -> Result<u64, QueueError> {
+        let state = self.state().await;
+        Ok(state
+            .consumers
+            .values()
+            .filter(|at| at.elapsed() <= within)
+            .count() as u64)
+    }
+
+    fn stream(&self) -> &str {
+        self.name
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let state = self.state().await;
+        Ok(QueueStats {
+            length: (state.ready.len() + state.pending.len()) as u64,
+            pending: state.pending.len() as u64,
+            dead: state.dead.len() as u64,
+            dead_dropped: state.dead_dropped,
+        })
+    }
+}
