@@ -10,7 +10,7 @@
 //! One implementation today: [`CldMemoryLayout`], the layout of cldmemory (the TypeScript MCP
 //! memory server memgate serves first).
 
-mod cldmemory;
+pub mod cldmemory;
 mod metadata;
 
 pub use cldmemory::{CldMemoryLayout, CldMemorySettings};

@@ -17,13 +17,14 @@ use uuid::Uuid;
 
 use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
-use super::tools::{self, LocalCall, Plan};
 use super::upstream::{Resend, Upstream, UpstreamError};
 use crate::core::{Core, CoreError, OperationKind};
 use crate::front::error::ApiError;
 use crate::front::routing::{RoutePath, Router};
 use crate::front::security::WriteLimit;
 use crate::keys::Scope;
+use crate::layout::cldmemory::forwarded::{self, Learned, Touched};
+use crate::layout::cldmemory::tools::{self, LocalCall, Plan};
 use crate::layout::parse_metadata;
 use crate::memory::SearchRequest;
 use crate::metrics::Metrics;
@@ -523,15 +524,10 @@ impl McpFront {
         degraded: bool,
     ) -> ToolAnswer {
         let mut params = params.unwrap_or_else(|| json!({}));
-        if let (Some(metadata), true) = (
-            &session.identity.metadata,
-            name == "store_memory" || name == "store_memory_chunked",
-        ) {
-            if let Some(Value::Object(arguments)) = params.get_mut("arguments") {
-                arguments.insert("_clientMetadata".into(), Value::String(metadata.clone()));
-            }
+        if let Some(metadata) = &session.identity.metadata {
+            forwarded::add_client_metadata(name, &mut params, metadata);
         }
-        let touched = touched_memories(name, params.get("arguments"));
+        let touched = forwarded::touched_memories(name, params.get("arguments"));
         let scope = &session.identity.scope;
         if let Touched::Some(ids) = &touched {
             for id in ids {
@@ -561,11 +557,10 @@ impl McpFront {
     /// forwarded store created linked themselves into their neighbours' associations (read
     /// from the vector store, as the answer shows them before linking), and a forwarded read
     /// counted one more access of every memory it returns (their records are read again;
-    /// dropped from the shared cache after the answer, see [`crate::forgetting`]).
+    /// dropped from the shared cache after the answer, see [`crate::core::forgetting`]).
     async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
-        match tool {
-            "store_memory" | "store_memory_chunked" => {
-                let created = tools::memory_ids_in(result);
+        match forwarded::learned(tool, result) {
+            Learned::Created(created) => {
                 let mut changed = created.clone();
                 for id in created {
                     for neighbour in self.core.neighbours(id).await {
@@ -576,14 +571,11 @@ impl McpFront {
                 }
                 self.core.invalidate(scope, &changed).await;
             }
-            "get_memory" | "search_memories" => {
-                let read = tools::memory_ids_in(result);
-                if !read.is_empty() {
-                    // After the answer: readers here wait for the records to be gone.
-                    self.core.forget_records_later(scope, &read).await;
-                }
+            Learned::Read(read) => {
+                // After the answer: readers here wait for the records to be gone.
+                self.core.forget_records_later(scope, &read).await;
             }
-            _ => {}
+            Learned::Nothing => {}
         }
     }
 
@@ -645,79 +637,9 @@ fn is_error_text(result: &Value) -> bool {
         || result.get("isError") == Some(&Value::Bool(true))
 }
 
-/// The memories a forwarded tool changes, for the caches.
-#[derive(Debug, Clone, PartialEq)]
-enum Touched {
-    None,
-    Some(Vec<Uuid>),
-    /// Memories memgate cannot name (all of them, merged ones, new neighbours' links).
-    All,
-}
-
-fn touched_memories(tool: &str, arguments: Option<&Value>) -> Touched {
-    let id = |key: &str| {
-        arguments
-            .and_then(|a| a.get(key))
-            .and_then(Value::as_str)
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
-    match tool {
-        "update_memory" | "delete_memory" => Touched::Some(id("id").into_iter().collect()),
-        "connect_memories" | "remove_association" => {
-            Touched::Some(id("sourceId").into_iter().chain(id("targetId")).collect())
-        }
-        "delete_memories_bulk" => Touched::Some(
-            arguments
-                .and_then(|a| a.get("ids"))
-                .and_then(Value::as_array)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(Value::as_str)
-                        .filter_map(|id| Uuid::parse_str(id).ok())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        ),
-        // New memories link themselves into their neighbours' associations.
-        "store_memory" | "store_memory_chunked" => Touched::Some(Vec::new()),
-        "delete_all_memories" | "consolidate_memories" => Touched::All,
-        _ => Touched::None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarded_tools_name_what_they_change() {
-        let a = "0195b4f0-7a3c-4cc2-8d0e-3f1c2b4a5d6e";
-        let b = "0195b4f0-7a3c-4cc2-8d0e-3f1c2b4a5d6f";
-        let ids = |list: &[&str]| {
-            Touched::Some(
-                list.iter()
-                    .map(|id| Uuid::parse_str(id).expect("uuid"))
-                    .collect(),
-            )
-        };
-        assert_eq!(
-            touched_memories("update_memory", Some(&json!({"id": a}))),
-            ids(&[a])
-        );
-        assert_eq!(
-            touched_memories(
-                "connect_memories",
-                Some(&json!({"sourceId": a, "targetId": b}))
-            ),
-            ids(&[a, b])
-        );
-        assert_eq!(
-            touched_memories("delete_memories_bulk", Some(&json!({"ids": [a, "x", b]}))),
-            ids(&[a, b])
-        );
-        assert_eq!(touched_memories("delete_all_memories", None), Touched::All);
-        assert_eq!(touched_memories("analyze_memories", None), Touched::None);
-    }
 
     #[test]
     fn error_texts_are_recognised() {

@@ -2,7 +2,8 @@
 //!
 //! Clients connect over HTTP+SSE or Streamable HTTP ([`http_transports`]) or stdio
 //! ([`stdio`]); each connection is a [`session::ClientSession`]. The [`front::McpFront`]
-//! answers every message: the memory tools memgate covers ([`tools`]) from the fast path,
+//! answers every message: the memory tools memgate covers
+//! ([`crate::layout::cldmemory::tools`]) from the core,
 //! with the legacy service's result texts; everything else over memgate's own session with
 //! the legacy service ([`upstream::Upstream`]).
 
@@ -13,7 +14,6 @@ pub mod jsonrpc;
 pub mod session;
 pub mod sse_events;
 pub mod stdio;
-pub mod tools;
 pub mod upstream;
 
 pub use front::{FrontSettings, McpFront};
