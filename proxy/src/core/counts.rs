@@ -58,8 +58,13 @@ impl Core {
         let (since, last) = self.access.reads_since(scope, id, record.local)?;
         let count = record.counts.unsynced + since;
         let last = record.counts.last.map_or(last, |cached| cached.max(last));
-        let extra = (count > 0).then_some((count, last));
-        Some(self.with_extra_reads(record.body, extra))
+        if count == 0 {
+            return Some(record.body);
+        }
+        Some(match &record.counted {
+            Some(counted) => counted.with_reads(self.layout.as_ref(), count, last),
+            None => self.with_extra_reads(record.body, Some((count, last))),
+        })
     }
 
     /// `body` with `extra` reads added to the counts it shows.

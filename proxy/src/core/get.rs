@@ -2,11 +2,14 @@
 //! the vector store. A record read from the cache store fills L1; one read from the vector
 //! store fills the cache store in the background.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::counted_body::CountedBody;
 use super::error::internal;
 use super::l1::L1Record;
 use super::{Answer, Core, CoreError, Degraded, MemoryJson};
@@ -66,6 +69,7 @@ impl Core {
             let local = self.access.after_count_read(scope, id, flush_mark);
             if let (false, Some(local)) = (is_processing(&body), local) {
                 let record = L1Record {
+                    counted: CountedBody::of(&body, self.layout.access_fields()).map(Arc::new),
                     body: body.clone(),
                     counts,
                     local,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache;
 
+use super::counted_body::CountedBody;
 use super::forgetting::{Dropping, Forgetting};
 use crate::backend::cache::ReadCounts;
 use crate::core::reads::LocalBase;
@@ -23,6 +24,9 @@ use crate::core::reads::LocalBase;
 #[derive(Debug, Clone)]
 pub(super) struct L1Record {
     pub body: Bytes,
+    /// The body cut at its read counts, when it has them: an answer shows new counts without
+    /// parsing it.
+    pub counted: Option<Arc<CountedBody>>,
     pub counts: ReadCounts,
     pub local: LocalBase,
 }
@@ -104,6 +108,7 @@ mod tests {
     fn record() -> L1Record {
         L1Record {
             body: Bytes::from_static(b"{}"),
+            counted: None,
             counts: ReadCounts::default(),
             local: LocalBase::default(),
         }

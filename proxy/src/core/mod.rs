@@ -20,6 +20,7 @@
 //! A cache store that fails is skipped (logged and counted); a vector store or embedder that
 //! fails is [`CoreError::Unavailable`], since nothing else here can answer for it.
 
+mod counted_body;
 mod counts;
 mod error;
 pub mod forgetting;

@@ -23,67 +23,30 @@ fn ttl_millis(ttl: Duration) -> i64 {
 /// syncs (`KEYS[3]`) and the value at that generation in one round trip, and renews the scope
 /// counters' 30 days. The key is built here from its parts, so the generation is never stale
 /// by the time the value is read.
-const GET_AT_GENERATION: &str = r#"
-local generation = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(redis.call('GET', KEYS[2]) or '0')
-redis.call('PEXPIRE', KEYS[2], 2592000000)
-redis.call('PEXPIRE', KEYS[3], 2592000000)
-generation = string.format('%d', generation)
-local read_syncs = redis.call('GET', KEYS[3]) or '0'
-return {generation, read_syncs, redis.call('GET', ARGV[1] .. generation .. ARGV[2])}
-"#;
+const GET_AT_GENERATION: &str = include_str!("lua/get_at_generation.lua");
 
 /// A search answer stored under `KEYS[1]`: its head (`ARGV[1]`) and `{"<id>":<synced>,…}}`
 /// (ids from `ARGV[4..]`, `synced` from their access hashes `KEYS[3..]`), for `ARGV[2]` ms, if
 /// the scope's read syncs (`KEYS[2]`) are still `ARGV[3]` and no memory is being synced. A
 /// full Redis skips it (`pcall`), as every cache fill. 1 if stored.
-const FILL_SEARCH: &str = r#"
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return 0 end
-local synced = {}
-for i = 3, #KEYS do
-  local fields = redis.call('HMGET', KEYS[i], 'synced', 'syncing')
-  if tonumber(fields[2] or '0') > 0 then return 0 end
-  synced[#synced + 1] = '"' .. ARGV[i + 1] .. '":' .. (fields[1] or '0')
-end
-local stored = redis.pcall('SET', KEYS[1], ARGV[1] .. '{' .. table.concat(synced, ',') .. '}}', 'PX', ARGV[2])
-if type(stored) == 'table' and stored.ok then return 1 end
-return 0
-"#;
+const FILL_SEARCH: &str = include_str!("lua/fill_search.lua");
 
 /// Reads being added to the payload, and the fields written: only into a hash that exists
 /// (one a delete dropped is not made again, without its expiry).
-const BEGIN_SYNC: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'syncing', ARGV[1], 'syncing_fields', ARGV[2])
-return 1
-"#;
+const BEGIN_SYNC: &str = include_str!("lua/begin_sync.lua");
 
 /// Reads added to the payload: no longer unsynced nor syncing, counted in `synced`, one more
 /// sync, if the hash still exists; and one more read sync of the scope (`KEYS[2]`).
-const COMMIT_SYNCED: &str = r#"
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], 2592000000)
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'unsynced', -tonumber(ARGV[1]))
-redis.call('HINCRBY', KEYS[1], 'synced', tonumber(ARGV[1]))
-redis.call('HDEL', KEYS[1], 'syncing', 'syncing_fields')
-return redis.call('HINCRBY', KEYS[1], 'syncs', 1)
-"#;
+const COMMIT_SYNCED: &str = include_str!("lua/commit_synced.lua");
 
 /// A record and its read counts in one step: both from the same moment (for L1). A script,
 /// not `MULTI`: Redis refuses `MULTI` once it is out of memory, and reads must go on then.
 /// The fields are [`READ_COUNT_FIELDS`], in order.
-const GET_WITH_READ_COUNTS: &str = r#"
-return {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'unsynced', 'syncs', 'last', 'synced', 'syncing')}
-"#;
+const GET_WITH_READ_COUNTS: &str = include_str!("lua/get_with_read_counts.lua");
 
 /// A record from the vector store, stored if the key holds nothing and no read sync ended
 /// since its counts were read. A full Redis skips it (`pcall`), as every cache fill.
-const FILL_RECORD: &str = r#"
-if tonumber(redis.call('HGET', KEYS[2], 'syncs') or '0') ~= tonumber(ARGV[3]) then return 0 end
-local stored = redis.pcall('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')
-if type(stored) == 'table' and stored.ok then return 1 end
-return 0
-"#;
+const FILL_RECORD: &str = include_str!("lua/fill_record.lua");
 
 /// The fields of an access hash an answer needs.
 const READ_COUNT_FIELDS: [&str; 5] = ["unsynced", "syncs", "last", "synced", "syncing"];

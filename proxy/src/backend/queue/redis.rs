@@ -22,83 +22,21 @@ use super::{
 /// it), counts the memory's revision up and queues the op with it; optionally bumps the
 /// generation. With an expected revision, a memory at another revision stores nothing; with an
 /// idempotency key, a key seen before returns its id and stores nothing.
-const SUBMIT: &str = r#"
-if KEYS[3] ~= '' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then return {0, existing} end
-end
-if ARGV[7] ~= '' then
-  local current = redis.call('HGET', KEYS[5], 'rev') or '0'
-  if tonumber(current) ~= tonumber(ARGV[7]) then return {2, current} end
-end
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
-local revision = redis.call('HINCRBY', KEYS[5], 'rev', 1)
-redis.call('PERSIST', KEYS[5])
-redis.call('SET', KEYS[1], ARGV[1])
-local entry = redis.call('XADD', KEYS[2], '*', 'op', ARGV[3], 'rev', revision)
-if ARGV[6] == '1' then
-  redis.call('INCR', KEYS[4])
-  redis.call('PEXPIRE', KEYS[4], 2592000000)
-end
-return {1, entry, tostring(revision)}
-"#;
+const SUBMIT: &str = include_str!("lua/submit.lua");
 
 /// Records the applied revision; stores the record only when nothing acknowledged is pending
 /// (and, for `record_if`, the memory is still at that revision), with its TTL, and lets the
 /// revision counters expire with it; bumps the generation; dead-letters (capped, counting what
 /// is dropped) or queues the follow-up; acknowledges and deletes the entry.
-const FINISH: &str = r#"
-if KEYS[8] ~= '' then
-  local holder = redis.call('GET', KEYS[8])
-  if not holder then
-    redis.call('SET', KEYS[8], ARGV[11], 'PX', ARGV[12])
-  elseif holder ~= ARGV[11] then
-    return 0
-  end
-end
-if ARGV[3] ~= '' then
-  local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
-  if tonumber(ARGV[3]) > synced then redis.call('HSET', KEYS[2], 'synced', ARGV[3]) end
-end
-local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
-local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
-local settled = acknowledged <= synced
-if KEYS[1] ~= '' and settled and (ARGV[4] == '' or acknowledged == tonumber(ARGV[4])) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-if settled then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], 2592000000)
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[5], '*', 'entry', ARGV[5], 'op', ARGV[7], 'error', ARGV[6])
-  local dropped = redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[9])
-  if dropped > 0 then redis.call('INCRBY', KEYS[7], dropped) end
-end
-if KEYS[6] ~= '' and ARGV[8] ~= '' then redis.call('XADD', KEYS[6], '*', 'op', ARGV[8]) end
-redis.call('XACK', KEYS[4], ARGV[10], ARGV[5])
-redis.call('XDEL', KEYS[4], ARGV[5])
-return 1
-"#;
+const FINISH: &str = include_str!("lua/finish.lua");
 
 /// Redis's clock in milliseconds: every worker's presence is stamped and judged by one clock,
 /// so a worker whose own clock is off is not taken for dead.
-const NOW_MILLIS: &str = r#"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-"#;
+const NOW_MILLIS: &str = include_str!("lua/now_millis.lua");
 
 /// Says a worker is alive (forgetting workers silent for an hour) and renews the leases it
 /// still holds. Its entries are not touched: they are its own for as long as it says this.
-const KEEP_ALIVE: &str = r#"
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600000)
-for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
-return 1
-"#;
+const KEEP_ALIVE: &str = include_str!("lua/keep_alive.lua");
 
 /// The entries handed out at least `ARGV[3]` ms ago of workers silent that long (up to
 /// `ARGV[4]`), then the oldest `ARGV[5]` of the asking worker (`ARGV[2]`: it decides which of
@@ -106,42 +44,10 @@ return 1
 /// oldest once those before it are done), as `{entry, owner, deliveries, ...}`. Silent workers with
 /// nothing pending are removed from the group, so it does not grow with every restart. A
 /// missing stream or group answers `NOGROUP`, as the stream commands do.
-const FIND_ORPHANS: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOGROUP the write stream is gone') end
-local silent_since = now - tonumber(ARGV[3])
-local max = tonumber(ARGV[4])
-local found, dead = {}, 0
-local function collect(name, count)
-  for _, entry in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', count, name)) do
-    table.insert(found, entry[1])
-    table.insert(found, name)
-    table.insert(found, entry[4])
-  end
-  return #found / 3
-end
-local own_pending = 0
-for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local fields = {}
-  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
-  local name, pending = fields['name'], tonumber(fields['pending'])
-  if name == ARGV[2] then
-    own_pending = pending
-  elseif tonumber(redis.call('ZSCORE', KEYS[2], name) or '0') < silent_since then
-    if pending == 0 then
-      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-    elseif dead < max then
-      dead = collect(name, max - dead)
-    end
-  end
-end
-if own_pending > 0 then collect(ARGV[2], tonumber(ARGV[5])) end
-return found
-"#;
+const FIND_ORPHANS: &str = include_str!("lua/find_orphans.lua");
 
 /// How many workers said they were alive within `ARGV[1]` ms.
-const COUNT_ALIVE: &str = r#"
-return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
-"#;
+const COUNT_ALIVE: &str = include_str!("lua/count_alive.lua");
 
 /// `body` run after [`NOW_MILLIS`], with `now` in scope.
 fn timed_script(body: &str) -> Script {
@@ -149,39 +55,17 @@ fn timed_script(body: &str) -> Script {
 }
 
 /// Deletes a record unless a write of its memory is pending.
-const FORGET_SETTLED: &str = r#"
-local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
-local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
-if acknowledged > synced then return 0 end
-return redis.call('DEL', KEYS[1])
-"#;
+const FORGET_SETTLED: &str = include_str!("lua/forget_settled.lua");
 
 /// A read sync's end, in one step: the reads added to the payload are no longer unsynced nor
 /// syncing and count in `synced` (if the access hash still exists), the scope's read syncs
 /// (`KEYS[4]`) move on, and an existing record is replaced by one with the new counts when
 /// none of the memory's writes is pending. Readers see the record and the counts from before
 /// the sync or from after it, never one of each.
-const COMMIT_READ_SYNC: &str = r#"
-redis.call('INCR', KEYS[4])
-redis.call('PEXPIRE', KEYS[4], 2592000000)
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HINCRBY', KEYS[3], 'unsynced', -tonumber(ARGV[3]))
-  redis.call('HINCRBY', KEYS[3], 'synced', tonumber(ARGV[3]))
-  redis.call('HDEL', KEYS[3], 'syncing')
-  redis.call('HINCRBY', KEYS[3], 'syncs', 1)
-end
-local acknowledged = tonumber(redis.call('HGET', KEYS[2], 'rev') or '0')
-local synced = tonumber(redis.call('HGET', KEYS[2], 'synced') or '0')
-if acknowledged > synced then return 0 end
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 1 end
-return 0
-"#;
+const COMMIT_READ_SYNC: &str = include_str!("lua/commit_read_sync.lua");
 
 /// Deletes the lease only if `owner` holds it.
-const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
+const UNLOCK: &str = include_str!("lua/unlock.lua");
 
 pub struct RedisQueue {
     commands: ConnectionManager,
