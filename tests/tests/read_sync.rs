@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use memgate::backend::cache::{
-    AccessUpdate, CacheStore, InProcessCache, ReadCounts, RedisCache, SearchFill, UnfinishedSync,
+    CacheStore, FlushedReads, InProcessCache, ReadCounts, RedisCache, SearchFill, UnfinishedSync,
 };
 use memgate::backend::queue::{
     InProcessQueue, ReadSync, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
@@ -103,7 +103,7 @@ async fn counts(stores: &Stores, memory: &Memory) -> ReadCounts {
 
 /// `count` reads of `memory`, flushed.
 async fn read_times(stores: &Stores, memory: &Memory, count: u64) {
-    let reads = AccessUpdate {
+    let reads = FlushedReads {
         id: memory.id,
         access_key: memory.access.clone(),
         popular_key: "t:popular".into(),
@@ -113,7 +113,7 @@ async fn read_times(stores: &Stores, memory: &Memory, count: u64) {
     };
     stores
         .cache
-        .record_accesses(&[reads], "t:access:dirty")
+        .record_reads(&[reads], "t:access:dirty")
         .await
         .expect("reads");
 }

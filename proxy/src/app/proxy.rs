@@ -19,7 +19,7 @@ use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle,
     StreamableResponse, UpstreamMcpTransport, WatchGuard,
 };
-use crate::core::reads::AccessRecorder;
+use crate::core::reads::ReadRecorder;
 use crate::core::{Core, CoreParts, CoreSettings, Degraded, Guards};
 use crate::front::admin::AdminState;
 use crate::front::mcp::{
@@ -164,7 +164,7 @@ pub struct RunningProxy {
     servers: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    access: AccessRecorder,
+    access: ReadRecorder,
     backends_cache: Arc<dyn CacheStore>,
     keys: KeySpace,
     _watch: Option<WatchGuard>,
@@ -215,7 +215,7 @@ pub async fn start_with(
         prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
     let metrics = Metrics::new();
     let keys = KeySpace::new(config.key_prefix());
-    let access = AccessRecorder::new(config.cache.l1.ttl);
+    let access = ReadRecorder::new(config.cache.l1.ttl);
 
     let dependencies = RequestDependencies::new(&config, &backends, &metrics);
     let embeddings = Arc::new(EmbeddingCache::new(

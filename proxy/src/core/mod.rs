@@ -49,7 +49,7 @@ use crate::backend::cache::CacheStore;
 use crate::backend::embeddings::EmbeddingCache;
 use crate::backend::queue::WriteQueue;
 use crate::backend::vectors::{MemoryFilter, VectorStore};
-use crate::core::reads::AccessRecorder;
+use crate::core::reads::ReadRecorder;
 use crate::guard::dependency::Dependency;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::Layout;
@@ -187,7 +187,7 @@ pub struct CoreParts {
     pub queue: Arc<dyn WriteQueue>,
     pub layout: Arc<dyn Layout>,
     pub keys: KeySpace,
-    pub access: AccessRecorder,
+    pub access: ReadRecorder,
     pub guards: Guards,
     pub metrics: Metrics,
 }
@@ -201,7 +201,7 @@ pub struct Core {
     keys: KeySpace,
     /// Records read from the cache store, with their read counts.
     l1: l1::MemoryL1,
-    access: AccessRecorder,
+    access: ReadRecorder,
     guards: Guards,
     metrics: Metrics,
     settings: CoreSettings,

@@ -1,10 +1,11 @@
-//! Access tracking that never blocks a read: reads are tallied in process, and a background
-//! task flushes what is new to the cache store every `access.flushInterval` (`access:{id}`
-//! counts and last-read time, and the tenant's `popular` set). The workers add them to the
-//! vector store's payload rarely (`worker.accessSyncInterval`); meanwhile an answer shows every
-//! read so far by adding to the payload's counts the reads it does not have yet
-//! ([`AccessRecorder::extra_reads`], [`counted`]), or, from L1, to the counts read with the
-//! record the reads here since ([`AccessRecorder::reads_since`]).
+//! Reads, recorded without blocking a read: tallied in process, and a background task flushes
+//! what is new to the cache store every `access.flushInterval` (`access:{id}` counts and
+//! last-read time, and the tenant's `popular` set). The workers add them to the vector store's
+//! payload rarely (`worker.accessSyncInterval`); meanwhile an answer shows every read so far by
+//! adding to the payload's counts the reads it does not have yet
+//! ([`ReadRecorder::extra_reads`], [`counted`]), or, from L1, to the counts read with the
+//! record the reads here since ([`ReadRecorder::reads_since`]). The protocol end to end, and
+//! why answers are exact: `docs/read-counts.md`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::backend::cache::{AccessUpdate, CacheStore, ReadCounts};
+use crate::backend::cache::{CacheStore, FlushedReads, ReadCounts};
 use crate::keys::{KeySpace, Scope};
 use crate::layout::Layout;
 use crate::memory::StoredMemory;
@@ -82,8 +83,8 @@ impl Tallies {
 
 /// Where this process's reads of one memory stood when its counts were read from the cache
 /// store: every read since is one the counts read then do not have, whether it has been
-/// flushed since or not. Taken with [`AccessRecorder::before_count_read`] and
-/// [`AccessRecorder::after_count_read`] around the read.
+/// flushed since or not. Taken with [`ReadRecorder::before_count_read`] and
+/// [`ReadRecorder::after_count_read`] around the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Default))]
 pub struct LocalBase {
@@ -91,14 +92,14 @@ pub struct LocalBase {
     flushed: u64,
 }
 
-/// What [`AccessRecorder::before_count_read`] saw: which flush was last, so that one in
+/// What [`ReadRecorder::before_count_read`] saw: which flush was last, so that one in
 /// between shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushMark(u64);
 
 /// Collects reads; cheap to clone.
 #[derive(Clone)]
-pub struct AccessRecorder {
+pub struct ReadRecorder {
     tallies: Arc<Mutex<Tallies>>,
     flush_turn: Arc<tokio::sync::Mutex<()>>,
     /// A tally with nothing left to flush and no read for this long is forgotten (an answer
@@ -106,13 +107,13 @@ pub struct AccessRecorder {
     forget_idle_after: Duration,
 }
 
-impl std::fmt::Debug for AccessRecorder {
+impl std::fmt::Debug for ReadRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessRecorder").finish_non_exhaustive()
+        f.debug_struct("ReadRecorder").finish_non_exhaustive()
     }
 }
 
-impl AccessRecorder {
+impl ReadRecorder {
     /// `forget_idle_after`: how long the tally of a memory nobody reads is kept; at least as
     /// long as an answer may keep a [`LocalBase`] (the L1 TTL).
     pub fn new(forget_idle_after: Duration) -> Self {
@@ -253,9 +254,9 @@ impl AccessRecorder {
             self.end_flush(&batch, true);
             return;
         }
-        let updates: Vec<AccessUpdate> = batch
+        let updates: Vec<FlushedReads> = batch
             .iter()
-            .map(|((scope, id), count, last)| AccessUpdate {
+            .map(|((scope, id), count, last)| FlushedReads {
                 id: *id,
                 access_key: keys.access(*id),
                 popular_key: keys.popular(scope),
@@ -264,7 +265,7 @@ impl AccessRecorder {
                 tenant: scope.value().map(str::to_string),
             })
             .collect();
-        match store.record_accesses(&updates, &keys.access_dirty()).await {
+        match store.record_reads(&updates, &keys.access_dirty()).await {
             Ok(()) => {
                 metrics.access_flushed.inc_by(updates.len() as u64);
                 self.end_flush(&batch, true);
@@ -322,7 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_are_exact_after_a_flush() {
-        let recorder = AccessRecorder::new(Duration::from_secs(10));
+        let recorder = ReadRecorder::new(Duration::from_secs(10));
         let store = InProcessCache::new(100);
         let keys = KeySpace::new("t:");
         let metrics = Metrics::new();
@@ -350,7 +351,7 @@ mod tests {
     /// or may not be in it), and nothing once the tally was forgotten and begun again.
     #[tokio::test]
     async fn reads_since_a_count_read_survive_flushes() {
-        let recorder = AccessRecorder::new(Duration::from_secs(60));
+        let recorder = ReadRecorder::new(Duration::from_secs(60));
         let store = InProcessCache::new(100);
         let keys = KeySpace::new("t:");
         let metrics = Metrics::new();
@@ -399,7 +400,7 @@ mod tests {
         assert_eq!(count, 3, "each read flushed once");
 
         // Idle and fully flushed (forgotten at once here): a new tally, not the one of `base`.
-        let forgetful = AccessRecorder::new(Duration::ZERO);
+        let forgetful = ReadRecorder::new(Duration::ZERO);
         forgetful.record(&scope, [&id]);
         let mark = forgetful.before_count_read();
         let base = forgetful.after_count_read(&scope, id, mark).expect("base");
@@ -412,7 +413,7 @@ mod tests {
     /// `forget_idle_after` once flushed are forgotten: the recorder holds what is being read.
     #[tokio::test]
     async fn idle_tallies_are_forgotten() {
-        let recorder = AccessRecorder::new(Duration::ZERO);
+        let recorder = ReadRecorder::new(Duration::ZERO);
         let store = InProcessCache::new(1000);
         let keys = KeySpace::new("t:");
         let metrics = Metrics::new();
@@ -437,7 +438,7 @@ mod tests {
             memory_metadata: None,
             project: "box:/app".into(),
         });
-        let recorder = AccessRecorder::new(Duration::from_secs(10));
+        let recorder = ReadRecorder::new(Duration::from_secs(10));
         let scope = Scope::tenant("team-a");
         let id = Uuid::from_u128(9);
         let payload: StoredMemory = serde_json::from_value(serde_json::json!({

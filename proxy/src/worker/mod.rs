@@ -142,7 +142,7 @@ impl Worker {
         tracing::info!(%consumer, concurrency = self.settings.concurrency, "worker started");
         let flight = InFlight::default();
         let mut helpers = JoinSet::new();
-        helpers.spawn(self.clone().sync_accesses_forever());
+        helpers.spawn(self.clone().sync_reads_forever());
         helpers.spawn(flight.clone().keep_alive_forever(
             self.queue.clone(),
             consumer.clone(),
@@ -269,12 +269,12 @@ impl Worker {
         });
     }
 
-    async fn sync_accesses_forever(self: Arc<Self>) {
+    async fn sync_reads_forever(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.settings.access_sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            while self.sync_accesses(ACCESS_SYNC_BATCH).await == ACCESS_SYNC_BATCH {}
+            while self.sync_reads(ACCESS_SYNC_BATCH).await == ACCESS_SYNC_BATCH {}
         }
     }
 
@@ -284,7 +284,7 @@ impl Worker {
     /// the next round. Answers count exactly meanwhile: they add the cache's unsynced reads to
     /// the payload (see `core/counts.rs`), so this runs rarely (`worker.accessSyncInterval`, minutes)
     /// and a read never moves a point out of its indexed segment by itself.
-    pub async fn sync_accesses(&self, max: usize) -> usize {
+    pub async fn sync_reads(&self, max: usize) -> usize {
         let dirty_key = self.keys.access_dirty();
         let ids = match self.cache.take_dirty(&dirty_key, max).await {
             Ok(ids) => ids,
@@ -295,7 +295,7 @@ impl Worker {
         };
         let mut failed = Vec::new();
         for id in &ids {
-            match self.add_accesses(*id).await {
+            match self.add_reads(*id).await {
                 Ok(Synced::Added) => self.metrics.access_synced.inc(),
                 Ok(Synced::Nothing) => {}
                 // Read while its create was still on its way to the vector store, or its lease
@@ -317,7 +317,7 @@ impl Worker {
     /// payload, then marks them synced and replaces its cached record (which carries the
     /// counts from before). Cached searches stay: they add the reads synced since they were
     /// filled.
-    async fn add_accesses(&self, id: uuid::Uuid) -> Result<Synced, SyncError> {
+    async fn add_reads(&self, id: uuid::Uuid) -> Result<Synced, SyncError> {
         // A write being applied to the memory could overwrite the counts: next round.
         let lock = self.keys.lock(id);
         let owner = format!("access-sync/{}", uuid::Uuid::new_v4().simple());

@@ -12,7 +12,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{
-    AccessUpdate, CacheError, CacheStore, GenerationalValue, ReadCounts, SearchFill,
+    CacheError, CacheStore, FlushedReads, GenerationalValue, ReadCounts, SearchFill,
     UnfinishedSync, UnsyncedReads, POPULAR_CAP,
 };
 
@@ -259,9 +259,9 @@ impl CacheStore for InProcessCache {
         Ok(*value)
     }
 
-    async fn record_accesses(
+    async fn record_reads(
         &self,
-        updates: &[AccessUpdate],
+        updates: &[FlushedReads],
         dirty_key: &str,
     ) -> Result<(), CacheError> {
         let mut counters = self.counters();
@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(cache.counter("gen").await.expect("counter"), 0);
         assert_eq!(cache.increment("gen").await.expect("incr"), 1);
         let now = Utc::now();
-        let update = |id: u128, count| AccessUpdate {
+        let update = |id: u128, count| FlushedReads {
             id: uuid::Uuid::from_u128(id),
             access_key: format!("access:{id}"),
             tenant: None,
@@ -491,7 +491,7 @@ mod tests {
             last: now,
         };
         cache
-            .record_accesses(&[update(1, 2), update(2, 5), update(1, 1)], "dirty")
+            .record_reads(&[update(1, 2), update(2, 5), update(1, 1)], "dirty")
             .await
             .expect("record");
         assert_eq!(

@@ -36,7 +36,7 @@ pub const POPULAR_CAP: usize = 10_000;
 
 /// Reads of one memory since the last flush.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AccessUpdate {
+pub struct FlushedReads {
     pub id: Uuid,
     /// `access:{id}`
     pub access_key: String,
@@ -182,9 +182,9 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn increment(&self, key: &str) -> Result<u64, CacheError>;
     /// Adds a batch of reads to `access:{id}` (`count`, `unsynced`, `last`) and the `popular`
     /// sets, and marks the ids in the set `dirty_key` for the workers to copy into the vector store.
-    async fn record_accesses(
+    async fn record_reads(
         &self,
-        updates: &[AccessUpdate],
+        updates: &[FlushedReads],
         dirty_key: &str,
     ) -> Result<(), CacheError>;
     /// Removes and returns up to `max` ids from the set `dirty_key`.

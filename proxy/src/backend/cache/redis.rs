@@ -11,7 +11,7 @@ use redis::{AsyncCommands, IntoConnectionInfo};
 use uuid::Uuid;
 
 use super::{
-    AccessUpdate, CacheError, CacheStore, GenerationalValue, ReadCounts, SearchFill,
+    CacheError, CacheStore, FlushedReads, GenerationalValue, ReadCounts, SearchFill,
     UnfinishedSync, UnsyncedReads, ACCESS_TTL, POPULAR_CAP,
 };
 
@@ -272,9 +272,9 @@ impl CacheStore for RedisCache {
         Ok(self.connection.clone().incr(key, 1u64).await?)
     }
 
-    async fn record_accesses(
+    async fn record_reads(
         &self,
-        updates: &[AccessUpdate],
+        updates: &[FlushedReads],
         dirty_key: &str,
     ) -> Result<(), CacheError> {
         if updates.is_empty() {
