@@ -300,3 +300,6 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,13 +17,12 @@ use uuid::Uuid;
 
 use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
-use super::upstream::{Resend, Upstream, UpstreamError};
+use super::upstream::Upstream;
 use crate::core::{Core, CoreError, OperationKind};
 use crate::front::error::ApiError;
 use crate::front::routing::{RoutePath, Router};
 use crate::front::security::WriteLimit;
 use crate::keys::Scope;
-use crate::layout::cldmemory::forwarded::{self, Learned, Touched};
 use crate::layout::cldmemory::tools::{self, LocalCall, Plan};
 use crate::layout::parse_metadata;
 use crate::memory::SearchRequest;
@@ -48,12 +47,12 @@ pub struct FrontSettings {
 }
 
 pub struct McpFront {
-    core: Arc<Core>,
-    upstream: Option<Arc<Upstream>>,
-    router: Router,
+    pub(super) core: Arc<Core>,
+    pub(super) upstream: Option<Arc<Upstream>>,
+    pub(super) router: Router,
     pub sessions: Sessions,
-    metrics: Metrics,
-    settings: FrontSettings,
+    pub(super) metrics: Metrics,
+    pub(super) settings: FrontSettings,
 }
 
 impl std::fmt::Debug for McpFront {
@@ -74,11 +73,11 @@ pub enum OpenError {
 }
 
 /// A tool call's result and how it was reached, for the metrics.
-struct ToolAnswer {
+pub(super) struct ToolAnswer {
     /// The JSON-RPC answer: `Ok(result)` or `Err(error message)`.
-    answer: Result<Value, Value>,
-    path: RoutePath,
-    degraded: bool,
+    pub answer: Result<Value, Value>,
+    pub path: RoutePath,
+    pub degraded: bool,
 }
 
 impl ToolAnswer {
@@ -513,103 +512,6 @@ impl McpFront {
             wait.as_secs_f64().max(0.1)
         ))
     }
-
-    /// A tool call sent to the legacy service, with the session's metadata on stores and
-    /// memgate's caches kept coherent with what it changes.
-    async fn forward_tool(
-        &self,
-        session: &ClientSession,
-        name: &str,
-        params: Option<Value>,
-        degraded: bool,
-    ) -> ToolAnswer {
-        let mut params = params.unwrap_or_else(|| json!({}));
-        if let Some(metadata) = &session.identity.metadata {
-            forwarded::add_client_metadata(name, &mut params, metadata);
-        }
-        let touched = forwarded::touched_memories(name, params.get("arguments"));
-        let scope = &session.identity.scope;
-        if let Touched::Some(ids) = &touched {
-            for id in ids {
-                if !self
-                    .core
-                    .wait_stored(scope, *id, self.settings.wait_for_stored)
-                    .await
-                {
-                    tracing::warn!(%id, tool = name, "forwarding before memgate's write of it is stored");
-                }
-            }
-        }
-        self.invalidate(scope, &touched).await;
-        let answer = self.forward("tools/call", Some(params)).await;
-        self.invalidate(scope, &touched).await;
-        if let Ok(result) = &answer {
-            self.learn(scope, name, result).await;
-        }
-        ToolAnswer {
-            answer,
-            path: RoutePath::Legacy,
-            degraded,
-        }
-    }
-
-    /// Keeps memgate's caches coherent with what a legacy answer shows changed: the memories a
-    /// forwarded store created linked themselves into their neighbours' associations (read
-    /// from the vector store, as the answer shows them before linking), and a forwarded read
-    /// counted one more access of every memory it returns (their records are read again;
-    /// dropped from the shared cache after the answer, see [`crate::core::forgetting`]).
-    async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
-        match forwarded::learned(tool, result) {
-            Learned::Created(created) => {
-                let mut changed = created.clone();
-                for id in created {
-                    for neighbour in self.core.neighbours(id).await {
-                        if !changed.contains(&neighbour) {
-                            changed.push(neighbour);
-                        }
-                    }
-                }
-                self.core.invalidate(scope, &changed).await;
-            }
-            Learned::Read(read) => {
-                // After the answer: readers here wait for the records to be gone.
-                self.core.forget_records_later(scope, &read).await;
-            }
-            Learned::Nothing => {}
-        }
-    }
-
-    async fn invalidate(&self, scope: &Scope, touched: &Touched) {
-        match touched {
-            Touched::None => {}
-            Touched::Some(ids) => self.core.invalidate(scope, ids).await,
-            Touched::All => self.core.invalidate_all().await,
-        }
-    }
-
-    /// A request relayed to the legacy service: its result, or its error (or memgate's, when
-    /// it could not be reached).
-    async fn forward(&self, method: &str, params: Option<Value>) -> Result<Value, Value> {
-        let Some(upstream) = &self.upstream else {
-            return Err(jsonrpc::error(
-                Value::Null,
-                jsonrpc::METHOD_NOT_FOUND,
-                "Method not found",
-            ));
-        };
-        let resend = if tools::may_resend(method, params.as_ref()) {
-            Resend::Safe
-        } else {
-            Resend::Never
-        };
-        match upstream.call(method, params, resend).await {
-            Ok(mut message) => match message.get_mut("result") {
-                Some(result) => Ok(result.take()),
-                None => Err(message),
-            },
-            Err(error) => Err(unavailable(&error)),
-        }
-    }
 }
 
 /// memgate's own `initialize` answer, when no legacy service introduces itself.
@@ -618,14 +520,6 @@ fn own_introduction() -> Value {
         "capabilities": {"tools": {}},
         "serverInfo": {"name": "memgate", "version": env!("CARGO_PKG_VERSION")},
     })
-}
-
-fn unavailable(error: &UpstreamError) -> Value {
-    jsonrpc::error(
-        Value::Null,
-        jsonrpc::SERVER_ERROR,
-        &format!("memgate: {error}"),
-    )
 }
 
 /// Whether a tool result is one of cldmemory's `Error: …` texts.

@@ -8,6 +8,7 @@
 //! the legacy service ([`upstream::Upstream`]).
 
 pub mod event_stream;
+mod forwarding;
 pub mod front;
 pub mod http_transports;
 pub mod jsonrpc;
