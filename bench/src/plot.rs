@@ -24,6 +24,7 @@ fn colour(name: &str) -> &'static str {
         "search-cold" => "#17becf",
         "create" => "#ff7f0e",
         "redis-get" => "#7f7f7f",
+        "http-floor" => "#bcbd22",
         "upstream-direct" => "#8c564b",
         "vector-search" => "#9467bd",
         _ => "#333333",

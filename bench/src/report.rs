@@ -213,7 +213,7 @@ impl Report {
 
     /// Fills `comparisons` and `targets` from the scenarios present.
     pub fn evaluate(&mut self) {
-        let pairs: [(&str, &str, &str); 13] = [
+        let pairs: [(&str, &str, &str); 15] = [
             (
                 "MCP search through memgate (cached, SSE) against the reference",
                 "mcp-search",
@@ -261,6 +261,16 @@ impl Report {
                 "legacy-create",
             ),
             ("fast get against a direct Redis GET", "get", "redis-get"),
+            (
+                "fast get against memgate's HTTP hop alone",
+                "get",
+                "http-floor",
+            ),
+            (
+                "memgate's HTTP hop alone against a direct Redis GET",
+                "http-floor",
+                "redis-get",
+            ),
             (
                 "fast get (cold) against a direct Redis GET",
                 "get-cold",

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `redis-get` | a direct Redis GET of a cached memory (no proxy) |
 //! | `vector-search` | a direct vector search, query vector in hand (no proxy, no HTTP) |
+//! | `http-floor` | `GET /memories/{not an id}` through memgate: its server, gate and routing answer `400` before the core (the HTTP hop a cached `get` cannot go below) |
 //! | `get` | fast `GET /memories/{id}` of a cached memory (`x-memgate-cache: hit`) |
 //! | `get-cold` | fast GET of memories never read: read from the vector store (`miss`) |
 //! | `search` | fast search whose result is cached (`hit`) |
@@ -279,6 +280,25 @@ impl<'a> Runner<'a> {
             &vector_search,
             s.vector_rate,
             vector_count,
+        )
+        .await;
+
+        // The HTTP hop alone: refused by the front before the core.
+        let floor_calls = (0..64)
+            .map(|n| Ok(Call::get(&format!("{proxy}/memories/not-an-id-{n}"))?.route("fast")))
+            .collect::<anyhow::Result<Vec<Call>>>()?;
+        let floor = http_calls::op(
+            &self.client,
+            floor_calls,
+            Expect::status(StatusCode::BAD_REQUEST),
+        )?;
+        self.measure(
+            "http-floor",
+            Group::Baseline,
+            "GET refused before the core (not an id): memgate's HTTP hop alone",
+            &floor,
+            s.rate,
+            count,
         )
         .await;
 

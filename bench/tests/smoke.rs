@@ -4,9 +4,10 @@
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 16] = [
+const SCENARIOS: [&str; 17] = [
     "redis-get",
     "vector-search",
+    "http-floor",
     "get",
     "get-cold",
     "search",

@@ -96,3 +96,35 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
+
+/// One field (`content`, `id`, …) of every memory a REST search for `query` (limit 50) finds,
+/// as `token`'s tenant when given, in the answer's order.
+pub async fn search_field(
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+    field: &str,
+) -> Vec<String> {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/memories/search"))
+        .json(&serde_json::json!({"query": query, "limit": 50}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: serde_json::Value = request
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("JSON");
+    body["memories"]
+        .as_array()
+        .map(|memories| {
+            memories
+                .iter()
+                .filter_map(|m| m[field].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

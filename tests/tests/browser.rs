@@ -126,23 +126,9 @@ fn outcome<'a>(reports: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no report of {name:?}: {reports:?}"))
 }
 
-/// Every memory of the store (a search with no threshold and an empty query finds all).
+/// Every memory of the store (the test config's threshold is 0: a search finds all).
 async fn stored_contents(base: &str) -> Vec<String> {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/memories/search"))
-        .json(&json!({"query": "planted", "limit": 50}))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("JSON");
-    body["memories"]
-        .as_array()
-        .expect("memories")
-        .iter()
-        .filter_map(|m| m["content"].as_str().map(str::to_string))
-        .collect()
+    memgate_testkit::search_field(base, None, "planted", "content").await
 }
 
 #[tokio::test]

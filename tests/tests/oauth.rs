@@ -159,23 +159,8 @@ impl Env {
 
     /// Every memory `token`'s tenant has (the test config's threshold is 0: a search finds all).
     async fn contents(&self, token: &str) -> Vec<String> {
-        let body: Value = self
-            .http
-            .post(format!("{}/memories/search", self.base))
-            .bearer_auth(token)
-            .json(&json!({"query": "written", "limit": 50}))
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("JSON");
-        let mut contents: Vec<String> = body["memories"]
-            .as_array()
-            .expect("memories")
-            .iter()
-            .filter_map(|m| m["content"].as_str().map(str::to_string))
-            .collect();
+        let mut contents =
+            memgate_testkit::search_field(&self.base, Some(token), "written", "content").await;
         contents.sort();
         contents
     }

@@ -72,29 +72,7 @@ impl Env {
 
     /// The ids a search for `query` finds, as `token`'s tenant (or without a token).
     async fn found(&self, token: Option<&str>, query: &str) -> Vec<String> {
-        let mut request = self
-            .http
-            .post(self.url("/memories/search"))
-            .json(&json!({"query": query, "limit": 50}));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("JSON");
-        body["memories"]
-            .as_array()
-            .map(|memories| {
-                memories
-                    .iter()
-                    .filter_map(|m| m["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        memgate_testkit::search_field(&self.url(""), token, query, "id").await
     }
 }
 

@@ -188,9 +188,16 @@ impl Worker {
         woken: &tokio::sync::Notify,
     ) -> Turn {
         let mut deadline = tokio::time::Instant::now() + self.settings.order_wait;
-        let mut pause = std::time::Duration::from_millis(2);
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(2))
+            .with_max_delay(std::time::Duration::from_millis(50))
+            .without_max_times()
+            .build();
         let mut waited = false;
         loop {
+            let pause = pauses
+                .next()
+                .unwrap_or(std::time::Duration::from_millis(50));
             // Listening before looking: a finish right after the look still wakes it.
             let finished_here = woken.notified();
             tokio::pin!(finished_here);
@@ -228,7 +235,6 @@ impl Worker {
                 _ = tokio::time::sleep(pause) => {}
                 _ = finished_here => {}
             }
-            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }
 

@@ -90,7 +90,11 @@ impl McpFront {
 
     /// A request relayed to the legacy service: its result, or its error (or memgate's, when
     /// it could not be reached).
-    pub(super) async fn forward(&self, method: &str, params: Option<Value>) -> Result<Value, Value> {
+    pub(super) async fn forward(
+        &self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, Value> {
         let Some(upstream) = &self.upstream else {
             return Err(jsonrpc::error(
                 Value::Null,

@@ -172,12 +172,12 @@ impl Gate {
             if parts.method == Method::OPTIONS
                 && parts.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
             {
-                return Err(Refusal::Preflight(Box::new(self.preflight(origin.clone()))));
+                return Err(Refusal::Answered(Box::new(self.preflight(origin.clone()))));
             }
         }
         check_content_type(parts)?;
         if let Some(metadata) = self.protected_resource(parts) {
-            return Err(Refusal::Preflight(Box::new(metadata)));
+            return Err(Refusal::Answered(Box::new(metadata)));
         }
         self.authenticate(parts).await?;
         Ok(Admitted { origin })
@@ -390,15 +390,15 @@ pub enum Refusal {
     },
     /// Not a refusal: an allowed origin's CORS preflight, or the protected-resource
     /// metadata, answered.
-    Preflight(Box<Response>),
+    Answered(Box<Response>),
 }
 
 impl Refusal {
-    /// The metric label of the refusal (`None` for a preflight).
+    /// The metric label of the refusal (`None` for an answer).
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Self::Error(error) | Self::Unauthorized { error, .. } => Some(error.code),
-            Self::Preflight(_) => None,
+            Self::Answered(_) => None,
         }
     }
 
@@ -412,7 +412,7 @@ impl Refusal {
                 }
                 response
             }
-            Self::Preflight(response) => *response,
+            Self::Answered(response) => *response,
         }
     }
 }
@@ -531,7 +531,7 @@ mod tests {
             )
         };
         match gate.admit(&mut preflight("http://localhost:3000")).await {
-            Err(Refusal::Preflight(response)) => {
+            Err(Refusal::Answered(response)) => {
                 assert_eq!(response.status(), StatusCode::NO_CONTENT);
                 assert!(response.headers()[ACCESS_CONTROL_ALLOW_HEADERS]
                     .to_str()
