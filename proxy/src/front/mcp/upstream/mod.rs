@@ -14,6 +14,7 @@
 //! `upstream` breaker, and while no session can be opened they fail at once.
 //!
 //! The parts: [`session`] (one session: how its messages go out, what waits for answers),
+//! [`pending`] (a call waiting for its answer), [`handshake`] (`initialize` and the tool list),
 //! one file per transport for opening a session and reading its answers ([`sse`],
 //! [`streamable`], [`stdio`]), and [`health`].
 
@@ -36,7 +37,9 @@ use super::jsonrpc;
 use crate::guard::dependency::{CallError, Dependency};
 use crate::metrics::Metrics;
 
+mod handshake;
 mod health;
+mod pending;
 mod session;
 mod sse;
 mod stdio;
@@ -44,6 +47,8 @@ mod streamable;
 
 use health::Health;
 pub use health::Loss;
+pub use pending::PendingCall;
+use pending::Unanswered;
 use session::{guard, Outgoing, Session};
 
 /// How long a lost session's closed stream is given to reach the service before the next
@@ -138,78 +143,6 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("target", &self.target)
             .finish_non_exhaustive()
-    }
-}
-
-/// A request sent upstream and not yet answered; dropping it cancels it upstream.
-pub struct PendingCall {
-    session: Arc<Session>,
-    id: u64,
-    answer: oneshot::Receiver<Value>,
-    sent: Instant,
-    done: bool,
-}
-
-/// How a wait for an answer ended without one.
-enum Unanswered {
-    /// The session was lost (or closed) before the answer came.
-    Lost,
-    /// No answer within the call's time, on a session that answers otherwise.
-    TimedOut,
-}
-
-impl PendingCall {
-    /// The answer, or why none came: while it waits longer than `ping_timeout` on a session
-    /// nothing was heard from since it was sent, the session is probed with a ping.
-    async fn answer(mut self, upstream: &Upstream, limit: Duration) -> Result<Value, Unanswered> {
-        let deadline = self.sent + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Unanswered::TimedOut);
-            }
-            let wait = left.min(upstream.settings.ping_timeout);
-            match tokio::time::timeout(wait, &mut self.answer).await {
-                Ok(Ok(message)) => {
-                    self.done = true;
-                    return Ok(message);
-                }
-                Ok(Err(_)) => return Err(Unanswered::Lost),
-                Err(_) => {
-                    if !upstream.answers(&self.session, self.sent).await {
-                        // The answer may have come while the probe waited.
-                        return match self.answer.try_recv() {
-                            Ok(message) => {
-                                self.done = true;
-                                Ok(message)
-                            }
-                            Err(_) => Err(Unanswered::Lost),
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Drop for PendingCall {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let waited = self.session.waiting().remove(&self.id).is_some();
-        if waited && !self.session.is_closed() {
-            let session = self.session.clone();
-            let cancel = jsonrpc::notification(
-                "notifications/cancelled",
-                Some(
-                    json!({"requestId": self.id, "reason": "the client went away or the call timed out"}),
-                ),
-            );
-            tokio::spawn(async move {
-                let _ = session.send(&cancel).await;
-            });
-        }
     }
 }
 
@@ -452,102 +385,6 @@ impl Upstream {
                 self.health.open_failed(&error.to_string());
                 Err(error)
             }
-        }
-    }
-
-    async fn open_with_handshake(self: &Arc<Self>) -> Result<Arc<Session>, UpstreamError> {
-        let limit = self.settings.connect_timeout * 5;
-        let session = tokio::time::timeout(limit, self.open())
-            .await
-            .map_err(|_| UpstreamError::Timeout(limit))??;
-        match self.handshake_on(&session).await {
-            Ok(()) => Ok(session),
-            Err(error) => {
-                session.discard();
-                Err(error)
-            }
-        }
-    }
-
-    /// How long the handshake's answers may take: a child process may still be starting.
-    fn handshake_limit(&self) -> Duration {
-        match self.target {
-            UpstreamTarget::Stdio(_) => self.settings.timeout,
-            _ => self
-                .settings
-                .ping_timeout
-                .max(self.settings.connect_timeout),
-        }
-    }
-
-    /// A request on a session being opened, answered within the handshake's limit.
-    async fn handshake_request(
-        &self,
-        session: &Arc<Session>,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, UpstreamError> {
-        let limit = self.handshake_limit();
-        let mut pending = self.start_on(session, method, Some(params)).await?;
-        let answer = tokio::time::timeout(limit, &mut pending.answer).await;
-        pending.done = true;
-        match answer {
-            Ok(Ok(message)) => Ok(message),
-            Ok(Err(_)) => Err(UpstreamError::Closed),
-            Err(_) => Err(UpstreamError::Timeout(limit)),
-        }
-    }
-
-    async fn handshake_on(&self, session: &Arc<Session>) -> Result<(), UpstreamError> {
-        let params = json!({
-            "protocolVersion": ASKED_PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "memgate", "version": env!("CARGO_PKG_VERSION")},
-        });
-        let answer = self
-            .handshake_request(session, "initialize", params)
-            .await?;
-        let Some(initialize) = answer.get("result").cloned() else {
-            return Err(UpstreamError::Refused(format!("initialize: {answer}")));
-        };
-        session.agreed(&initialize);
-        session
-            .send(&jsonrpc::notification(
-                "notifications/initialized",
-                Some(json!({})),
-            ))
-            .await?;
-        let lists_tools = initialize
-            .get("capabilities")
-            .is_some_and(|c| c.get("tools").is_some());
-        let tools = if lists_tools {
-            let answer = self
-                .handshake_request(session, "tools/list", json!({}))
-                .await?;
-            answer.get("result").cloned()
-        } else {
-            None
-        };
-        *guard(&self.handshake) = Some(Handshake { initialize, tools });
-        Ok(())
-    }
-
-    /// Asks for the tool list again (it changed). Boxed: it opens a session, whose reader
-    /// calls it.
-    fn refresh_tools(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(async move { self.refresh_tools_now().await })
-    }
-
-    async fn refresh_tools_now(self: Arc<Self>) {
-        match self.call("tools/list", Some(json!({})), Resend::Safe).await {
-            Ok(answer) => {
-                if let Some(tools) = answer.get("result").cloned() {
-                    if let Some(handshake) = guard(&self.handshake).as_mut() {
-                        handshake.tools = Some(tools);
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "could not refresh the legacy tool list"),
         }
     }
 
