@@ -2,12 +2,13 @@
 //! with it, answered without a round trip; and the fence of records being dropped
 //! ([`Forgetting`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use moka::future::Cache;
+use tokio::time::Instant;
 
 use super::counted_body::CountedBody;
 use super::forgetting::{Dropping, Forgetting};
@@ -29,6 +30,34 @@ pub(super) struct L1Record {
     pub counted: Option<Arc<CountedBody>>,
     pub counts: ReadCounts,
     pub local: LocalBase,
+    /// When it was read from the cache store.
+    filled: Instant,
+    /// Whether a refresh of it has begun (shared by the copies L1 hands out).
+    refreshing: Arc<AtomicBool>,
+}
+
+impl L1Record {
+    pub fn new(
+        body: Bytes,
+        counted: Option<Arc<CountedBody>>,
+        counts: ReadCounts,
+        local: LocalBase,
+    ) -> Self {
+        Self {
+            body,
+            counted,
+            counts,
+            local,
+            filled: Instant::now(),
+            refreshing: Arc::default(),
+        }
+    }
+
+    /// Whether this entry is past half of `ttl` and no refresh of it has begun: the one caller
+    /// told yes refreshes it.
+    pub fn claim_refresh(&self, ttl: Duration) -> bool {
+        self.filled.elapsed() >= ttl / 2 && !self.refreshing.swap(true, Ordering::AcqRel)
+    }
 }
 
 /// This process's L1 of memory records.
@@ -106,12 +135,23 @@ mod tests {
     use super::*;
 
     fn record() -> L1Record {
-        L1Record {
-            body: Bytes::from_static(b"{}"),
-            counted: None,
-            counts: ReadCounts::default(),
-            local: LocalBase::default(),
-        }
+        L1Record::new(
+            Bytes::from_static(b"{}"),
+            None,
+            ReadCounts::default(),
+            LocalBase::default(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_hit_past_half_its_life_refreshes_an_entry() {
+        let ttl = Duration::from_secs(10);
+        let entry = record();
+        assert!(!entry.claim_refresh(ttl), "young");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let copy = entry.clone();
+        assert!(copy.claim_refresh(ttl), "the first hit past half its life");
+        assert!(!entry.claim_refresh(ttl), "one refresh per entry");
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ use crate::memory::{MemoryType, SearchRequest, StoreRequest, UpdateRequest};
 const DIMENSIONS: usize = 64;
 
 struct Stack {
-    core: Core,
+    core: Arc<Core>,
+    cache: Arc<dyn CacheStore>,
+    keys: KeySpace,
     vectors: Arc<dyn VectorStore>,
     embedder: Arc<dyn Embedder>,
     layout: Arc<dyn Layout>,
@@ -32,6 +34,10 @@ fn guard(name: &'static str, metrics: &Metrics) -> Dependency {
 }
 
 async fn stack() -> Stack {
+    stack_with_l1_ttl(Duration::from_secs(10)).await
+}
+
+async fn stack_with_l1_ttl(l1_ttl: Duration) -> Stack {
     let metrics = Metrics::new();
     let cache: Arc<dyn CacheStore> = Arc::new(InProcessCache::new(1_000));
     let queue: Arc<dyn WriteQueue> = Arc::new(InProcessQueue::new("writes", cache.clone(), None));
@@ -68,14 +74,14 @@ async fn stack() -> Stack {
             provider: guard("embeddings", &metrics),
         },
     ));
-    let core = Core::new(
+    let core = Arc::new(Core::new(
         CoreParts {
-            cache,
+            cache: cache.clone(),
             vectors: vectors.clone(),
             embeddings,
             queue,
             layout: layout.clone(),
-            keys,
+            keys: keys.clone(),
             access: ReadRecorder::new(Duration::from_secs(10)),
             guards,
             metrics,
@@ -84,15 +90,17 @@ async fn stack() -> Stack {
             memory_ttl: Duration::from_secs(3600),
             search_ttl: Duration::from_secs(60),
             l1_entries: 100,
-            l1_ttl: Duration::from_secs(10),
+            l1_ttl,
             search_ef: None,
             scope_field: None,
             idempotency_ttl: Duration::from_secs(3600),
             keyword_candidates: 50,
         },
-    );
+    ));
     Stack {
         core,
+        cache,
+        keys,
         vectors,
         embedder,
         layout,
@@ -314,4 +322,45 @@ async fn the_lower_rungs_answer_by_keyword() {
     assert_eq!(answer.degraded, Some(Degraded::Keyword));
     let ids: Vec<&Value> = answer.value.iter().map(|m| field(m, "id")).collect();
     assert_eq!(ids, vec![&json!(id.to_string())]);
+}
+
+#[tokio::test]
+async fn a_hit_past_half_an_entrys_life_reads_it_again_in_the_background() {
+    let stack = stack_with_l1_ttl(Duration::from_secs(2)).await;
+    let id = stack.stored("first words").await;
+    let key = stack.keys.memory(&Scope::UNSCOPED, id);
+    // From the vector store into the cache store, then from there into L1.
+    stack.get(id).await.expect("read");
+    let mut cached = false;
+    for _ in 0..100 {
+        if stack.cache.get(&key).await.expect("cache").is_some() {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(cached, "the record reached the cache store");
+    stack.get(id).await.expect("into L1");
+    // Changed behind L1's back (as another sidecar's write would be).
+    let mut changed = stack.get(id).await.expect("from L1");
+    changed.insert("content".into(), json!("second words"));
+    let record = bytes::Bytes::from(serde_json::to_vec(&changed).expect("json"));
+    stack
+        .cache
+        .set(&key, record, Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert_eq!(field(&stack.get(id).await.expect("L1"), "content"), "first words");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // This hit still answers from L1, and starts the refresh.
+    stack.get(id).await.expect("L1, past half its life");
+    let mut refreshed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if field(&stack.get(id).await.expect("read"), "content") == "second words" {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(refreshed, "the entry was read again before it expired");
 }
