@@ -350,7 +350,10 @@ async fn a_hit_past_half_an_entrys_life_reads_it_again_in_the_background() {
         .set(&key, record, Duration::from_secs(60))
         .await
         .expect("set");
-    assert_eq!(field(&stack.get(id).await.expect("L1"), "content"), "first words");
+    assert_eq!(
+        field(&stack.get(id).await.expect("L1"), "content"),
+        "first words"
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     // This hit still answers from L1, and starts the refresh.
     stack.get(id).await.expect("L1, past half its life");
