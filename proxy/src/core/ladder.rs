@@ -14,7 +14,6 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::unavailable;
@@ -22,6 +21,7 @@ use super::search::with_score;
 use super::{Answer, CacheStatus, Core, CoreError, Degraded};
 use crate::backend::vectors::{KeywordQuery, MemoryFilter};
 use crate::keys::Scope;
+use crate::layout::{KeywordView, Layout};
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
 
 /// The most words of a query a keyword search looks for.
@@ -47,67 +47,52 @@ fn query_terms(query: &str) -> Vec<String> {
         .collect()
 }
 
-/// The share of `terms` a memory's content or tags contain (0..=1).
-fn keyword_score(memory: &StoredMemory, terms: &[String]) -> f32 {
+/// The share of `terms` a memory's text or tags contain (0..=1).
+fn keyword_score(view: &KeywordView, terms: &[String]) -> f32 {
     if terms.is_empty() {
         return 0.0;
     }
-    let content = memory
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_lowercase();
-    let tags: Vec<String> = memory
-        .get("context")
-        .and_then(|context| context.get("tags"))
-        .and_then(Value::as_array)
-        .map(|tags| {
-            tags.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default();
+    let text = view.text.to_lowercase();
+    let tags: Vec<String> = view.tags.iter().map(|tag| tag.to_lowercase()).collect();
     let matched = terms
         .iter()
-        .filter(|term| content.contains(term.as_str()) || tags.iter().any(|tag| tag == *term))
+        .filter(|term| text.contains(term.as_str()) || tags.iter().any(|tag| tag == *term))
         .count();
     matched as f32 / terms.len() as f32
 }
 
-fn importance(memory: &StoredMemory) -> f64 {
-    memory
-        .get("importance")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-}
-
-/// Best first: most of the query's words, then most important; at most `limit`.
+/// Best first: most of the query's words, then most important (as the layout sees them); at
+/// most `limit`.
 fn rank_by_keywords(
+    layout: &dyn Layout,
     memories: Vec<StoredMemory>,
     terms: &[String],
     limit: usize,
 ) -> Vec<(StoredMemory, f32)> {
-    let mut scored: Vec<(StoredMemory, f32)> = memories
+    let mut scored: Vec<(StoredMemory, f32, f64)> = memories
         .into_iter()
         .map(|memory| {
-            let score = keyword_score(&memory, terms);
-            (memory, score)
+            let view = layout.keyword_view(&memory);
+            let score = keyword_score(&view, terms);
+            (memory, score, view.importance)
         })
-        .filter(|(_, score)| *score > 0.0)
+        .filter(|(_, score, _)| *score > 0.0)
         .collect();
-    scored.sort_by(|(a, a_score), (b, b_score)| {
+    scored.sort_by(|(_, a_score, a_importance), (_, b_score, b_importance)| {
         b_score
             .partial_cmp(a_score)
             .unwrap_or(Ordering::Equal)
             .then_with(|| {
-                importance(b)
-                    .partial_cmp(&importance(a))
+                b_importance
+                    .partial_cmp(a_importance)
                     .unwrap_or(Ordering::Equal)
             })
     });
     scored.truncate(limit);
     scored
+        .into_iter()
+        .map(|(memory, score, _)| (memory, score))
+        .collect()
 }
 
 /// Each memory with its score, as a search answer's rows.
@@ -171,7 +156,7 @@ impl Core {
             .call("keyword_search", self.vectors.keyword_search(query))
             .await
             .map_err(|e| unavailable("the vector store", e))?;
-        let ranked = rank_by_keywords(found, &terms, search.limit as usize);
+        let ranked = rank_by_keywords(self.layout.as_ref(), found, &terms, search.limit as usize);
         Ok(Some(rows(ranked)))
     }
 
@@ -220,7 +205,15 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn layout() -> crate::layout::CldMemoryLayout {
+        crate::layout::CldMemoryLayout::new(crate::layout::CldMemorySettings {
+            similarity_threshold: 0.7,
+            memory_metadata: None,
+            project: "box:/app".into(),
+        })
+    }
 
     fn memory(value: Value) -> StoredMemory {
         match value {
@@ -253,7 +246,7 @@ mod tests {
                 json!({ "id": "d", "content": "A note", "context": {"tags": ["Garden"]}, "importance": 0.5 }),
             ),
         ];
-        let ranked = rank_by_keywords(memories, &terms, 10);
+        let ranked = rank_by_keywords(&layout(), memories, &terms, 10);
         let ids: Vec<&str> = ranked
             .iter()
             .filter_map(|(m, _)| m.get("id").and_then(Value::as_str))
@@ -261,7 +254,7 @@ mod tests {
         assert_eq!(ids, vec!["b", "a", "d"]);
         assert_eq!(ranked[0].1, 1.0);
         assert_eq!(ranked[1].1, 0.5);
-        assert_eq!(rank_by_keywords(Vec::new(), &terms, 10).len(), 0);
+        assert_eq!(rank_by_keywords(&layout(), Vec::new(), &terms, 10).len(), 0);
     }
 
     #[test]

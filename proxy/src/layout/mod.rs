@@ -138,9 +138,21 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
     /// Whether a memory is the parent of chunks, one chunk, or neither.
     fn chunk_role(&self, memory: &StoredMemory) -> ChunkRole;
 
+    /// What the keyword rung of the search ladder reads of a memory.
+    fn keyword_view(&self, memory: &StoredMemory) -> KeywordView;
+
     /// A parent memory with its chunks' content joined, as a search with chunks reconstructed
     /// answers it.
     fn reconstruct(&self, parent: &StoredMemory, chunks: Vec<StoredMemory>) -> StoredMemory;
+}
+
+/// A memory as a keyword search sees it: the text its words are looked for in, its tags
+/// (matched whole), and its importance (the tie-break).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeywordView {
+    pub text: String,
+    pub tags: Vec<String>,
+    pub importance: f64,
 }
 
 /// Where a memory stands in chunking (a long text stored as a parent and its parts).

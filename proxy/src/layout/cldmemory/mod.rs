@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    merge_metadata, parse_metadata, AssociationRule, ChunkRole, Enrichment, EnrichmentNeeds, Layout,
+    merge_metadata, parse_metadata, AssociationRule, ChunkRole, Enrichment, EnrichmentNeeds,
+    KeywordView, Layout,
 };
 use crate::backend::enrichment::EnrichmentError;
 use crate::js;
@@ -497,6 +498,30 @@ impl Layout for CldMemoryLayout {
         );
         fields.extend(one_more_access(memory, now));
         fields
+    }
+
+    /// Its `content`, `context.tags` and `importance`.
+    fn keyword_view(&self, memory: &StoredMemory) -> KeywordView {
+        KeywordView {
+            text: string_field(memory, "content")
+                .unwrap_or_default()
+                .to_string(),
+            tags: memory
+                .get("context")
+                .and_then(|context| context.get("tags"))
+                .and_then(Value::as_array)
+                .map(|tags| {
+                    tags.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            importance: memory
+                .get("importance")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+        }
     }
 
     fn chunk_role(&self, memory: &StoredMemory) -> ChunkRole {
