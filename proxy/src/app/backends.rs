@@ -60,6 +60,7 @@ impl Backends {
                 config.openai.timeout,
             )),
         };
+        let layout = crate::layout::from_config(&config.layout);
         let enricher: Arc<dyn Enricher> = match config.enrichment.provider {
             EnrichmentProvider::Local => Arc::new(LocalEnricher::new()),
             EnrichmentProvider::Openai => Arc::new(OpenAiEnricher::new(
@@ -67,6 +68,7 @@ impl Backends {
                 config.openai.api_key.as_deref(),
                 &config.enrichment.model,
                 config.openai.timeout,
+                layout.chat_recipe(),
             )),
         };
         Ok(Self {
@@ -77,7 +79,7 @@ impl Backends {
             vectors,
             embedder,
             enricher,
-            layout: crate::layout::from_config(&config.layout),
+            layout,
         })
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{LayoutConfig, LayoutKind};
 
-use crate::backend::enrichment::EnrichmentError;
+use crate::backend::enrichment::{ChatRecipe, EnrichmentError};
 use crate::memory::{StoreRequest, StoredMemory, UpdateRequest};
 
 /// The layout the config names, with its deployment's settings.
@@ -137,6 +137,9 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether a memory is the parent of chunks, one chunk, or neither.
     fn chunk_role(&self, memory: &StoredMemory) -> ChunkRole;
+
+    /// How a chat model is asked for this layout's enrichment, and how its answers are read.
+    fn chat_recipe(&self) -> Arc<dyn ChatRecipe>;
 
     /// What the keyword rung of the search ladder reads of a memory.
     fn keyword_view(&self, memory: &StoredMemory) -> KeywordView;

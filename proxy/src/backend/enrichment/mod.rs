@@ -4,8 +4,9 @@
 //! stores its fallback, as the legacy service does.
 //!
 //! Two implementations, chosen by `enrichment.provider`: [`OpenAiEnricher`] (chat completions
-//! through `async-openai` with cldmemory's prompts, read as cldmemory reads the answers) and
-//! [`LocalEnricher`] (built in: extractive summary, VADER valence, RAKE keywords).
+//! through `async-openai`, asked and read as the layout's [`ChatRecipe`] says: the legacy
+//! service's prompts and readings) and [`LocalEnricher`] (built in: extractive summary, VADER
+//! valence, RAKE keywords).
 
 mod local;
 mod openai;
@@ -36,6 +37,36 @@ pub trait Enricher: Send + Sync + 'static {
     async fn emotional_valence(&self, content: &str) -> Result<Option<f64>, EnrichmentError>;
     /// A few keywords, most relevant first.
     async fn keywords(&self, content: &str) -> Result<Vec<String>, EnrichmentError>;
+}
+
+/// One of the three questions an enrichment asks a chat model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    Summary,
+    Valence,
+    Keywords,
+}
+
+/// How one question is asked: its instructions (the system message; the memory's content is
+/// the user message) and the most tokens of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatQuestion {
+    pub instructions: &'static str,
+    pub max_tokens: u32,
+}
+
+/// How a chat model is asked for an enrichment and how its answers are read: the legacy
+/// service's wording, limits and readings, which its layout knows.
+pub trait ChatRecipe: Send + Sync + std::fmt::Debug + 'static {
+    fn question(&self, question: Question) -> ChatQuestion;
+    /// The sampling temperature of every question.
+    fn temperature(&self) -> f32;
+    /// The summary an answer gives (empty when it gives none).
+    fn read_summary(&self, answer: Option<&str>) -> String;
+    /// The valence an answer gives, `None` when it is not a number.
+    fn read_valence(&self, answer: Option<&str>) -> Option<f64>;
+    /// The keywords an answer gives, as it lists them.
+    fn read_keywords(&self, answer: Option<&str>) -> Vec<String>;
 }
 
 /// How many keywords a memory keeps.

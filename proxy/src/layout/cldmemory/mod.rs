@@ -4,6 +4,7 @@
 //! itself, with cldmemory's texts) and [`forwarded`] (what a forwarded call changes).
 
 pub mod forwarded;
+pub mod prompts;
 pub mod tools;
 
 use chrono::{DateTime, Utc};
@@ -498,6 +499,10 @@ impl Layout for CldMemoryLayout {
         );
         fields.extend(one_more_access(memory, now));
         fields
+    }
+
+    fn chat_recipe(&self) -> std::sync::Arc<dyn crate::backend::enrichment::ChatRecipe> {
+        std::sync::Arc::new(prompts::CldMemoryChat)
     }
 
     /// Its `content`, `context.tags` and `importance`.
