@@ -14,13 +14,15 @@ use tokio::task::JoinHandle;
 use super::backends::{collection_spec, prepare_collection, spawn_vector_optimizer, Backends};
 use super::worker::build_workers;
 use crate::backend::cache::CacheStore;
-use crate::backend::embeddings::{EmbeddingCache, EmbeddingGuards};
+use crate::backend::embeddings::{Embedder, EmbeddingCache};
+use crate::backend::queue::WriteQueue;
+use crate::backend::vectors::VectorStore;
 use crate::config::{
     watch_rollout, CacheBackend, Config, ConfigSources, EmbeddingProvider, RolloutHandle,
     StreamableResponse, UpstreamMcpTransport, WatchGuard,
 };
 use crate::core::reads::ReadRecorder;
-use crate::core::{Core, CoreParts, CoreSettings, Degraded, Guards};
+use crate::core::{Core, CoreParts, CoreSettings, Degraded};
 use crate::front::admin::AdminState;
 use crate::front::mcp::{
     FrontSettings, HttpTransports, McpFront, Upstream, UpstreamSettings, UpstreamTarget,
@@ -32,17 +34,22 @@ use crate::front::security::{Gate, WriteLimit};
 use crate::front::server::{serve, ConnectionSettings, InFlightLimit};
 use crate::guard::breaker::{BreakerSettings, CircuitBreaker};
 use crate::guard::dependency::Dependency;
+use crate::guard::guarded::Guarded;
 use crate::keys::KeySpace;
 use crate::metrics::Metrics;
 
-/// The request path's dependencies, each behind its breaker and timeout.
-struct RequestDependencies {
-    guards: Guards,
-    embeddings: Dependency,
+/// The backends as the request path sees them, each behind its breaker and timeout; the
+/// cache store and the queue share one (both are the same Redis).
+struct GuardedBackends {
+    cache: Arc<dyn CacheStore>,
+    queue: Arc<dyn WriteQueue>,
+    vectors: Arc<dyn VectorStore>,
+    embedder: Arc<dyn Embedder>,
+    /// The legacy service's, for its REST client and memgate's MCP session with it.
     upstream: Dependency,
 }
 
-impl RequestDependencies {
+impl GuardedBackends {
     fn new(config: &Config, backends: &Backends, metrics: &Metrics) -> Self {
         let settings = BreakerSettings {
             failure_threshold: config.circuit_breaker.failure_threshold,
@@ -57,15 +64,17 @@ impl RequestDependencies {
             EmbeddingProvider::Openai => "openai",
             EmbeddingProvider::Hashing => "hashing",
         };
+        let cache = dependency(backends.cache.backend_name(), Some(config.redis.timeout));
+        let vectors = dependency(
+            backends.vectors.backend_name(),
+            Some(config.vectors.timeout),
+        );
+        let embeddings = dependency(embeddings, Some(config.fallback.embedding_timeout));
         Self {
-            guards: Guards {
-                cache: dependency(backends.cache.backend_name(), Some(config.redis.timeout)),
-                vectors: dependency(
-                    backends.vectors.backend_name(),
-                    Some(config.vectors.timeout),
-                ),
-            },
-            embeddings: dependency(embeddings, Some(config.fallback.embedding_timeout)),
+            cache: Arc::new(Guarded::new(backends.cache.clone(), cache.clone())),
+            queue: Arc::new(Guarded::new(backends.queue.clone(), cache)),
+            vectors: Arc::new(Guarded::new(backends.vectors.clone(), vectors)),
+            embedder: Arc::new(Guarded::new(backends.embedder.clone(), embeddings)),
             // The legacy client bounds its own calls (connect and response timeouts).
             upstream: dependency("upstream", None),
         }
@@ -217,18 +226,14 @@ pub async fn start_with(
     let keys = KeySpace::new(config.key_prefix());
     let access = ReadRecorder::new(config.cache.l1.ttl);
 
-    let dependencies = RequestDependencies::new(&config, &backends, &metrics);
+    let guarded = GuardedBackends::new(&config, &backends, &metrics);
     let embeddings = Arc::new(EmbeddingCache::new(
-        backends.embedder.clone(),
-        backends.cache.clone(),
+        guarded.embedder.clone(),
+        guarded.cache.clone(),
         keys.clone(),
         config.cache.l1.max_entries,
         config.cache.l1.ttl,
         config.cache.embedding_ttl,
-        EmbeddingGuards {
-            store: dependencies.guards.cache.clone(),
-            provider: dependencies.embeddings.clone(),
-        },
     ));
     for level in Degraded::ALL {
         // Every level shows, at 0, before its first answer.
@@ -236,14 +241,13 @@ pub async fn start_with(
     }
     let core = Arc::new(Core::new(
         CoreParts {
-            cache: backends.cache.clone(),
-            vectors: backends.vectors.clone(),
+            cache: guarded.cache.clone(),
+            vectors: guarded.vectors.clone(),
             embeddings,
-            queue: backends.queue.clone(),
+            queue: guarded.queue.clone(),
             layout: backends.layout.clone(),
             keys: keys.clone(),
             access: access.clone(),
-            guards: dependencies.guards.clone(),
             metrics: metrics.clone(),
         },
         CoreSettings {
@@ -269,7 +273,7 @@ pub async fn start_with(
                 max_body_bytes: config.limits.max_body_bytes,
                 authorization: upstream_authorization(&config)?,
             },
-            dependencies.upstream.clone(),
+            guarded.upstream.clone(),
         )),
     };
     let rollout = RolloutHandle::new(config.rollout.percent);
@@ -285,7 +289,7 @@ pub async fn start_with(
         .as_ref()
         .map(|scope| header_name("scope.header", &scope.header))
         .transpose()?;
-    let upstream = mcp_upstream(&config, dependencies.upstream.clone(), &metrics)?;
+    let upstream = mcp_upstream(&config, guarded.upstream.clone(), &metrics)?;
     let gate = Arc::new(Gate::from_config(&config).context("security")?);
     gate.spawn_token_reload();
     let write_limit = config

@@ -7,9 +7,15 @@
 //! - [`vectors`]: the vector store (Qdrant over gRPC or REST, or Qdrant's code embedded);
 //! - [`embeddings`]: the embedding provider and its cache;
 //! - [`enrichment`]: the model that writes summaries, keywords and valence.
+//!
+//! The request path sees them through guards (`crate::guard::guarded`), which answer
+//! [`Unanswered`] in each backend's own error type when a dependency is down or slow.
 
 pub mod cache;
 pub mod embeddings;
 pub mod enrichment;
 pub mod queue;
+mod unanswered;
 pub mod vectors;
+
+pub use unanswered::{BackendError, Unanswered};

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::l1::L1Record;
 use super::{row_id, Core};
 use crate::backend::cache::ReadCounts;
+use crate::backend::BackendError;
 use crate::core::reads::counted;
-use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::StoredMemory;
 
@@ -25,14 +25,9 @@ impl Core {
             return Some(Vec::new());
         }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
-        match self
-            .guards
-            .cache
-            .call("read_counts", self.cache.read_counts(&keys))
-            .await
-        {
+        match self.cache.read_counts(&keys).await {
             Ok(counts) => Some(counts),
-            Err(CallError::Open(_)) => None,
+            Err(error) if error.breaker_open() => None,
             Err(error) => {
                 tracing::debug!(%error, "read counts unreadable; answering with the stored ones");
                 None

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::guard::dependency::CallError;
+use crate::backend::BackendError;
 use crate::memory::InvalidRequest;
 
 /// How often an update is made again because another write to the memory came first.
@@ -104,13 +104,11 @@ impl CoreError {
 }
 
 /// A dependency that failed, as a [`CoreError`] (logged: a breaker that is open only at debug).
-pub(crate) fn unavailable<E: std::fmt::Display>(
-    what: &'static str,
-    error: CallError<E>,
-) -> CoreError {
-    match &error {
-        CallError::Open(_) => tracing::debug!(%error, "{what} skipped"),
-        _ => tracing::warn!(%error, "{what} failed"),
+pub(crate) fn unavailable(what: &'static str, error: impl BackendError) -> CoreError {
+    if error.breaker_open() {
+        tracing::debug!(%error, "{what} skipped");
+    } else {
+        tracing::warn!(%error, "{what} failed");
     }
     CoreError::Unavailable {
         what,

@@ -14,8 +14,8 @@ use super::error::internal;
 use super::l1::L1Record;
 use super::{Answer, Core, CoreError, Degraded, MemoryJson};
 use crate::backend::cache::ReadCounts;
+use crate::backend::BackendError;
 use crate::core::reads::FlushMark;
-use crate::guard::dependency::CallError;
 use crate::keys::Scope;
 use crate::memory::is_tombstone;
 
@@ -94,17 +94,10 @@ impl Core {
     /// store; `Err` when it cannot say.
     async fn cached_record(&self, key: &str, id: Uuid) -> Result<(Option<Bytes>, ReadCounts), ()> {
         let access_key = self.keys.access(id);
-        let read = self
-            .guards
-            .cache
-            .call(
-                "get_memory",
-                self.cache.get_with_read_counts(key, &access_key),
-            )
-            .await;
+        let read = self.cache.get_with_read_counts(key, &access_key).await;
         match read {
             Ok(read) => Ok(read),
-            Err(CallError::Open(_)) => Err(()),
+            Err(error) if error.breaker_open() => Err(()),
             Err(error) => {
                 tracing::warn!(%error, key, "cache read failed");
                 Err(())
@@ -161,14 +154,15 @@ impl Core {
     /// since its counts were read ([`crate::backend::cache::CacheStore::fill_record`]).
     fn fill_record_later(&self, key: String, record: Bytes, id: Uuid, syncs: u64) {
         let cache = self.cache.clone();
-        let guard = self.guards.cache.clone();
         let access_key = self.keys.access(id);
         let ttl = self.settings.memory_ttl;
         tokio::spawn(async move {
             let fill = cache.fill_record(&key, record, ttl, &access_key, syncs);
-            match guard.call("set", fill).await {
-                Ok(()) | Err(CallError::Open(_)) => {}
-                Err(error) => tracing::warn!(%error, key, "cache write failed"),
+            match fill.await {
+                Err(error) if !error.breaker_open() => {
+                    tracing::warn!(%error, key, "cache write failed")
+                }
+                _ => {}
             }
         });
     }

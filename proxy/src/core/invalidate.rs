@@ -9,16 +9,13 @@ use uuid::Uuid;
 use super::get::is_processing;
 use super::Core;
 use crate::backend::queue::WriteQueue;
-use crate::guard::dependency::{CallError, Dependency};
+use crate::backend::BackendError;
 use crate::keys::Scope;
 
 /// Drops the cached record under `key` unless a write of it by memgate is pending; a failure
 /// is logged (the record then expires with its TTL).
-async fn forget_settled(guard: &Dependency, queue: &dyn WriteQueue, key: &str, revision: &str) {
-    if let Err(error) = guard
-        .call("forget", queue.forget_settled(key, revision))
-        .await
-    {
+async fn forget_settled(queue: &dyn WriteQueue, key: &str, revision: &str) {
+    if let Err(error) = queue.forget_settled(key, revision).await {
         tracing::warn!(%error, key, "could not drop a cached record");
     }
 }
@@ -41,7 +38,7 @@ impl Core {
             let key = self.keys.memory(scope, *id);
             self.l1.forget(&key).await;
             let revision = self.keys.revision(scope, *id);
-            forget_settled(&self.guards.cache, self.queue.as_ref(), &key, &revision).await;
+            forget_settled(self.queue.as_ref(), &key, &revision).await;
         }
     }
 
@@ -56,11 +53,10 @@ impl Core {
             self.l1.forget(&key).await;
             records.push((key, self.keys.revision(scope, *id), fence));
         }
-        let guard = self.guards.cache.clone();
         let queue = self.queue.clone();
         tokio::spawn(async move {
             for (key, revision, _fence) in records {
-                forget_settled(&guard, queue.as_ref(), &key, &revision).await;
+                forget_settled(queue.as_ref(), &key, &revision).await;
             }
         });
     }
@@ -68,12 +64,7 @@ impl Core {
     /// The memories `id` is linked with, as the vector store has it now (none when it cannot
     /// say): the neighbours a memory stored by the legacy service linked itself into.
     pub async fn neighbours(&self, id: Uuid) -> Vec<Uuid> {
-        match self
-            .guards
-            .vectors
-            .call("retrieve", self.vectors.retrieve(id))
-            .await
-        {
+        match self.vectors.retrieve(id).await {
             Ok(Some(memory)) => self
                 .layout
                 .associations(&memory)
@@ -99,12 +90,7 @@ impl Core {
     /// Bumps a search generation: `Keys::scope_search_generation` for one tenant's searches,
     /// `Keys::search_generation` for everyone's.
     async fn retire_searches(&self, key: String) {
-        if let Err(error) = self
-            .guards
-            .cache
-            .call("retire_searches", self.cache.increment(&key))
-            .await
-        {
+        if let Err(error) = self.cache.increment(&key).await {
             tracing::warn!(%error, "could not retire cached searches");
         }
     }
@@ -133,14 +119,9 @@ impl Core {
     /// Whether the record under `key` is one memgate is still writing (a cache that cannot
     /// say is taken for no).
     async fn is_pending(&self, key: &str) -> bool {
-        match self
-            .guards
-            .cache
-            .call("get_memory", self.cache.get(key))
-            .await
-        {
+        match self.cache.get(key).await {
             Ok(record) => record.is_some_and(|record| is_processing(&record)),
-            Err(CallError::Open(_)) => false,
+            Err(error) if error.breaker_open() => false,
             Err(error) => {
                 tracing::warn!(%error, key, "cache read failed");
                 false

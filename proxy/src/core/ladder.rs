@@ -151,9 +151,8 @@ impl Core {
                 .max(u64::from(search.limit)),
         };
         let found = self
-            .guards
             .vectors
-            .call("keyword_search", self.vectors.keyword_search(query))
+            .keyword_search(query)
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         let ranked = rank_by_keywords(self.layout.as_ref(), found, &terms, search.limit as usize);
@@ -170,12 +169,8 @@ impl Core {
         let limit = search.limit as usize;
         // Some of the most read are filtered out or no longer cached: look further down.
         let ids = self
-            .guards
             .cache
-            .call(
-                "most_read",
-                self.cache.most_read(&self.keys.popular(scope), limit * 4),
-            )
+            .most_read(&self.keys.popular(scope), limit * 4)
             .await
             .map_err(|e| unavailable("the cache", e))?;
         let keys: Vec<String> = ids
@@ -184,9 +179,8 @@ impl Core {
             .map(|id| self.keys.memory(scope, id))
             .collect();
         let records = self
-            .guards
             .cache
-            .call("get_many", self.cache.get_many(&keys))
+            .get_many(&keys)
             .await
             .map_err(|e| unavailable("the cache", e))?;
         let memories: Vec<(StoredMemory, f32)> = records

@@ -50,7 +50,6 @@ use crate::backend::embeddings::EmbeddingCache;
 use crate::backend::queue::WriteQueue;
 use crate::backend::vectors::{MemoryFilter, VectorStore};
 use crate::core::reads::ReadRecorder;
-use crate::guard::dependency::Dependency;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::Layout;
 use crate::memory::{DetailLevel, NormalizedSearch, StoredMemory};
@@ -155,14 +154,6 @@ impl MemoryJson {
     }
 }
 
-/// The request path's guarded dependencies.
-#[derive(Clone, Debug)]
-pub struct Guards {
-    /// Redis (cache and queue) or the in-process store.
-    pub cache: Dependency,
-    pub vectors: Dependency,
-}
-
 /// The settings the core needs, and nothing else.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
@@ -179,7 +170,8 @@ pub struct CoreSettings {
     pub keyword_candidates: u64,
 }
 
-/// What the core is built from.
+/// What the core is built from: the backends as the request path should see them (behind
+/// their guards, `crate::guard::guarded`, when built in `crate::app`).
 pub struct CoreParts {
     pub cache: Arc<dyn CacheStore>,
     pub vectors: Arc<dyn VectorStore>,
@@ -188,7 +180,6 @@ pub struct CoreParts {
     pub layout: Arc<dyn Layout>,
     pub keys: KeySpace,
     pub access: ReadRecorder,
-    pub guards: Guards,
     pub metrics: Metrics,
 }
 
@@ -202,7 +193,6 @@ pub struct Core {
     /// Records read from the cache store, with their read counts.
     l1: l1::MemoryL1,
     access: ReadRecorder,
-    guards: Guards,
     metrics: Metrics,
     settings: CoreSettings,
 }
@@ -234,14 +224,9 @@ impl Core {
             layout: parts.layout,
             keys: parts.keys,
             access: parts.access,
-            guards: parts.guards,
             metrics: parts.metrics,
             settings,
         }
-    }
-
-    pub fn guards(&self) -> &Guards {
-        &self.guards
     }
 
     /// A memory as the legacy service shows it: without memgate's bookkeeping (`status`,
@@ -266,9 +251,8 @@ impl Core {
     /// The memory in the vector store, if this tenant may see it.
     async fn stored(&self, scope: &Scope, id: Uuid) -> Result<Option<StoredMemory>, CoreError> {
         let memory = self
-            .guards
             .vectors
-            .call("retrieve", self.vectors.retrieve(id))
+            .retrieve(id)
             .await
             .map_err(|e| error::unavailable("the vector store", e))?;
         Ok(memory.filter(|memory| self.belongs_to(scope, memory)))

@@ -11,7 +11,7 @@ use super::error::{internal, unavailable};
 use super::search_cache::Lookup;
 use super::{row_id, Answer, Core, CoreError, Degraded};
 use crate::backend::vectors::VectorQuery;
-use crate::guard::dependency::CallError;
+use crate::backend::BackendError;
 use crate::keys::Scope;
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
 
@@ -68,12 +68,8 @@ impl Core {
                 return Ok(Vec::new());
             }
             let listed = self
-                .guards
                 .vectors
-                .call(
-                    "scroll",
-                    self.vectors.scroll(&filter, u64::from(search.limit)),
-                )
+                .scroll(&filter, u64::from(search.limit))
                 .await
                 .map_err(|e| unavailable("the vector store", e))?;
             return Ok(listed.into_iter().map(|memory| (memory, None)).collect());
@@ -94,9 +90,8 @@ impl Core {
             exact: false,
         };
         let found = self
-            .guards
             .vectors
-            .call("search", self.vectors.search(query))
+            .search(query)
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         Ok(found
@@ -123,15 +118,10 @@ impl Core {
                     .unwrap_or_default()
             })
             .collect();
-        let records = match self
-            .guards
-            .cache
-            .call("get_many", self.cache.get_many(&keys))
-            .await
-        {
+        let records = match self.cache.get_many(&keys).await {
             Ok(records) => records,
             Err(error) => {
-                if !matches!(error, CallError::Open(_)) {
+                if !error.breaker_open() {
                     tracing::warn!(%error, "pending writes unreadable; answering from the vector store");
                 }
                 return (found, false);

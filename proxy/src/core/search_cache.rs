@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{row_id, Core};
 use crate::backend::cache::SearchFill;
-use crate::guard::dependency::CallError;
+use crate::backend::BackendError;
 use crate::keys::Scope;
 use crate::memory::StoredMemory;
 
@@ -66,15 +66,11 @@ impl Core {
     pub(super) async fn cached_search(&self, scope: &Scope, params: &[u8]) -> Lookup {
         let results_key = self.keys.search_results_key(scope, params);
         let lookup = self
-            .guards
             .cache
-            .call(
-                "get_search",
-                self.cache.get_at_generation(
-                    &self.keys.search_generations(scope),
-                    &self.keys.scope_read_syncs(scope),
-                    &results_key,
-                ),
+            .get_at_generation(
+                &self.keys.search_generations(scope),
+                &self.keys.scope_read_syncs(scope),
+                &results_key,
             )
             .await;
         match lookup {
@@ -93,7 +89,7 @@ impl Core {
             Err(error) => {
                 // Without the generation a result could be stored under a stale key: skip the
                 // result cache for this search.
-                if !matches!(error, CallError::Open(_)) {
+                if !error.breaker_open() {
                     tracing::warn!(%error, "result cache unreadable; searching without it");
                 }
                 Lookup::Unknown
@@ -119,11 +115,7 @@ impl Core {
         let ids: Vec<Uuid> = rows.iter().filter_map(row_id).collect();
         let access_keys: Vec<String> = ids.iter().map(|id| self.keys.access(*id)).collect();
         let read_syncs_key = self.keys.scope_read_syncs(scope);
-        let (cache, guard, ttl) = (
-            self.cache.clone(),
-            self.guards.cache.clone(),
-            self.settings.search_ttl,
-        );
+        let (cache, ttl) = (self.cache.clone(), self.settings.search_ttl);
         tokio::spawn(async move {
             let fill = SearchFill {
                 key: &slot.key,
@@ -134,9 +126,11 @@ impl Core {
                 read_syncs_key: &read_syncs_key,
                 read_syncs: slot.read_syncs,
             };
-            match guard.call("set", cache.fill_search(fill)).await {
-                Ok(_) | Err(CallError::Open(_)) => {}
-                Err(error) => tracing::warn!(%error, key = slot.key, "cache write failed"),
+            match cache.fill_search(fill).await {
+                Err(error) if !error.breaker_open() => {
+                    tracing::warn!(%error, key = slot.key, "cache write failed")
+                }
+                _ => {}
             }
         });
     }

@@ -65,9 +65,8 @@ impl Core {
                     continue;
                 };
                 let found = self
-                    .guards
                     .vectors
-                    .call("retrieve", self.vectors.retrieve(id))
+                    .retrieve(id)
                     .await
                     .map_err(|e| unavailable("the vector store", e))?;
                 if let Some(found) = found {
@@ -101,9 +100,8 @@ impl Core {
                         ..Default::default()
                     };
                     let chunks = self
-                        .guards
                         .vectors
-                        .call("scroll", self.vectors.scroll(&filter, MAX_CHUNKS))
+                        .scroll(&filter, MAX_CHUNKS)
                         .await
                         .map_err(|e| unavailable("the vector store", e))?;
                     if chunks.is_empty() {

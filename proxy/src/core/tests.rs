@@ -9,11 +9,13 @@ use uuid::Uuid;
 
 use super::*;
 use crate::backend::cache::InProcessCache;
-use crate::backend::embeddings::{Embedder, EmbeddingCache, EmbeddingGuards, HashingEmbedder};
+use crate::backend::embeddings::{Embedder, EmbeddingCache, HashingEmbedder};
 use crate::backend::queue::InProcessQueue;
 use crate::backend::vectors::{CollectionSpec, EdgeStore, MemoryPoint};
 use crate::config::DistanceMetric;
 use crate::guard::breaker::{BreakerSettings, CircuitBreaker};
+use crate::guard::dependency::Dependency;
+use crate::guard::guarded::Guarded;
 use crate::layout::{CldMemoryLayout, CldMemorySettings};
 use crate::memory::{MemoryType, SearchRequest, StoreRequest, UpdateRequest};
 
@@ -58,32 +60,30 @@ async fn stack_with_l1_ttl(l1_ttl: Duration) -> Stack {
         project: "box:/app".into(),
     }));
     let keys = KeySpace::new("t:");
-    let guards = Guards {
-        cache: guard("cache", &metrics),
-        vectors: guard("vectors", &metrics),
-    };
-    let embeddings = Arc::new(EmbeddingCache::new(
+    // The backends as `crate::app` gives them to the core: behind their guards.
+    let redis = guard("cache", &metrics);
+    let guarded_cache: Arc<dyn CacheStore> = Arc::new(Guarded::new(cache.clone(), redis.clone()));
+    let guarded_embedder: Arc<dyn Embedder> = Arc::new(Guarded::new(
         embedder.clone(),
-        cache.clone(),
+        guard("embeddings", &metrics),
+    ));
+    let embeddings = Arc::new(EmbeddingCache::new(
+        guarded_embedder,
+        guarded_cache.clone(),
         keys.clone(),
         100,
         Duration::from_secs(10),
         Duration::from_secs(60),
-        EmbeddingGuards {
-            store: guards.cache.clone(),
-            provider: guard("embeddings", &metrics),
-        },
     ));
     let core = Arc::new(Core::new(
         CoreParts {
-            cache: cache.clone(),
-            vectors: vectors.clone(),
+            cache: guarded_cache,
+            vectors: Arc::new(Guarded::new(vectors.clone(), guard("vectors", &metrics))),
             embeddings,
-            queue,
+            queue: Arc::new(Guarded::new(queue, redis)),
             layout: layout.clone(),
             keys: keys.clone(),
             access: ReadRecorder::new(Duration::from_secs(10)),
-            guards,
             metrics,
         },
         CoreSettings {

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::error::{cache_full, internal, unavailable, unconfirmed, MAX_WRITE_CONFLICTS};
 use super::{Core, CoreError};
-use crate::backend::queue::{QueueError, RecordWrite, Submission, Submitted, WriteOp};
-use crate::guard::dependency::CallError;
+use crate::backend::queue::{RecordWrite, Submission, Submitted, WriteOp};
+use crate::backend::BackendError;
 use crate::keys::Scope;
 use crate::memory::{
     is_tombstone, tombstone, MemoryStatus, StoreRequest, StoredMemory, UpdateRequest,
@@ -44,23 +44,16 @@ impl Core {
     /// Stores the record and the queue entry atomically.
     async fn submit(&self, submission: Submission) -> Result<Submitted, CoreError> {
         let started = std::time::Instant::now();
-        // A full Redis answered: it refuses writes but is up, so its breaker stays closed and
-        // reads go on through it.
-        let answered = |result: &Result<Submitted, QueueError>| match result {
-            Ok(_) => true,
-            Err(error) => error.is_out_of_memory(),
-        };
+        // A full Redis answered (its breaker stays closed: `QueueError::is_answer`).
         let submitted = self
-            .guards
-            .cache
-            .call_judged("submit", self.queue.submit(submission), answered)
+            .queue
+            .submit(submission)
             .await
             .map_err(|error| match error {
-                CallError::Failed(error) if error.is_out_of_memory() => cache_full(error),
+                error if error.is_out_of_memory() => cache_full(error),
                 // The script may have run and only its answer been lost: neither stored nor
                 // refused for sure. A retry with the same Idempotency-Key settles it.
-                error @ CallError::Timeout { .. } => unconfirmed(error),
-                CallError::Failed(error) if error.outcome_unknown() => unconfirmed(error),
+                error if error.timed_out() || error.outcome_unknown() => unconfirmed(error),
                 error => unavailable("the write queue", error),
             })?;
         self.metrics
@@ -192,9 +185,8 @@ impl Core {
         self.l1.settled(&key).await;
         let revision_key = self.keys.revision(scope, id);
         let (record, revision) = self
-            .guards
-            .cache
-            .call("get_memory", self.queue.read_versioned(&key, &revision_key))
+            .queue
+            .read_versioned(&key, &revision_key)
             .await
             .map_err(|e| unavailable("the write queue", e))?;
         if let Some(body) = record {

@@ -2,14 +2,16 @@
 //! its timeout, and is timed and counted in `memgate_dependency_*`.
 //!
 //! The request path talks to Redis, the vector store, the embedding provider and the legacy
-//! upstream only through a [`Dependency`], so a dependency that is down costs one failed call
-//! per cool-down rather than a timeout per request. The workers call their dependencies
+//! upstream only through a [`Dependency`] (the backends wrapped in `crate::guard::guarded`,
+//! the legacy clients calling it), so a dependency that is down costs one failed call per
+//! cool-down rather than a timeout per request. The workers call their dependencies
 //! directly: they have their own retries and backoff, and a job must not be dead-lettered
 //! because a breaker was open.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::backend::{BackendError, Unanswered};
 use crate::guard::breaker::{CircuitBreaker, CircuitOpen};
 use crate::metrics::Metrics;
 
@@ -68,6 +70,32 @@ impl Dependency {
 
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
+    }
+
+    /// Calls a backend through the breaker; an error counts as a failure unless the backend
+    /// answered ([`BackendError::is_answer`]). A refused or timed-out call is the backend's
+    /// own error, [`Unanswered`].
+    pub async fn guard<T, E: BackendError>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let answered = |result: &Result<T, E>| match result {
+            Ok(_) => true,
+            Err(error) => error.is_answer(),
+        };
+        self.call_judged(op, call, answered)
+            .await
+            .map_err(|error| match error {
+                CallError::Failed(error) => error,
+                CallError::Open(open) => E::from(Unanswered::BreakerOpen {
+                    dependency: open.dependency,
+                    retry_after: open.retry_after,
+                }),
+                CallError::Timeout { dependency, after } => {
+                    E::from(Unanswered::TimedOut { dependency, after })
+                }
+            })
     }
 
     /// Calls through the breaker; any error or a timeout counts as a failure.
@@ -173,5 +201,52 @@ mod tests {
             assert_eq!(answer.expect("an answer"), 503);
         }
         assert_eq!(dependency.breaker().state(), CircuitState::Open);
+    }
+
+    /// A backend error that says whether the backend answered.
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("refused: full")]
+        Full,
+        #[error("broken")]
+        Broken,
+        #[error(transparent)]
+        Unanswered(#[from] Unanswered),
+    }
+
+    impl BackendError for TestError {
+        fn unanswered(&self) -> Option<&Unanswered> {
+            match self {
+                Self::Unanswered(unanswered) => Some(unanswered),
+                _ => None,
+            }
+        }
+
+        fn is_answer(&self) -> bool {
+            matches!(self, Self::Full)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_answered_with_an_error_keeps_its_breaker_closed() {
+        let dependency = dependency(None);
+        for _ in 0..3 {
+            let error = dependency
+                .guard("op", async { Err::<(), _>(TestError::Full) })
+                .await
+                .expect_err("refused");
+            assert!(matches!(error, TestError::Full));
+        }
+        assert_eq!(dependency.breaker().state(), CircuitState::Closed);
+        for _ in 0..2 {
+            let _ = dependency
+                .guard("op", async { Err::<(), _>(TestError::Broken) })
+                .await;
+        }
+        let skipped = dependency
+            .guard("op", async { Ok::<_, TestError>(()) })
+            .await
+            .expect_err("open");
+        assert!(skipped.breaker_open(), "{skipped}");
     }
 }

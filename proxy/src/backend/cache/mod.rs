@@ -17,6 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::backend::{BackendError, Unanswered};
 use crate::keys::GenerationalKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,17 @@ pub enum CacheError {
     Redis(#[from] ::redis::RedisError),
     #[error("cache value under {key} is not {expected}")]
     Corrupt { key: String, expected: &'static str },
+    #[error(transparent)]
+    Unanswered(#[from] Unanswered),
+}
+
+impl BackendError for CacheError {
+    fn unanswered(&self) -> Option<&Unanswered> {
+        match self {
+            Self::Unanswered(unanswered) => Some(unanswered),
+            _ => None,
+        }
+    }
 }
 
 /// How long a memory's read counts are kept after its last read (they reach the vector store

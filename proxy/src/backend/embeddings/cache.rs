@@ -1,5 +1,6 @@
 //! Embeddings looked up in order: in-process L1 → cache store (`emb:{model}:{sha256}`) →
-//! provider; a provider answer fills both levels.
+//! provider; a provider answer fills both levels. On the request path both the store and the
+//! provider come behind their guards (`crate::guard::guarded`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,17 +10,8 @@ use moka::future::Cache;
 
 use super::{vector_from_bytes, vector_to_bytes, Embedder, EmbeddingError};
 use crate::backend::cache::CacheStore;
-use crate::guard::dependency::{CallError, Dependency};
+use crate::backend::BackendError;
 use crate::keys::KeySpace;
-
-/// The breakers of the two places an embedding comes from.
-#[derive(Clone, Debug)]
-pub struct EmbeddingGuards {
-    /// The shared cache store (Redis).
-    pub store: Dependency,
-    /// The embedding provider (OpenAI).
-    pub provider: Dependency,
-}
 
 /// Where an embedding came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +27,6 @@ pub struct EmbeddingCache {
     keys: KeySpace,
     l1: Cache<String, Arc<Vec<f32>>>,
     ttl: Duration,
-    guards: EmbeddingGuards,
 }
 
 impl std::fmt::Debug for EmbeddingCache {
@@ -54,7 +45,6 @@ impl EmbeddingCache {
         l1_entries: u64,
         l1_ttl: Duration,
         ttl: Duration,
-        guards: EmbeddingGuards,
     ) -> Self {
         Self {
             embedder,
@@ -65,7 +55,6 @@ impl EmbeddingCache {
                 .time_to_live(l1_ttl)
                 .build(),
             ttl,
-            guards,
         }
     }
 
@@ -78,17 +67,12 @@ impl EmbeddingCache {
     pub async fn embed(
         &self,
         text: &str,
-    ) -> Result<(Arc<Vec<f32>>, EmbeddingLookup), CallError<EmbeddingError>> {
+    ) -> Result<(Arc<Vec<f32>>, EmbeddingLookup), EmbeddingError> {
         let key = self.keys.embedding(self.embedder.model(), text);
         if let Some(vector) = self.l1.get(&key).await {
             return Ok((vector, EmbeddingLookup::L1));
         }
-        match self
-            .guards
-            .store
-            .call("get_embedding", self.store.get(&key))
-            .await
-        {
+        match self.store.get(&key).await {
             Ok(Some(bytes)) => match vector_from_bytes(&bytes) {
                 Some(vector) if vector.len() == self.embedder.dimensions() => {
                     let vector = Arc::new(vector);
@@ -97,29 +81,26 @@ impl EmbeddingCache {
                 }
                 _ => tracing::warn!(%key, "ignoring a cached embedding of the wrong size"),
             },
-            Ok(None) | Err(CallError::Open(_)) => {}
+            Ok(None) => {}
+            Err(error) if error.breaker_open() => {}
             Err(error) => {
                 tracing::warn!(%error, "embedding cache read failed; asking the provider")
             }
         }
-        let mut vectors = self
-            .guards
-            .provider
-            .call("embed", self.embedder.embed(&[text.to_string()]))
-            .await?;
-        let vector = Arc::new(vectors.pop().ok_or(CallError::Failed(
-            EmbeddingError::CountMismatch {
-                expected: 1,
-                got: 0,
-            },
-        ))?);
+        let mut vectors = self.embedder.embed(&[text.to_string()]).await?;
+        let vector = Arc::new(vectors.pop().ok_or(EmbeddingError::CountMismatch {
+            expected: 1,
+            got: 0,
+        })?);
         self.l1.insert(key.clone(), vector.clone()).await;
         let stored = self
             .store
             .set(&key, Bytes::from(vector_to_bytes(&vector)), self.ttl);
-        match self.guards.store.call("set_embedding", stored).await {
-            Ok(()) | Err(CallError::Open(_)) => {}
-            Err(error) => tracing::warn!(%error, "embedding cache write failed"),
+        match stored.await {
+            Err(error) if !error.breaker_open() => {
+                tracing::warn!(%error, "embedding cache write failed")
+            }
+            _ => {}
         }
         Ok((vector, EmbeddingLookup::Provider))
     }
@@ -130,15 +111,6 @@ mod tests {
     use super::*;
     use crate::backend::cache::InProcessCache;
     use crate::backend::embeddings::HashingEmbedder;
-    use crate::metrics::Metrics;
-
-    fn guards() -> EmbeddingGuards {
-        let metrics = Metrics::new();
-        EmbeddingGuards {
-            store: Dependency::with_defaults("memory", &metrics),
-            provider: Dependency::with_defaults("hashing", &metrics),
-        }
-    }
 
     #[tokio::test]
     async fn provider_then_l1_then_shared_cache() {
@@ -152,7 +124,6 @@ mod tests {
             10,
             Duration::from_secs(60),
             Duration::from_secs(60),
-            guards(),
         );
         let (a, from) = first.embed("hello").await.expect("embed");
         assert_eq!(from, EmbeddingLookup::Provider);
@@ -167,7 +138,6 @@ mod tests {
             10,
             Duration::from_secs(60),
             Duration::from_secs(60),
-            guards(),
         );
         let (c, from) = second.embed("hello").await.expect("embed");
         assert_eq!(

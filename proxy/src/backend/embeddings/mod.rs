@@ -9,10 +9,11 @@ mod cache;
 mod hashing;
 mod openai;
 
-pub use cache::{EmbeddingCache, EmbeddingGuards, EmbeddingLookup};
+pub use cache::{EmbeddingCache, EmbeddingLookup};
 pub use hashing::HashingEmbedder;
 pub use openai::{openai_client, OpenAiEmbedder};
 
+use crate::backend::{BackendError, Unanswered};
 use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,17 @@ pub enum EmbeddingError {
     CountMismatch { expected: usize, got: usize },
     #[error("embedding provider returned a vector of size {got}, expected {expected}")]
     DimensionMismatch { expected: usize, got: usize },
+    #[error(transparent)]
+    Unanswered(#[from] Unanswered),
+}
+
+impl BackendError for EmbeddingError {
+    fn unanswered(&self) -> Option<&Unanswered> {
+        match self {
+            Self::Unanswered(unanswered) => Some(unanswered),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]

@@ -34,6 +34,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backend::cache::CacheError;
+use crate::backend::{BackendError, Unanswered};
 use crate::memory::{StoredMemory, UpdateRequest};
 
 /// A worker that has not said it is alive for this long is taken for gone: its claimed
@@ -218,9 +220,28 @@ pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
     #[error("cache: {0}")]
-    Cache(#[from] crate::backend::cache::CacheError),
+    Cache(#[from] CacheError),
     #[error("queue entry {entry} is unreadable: {reason}")]
     Corrupt { entry: String, reason: String },
+    #[error(transparent)]
+    Unanswered(#[from] Unanswered),
+}
+
+impl BackendError for QueueError {
+    fn unanswered(&self) -> Option<&Unanswered> {
+        match self {
+            Self::Unanswered(unanswered) | Self::Cache(CacheError::Unanswered(unanswered)) => {
+                Some(unanswered)
+            }
+            _ => None,
+        }
+    }
+
+    /// A full Redis answered: it refuses writes but is up, so its breaker stays closed and
+    /// reads go on through it.
+    fn is_answer(&self) -> bool {
+        self.is_out_of_memory()
+    }
 }
 
 impl QueueError {
@@ -228,10 +249,10 @@ impl QueueError {
     /// nothing it may evict). Redis answered: it is up, and nothing was stored.
     pub fn is_out_of_memory(&self) -> bool {
         match self {
-            Self::Redis(error) | Self::Cache(crate::backend::cache::CacheError::Redis(error)) => {
+            Self::Redis(error) | Self::Cache(CacheError::Redis(error)) => {
                 error.code() == Some("OOM")
             }
-            Self::Cache(_) | Self::Corrupt { .. } => false,
+            Self::Cache(_) | Self::Corrupt { .. } | Self::Unanswered(_) => false,
         }
     }
 
@@ -240,11 +261,11 @@ impl QueueError {
     /// connection or an error answer means nothing was stored.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Self::Redis(error) | Self::Cache(crate::backend::cache::CacheError::Redis(error)) => {
+            Self::Redis(error) | Self::Cache(CacheError::Redis(error)) => {
                 !error.is_connection_refusal()
                     && (error.is_timeout() || error.is_connection_dropped() || error.is_io_error())
             }
-            Self::Cache(_) | Self::Corrupt { .. } => false,
+            Self::Cache(_) | Self::Corrupt { .. } | Self::Unanswered(_) => false,
         }
     }
 }

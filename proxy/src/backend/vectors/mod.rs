@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backend::{BackendError, Unanswered};
 use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
 
 /// Payload fields with an index, and the kind of index each needs.
@@ -61,6 +62,17 @@ pub enum VectorError {
     Rest(String),
     #[error("stored point {id} has an invalid payload: {reason}")]
     InvalidPayload { id: String, reason: String },
+    #[error(transparent)]
+    Unanswered(#[from] Unanswered),
+}
+
+impl BackendError for VectorError {
+    fn unanswered(&self) -> Option<&Unanswered> {
+        match self {
+            Self::Unanswered(unanswered) => Some(unanswered),
+            _ => None,
+        }
+    }
 }
 
 impl From<qdrant_client::QdrantError> for VectorError {

@@ -14,11 +14,15 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower::timeout::error::Elapsed;
+use tower::timeout::Timeout;
+use tower::{Service, ServiceBuilder};
 
 use crate::front::body::{body_too_large, declared_length};
 use crate::front::error::ApiError;
 use crate::front::http::{BoxError, Response, ResponseBody};
-use crate::guard::dependency::{CallError, Dependency};
+use crate::guard::dependency::Dependency;
+use crate::guard::layer::{circuit_open, GuardLayer, GuardService};
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -50,12 +54,14 @@ pub struct LegacySettings {
     pub authorization: Option<http::HeaderValue>,
 }
 
+/// The pooled client, behind the upstream's breaker (transport errors, timeouts and `5xx`
+/// answers count as failures) and the time allowed for the response headers.
+type GuardedClient = GuardService<Timeout<Client<HttpConnector, ResponseBody>>>;
+
 #[derive(Clone)]
 pub struct LegacyClient {
-    client: Client<HttpConnector, ResponseBody>,
+    client: GuardedClient,
     settings: LegacySettings,
-    /// The upstream's breaker: transport errors, timeouts and `5xx` answers count as failures.
-    guard: Dependency,
 }
 
 impl std::fmt::Debug for LegacyClient {
@@ -75,11 +81,11 @@ impl LegacyClient {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(connector);
-        Self {
-            client,
-            settings,
-            guard,
-        }
+        let client = ServiceBuilder::new()
+            .layer(GuardLayer::new(guard, "forward"))
+            .timeout(settings.timeout)
+            .service(client);
+        Self { client, settings }
     }
 
     /// The upstream URI for a request path and query.
@@ -129,46 +135,49 @@ impl LegacyClient {
             .boxed_unsync();
         let request = Request::from_parts(parts, body);
 
-        let timeout = self.settings.timeout;
-        let call = async {
-            match tokio::time::timeout(timeout, self.client.request(request)).await {
-                Err(_) => Err(ApiError::new(
-                    http::StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    format!("the legacy service did not answer within {timeout:?}"),
-                )),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "legacy request failed");
-                    Err(ApiError::bad_gateway(
-                        "upstream_unavailable",
-                        format!("the legacy service is unavailable: {error}"),
-                    ))
-                }
-                Ok(Ok(response)) => Ok(response),
-            }
-        };
-        let response = self
-            .guard
-            .call_judged("forward", call, |result| {
-                result
-                    .as_ref()
-                    .is_ok_and(|response| !response.status().is_server_error())
-            })
-            .await
-            .map_err(|error| match error {
-                CallError::Failed(error) => error,
-                open => ApiError::unavailable(
-                    "upstream_unavailable",
-                    format!("the legacy service is unavailable: {open}"),
-                )
-                .retry_after(open.retry_after()),
-            })?;
+        // Ready, then called (`ServiceExt::oneshot` would do the same, but its future is not
+        // provably `Send` here: rustc cannot see it through the higher-ranked lifetimes).
+        let mut client = self.client.clone();
+        let response = async {
+            std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
+            client.call(request).await
+        }
+        .await
+        .map_err(|error| self.failed(error))?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(http::Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
         ))
+    }
+}
+
+impl LegacyClient {
+    /// A forward that got no answer, as the client is told.
+    fn failed(&self, error: BoxError) -> ApiError {
+        if let Some(open) = circuit_open(&error) {
+            return ApiError::unavailable(
+                "upstream_unavailable",
+                format!("the legacy service is unavailable: {open}"),
+            )
+            .retry_after(Some(open.retry_after));
+        }
+        if error.is::<Elapsed>() {
+            return ApiError::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "the legacy service did not answer within {:?}",
+                    self.settings.timeout
+                ),
+            );
+        }
+        tracing::warn!(%error, "legacy request failed");
+        ApiError::bad_gateway(
+            "upstream_unavailable",
+            format!("the legacy service is unavailable: {error}"),
+        )
     }
 }
 
