@@ -5,6 +5,8 @@
 //! - [`FakeUpstream`]: a stand-in legacy memory service that records what reached it.
 //! - [`FakeOpenAi`]: an OpenAI-compatible `/embeddings` server (deterministic vectors from the
 //!   hashing embedder) that counts calls and can be told to be slow or fail.
+//! - [`TestStack`]: the usual end-to-end setup (Redis, the OpenAI server, memgate and a worker,
+//!   and a legacy service of the test's choosing), built in one expression.
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 //! - [`start_reference`]: the reference cldmemory (`reference/`) on memgate's own vector
 //!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
@@ -26,6 +28,7 @@ pub mod python;
 mod redis_server;
 mod reference;
 mod scrambled;
+mod stack;
 mod upstream;
 
 pub use cldmemory_reference::SseRouting;
@@ -43,6 +46,7 @@ pub use reference::{
     start_memgate_in_front_of_reference, start_reference, start_reference_with, Reference,
 };
 pub use scrambled::ScrambledReads;
+pub use stack::{Legacy, TestStack, TestStackBuilder};
 pub use upstream::{FakeUpstream, RecordedRequest};
 
 /// A free port on loopback (free when asked; a test binds it soon after).

@@ -4,71 +4,47 @@
 //! Qdrant Edge shard and one OpenAI-compatible stand-in, whose embeddings are deterministic:
 //! equal vectors prove equal embedded texts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use memgate::backend::embeddings::HashingEmbedder;
-use memgate::backend::vectors::VectorStore;
 use memgate::config::Config;
-use memgate_testkit::{
-    eventually, start_proxy_and_worker_sharing_vectors, start_reference, test_config, worker_done,
-    FakeOpenAi, McpSseClient, RedisServer, Reference, TEST_PROJECT,
-};
+use memgate_testkit::{eventually, Legacy, McpSseClient, TestStack, TEST_PROJECT};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+/// The embedding size of [`TestStack`]'s OpenAI server.
 const DIMENSIONS: usize = 64;
 
-struct Env {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    proxy: memgate::app::RunningProxy,
-    _worker: memgate::app::RunningWorker,
-    vectors: Arc<dyn VectorStore>,
-    reference: Reference,
-    http: reqwest::Client,
-    prefix: String,
-    _data: tempfile::TempDir,
+/// The file's helpers on a [`TestStack`].
+struct Env(TestStack);
+
+impl std::ops::Deref for Env {
+    type Target = TestStack;
+
+    fn deref(&self) -> &TestStack {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestStack {
+        &mut self.0
+    }
 }
 
 impl Env {
-    async fn start(adjust: impl FnOnce(&mut Config)) -> Env {
-        let redis = RedisServer::start().expect("redis-server");
-        let openai = FakeOpenAi::start(DIMENSIONS).await.expect("openai");
-        let data = tempfile::tempdir().expect("dir");
-        let mut config = test_config(
-            data.path(),
-            Some(redis.url()),
-            Some(openai.base_url()),
-            None,
-        );
-        config.rollout.percent = 100;
-        config.layout.similarity_threshold = 0.3;
-        config.layout.memory_metadata = Some("team:core,env:test".into());
-        adjust(&mut config);
-        let prefix = config.key_prefix();
-        let reference_config = config.clone();
-        let (proxy, worker, vectors) = start_proxy_and_worker_sharing_vectors(config)
-            .await
-            .expect("proxy and worker start");
-        let reference = start_reference(vectors.clone(), &openai.base_url(), &reference_config)
-            .await
-            .expect("reference cldmemory");
-        Env {
-            redis,
-            openai,
-            proxy,
-            _worker: worker,
-            vectors,
-            reference,
-            http: reqwest::Client::new(),
-            prefix,
-            _data: data,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy.api_addr)
+    async fn start(adjust: impl FnOnce(&mut Config) + 'static) -> Env {
+        let stack = TestStack::builder()
+            .legacy(Legacy::Beside)
+            .configure(|config| {
+                config.rollout.percent = 100;
+                config.layout.similarity_threshold = 0.3;
+                config.layout.memory_metadata = Some("team:core,env:test".into());
+            })
+            .configure(adjust)
+            .start()
+            .await;
+        Env(stack)
     }
 
     /// `POST /memories` through memgate; waits until the worker stored it and its
@@ -84,12 +60,6 @@ impl Env {
         let id = accepted["id"].as_str().expect("id").to_string();
         self.wait_for_worker(&id).await;
         id
-    }
-
-    /// Until the memory's record is `ready` and no association job is left.
-    async fn wait_for_worker(&self, id: &str) {
-        let done = worker_done(&self.redis, &self.prefix, id).await;
-        assert!(done, "the worker stored {id}");
     }
 
     async fn memgate_get(&self, id: &str) -> (u16, Value) {
@@ -121,12 +91,12 @@ impl Env {
 
     /// A reference tool's result, parsed when it is JSON.
     async fn reference(&self, tool: &str, arguments: Value) -> Value {
-        let text = self.reference.call(tool, arguments).await;
+        let text = self.0.reference().call(tool, arguments).await;
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     }
 
     async fn payload(&self, id: &str) -> Map<String, Value> {
-        self.vectors
+        self.vectors()
             .retrieve(Uuid::parse_str(id).expect("uuid"))
             .await
             .expect("retrieve")
@@ -134,7 +104,7 @@ impl Env {
     }
 
     async fn vector(&self, id: &str) -> Vec<f32> {
-        self.vectors
+        self.vectors()
             .vector_of(Uuid::parse_str(id).expect("uuid"))
             .await
             .expect("vector")
@@ -375,7 +345,7 @@ async fn chunked_memories_come_back_whole_from_both() {
         let mut payload = point.as_object().cloned().expect("object");
         payload.shift_remove("embedding");
         let id = Uuid::parse_str(payload["id"].as_str().expect("id")).expect("uuid");
-        env.vectors
+        env.vectors()
             .upsert(vec![memgate::backend::vectors::MemoryPoint {
                 id,
                 vector,
@@ -564,7 +534,8 @@ async fn search_arguments_cldmemory_refuses_memgate_refuses_too() {
     ];
     for arguments in refused {
         let text = env
-            .reference
+            .0
+            .reference()
             .call("search_memories", arguments.clone())
             .await;
         assert!(
@@ -578,7 +549,8 @@ async fn search_arguments_cldmemory_refuses_memgate_refuses_too() {
             .is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(
-        env.reference
+        env.0
+            .reference()
             .call(
                 "search_memories",
                 json!({"query": "x", "dateRange": {"start": "soon", "end": "2025-01-01"}})
@@ -602,7 +574,7 @@ async fn search_arguments_cldmemory_refuses_memgate_refuses_too() {
 #[tokio::test]
 async fn the_reference_speaks_mcp_over_http_and_sse() {
     let env = Env::start(|_| {}).await;
-    let client = McpSseClient::connect(&env.reference.url(), Some("carol,team:mcp"))
+    let client = McpSseClient::connect(&env.0.reference().url(), Some("carol,team:mcp"))
         .await
         .expect("connect");
     assert!(client.session_id.is_some(), "Mcp-Session-Id");
@@ -645,7 +617,7 @@ async fn the_reference_speaks_mcp_over_http_and_sse() {
 
     let http = reqwest::Client::new();
     let no_session = http
-        .post(format!("{}/messages", env.reference.url()))
+        .post(format!("{}/messages", env.0.reference().url()))
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
         .send()
         .await
@@ -657,14 +629,17 @@ async fn the_reference_speaks_mcp_over_http_and_sse() {
         "Missing sessionId parameter or Mcp-Session-Id header"
     );
     let unknown_session = http
-        .post(format!("{}/messages?sessionId=nope", env.reference.url()))
+        .post(format!(
+            "{}/messages?sessionId=nope",
+            env.0.reference().url()
+        ))
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
         .send()
         .await
         .expect("post");
     assert_eq!(unknown_session.status(), 400);
     let health: Value = http
-        .get(format!("{}/health", env.reference.url()))
+        .get(format!("{}/health", env.0.reference().url()))
         .send()
         .await
         .expect("health")

@@ -4,28 +4,29 @@
 //! kept coherent. memgate (proxy and worker on a real `redis-server`) and the reference share
 //! one Qdrant Edge shard and one OpenAI-compatible stand-in.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memgate::backend::vectors::VectorStore;
 use memgate::config::Config;
 use memgate_testkit::{
-    eventually, metric_value, scrape_metrics, start_memgate_in_front_of_reference, test_config,
-    worker_done, FakeOpenAi, McpSseClient, RedisServer, Reference, SseRouting,
+    eventually, metric_value, scrape_metrics, Legacy, McpSseClient, SseRouting, TestStack,
 };
 use serde_json::{json, Value};
 
-const DIMENSIONS: usize = 64;
+/// The file's helpers on a [`TestStack`].
+struct Env(TestStack);
 
-struct Env {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    proxy: memgate::app::RunningProxy,
-    _worker: memgate::app::RunningWorker,
-    _vectors: Arc<dyn VectorStore>,
-    reference: Reference,
-    prefix: String,
-    _data: tempfile::TempDir,
+impl std::ops::Deref for Env {
+    type Target = TestStack;
+
+    fn deref(&self) -> &TestStack {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestStack {
+        &mut self.0
+    }
 }
 
 /// `text` with the value of every `accessCount` and `lastAccessed` line replaced (the tool
@@ -78,50 +79,33 @@ fn assert_read_counts_aside(via_memgate: &str, direct: &str, what: &str) {
 impl Env {
     /// memgate in front of a reference that routes answers as cldmemory does (to the newest
     /// stream).
-    async fn start(adjust: impl FnOnce(&mut Config)) -> Env {
+    async fn start(adjust: impl FnOnce(&mut Config) + 'static) -> Env {
         Self::start_routed(SseRouting::NewestStream, adjust).await
     }
 
     /// memgate in front of a reference that answers each stream on its own, for tests whose
     /// own clients talk to the reference beside memgate.
-    async fn start_shared(adjust: impl FnOnce(&mut Config)) -> Env {
+    async fn start_shared(adjust: impl FnOnce(&mut Config) + 'static) -> Env {
         Self::start_routed(SseRouting::PerSession, adjust).await
     }
 
-    async fn start_routed(routing: SseRouting, adjust: impl FnOnce(&mut Config)) -> Env {
-        let redis = RedisServer::start().expect("redis-server");
-        let openai = FakeOpenAi::start(DIMENSIONS).await.expect("openai");
-        let data = tempfile::tempdir().expect("dir");
-        let mut config = test_config(
-            data.path(),
-            Some(redis.url()),
-            Some(openai.base_url()),
-            None,
-        );
-        config.rollout.percent = 100;
-        config.layout.similarity_threshold = 0.3;
-        config.layout.memory_metadata = Some("team:core".into());
-        // memgate's reads reach the vector store only when flushed: none during a test, so
-        // both services read the same stored state (memgate's answers count its own reads on
-        // top: `assert_read_counts_aside`).
-        config.access.flush_interval = Duration::from_secs(3600);
-        config.upstream.timeout = Duration::from_secs(3);
-        adjust(&mut config);
-        let prefix = config.key_prefix();
-        let (proxy, worker, vectors, reference) =
-            start_memgate_in_front_of_reference(config, &openai.base_url(), routing)
-                .await
-                .expect("memgate in front of the reference");
-        Env {
-            redis,
-            openai,
-            proxy,
-            _worker: worker,
-            _vectors: vectors,
-            reference,
-            prefix,
-            _data: data,
-        }
+    async fn start_routed(routing: SseRouting, adjust: impl FnOnce(&mut Config) + 'static) -> Env {
+        let stack = TestStack::builder()
+            .legacy(Legacy::InFront(routing))
+            .configure(|config| {
+                config.rollout.percent = 100;
+                config.layout.similarity_threshold = 0.3;
+                config.layout.memory_metadata = Some("team:core".into());
+                // memgate's reads reach the vector store only when flushed: none during a
+                // test, so both services read the same stored state (memgate's answers count
+                // its own reads on top: `assert_read_counts_aside`).
+                config.access.flush_interval = Duration::from_secs(3600);
+                config.upstream.timeout = Duration::from_secs(3);
+            })
+            .configure(adjust)
+            .start()
+            .await;
+        Env(stack)
     }
 
     fn url(&self) -> String {
@@ -147,15 +131,9 @@ impl Env {
         client
     }
 
-    /// Until the memory's record is `ready` and no association job is left.
-    async fn wait_for_worker(&self, id: &str) {
-        let done = worker_done(&self.redis, &self.prefix, id).await;
-        assert!(done, "the worker stored {id}");
-    }
-
     /// The names of the reference's tools, asked directly.
     async fn reference_tool_names(&self) -> Vec<String> {
-        let direct = McpSseClient::connect(&self.reference.url(), None)
+        let direct = McpSseClient::connect(&self.reference().url(), None)
             .await
             .expect("connects to the reference");
         direct.initialize().await.expect("initialize");
@@ -173,7 +151,7 @@ impl Env {
 
     /// A memory stored by cldmemory itself; its id.
     async fn cldmemory_store(&self, arguments: Value) -> String {
-        let text = self.reference.call("store_memory", arguments).await;
+        let text = self.reference().call("store_memory", arguments).await;
         let memory: Value = serde_json::from_str(&text).expect("a memory");
         memory["id"].as_str().expect("id").to_string()
     }
@@ -245,7 +223,7 @@ async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
             .call_tool("get_memory", json!({"id": id}))
             .await
             .expect("get");
-        let direct = env.reference.call("get_memory", json!({"id": id})).await;
+        let direct = env.reference().call("get_memory", json!({"id": id})).await;
         assert_read_counts_aside(&via_memgate, &direct, &format!("get_memory {id}"));
     }
 
@@ -276,7 +254,7 @@ async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
             .await
             .expect("search");
         let direct = env
-            .reference
+            .reference()
             .call("search_memories", arguments.clone())
             .await;
         assert_read_counts_aside(
@@ -307,7 +285,7 @@ async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
             .call_tool(tool, arguments.clone())
             .await
             .expect("call");
-        let direct = env.reference.call(tool, arguments.clone()).await;
+        let direct = env.reference().call(tool, arguments.clone()).await;
         assert_read_counts_aside(&via_memgate, &direct, &format!("{tool} {arguments}"));
     }
 
@@ -322,7 +300,10 @@ async fn memory_tools_answer_with_cldmemorys_texts_byte_for_byte() {
         .expect("get");
     assert_eq!(gone, "Memory not found", "hidden at once");
     let deleted_in_store = eventually(Duration::from_secs(10), || async {
-        env.reference.call("get_memory", json!({"id": ours})).await == "Memory not found"
+        env.reference()
+            .call("get_memory", json!({"id": ours}))
+            .await
+            == "Memory not found"
     })
     .await;
     assert!(deleted_in_store, "the workers delete it from the store");
@@ -343,7 +324,7 @@ async fn memgate_introduces_itself_as_cldmemory_and_forwards_the_other_tools() {
     let client = McpSseClient::connect(&env.url(), None)
         .await
         .expect("connects");
-    let direct = McpSseClient::connect(&env.reference.url(), None)
+    let direct = McpSseClient::connect(&env.reference().url(), None)
         .await
         .expect("connects to the reference");
     assert_eq!(
@@ -393,7 +374,7 @@ async fn memgate_introduces_itself_as_cldmemory_and_forwards_the_other_tools() {
     );
     assert_read_counts_aside(
         &via_memgate,
-        &env.reference.call("get_memory", json!({"id": a})).await,
+        &env.reference().call("get_memory", json!({"id": a})).await,
         "get_memory after a forwarded connect",
     );
 
@@ -514,7 +495,7 @@ async fn twenty_sessions_at_once_each_get_their_own_answers() {
         assert_eq!(memory["id"], id.as_str());
         assert_eq!(memory["metadata"]["user"], format!("u{n}"));
         let direct = env
-            .reference
+            .reference()
             .call("get_memory", json!({"id": format!("bad-{n}")}))
             .await;
         assert_eq!(forwarded, direct, "session {n}'s forwarded answer");
@@ -535,7 +516,7 @@ async fn the_legacy_down_degrades_forwarded_calls_and_the_fast_path_answers_on()
     let id = id_of(&stored);
     env.wait_for_worker(&id).await;
 
-    let addr = env.reference.stop().await;
+    let addr = env.reference_mut().stop().await;
     let started = Instant::now();
     let answer = client
         .request(
@@ -573,7 +554,7 @@ async fn the_legacy_down_degrades_forwarded_calls_and_the_fast_path_answers_on()
         .as_array()
         .is_some_and(|t| !t.is_empty()));
 
-    env.reference.restart(addr).await.expect("restart");
+    env.reference_mut().restart(addr).await.expect("restart");
     let back = eventually(Duration::from_secs(10), || async {
         client
             .call_tool("get_memory", json!({"id": "not-a-uuid"}))
@@ -627,7 +608,7 @@ async fn bad_mcp_input_gets_cldmemorys_answers_and_writes_nothing() {
     let (status, _) = client.post_raw(huge).await.expect("post");
     assert_eq!(status, 413, "past cldmemory's 10 MB");
     let listed = env
-        .reference
+        .reference()
         .call(
             "search_memories",
             json!({"query": "", "type": "semantic", "limit": 50}),
@@ -737,7 +718,7 @@ async fn a_search_neither_path_can_answer_goes_down_the_ladder() {
 
 /// The reference's open streams, as its `/health` counts them.
 async fn reference_streams(env: &Env) -> u64 {
-    let health: Value = reqwest::get(format!("{}/health", env.reference.url()))
+    let health: Value = reqwest::get(format!("{}/health", env.reference().url()))
         .await
         .expect("health")
         .json()
@@ -769,14 +750,14 @@ async fn a_foreign_client_on_cldmemorys_stream_costs_memgate_at_most_one_slow_ca
     let client = env.client(None).await;
     let (before, _) = timed_analyze(&client).await;
     let direct = env
-        .reference
+        .reference()
         .call("get_memory", json!({"id": "not-a-uuid"}))
         .await;
     assert_eq!(before, direct, "cldmemory's own answer");
 
     // Another client opens a stream on the same cldmemory and leaves: cldmemory answers
     // nobody until the next stream opens.
-    let foreign = McpSseClient::connect(&env.reference.url(), None)
+    let foreign = McpSseClient::connect(&env.reference().url(), None)
         .await
         .expect("a foreign client connects");
     drop(foreign);
@@ -809,7 +790,7 @@ async fn a_foreign_client_on_cldmemorys_stream_costs_memgate_at_most_one_slow_ca
     let b = env
         .cldmemory_store(json!({"content": "Mice hide in the hedge", "type": "semantic"}))
         .await;
-    let squatter = McpSseClient::connect(&env.reference.url(), None)
+    let squatter = McpSseClient::connect(&env.reference().url(), None)
         .await
         .expect("a foreign client connects");
     let connect = client
@@ -827,7 +808,7 @@ async fn a_foreign_client_on_cldmemorys_stream_costs_memgate_at_most_one_slow_ca
     );
     let linked = eventually(Duration::from_secs(5), || async {
         let source: Value =
-            serde_json::from_str(&env.reference.call("get_memory", json!({"id": a})).await)
+            serde_json::from_str(&env.reference().call("get_memory", json!({"id": a})).await)
                 .expect("a memory");
         source["associations"]
             .as_array()
@@ -860,8 +841,9 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
     .await;
     let client = env.client(None).await;
     let (before, _) = timed_analyze(&client).await;
-    let ready = || async {
-        reqwest::get(format!("http://{}/readyz", env.proxy.admin_addr))
+    let admin = env.proxy.admin_addr;
+    let ready = || async move {
+        reqwest::get(format!("http://{admin}/readyz"))
             .await
             .expect("readyz")
             .json::<Value>()
@@ -871,7 +853,7 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
     assert_eq!(ready().await["checks"]["upstream"], "ok");
 
     drop(
-        McpSseClient::connect(&env.reference.url(), None)
+        McpSseClient::connect(&env.reference().url(), None)
             .await
             .expect("a foreign client connects"),
     );
@@ -893,7 +875,7 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
     assert!(took < Duration::from_secs(1), "{took:?}");
 
     // The legacy service down: /readyz says so, and forwarded calls fail at once.
-    let addr = env.reference.stop().await;
+    let addr = env.reference_mut().stop().await;
     let unready = eventually(Duration::from_secs(10), || async {
         ready().await["checks"]["upstream"] != "ok"
     })
@@ -913,7 +895,7 @@ async fn a_lost_session_is_replaced_without_a_call_and_readyz_says_so_while_it_i
         "fails fast: {:?}",
         started.elapsed()
     );
-    env.reference.restart(addr).await.expect("restart");
+    env.reference_mut().restart(addr).await.expect("restart");
     let back = eventually(Duration::from_secs(15), || async {
         ready().await["checks"]["upstream"] == "ok"
     })
@@ -946,9 +928,12 @@ async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at
         .await
         .expect("store");
     let new = id_of(&stored);
-    let theirs: Value =
-        serde_json::from_str(&env.reference.call("get_memory", json!({"id": older})).await)
-            .expect("a memory");
+    let theirs: Value = serde_json::from_str(
+        &env.reference()
+            .call("get_memory", json!({"id": older}))
+            .await,
+    )
+    .expect("a memory");
     assert!(
         theirs["associations"]
             .as_array()
@@ -975,7 +960,10 @@ async fn what_cldmemory_changes_for_legacy_routed_calls_shows_through_memgate_at
         .call_tool("get_memory", json!({"id": older}))
         .await
         .expect("get");
-    let direct = env.reference.call("get_memory", json!({"id": older})).await;
+    let direct = env
+        .reference()
+        .call("get_memory", json!({"id": older}))
+        .await;
     assert_read_counts_aside(&ours, &direct, "after reads cldmemory counted");
 }
 
@@ -999,7 +987,7 @@ async fn a_slow_change_in_flight_when_another_client_takes_the_stream_still_gets
     );
     let squat = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        McpSseClient::connect(&env.reference.url(), None)
+        McpSseClient::connect(&env.reference().url(), None)
             .await
             .expect("a foreign client connects")
     };
@@ -1017,7 +1005,7 @@ async fn a_slow_change_in_flight_when_another_client_takes_the_stream_still_gets
     let started = Instant::now();
     let (after, _) = timed_analyze(&legacy).await;
     let direct = env
-        .reference
+        .reference()
         .call("get_memory", json!({"id": "not-a-uuid"}))
         .await;
     assert_eq!(after, direct);

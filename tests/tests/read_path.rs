@@ -4,59 +4,34 @@
 use std::time::Duration;
 
 use memgate::config::{Config, ScopeConfig};
-use memgate_testkit::{
-    eventually, scrape_metrics, start_proxy_and_worker, test_config, FakeOpenAi, FakeUpstream,
-    RedisServer,
-};
+use memgate_testkit::{eventually, scrape_metrics, FakeUpstream, Legacy, RedisServer, TestStack};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-struct Env {
-    redis: RedisServer,
-    upstream: FakeUpstream,
-    openai: FakeOpenAi,
-    proxy: memgate::app::RunningProxy,
-    _worker: memgate::app::RunningWorker,
-    http: reqwest::Client,
-    prefix: String,
-    _data: tempfile::TempDir,
+/// The file's helpers on a [`TestStack`].
+struct Env(TestStack);
+
+impl std::ops::Deref for Env {
+    type Target = TestStack;
+
+    fn deref(&self) -> &TestStack {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestStack {
+        &mut self.0
+    }
 }
 
 impl Env {
-    async fn start(adjust: impl FnOnce(&mut Config)) -> Env {
-        let redis = RedisServer::start().expect("redis-server");
-        let upstream = FakeUpstream::start().await.expect("upstream");
-        let openai = FakeOpenAi::start(64).await.expect("openai");
-        let data = tempfile::tempdir().expect("dir");
-        let mut config = test_config(
-            data.path(),
-            Some(redis.url()),
-            Some(openai.base_url()),
-            Some(upstream.url()),
-        );
-        adjust(&mut config);
-        let prefix = config.key_prefix();
-        let (proxy, worker) = start_proxy_and_worker(config)
-            .await
-            .expect("proxy and worker start");
-        Env {
-            redis,
-            upstream,
-            openai,
-            proxy,
-            _worker: worker,
-            http: reqwest::Client::new(),
-            prefix,
-            _data: data,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy.api_addr)
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy.admin_addr)
+    async fn start(adjust: impl FnOnce(&mut Config) + 'static) -> Env {
+        Env(TestStack::builder()
+            .legacy(Legacy::Fake)
+            .configure(adjust)
+            .start()
+            .await)
     }
 
     /// A fast-path request (forced), as user `alice`.
@@ -582,7 +557,10 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_written_or_forwarded() {
         .expect("request");
     assert_eq!(response.status(), 400);
 
-    assert!(env.upstream.received().is_empty(), "nothing was forwarded");
+    assert!(
+        env.upstream().received().is_empty(),
+        "nothing was forwarded"
+    );
     assert_eq!(env.openai.embedding_calls(), 0, "nothing was embedded");
     assert_eq!(env.openai.chat_calls(), 0, "nothing was enriched");
     let queued: u64 = redis.xlen(&writes).await.expect("xlen");
@@ -628,7 +606,7 @@ async fn legacy_requests_are_forwarded_unchanged() {
         .expect("request");
     assert_eq!(header(&unknown, "x-memgate-path"), "legacy");
 
-    let received = env.upstream.received();
+    let received = env.upstream().received();
     assert_eq!(received.len(), 2);
     let search = &received[0];
     assert_eq!(search.method, "POST");
@@ -645,7 +623,7 @@ async fn legacy_requests_are_forwarded_unchanged() {
     );
     assert_eq!(
         search.headers["host"],
-        env.upstream.url().trim_start_matches("http://")
+        env.upstream().url().trim_start_matches("http://")
     );
     assert_eq!(received[1].path_and_query, "/admin/reindex");
 
@@ -656,7 +634,7 @@ async fn legacy_requests_are_forwarded_unchanged() {
         .await
         .expect("request");
     assert_eq!(header(&other, "x-memgate-path"), "legacy");
-    assert_eq!(env.upstream.received().len(), 3);
+    assert_eq!(env.upstream().received().len(), 3);
 }
 
 #[tokio::test]
@@ -925,14 +903,14 @@ async fn admin_endpoints_report_metrics_health_and_readiness() {
     env.get(&id).await;
     let response = env
         .http
-        .get(env.admin("/healthz"))
+        .get(env.admin_url("/healthz"))
         .send()
         .await
         .expect("healthz");
     assert_eq!(response.status(), 200);
     let response = env
         .http
-        .get(env.admin("/readyz"))
+        .get(env.admin_url("/readyz"))
         .send()
         .await
         .expect("readyz");
@@ -966,7 +944,7 @@ async fn admin_endpoints_report_metrics_health_and_readiness() {
     env.redis.kill();
     let response = env
         .http
-        .get(env.admin("/readyz"))
+        .get(env.admin_url("/readyz"))
         .send()
         .await
         .expect("readyz");
@@ -976,7 +954,7 @@ async fn admin_endpoints_report_metrics_health_and_readiness() {
     assert_ne!(body["checks"]["redis"], "ok");
     env.redis.restart().expect("restart");
     let http = env.http.clone();
-    let url = env.admin("/readyz");
+    let url = env.admin_url("/readyz");
     assert!(
         eventually(Duration::from_secs(5), || {
             let http = http.clone();

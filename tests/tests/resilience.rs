@@ -14,8 +14,8 @@ use memgate_testkit::load::{
     between, latency_quantile, recovered_after, status_mix, LoadOp, Sample, SteadyLoad,
 };
 use memgate_testkit::{
-    eventually, memgate_binary, metric_value, scrape_metrics, start_proxy, start_proxy_and_worker,
-    test_config, FakeOpenAi, FakeUpstream, RedisServer,
+    eventually, memgate_binary, metric_value, scrape_metrics, start_proxy, test_config, FakeOpenAi,
+    FakeUpstream, Legacy, RedisServer, TestStack,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,14 +23,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends one request every 20 ms (50/s).
 const INTERVAL: Duration = Duration::from_millis(20);
 
-struct Env {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    upstream: FakeUpstream,
-    proxy: memgate::app::RunningProxy,
-    _worker: memgate::app::RunningWorker,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
+/// The file's helpers on a [`TestStack`].
+struct Env(TestStack);
+
+impl std::ops::Deref for Env {
+    type Target = TestStack;
+
+    fn deref(&self) -> &TestStack {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestStack {
+        &mut self.0
+    }
 }
 
 /// Breakers that open after 3 failures (and probe as by default: after 250 ms, doubling up to
@@ -38,6 +45,12 @@ struct Env {
 /// to outlast the faults.
 fn fault_config(data: &std::path::Path, redis: String, openai: String, upstream: String) -> Config {
     let mut config = test_config(data, Some(redis), Some(openai), Some(upstream));
+    fault_settings(&mut config);
+    config
+}
+
+/// [`fault_config`]'s settings.
+fn fault_settings(config: &mut Config) {
     config.rollout.percent = 100;
     config.circuit_breaker.failure_threshold = 3;
     config.fallback.embedding_timeout = Duration::from_millis(300);
@@ -45,26 +58,15 @@ fn fault_config(data: &std::path::Path, redis: String, openai: String, upstream:
     config.openai.timeout = Duration::from_secs(1);
     config.worker.max_attempts = 9;
     config.worker.retry_backoff = Duration::from_millis(100);
-    config
 }
 
 impl Env {
     async fn start() -> Env {
-        let redis = RedisServer::start().expect("redis-server");
-        let openai = FakeOpenAi::start(64).await.expect("openai");
-        let upstream = FakeUpstream::start().await.expect("upstream");
-        let data = tempfile::tempdir().expect("dir");
-        let config = fault_config(data.path(), redis.url(), openai.base_url(), upstream.url());
-        let (proxy, worker) = start_proxy_and_worker(config).await.expect("start");
-        Env {
-            redis,
-            openai,
-            upstream,
-            proxy,
-            _worker: worker,
-            http: reqwest::Client::new(),
-            _data: data,
-        }
+        Env(TestStack::builder()
+            .legacy(Legacy::Fake)
+            .configure(fault_settings)
+            .start()
+            .await)
     }
 
     fn base(&self) -> String {
@@ -243,7 +245,7 @@ async fn redis_killed_and_restarted_under_load() {
     );
     assert_eq!(lost, 0, "no acknowledged write is lost");
     let forwarded = env
-        .upstream
+        .upstream()
         .received()
         .iter()
         .filter(|r| r.method == "POST" && r.path_and_query == "/memories")
@@ -264,7 +266,7 @@ async fn upstream_stopped_and_restarted_under_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let fault = load.now();
-    env.upstream.stop();
+    env.upstream_mut().stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         env.circuit("upstream").await,
@@ -272,7 +274,10 @@ async fn upstream_stopped_and_restarted_under_load() {
         "the upstream breaker is open"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    env.upstream.restart().await.expect("upstream restarts");
+    env.upstream_mut()
+        .restart()
+        .await
+        .expect("upstream restarts");
     let restored = load.now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let samples = load.stop().await;
@@ -404,7 +409,7 @@ async fn search_falls_down_the_ladder_to_keyword_then_popular() {
     env.status_of(&garden).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // access flush
     env.openai.set_failing(true);
-    env.upstream.stop();
+    env.upstream_mut().stop();
 
     let http = env.http.clone();
     let base = env.base();

@@ -7,66 +7,40 @@ use std::time::Duration;
 
 use memgate::config::Config;
 use memgate_testkit::{
-    eventually, memgate_binary, scrape_metrics, start_proxy, start_proxy_and_worker,
-    start_proxy_with_backends, test_config, FakeOpenAi, RedisServer,
+    eventually, memgate_binary, scrape_metrics, start_proxy, test_config, FakeOpenAi, RedisServer,
+    TestStack,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-struct Env {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    proxy: memgate::app::RunningProxy,
-    worker: Option<memgate::app::RunningWorker>,
-    /// Without a worker: what one started later runs on.
-    later: Option<(Config, memgate::app::Backends)>,
-    http: reqwest::Client,
-    prefix: String,
-    data: tempfile::TempDir,
+/// The file's helpers on a [`TestStack`].
+struct Env(TestStack);
+
+impl std::ops::Deref for Env {
+    type Target = TestStack;
+
+    fn deref(&self) -> &TestStack {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestStack {
+        &mut self.0
+    }
 }
 
 impl Env {
-    /// A proxy, and an in-process worker unless `with_worker` is false.
-    async fn start(with_worker: bool, adjust: impl FnOnce(&mut Config)) -> Env {
-        let redis = RedisServer::start().expect("redis-server");
-        let openai = FakeOpenAi::start(64).await.expect("openai");
-        let data = tempfile::tempdir().expect("dir");
-        let mut config = test_config(
-            &data.path().join("proxy"),
-            Some(redis.url()),
-            Some(openai.base_url()),
-            None,
-        );
-        adjust(&mut config);
-        let prefix = config.key_prefix();
-        let (proxy, worker, later) = if with_worker {
-            let (proxy, worker) = start_proxy_and_worker(config).await.expect("start");
-            (proxy, Some(worker), None)
+    async fn start(with_worker: bool, adjust: impl FnOnce(&mut Config) + 'static) -> Env {
+        let stack = TestStack::builder()
+            .vectors_under("proxy")
+            .configure(adjust);
+        let stack = if with_worker {
+            stack
         } else {
-            let (proxy, backends) = start_proxy_with_backends(config.clone())
-                .await
-                .expect("start");
-            (proxy, None, Some((config, backends)))
+            stack.without_worker()
         };
-        Env {
-            redis,
-            openai,
-            proxy,
-            worker,
-            later,
-            http: reqwest::Client::new(),
-            prefix,
-            data,
-        }
-    }
-
-    /// Starts the worker of an `Env` started without one.
-    async fn start_worker(&mut self) {
-        let (config, backends) = self.later.take().expect("started without a worker");
-        let worker = memgate::app::start_worker_with(config, backends)
-            .await
-            .expect("worker");
-        self.worker = Some(worker);
+        Env(stack.start().await)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
