@@ -111,7 +111,9 @@ impl Environment {
         );
 
         let edge = Arc::new(EdgeStore::open(config.vectors.path.as_deref())?);
-        edge.ensure_collection(&collection_spec(&config)).await?;
+        let layout = memgate::layout::from_config(&config.layout);
+        edge.ensure_collection(&collection_spec(&config, layout.as_ref()))
+            .await?;
         // The legacy baselines open 16 sessions of their own beside memgate's: each gets its
         // own answers (cldmemory itself answers only the stream opened last).
         let legacy = start_reference_with(

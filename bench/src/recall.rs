@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use memgate::backend::embeddings::HashingEmbedder;
-use memgate::backend::vectors::{MemoryFilter, VectorQuery, VectorStore};
+use memgate::backend::vectors::{PayloadFilter, VectorQuery, VectorStore};
 use memgate::layout::Layout;
 use serde::Serialize;
 use serde_json::Value;
@@ -55,7 +55,7 @@ pub async fn measure(
         let vector = embedder.embed_one(&layout.query_text(&dataset::query(2_000_000 + i)));
         let query = |ef: Option<u64>, exact: bool| VectorQuery {
             vector: vector.clone(),
-            filter: MemoryFilter::default(),
+            filter: PayloadFilter::default(),
             limit: fetch,
             score_threshold: None,
             ef,

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hyper::StatusCode;
 use memgate::backend::embeddings::HashingEmbedder;
-use memgate::backend::vectors::{MemoryFilter, VectorQuery, VectorStore};
+use memgate::backend::vectors::{PayloadFilter, VectorQuery, VectorStore};
 use redis::AsyncCommands;
 use serde_json::json;
 use uuid::Uuid;
@@ -576,7 +576,7 @@ impl<'a> Runner<'a> {
             Box::pin(async move {
                 let query = VectorQuery {
                     vector,
-                    filter: MemoryFilter::default(),
+                    filter: PayloadFilter::default(),
                     limit: fetch,
                     score_threshold: None,
                     ef,

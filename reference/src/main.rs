@@ -37,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
             dimensions,
             distance: DistanceMetric::Cosine,
             scope_field: None,
+            // cldmemory creates no payload indexes.
+            indexes: Vec::new(),
         })
         .await?;
     let openai = OpenAi::new(

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use memgate::backend::vectors::{MemoryFilter, MemoryPoint, VectorError, VectorQuery, VectorStore};
+use memgate::backend::vectors::{
+    MemoryPoint, PayloadFilter, VectorError, VectorQuery, VectorStore,
+};
 use serde_json::{Map, Value};
 
 use crate::javascript;
@@ -57,7 +59,7 @@ impl QdrantService {
         &self,
         vector: Vec<f32>,
         limit: u64,
-        filter: MemoryFilter,
+        filter: PayloadFilter,
         threshold: f32,
     ) -> Result<Vec<Object>, QdrantError> {
         let found = self
@@ -82,7 +84,7 @@ impl QdrantService {
     /// `searchByFilters` / `searchByMetadata`: a scroll.
     pub async fn scroll(
         &self,
-        filter: MemoryFilter,
+        filter: PayloadFilter,
         limit: u64,
     ) -> Result<Vec<Object>, QdrantError> {
         Ok(self.store.scroll(&filter, limit).await?)

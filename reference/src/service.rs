@@ -3,8 +3,7 @@
 //! counting and its quirks.
 
 use chrono::{DateTime, Utc};
-use memgate::backend::vectors::MemoryFilter;
-use memgate::memory::{DateRange, MemoryType, ValenceRange};
+use memgate::backend::vectors::{Condition, PayloadFilter};
 use serde_json::{json, Map, Value};
 
 use crate::javascript;
@@ -195,7 +194,7 @@ impl MemoryService {
             .search_similar(
                 vector,
                 5,
-                MemoryFilter::default(),
+                PayloadFilter::default(),
                 self.settings.similarity_threshold,
             )
             .await?;
@@ -241,21 +240,37 @@ impl MemoryService {
         Ok(())
     }
 
-    fn filter(params: &SearchParams) -> MemoryFilter {
-        MemoryFilter {
-            memory_type: params.memory_type.as_deref().and_then(|t| {
-                serde_json::from_value::<MemoryType>(Value::String(t.to_string())).ok()
-            }),
-            min_importance: params.min_importance,
-            emotional_range: params
-                .emotional_range
-                .map(|(min, max)| ValenceRange { min, max }),
-            date_range: params.date_range.map(|(start, end)| DateRange {
-                start: Some(start),
-                end: Some(end),
-            }),
-            ..Default::default()
+    /// The `must` conditions cldmemory's `searchMemories` puts in its Qdrant filter.
+    fn filter(params: &SearchParams) -> PayloadFilter {
+        let mut must = Vec::new();
+        if let Some(memory_type) = &params.memory_type {
+            must.push(Condition::Equals {
+                field: "type".into(),
+                value: memory_type.clone(),
+            });
         }
+        if let Some(min) = params.min_importance {
+            must.push(Condition::Range {
+                field: "importance".into(),
+                gte: Some(min),
+                lte: None,
+            });
+        }
+        if let Some((min, max)) = params.emotional_range {
+            must.push(Condition::Range {
+                field: "emotionalValence".into(),
+                gte: Some(min),
+                lte: Some(max),
+            });
+        }
+        if let Some((start, end)) = params.date_range {
+            must.push(Condition::DateRange {
+                field: "timestamp".into(),
+                gte: Some(start),
+                lte: Some(end),
+            });
+        }
+        PayloadFilter::all(must)
     }
 
     /// `searchMemories` then `searchChunkedMemories`.
@@ -332,10 +347,10 @@ impl MemoryService {
                 .unwrap_or_default();
             let id = id_of(&memory)?;
             if javascript::truthy(context.get("isParentChunk")) && !done.contains(&id) {
-                let filter = MemoryFilter {
-                    chunk_of: Some(id.clone()),
-                    ..Default::default()
-                };
+                let filter = PayloadFilter::all(vec![Condition::Equals {
+                    field: "context.chunkOf".into(),
+                    value: id.clone(),
+                }]);
                 let mut chunks = self.qdrant.scroll(filter, 100).await?;
                 if chunks.is_empty() {
                     out.push(memory);
@@ -549,7 +564,7 @@ impl MemoryService {
     /// Every point deleted.
     pub async fn delete_all(&self) -> Result<(), ServiceError> {
         loop {
-            let batch = self.qdrant.scroll(MemoryFilter::default(), 1000).await?;
+            let batch = self.qdrant.scroll(PayloadFilter::default(), 1000).await?;
             if batch.is_empty() {
                 return Ok(());
             }

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use memgate::backend::vectors::{
-    CollectionSpec, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
-    VectorQuery, VectorStore,
+    CollectionSpec, MemoryPoint, PayloadFilter, ScoredMemory, VectorError, VectorQuery, VectorStore,
 };
 use memgate::memory::StoredMemory;
 use serde_json::{Map, Value};
@@ -95,19 +94,9 @@ impl VectorStore for ScrambledReads {
             .collect())
     }
 
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
-        Ok(self
-            .inner
-            .keyword_search(query)
-            .await?
-            .into_iter()
-            .map(|memory| self.scramble(memory))
-            .collect())
-    }
-
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
         Ok(self

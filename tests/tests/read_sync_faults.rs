@@ -11,8 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use memgate::app::Backends;
 use memgate::backend::vectors::{
-    CollectionSpec, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
-    VectorQuery, VectorStore,
+    CollectionSpec, MemoryPoint, PayloadFilter, ScoredMemory, VectorError, VectorQuery, VectorStore,
 };
 use memgate::memory::StoredMemory;
 use memgate_testkit::{eventually, test_config, RedisServer};
@@ -56,12 +55,9 @@ impl VectorStore for FlakyCounts {
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError> {
         self.inner.search(query).await
     }
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
-        self.inner.keyword_search(query).await
-    }
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
         self.inner.scroll(filter, limit).await

@@ -176,12 +176,13 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
     Ok((cache, (writes, assoc)))
 }
 
-pub fn collection_spec(config: &Config) -> CollectionSpec {
+pub fn collection_spec(config: &Config, layout: &dyn Layout) -> CollectionSpec {
     CollectionSpec {
         name: config.vectors.collection.clone(),
         dimensions: config.embeddings.dimensions,
         distance: config.vectors.distance,
         scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
+        indexes: layout.indexed_fields(),
     }
 }
 

@@ -220,8 +220,11 @@ pub async fn start_with(
     backends: Backends,
     sources: Option<ConfigSources>,
 ) -> anyhow::Result<RunningProxy> {
-    let collection_retry =
-        prepare_collection(backends.vectors.clone(), collection_spec(&config)).await?;
+    let collection_retry = prepare_collection(
+        backends.vectors.clone(),
+        collection_spec(&config, backends.layout.as_ref()),
+    )
+    .await?;
     let metrics = Metrics::new();
     let keys = KeySpace::new(config.key_prefix());
     let access = ReadRecorder::new(config.cache.l1.ttl);

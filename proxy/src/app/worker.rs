@@ -112,7 +112,7 @@ pub async fn start_worker_with(
     config: Config,
     backends: Backends,
 ) -> anyhow::Result<RunningWorker> {
-    let spec = collection_spec(&config);
+    let spec = collection_spec(&config, backends.layout.as_ref());
     // The worker waits for its vector store before it takes any job.
     ensure_collection_retrying(
         backends.vectors.as_ref(),

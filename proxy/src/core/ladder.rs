@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::error::unavailable;
 use super::search::with_score;
 use super::{Answer, CacheStatus, Core, CoreError, Degraded};
-use crate::backend::vectors::{KeywordQuery, MemoryFilter};
+use crate::backend::vectors::PayloadFilter;
 use crate::keys::Scope;
 use crate::layout::{KeywordView, Layout};
 use crate::memory::{is_tombstone, NormalizedSearch, StoredMemory};
@@ -136,23 +136,23 @@ impl Core {
     async fn keyword(
         &self,
         search: &NormalizedSearch,
-        filter: MemoryFilter,
+        filter: PayloadFilter,
     ) -> Result<Option<Vec<StoredMemory>>, CoreError> {
         let terms = query_terms(&search.query);
         if terms.is_empty() {
             return Ok(None);
         }
-        let query = KeywordQuery {
-            terms: terms.clone(),
-            filter,
-            limit: self
-                .settings
-                .keyword_candidates
-                .max(u64::from(search.limit)),
+        let filter = PayloadFilter {
+            should: self.layout.keyword_conditions(&terms),
+            ..filter
         };
+        let candidates = self
+            .settings
+            .keyword_candidates
+            .max(u64::from(search.limit));
         let found = self
             .vectors
-            .keyword_search(query)
+            .scroll(&filter, candidates)
             .await
             .map_err(|e| unavailable("the vector store", e))?;
         let ranked = rank_by_keywords(self.layout.as_ref(), found, &terms, search.limit as usize);
@@ -164,7 +164,7 @@ impl Core {
         &self,
         scope: &Scope,
         search: &NormalizedSearch,
-        filter: MemoryFilter,
+        filter: PayloadFilter,
     ) -> Result<Vec<StoredMemory>, CoreError> {
         let limit = search.limit as usize;
         // Some of the most read are filtered out or no longer cached: look further down.

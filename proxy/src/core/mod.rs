@@ -48,7 +48,7 @@ pub use write::Stored;
 use crate::backend::cache::CacheStore;
 use crate::backend::embeddings::EmbeddingCache;
 use crate::backend::queue::WriteQueue;
-use crate::backend::vectors::{MemoryFilter, VectorStore};
+use crate::backend::vectors::{Condition, PayloadFilter, VectorStore};
 use crate::core::reads::ReadRecorder;
 use crate::keys::{KeySpace, Scope};
 use crate::layout::Layout;
@@ -268,20 +268,18 @@ impl Core {
         }
     }
 
-    /// The payload conditions of a search by this tenant.
-    fn filter_for(&self, scope: &Scope, search: &NormalizedSearch) -> MemoryFilter {
-        MemoryFilter {
-            scope: self
-                .settings
-                .scope_field
-                .clone()
-                .zip(scope.value().map(str::to_string)),
-            memory_type: search.memory_type,
-            min_importance: search.min_importance,
-            emotional_range: search.emotional_range,
-            date_range: search.date_range,
-            chunk_of: None,
-        }
+    /// The payload conditions of a search by this tenant: its own memories, and the
+    /// layout's conditions for the search's filters.
+    fn filter_for(&self, scope: &Scope, search: &NormalizedSearch) -> PayloadFilter {
+        let tenant = self
+            .settings
+            .scope_field
+            .clone()
+            .zip(scope.value().map(str::to_string))
+            .map(|(field, value)| Condition::Equals { field, value });
+        let mut must: Vec<Condition> = tenant.into_iter().collect();
+        must.extend(self.layout.search_conditions(search));
+        PayloadFilter::all(must)
     }
 }
 

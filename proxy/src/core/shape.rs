@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::error::unavailable;
 use super::search::{with_score, Found};
 use super::{Core, CoreError};
-use crate::backend::vectors::MemoryFilter;
+use crate::backend::vectors::PayloadFilter;
 use crate::layout::ChunkRole;
 use crate::memory::{DetailLevel, NormalizedSearch, StoredMemory};
 
@@ -95,10 +95,7 @@ impl Core {
                     if !parents_done.insert(id.clone()) {
                         continue;
                     }
-                    let filter = MemoryFilter {
-                        chunk_of: Some(id),
-                        ..Default::default()
-                    };
+                    let filter = PayloadFilter::all(vec![self.layout.chunks_of(&id)]);
                     let chunks = self
                         .vectors
                         .scroll(&filter, MAX_CHUNKS)

@@ -44,21 +44,22 @@ async fn stack_with_l1_ttl(l1_ttl: Duration) -> Stack {
     let cache: Arc<dyn CacheStore> = Arc::new(InProcessCache::new(1_000));
     let queue: Arc<dyn WriteQueue> = Arc::new(InProcessQueue::new("writes", cache.clone(), None));
     let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(None).expect("an edge store"));
+    let layout: Arc<dyn Layout> = Arc::new(CldMemoryLayout::new(CldMemorySettings {
+        similarity_threshold: 0.1,
+        memory_metadata: None,
+        project: "box:/app".into(),
+    }));
     vectors
         .ensure_collection(&CollectionSpec {
             name: "memories".into(),
             dimensions: DIMENSIONS as u64,
             distance: DistanceMetric::Cosine,
             scope_field: None,
+            indexes: layout.indexed_fields(),
         })
         .await
         .expect("a collection");
     let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new("hashing", DIMENSIONS));
-    let layout: Arc<dyn Layout> = Arc::new(CldMemoryLayout::new(CldMemorySettings {
-        similarity_threshold: 0.1,
-        memory_metadata: None,
-        project: "box:/app".into(),
-    }));
     let keys = KeySpace::new("t:");
     // The backends as `crate::app` gives them to the core: behind their guards.
     let redis = guard("cache", &metrics);

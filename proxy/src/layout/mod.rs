@@ -3,8 +3,8 @@
 //!
 //! A [`Layout`] knows the payload a memory is stored as, the text that is embedded for a memory
 //! and for a query, the values a new memory starts with and how enrichment (or its failure)
-//! fills them, how an update changes a memory, how search results are cut and shown, and how
-//! reads are counted. The fast path and the workers ask the layout and never look at field
+//! fills them, how an update changes a memory, what searches filter on, how search results
+//! are cut and shown, and how reads are counted. The fast path and the workers ask the layout and never look at field
 //! names themselves.
 //!
 //! One implementation today: [`CldMemoryLayout`], the layout of cldmemory (the TypeScript MCP
@@ -24,7 +24,8 @@ use uuid::Uuid;
 use crate::config::{LayoutConfig, LayoutKind};
 
 use crate::backend::enrichment::{ChatRecipe, EnrichmentError};
-use crate::memory::{StoreRequest, StoredMemory, UpdateRequest};
+use crate::backend::vectors::{Condition, IndexedField};
+use crate::memory::{NormalizedSearch, StoreRequest, StoredMemory, UpdateRequest};
 
 /// The layout the config names, with its deployment's settings.
 pub fn from_config(config: &LayoutConfig) -> Arc<dyn Layout> {
@@ -147,6 +148,21 @@ pub trait Layout: Send + Sync + std::fmt::Debug + 'static {
     /// A parent memory with its chunks' content joined, as a search with chunks reconstructed
     /// answers it.
     fn reconstruct(&self, parent: &StoredMemory, chunks: Vec<StoredMemory>) -> StoredMemory;
+
+    /// The payload fields searches filter on, each with the index it needs (created with the
+    /// collection).
+    fn indexed_fields(&self) -> Vec<IndexedField>;
+
+    /// A search's filters (type, importance, valence, dates) as payload conditions, all of
+    /// which must hold.
+    fn search_conditions(&self, search: &NormalizedSearch) -> Vec<Condition>;
+
+    /// What the keyword rung asks of a memory: one of these conditions (the words in its text,
+    /// or among its tags).
+    fn keyword_conditions(&self, terms: &[String]) -> Vec<Condition>;
+
+    /// The condition the chunks of the parent memory `parent_id` meet.
+    fn chunks_of(&self, parent_id: &str) -> Condition;
 }
 
 /// A memory as a keyword search sees it: the text its words are looked for in, its tags

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::leases::Leases;
 use super::Worker;
 use crate::backend::queue::{RecordWrite, WriteOp};
-use crate::backend::vectors::{MemoryFilter, MemoryPoint, VectorQuery};
+use crate::backend::vectors::{Condition, MemoryPoint, PayloadFilter, VectorQuery};
 use crate::keys::Scope;
 use crate::layout::{Enrichment, EnrichmentNeeds};
 use crate::memory::{is_tombstone, tombstone, StoredMemory, UpdateRequest};
@@ -196,14 +196,15 @@ impl Worker {
         let threshold = self.layout.default_similarity_threshold();
         let query = VectorQuery {
             vector,
-            filter: MemoryFilter {
-                scope: self
-                    .settings
+            filter: PayloadFilter::all(
+                self.settings
                     .scope_field
                     .clone()
-                    .zip(scope.map(str::to_string)),
-                ..Default::default()
-            },
+                    .zip(scope.map(str::to_string))
+                    .map(|(field, value)| Condition::Equals { field, value })
+                    .into_iter()
+                    .collect(),
+            ),
             limit: self.layout.search_fetch_limit(rule.candidates),
             score_threshold: Some(threshold),
             ef: self.settings.search_ef,

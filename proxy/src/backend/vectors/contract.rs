@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::DistanceMetric;
-use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
+use crate::memory::StoredMemory;
 
 fn spec(name: &str, dimensions: u64) -> CollectionSpec {
     CollectionSpec {
@@ -15,6 +15,36 @@ fn spec(name: &str, dimensions: u64) -> CollectionSpec {
         dimensions,
         distance: DistanceMetric::Cosine,
         scope_field: Some("userId".into()),
+        indexes: [
+            ("type", IndexKind::Keyword),
+            ("context.tags", IndexKind::Keyword),
+            ("context.chunkOf", IndexKind::Keyword),
+            ("importance", IndexKind::Float),
+            ("emotionalValence", IndexKind::Float),
+            ("timestamp", IndexKind::Datetime),
+            ("content", IndexKind::Text),
+        ]
+        .into_iter()
+        .map(|(field, kind)| IndexedField {
+            field: field.into(),
+            kind,
+        })
+        .collect(),
+    }
+}
+
+fn equals(field: &str, value: &str) -> Condition {
+    Condition::Equals {
+        field: field.into(),
+        value: value.into(),
+    }
+}
+
+fn range(field: &str, gte: Option<f64>, lte: Option<f64>) -> Condition {
+    Condition::Range {
+        field: field.into(),
+        gte,
+        lte,
     }
 }
 
@@ -48,7 +78,7 @@ fn point(
     }
 }
 
-fn query(filter: MemoryFilter) -> VectorQuery {
+fn query(filter: PayloadFilter) -> VectorQuery {
     VectorQuery {
         vector: vec![1.0, 0.0, 0.0, 0.0],
         filter,
@@ -107,54 +137,41 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .expect("retrieve")
         .is_none());
 
-    let alice = |filter: MemoryFilter| MemoryFilter {
-        scope: Some(("userId".into(), "alice".into())),
-        ..filter
+    let alice = |condition: Option<Condition>| {
+        PayloadFilter::all(
+            [Some(equals("userId", "alice")), condition]
+                .into_iter()
+                .flatten()
+                .collect(),
+        )
     };
-    let all = store
-        .search(query(alice(MemoryFilter::default())))
-        .await
-        .expect("search");
+    let all = store.search(query(alice(None))).await.expect("search");
     assert_eq!(ids(&all), vec![1, 2, 3], "nearest first, only alice's");
     assert!(all[0].score > all[1].score);
 
-    let semantic = MemoryFilter {
-        memory_type: Some(MemoryType::Semantic),
-        ..Default::default()
-    };
+    let semantic = Some(equals("type", "semantic"));
     assert_eq!(
         ids(&store.search(query(alice(semantic))).await.expect("search")),
         vec![2]
     );
 
-    let important = MemoryFilter {
-        min_importance: Some(0.5),
-        ..Default::default()
-    };
+    let important = Some(range("importance", Some(0.5), None));
     assert_eq!(
         ids(&store.search(query(alice(important))).await.expect("search")),
         vec![1, 3]
     );
 
-    let calm = MemoryFilter {
-        emotional_range: Some(ValenceRange {
-            min: -0.1,
-            max: 0.6,
-        }),
-        ..Default::default()
-    };
+    let calm = Some(range("emotionalValence", Some(-0.1), Some(0.6)));
     assert_eq!(
         ids(&store.search(query(alice(calm))).await.expect("search")),
         vec![1, 3]
     );
 
-    let january_5_to_15 = MemoryFilter {
-        date_range: Some(DateRange {
-            start: Utc.with_ymd_and_hms(2025, 1, 5, 0, 0, 0).single(),
-            end: Utc.with_ymd_and_hms(2025, 1, 15, 0, 0, 0).single(),
-        }),
-        ..Default::default()
-    };
+    let january_5_to_15 = Some(Condition::DateRange {
+        field: "timestamp".into(),
+        gte: Utc.with_ymd_and_hms(2025, 1, 5, 0, 0, 0).single(),
+        lte: Utc.with_ymd_and_hms(2025, 1, 15, 0, 0, 0).single(),
+    });
     assert_eq!(
         ids(&store
             .search(query(alice(january_5_to_15)))
@@ -163,15 +180,15 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         vec![2]
     );
 
-    let mut close = query(alice(MemoryFilter::default()));
+    let mut close = query(alice(None));
     close.score_threshold = Some(0.5);
     assert_eq!(ids(&store.search(close).await.expect("search")), vec![1, 2]);
 
-    let mut top = query(alice(MemoryFilter::default()));
+    let mut top = query(alice(None));
     top.limit = 1;
     assert_eq!(ids(&store.search(top).await.expect("search")), vec![1]);
 
-    let mut exact = query(alice(MemoryFilter::default()));
+    let mut exact = query(alice(None));
     exact.exact = true;
     exact.ef = None;
     assert_eq!(
@@ -179,10 +196,7 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         vec![1, 2, 3]
     );
 
-    let scrolled = store
-        .scroll(&alice(MemoryFilter::default()), 2)
-        .await
-        .expect("scroll");
+    let scrolled = store.scroll(&alice(None), 2).await.expect("scroll");
     let scrolled: Vec<u128> = scrolled
         .iter()
         .filter_map(|m| m["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
@@ -198,10 +212,7 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
     store.upsert(vec![chunk]).await.expect("upsert");
     let chunks = store
         .scroll(
-            &MemoryFilter {
-                chunk_of: Some("parent-1".into()),
-                ..Default::default()
-            },
+            &PayloadFilter::all(vec![equals("context.chunkOf", "parent-1")]),
             100,
         )
         .await
@@ -249,7 +260,7 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
         .expect("retrieve")
         .is_none());
 
-    keyword_scenario(store, alice(MemoryFilter::default())).await;
+    keyword_scenario(store, alice(None)).await;
 
     store.delete(&[Uuid::from_u128(1)]).await.expect("delete");
     assert!(store
@@ -262,7 +273,7 @@ async fn scenario(store: &dyn VectorStore, collection: &str) {
 
 /// Keyword search: content words (case-insensitive, whole words) or an exact tag, within the
 /// filter.
-async fn keyword_scenario(store: &dyn VectorStore, alice: MemoryFilter) {
+async fn keyword_scenario(store: &dyn VectorStore, alice: PayloadFilter) {
     let mut tomatoes = point(5, [0.0, 0.0, 1.0, 0.0], "episodic", 0.5, 0.0, 2, "alice");
     tomatoes
         .memory
@@ -278,10 +289,21 @@ async fn keyword_scenario(store: &dyn VectorStore, alice: MemoryFilter) {
         .upsert(vec![tomatoes, tagged, bobs])
         .await
         .expect("upsert");
-    let search = |terms: &[&str], filter: MemoryFilter| KeywordQuery {
-        terms: terms.iter().map(|t| t.to_string()).collect(),
-        filter,
-        limit: 10,
+    // Any of the words in `content`, or one of them as a tag (the keyword rung's filter).
+    let search = |terms: &[&str], filter: PayloadFilter| {
+        let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+        let mut should: Vec<Condition> = terms
+            .iter()
+            .map(|term| Condition::HasWord {
+                field: "content".into(),
+                word: term.clone(),
+            })
+            .collect();
+        should.push(Condition::AnyOf {
+            field: "context.tags".into(),
+            values: terms,
+        });
+        PayloadFilter { should, ..filter }
     };
     let found_ids = |found: Vec<StoredMemory>| {
         let mut ids: Vec<u128> = found
@@ -293,21 +315,19 @@ async fn keyword_scenario(store: &dyn VectorStore, alice: MemoryFilter) {
         ids
     };
     let found = store
-        .keyword_search(search(&["tomatoes"], alice.clone()))
+        .scroll(&search(&["tomatoes"], alice.clone()), 10)
         .await
         .expect("keyword search");
     assert_eq!(found_ids(found), vec![5, 6], "content or tag, only alice's");
     let found = store
-        .keyword_search(search(&["cucumbers", "garden"], alice.clone()))
+        .scroll(&search(&["cucumbers", "garden"], alice.clone()), 10)
         .await
         .expect("keyword search");
     assert_eq!(found_ids(found), vec![5], "any of the words");
-    let semantic_only = MemoryFilter {
-        memory_type: Some(MemoryType::Semantic),
-        ..alice
-    };
+    let mut semantic_only = alice;
+    semantic_only.must.push(equals("type", "semantic"));
     let found = store
-        .keyword_search(search(&["tomatoes"], semantic_only))
+        .scroll(&search(&["tomatoes"], semantic_only), 10)
         .await
         .expect("keyword search");
     assert_eq!(found_ids(found), vec![6], "the filter holds");

@@ -4,42 +4,23 @@
 //!
 //! Two implementations, chosen by `vectors.backend`: [`QdrantStore`] (a Qdrant server over gRPC,
 //! payload writes over REST to keep their key order) and [`EdgeStore`] (Qdrant Edge in this
-//! process). Both index the same payload fields, so
-//! filters behave alike.
+//! process). Both index the payload fields the collection's spec names (the layout's), and
+//! translate the same [`PayloadFilter`], so filters behave alike.
 
 mod edge;
+mod filter;
 mod qdrant;
 mod qdrant_rest;
 
 pub use edge::EdgeStore;
+pub use filter::{Condition, IndexKind, IndexedField, PayloadFilter};
 pub use qdrant::QdrantStore;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::{BackendError, Unanswered};
-use crate::memory::{DateRange, MemoryType, StoredMemory, ValenceRange};
-
-/// Payload fields with an index, and the kind of index each needs.
-pub const INDEXED_FIELDS: &[(&str, IndexKind)] = &[
-    ("type", IndexKind::Keyword),
-    ("context.tags", IndexKind::Keyword),
-    ("context.chunkOf", IndexKind::Keyword),
-    ("importance", IndexKind::Float),
-    ("emotionalValence", IndexKind::Float),
-    ("timestamp", IndexKind::Datetime),
-    ("content", IndexKind::Text),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexKind {
-    Keyword,
-    Float,
-    Datetime,
-    /// Full text: word tokens, lowercased.
-    Text,
-}
+use crate::memory::StoredMemory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
@@ -89,80 +70,20 @@ pub struct CollectionSpec {
     pub distance: crate::config::DistanceMetric,
     /// The tenant field, indexed as a tenant key when scoping is on.
     pub scope_field: Option<String>,
-}
-
-/// Payload conditions of a search; all must hold.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MemoryFilter {
-    /// `(field, tenant)`: only this tenant's memories.
-    pub scope: Option<(String, String)>,
-    pub memory_type: Option<MemoryType>,
-    pub min_importance: Option<f64>,
-    pub emotional_range: Option<ValenceRange>,
-    pub date_range: Option<DateRange>,
-    /// Only the chunks of this parent memory (`context.chunkOf`).
-    pub chunk_of: Option<String>,
-}
-
-impl MemoryFilter {
-    /// Whether a memory's JSON meets every condition, as the vector store would judge it (a
-    /// missing field fails its condition). For answers that do not come from the store.
-    pub fn matches(&self, memory: &StoredMemory) -> bool {
-        let number = |field: &str| memory.get(field).and_then(Value::as_f64);
-        let scope_ok = self.scope.as_ref().is_none_or(|(field, tenant)| {
-            memory.get(field).and_then(Value::as_str) == Some(tenant.as_str())
-        });
-        let type_ok = self.memory_type.is_none_or(|wanted| {
-            memory.get("type").and_then(Value::as_str) == Some(wanted.as_str())
-        });
-        let importance_ok = self
-            .min_importance
-            .is_none_or(|min| number("importance").is_some_and(|value| value >= min));
-        let valence_ok = self.emotional_range.is_none_or(|range| {
-            number("emotionalValence").is_some_and(|value| (range.min..=range.max).contains(&value))
-        });
-        let date_ok = self.date_range.is_none_or(|range| {
-            memory
-                .get("timestamp")
-                .and_then(Value::as_str)
-                .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-                .is_some_and(|at| {
-                    range.start.is_none_or(|start| at >= start)
-                        && range.end.is_none_or(|end| at <= end)
-                })
-        });
-        let chunk_ok = self.chunk_of.as_ref().is_none_or(|parent| {
-            memory
-                .get("context")
-                .and_then(|context| context.get("chunkOf"))
-                .and_then(Value::as_str)
-                == Some(parent.as_str())
-        });
-        scope_ok && type_ok && importance_ok && valence_ok && date_ok && chunk_ok
-    }
+    /// The payload fields searches filter on (the layout's), each with its index.
+    pub indexes: Vec<IndexedField>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorQuery {
     pub vector: Vec<f32>,
-    pub filter: MemoryFilter,
+    pub filter: PayloadFilter,
     pub limit: u64,
     pub score_threshold: Option<f32>,
     /// `hnsw_ef`: lower is faster, higher is more exact; `None` is the collection's default.
     pub ef: Option<u64>,
     /// Every point compared, no index: the true nearest (for measuring recall).
     pub exact: bool,
-}
-
-/// A search by words, for when no embedding can be had: memories (matching `filter`) whose
-/// content contains any of `terms` or whose tags are one of them. Ranking is the caller's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeywordQuery {
-    /// Lowercase words.
-    pub terms: Vec<String>,
-    pub filter: MemoryFilter,
-    /// How many matching memories to return at most.
-    pub limit: u64,
 }
 
 /// A memory found by a search: the stored JSON with `id`, and its score.
@@ -188,12 +109,10 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn upsert(&self, points: Vec<MemoryPoint>) -> Result<(), VectorError>;
     async fn retrieve(&self, id: Uuid) -> Result<Option<StoredMemory>, VectorError>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<ScoredMemory>, VectorError>;
-    /// Memories matching a [`KeywordQuery`], in the store's order.
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError>;
     /// Up to `limit` memories matching `filter`, in point-id order (Qdrant's scroll).
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError>;
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError>;
@@ -214,64 +133,3 @@ pub trait VectorStore: Send + Sync + 'static {
 
 #[cfg(test)]
 mod contract;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::memory::{DateRange, MemoryType, ValenceRange};
-    use serde_json::json;
-
-    fn memory(value: Value) -> StoredMemory {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!("test memories are objects"),
-        }
-    }
-
-    #[test]
-    fn filters_judge_memories_like_the_store() {
-        let stored = memory(json!({
-            "id": "x", "type": "episodic", "importance": 0.6, "emotionalValence": -0.2,
-            "timestamp": "2026-03-01T10:00:00Z", "userId": "alice"
-        }));
-        assert!(MemoryFilter::default().matches(&stored));
-        let all = MemoryFilter {
-            scope: Some(("userId".into(), "alice".into())),
-            memory_type: Some(MemoryType::Episodic),
-            min_importance: Some(0.5),
-            emotional_range: Some(ValenceRange {
-                min: -0.5,
-                max: 0.0,
-            }),
-            date_range: Some(DateRange {
-                start: "2026-01-01T00:00:00Z".parse().ok(),
-                end: None,
-            }),
-            chunk_of: None,
-        };
-        assert!(all.matches(&stored));
-        let other_tenant = MemoryFilter {
-            scope: Some(("userId".into(), "bob".into())),
-            ..Default::default()
-        };
-        assert!(!other_tenant.matches(&stored));
-        let too_important = MemoryFilter {
-            min_importance: Some(0.7),
-            ..Default::default()
-        };
-        assert!(!too_important.matches(&stored));
-        let later = MemoryFilter {
-            date_range: Some(DateRange {
-                start: "2026-06-01T00:00:00Z".parse().ok(),
-                end: None,
-            }),
-            ..Default::default()
-        };
-        assert!(!later.matches(&stored));
-        let missing = MemoryFilter {
-            min_importance: Some(0.1),
-            ..Default::default()
-        };
-        assert!(!missing.matches(&memory(json!({ "id": "y" }))));
-    }
-}

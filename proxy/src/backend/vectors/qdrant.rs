@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    vectors_config::Config as VectorsConfigKind, Condition, CreateCollectionBuilder,
+    vectors_config::Config as VectorsConfigKind, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, Distance, FieldType,
     Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointsIdsList, Range,
     ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, Timestamp, VectorParamsBuilder,
@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::qdrant_rest::RestWrites;
 use super::{
-    CollectionSpec, IndexKind, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
-    VectorQuery, VectorStore, INDEXED_FIELDS,
+    CollectionSpec, Condition, IndexKind, IndexedField, MemoryPoint, PayloadFilter, ScoredMemory,
+    VectorError, VectorQuery, VectorStore,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -71,59 +71,41 @@ fn timestamp(value: chrono::DateTime<chrono::Utc>) -> Timestamp {
     }
 }
 
-fn to_filter(filter: &MemoryFilter) -> Option<Filter> {
-    let mut must = Vec::new();
-    if let Some((field, tenant)) = &filter.scope {
-        must.push(Condition::matches(field.clone(), tenant.clone()));
+/// The filter in the gRPC API's form; `None` when it has no condition.
+fn to_filter(filter: &PayloadFilter) -> Option<Filter> {
+    if filter.is_empty() {
+        return None;
     }
-    if let Some(memory_type) = filter.memory_type {
-        must.push(Condition::matches("type", memory_type.as_str().to_string()));
-    }
-    if let Some(min) = filter.min_importance {
-        must.push(Condition::range(
-            "importance",
-            Range {
-                gte: Some(min),
-                ..Default::default()
-            },
-        ));
-    }
-    if let Some(range) = filter.emotional_range {
-        must.push(Condition::range(
-            "emotionalValence",
-            Range {
-                gte: Some(range.min),
-                lte: Some(range.max),
-                ..Default::default()
-            },
-        ));
-    }
-    if let Some(range) = filter.date_range {
-        must.push(Condition::datetime_range(
-            "timestamp",
-            DatetimeRange {
-                gte: range.start.map(timestamp),
-                lte: range.end.map(timestamp),
-                ..Default::default()
-            },
-        ));
-    }
-    if let Some(parent) = &filter.chunk_of {
-        must.push(Condition::matches("context.chunkOf", parent.clone()));
-    }
-    (!must.is_empty()).then(|| Filter::must(must))
+    Some(Filter {
+        must: filter.must.iter().map(to_condition).collect(),
+        should: filter.should.iter().map(to_condition).collect(),
+        ..Default::default()
+    })
 }
 
-/// The filter of a keyword search: `filter`, and content or tags matching any term.
-fn keyword_filter(query: &KeywordQuery) -> Filter {
-    let mut filter = to_filter(&query.filter).unwrap_or_default();
-    filter.should = query
-        .terms
-        .iter()
-        .map(|term| Condition::matches_text("content", term.clone()))
-        .chain([Condition::matches("context.tags", query.terms.clone())])
-        .collect();
-    filter
+fn to_condition(condition: &Condition) -> qdrant_client::qdrant::Condition {
+    use qdrant_client::qdrant::Condition as Grpc;
+    match condition {
+        Condition::Equals { field, value } => Grpc::matches(field.clone(), value.clone()),
+        Condition::AnyOf { field, values } => Grpc::matches(field.clone(), values.clone()),
+        Condition::HasWord { field, word } => Grpc::matches_text(field.clone(), word.clone()),
+        Condition::Range { field, gte, lte } => Grpc::range(
+            field.clone(),
+            Range {
+                gte: *gte,
+                lte: *lte,
+                ..Default::default()
+            },
+        ),
+        Condition::DateRange { field, gte, lte } => Grpc::datetime_range(
+            field.clone(),
+            DatetimeRange {
+                gte: gte.map(timestamp),
+                lte: lte.map(timestamp),
+                ..Default::default()
+            },
+        ),
+    }
 }
 
 fn json_payload(
@@ -169,7 +151,7 @@ impl VectorStore for QdrantStore {
                 VectorParamsBuilder::new(spec.dimensions, distance(spec.distance)),
             ))
             .await?;
-        for (field, kind) in INDEXED_FIELDS {
+        for IndexedField { field, kind } in &spec.indexes {
             let field_type = match kind {
                 IndexKind::Keyword => FieldType::Keyword,
                 IndexKind::Float => FieldType::Float,
@@ -178,7 +160,7 @@ impl VectorStore for QdrantStore {
             };
             self.client
                 .create_field_index(
-                    CreateFieldIndexCollectionBuilder::new(&spec.name, *field, field_type)
+                    CreateFieldIndexCollectionBuilder::new(&spec.name, field.as_str(), field_type)
                         .wait(true),
                 )
                 .await?;
@@ -245,27 +227,9 @@ impl VectorStore for QdrantStore {
             .collect())
     }
 
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
-        let limit = u32::try_from(query.limit).unwrap_or(u32::MAX).max(1);
-        let response = self
-            .client
-            .scroll(
-                ScrollPointsBuilder::new(&self.collection)
-                    .filter(keyword_filter(&query))
-                    .limit(limit)
-                    .with_payload(true),
-            )
-            .await?;
-        Ok(response
-            .result
-            .into_iter()
-            .map(|point| json_payload(point.payload))
-            .collect())
-    }
-
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
         let mut request = ScrollPointsBuilder::new(&self.collection)

@@ -5,8 +5,7 @@ use uuid::Uuid;
 
 use super::Guarded;
 use crate::backend::vectors::{
-    CollectionSpec, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
-    VectorQuery, VectorStore,
+    CollectionSpec, MemoryPoint, PayloadFilter, ScoredMemory, VectorError, VectorQuery, VectorStore,
 };
 use crate::memory::StoredMemory;
 
@@ -29,14 +28,9 @@ impl VectorStore for Guarded<dyn VectorStore> {
         self.guard("search", self.inner.search(query)).await
     }
 
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
-        self.guard("keyword_search", self.inner.keyword_search(query))
-            .await
-    }
-
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
         self.guard("scroll", self.inner.scroll(filter, limit)).await

@@ -3,6 +3,7 @@
 //! limits and its access counting. Its MCP tools are in [`tools`] (what memgate answers
 //! itself, with cldmemory's texts) and [`forwarded`] (what a forwarded call changes).
 
+mod filters;
 pub mod forwarded;
 pub mod prompts;
 pub mod tools;
@@ -16,8 +17,9 @@ use super::{
     KeywordView, Layout,
 };
 use crate::backend::enrichment::EnrichmentError;
+use crate::backend::vectors::{Condition, IndexedField};
 use crate::js;
-use crate::memory::{MemoryType, StoreRequest, StoredMemory, UpdateRequest};
+use crate::memory::{MemoryType, NormalizedSearch, StoreRequest, StoredMemory, UpdateRequest};
 
 /// Characters (UTF-16 units) of content kept as the summary when none can be generated.
 const FALLBACK_SUMMARY_UNITS: usize = 150;
@@ -499,6 +501,22 @@ impl Layout for CldMemoryLayout {
         );
         fields.extend(one_more_access(memory, now));
         fields
+    }
+
+    fn indexed_fields(&self) -> Vec<IndexedField> {
+        filters::indexed_fields()
+    }
+
+    fn search_conditions(&self, search: &NormalizedSearch) -> Vec<Condition> {
+        filters::search_conditions(search)
+    }
+
+    fn keyword_conditions(&self, terms: &[String]) -> Vec<Condition> {
+        filters::keyword_conditions(terms)
+    }
+
+    fn chunks_of(&self, parent_id: &str) -> Condition {
+        filters::chunks_of(parent_id)
     }
 
     fn chat_recipe(&self) -> std::sync::Arc<dyn crate::backend::enrichment::ChatRecipe> {

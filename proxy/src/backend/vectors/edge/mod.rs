@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{
-    CollectionSpec, IndexKind, KeywordQuery, MemoryFilter, MemoryPoint, ScoredMemory, VectorError,
-    VectorQuery, VectorStore, INDEXED_FIELDS,
+    CollectionSpec, Condition, IndexKind, IndexedField, MemoryPoint, PayloadFilter, ScoredMemory,
+    VectorError, VectorQuery, VectorStore,
 };
 use crate::config::DistanceMetric;
 use crate::memory::StoredMemory;
@@ -185,11 +185,11 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
         )
         .build();
     let shard = EdgeShard::new(path, config).map_err(edge_error)?;
-    let keyword_fields = spec
-        .scope_field
-        .iter()
-        .map(|field| (field.as_str(), IndexKind::Keyword));
-    for (field, kind) in INDEXED_FIELDS.iter().copied().chain(keyword_fields) {
+    let tenant_field = spec.scope_field.iter().map(|field| IndexedField {
+        field: field.clone(),
+        kind: IndexKind::Keyword,
+    });
+    for IndexedField { field, kind } in spec.indexes.iter().cloned().chain(tenant_field) {
         let schema = match kind {
             IndexKind::Keyword => PayloadSchemaType::Keyword,
             IndexKind::Float => PayloadSchemaType::Float,
@@ -211,55 +211,52 @@ fn open_or_create(path: &Path, spec: &CollectionSpec) -> Result<EdgeShard, Vecto
     Ok(shard)
 }
 
-/// The filter in the Qdrant REST API's JSON form.
-fn filter_json(filter: &MemoryFilter) -> Option<Value> {
-    let mut must = Vec::new();
-    if let Some((field, tenant)) = &filter.scope {
-        must.push(json!({ "key": field, "match": { "value": tenant } }));
+/// The filter in the Qdrant REST API's JSON form; `None` when it has no condition.
+fn filter_json(filter: &PayloadFilter) -> Option<Value> {
+    let must: Vec<Value> = filter.must.iter().filter_map(condition_json).collect();
+    let should: Vec<Value> = filter.should.iter().filter_map(condition_json).collect();
+    let mut json = serde_json::Map::new();
+    if !must.is_empty() {
+        json.insert("must".into(), Value::Array(must));
     }
-    if let Some(memory_type) = filter.memory_type {
-        must.push(json!({ "key": "type", "match": { "value": memory_type.as_str() } }));
+    if !should.is_empty() {
+        json.insert("should".into(), Value::Array(should));
     }
-    if let Some(min) = filter.min_importance {
-        must.push(json!({ "key": "importance", "range": { "gte": min } }));
-    }
-    if let Some(range) = filter.emotional_range {
-        must.push(
-            json!({ "key": "emotionalValence", "range": { "gte": range.min, "lte": range.max } }),
-        );
-    }
-    if let Some(range) = filter.date_range {
+    (!json.is_empty()).then_some(Value::Object(json))
+}
+
+/// One condition in the REST API's JSON form; `None` for a date range without bounds.
+fn condition_json(condition: &Condition) -> Option<Value> {
+    let bounds = |gte: Option<Value>, lte: Option<Value>| {
         let mut bounds = serde_json::Map::new();
-        if let Some(start) = range.start {
-            bounds.insert("gte".into(), json!(start.to_rfc3339()));
+        if let Some(gte) = gte {
+            bounds.insert("gte".into(), gte);
         }
-        if let Some(end) = range.end {
-            bounds.insert("lte".into(), json!(end.to_rfc3339()));
+        if let Some(lte) = lte {
+            bounds.insert("lte".into(), lte);
         }
-        if !bounds.is_empty() {
-            must.push(json!({ "key": "timestamp", "range": bounds }));
+        bounds
+    };
+    Some(match condition {
+        Condition::Equals { field, value } => json!({ "key": field, "match": { "value": value } }),
+        Condition::AnyOf { field, values } => json!({ "key": field, "match": { "any": values } }),
+        Condition::HasWord { field, word } => json!({ "key": field, "match": { "text": word } }),
+        Condition::Range { field, gte, lte } => {
+            json!({ "key": field, "range": bounds(gte.map(|v| json!(v)), lte.map(|v| json!(v))) })
         }
-    }
-    if let Some(parent) = &filter.chunk_of {
-        must.push(json!({ "key": "context.chunkOf", "match": { "value": parent } }));
-    }
-    (!must.is_empty()).then(|| json!({ "must": must }))
+        Condition::DateRange { field, gte, lte } => {
+            let date =
+                |at: &Option<chrono::DateTime<chrono::Utc>>| at.map(|at| json!(at.to_rfc3339()));
+            let bounds = bounds(date(gte), date(lte));
+            if bounds.is_empty() {
+                return None;
+            }
+            json!({ "key": field, "range": bounds })
+        }
+    })
 }
 
-/// The filter of a keyword search: `filter`, and content or tags matching any term.
-fn keyword_filter_json(query: &KeywordQuery) -> Value {
-    let mut filter = filter_json(&query.filter).unwrap_or_else(|| json!({}));
-    let mut should: Vec<Value> = query
-        .terms
-        .iter()
-        .map(|term| json!({ "key": "content", "match": { "text": term } }))
-        .collect();
-    should.push(json!({ "key": "context.tags", "match": { "any": query.terms } }));
-    filter["should"] = Value::Array(should);
-    filter
-}
-
-fn to_filter(filter: &MemoryFilter) -> Result<Option<Filter>, VectorError> {
+fn to_filter(filter: &PayloadFilter) -> Result<Option<Filter>, VectorError> {
     filter_json(filter)
         .map(|value| serde_json::from_value::<Filter>(value).map_err(edge_error))
         .transpose()
@@ -356,15 +353,9 @@ impl VectorStore for EdgeStore {
         .await
     }
 
-    async fn keyword_search(&self, query: KeywordQuery) -> Result<Vec<StoredMemory>, VectorError> {
-        let filter =
-            serde_json::from_value::<Filter>(keyword_filter_json(&query)).map_err(edge_error)?;
-        self.scroll_payloads(Some(filter), query.limit).await
-    }
-
     async fn scroll(
         &self,
-        filter: &MemoryFilter,
+        filter: &PayloadFilter,
         limit: u64,
     ) -> Result<Vec<StoredMemory>, VectorError> {
         self.scroll_payloads(to_filter(filter)?, limit).await

@@ -1,7 +1,6 @@
 //! Qdrant Edge in this process: writes, searches, filters and the optimizer.
 
 use super::*;
-use crate::memory::{DateRange, MemoryType, ValenceRange};
 
 /// A deterministic pseudo-random unit vector.
 fn vector(seed: u64, dimensions: usize) -> Vec<f32> {
@@ -33,6 +32,7 @@ async fn optimize_indexes_what_was_written_and_searches_go_on() {
         dimensions: DIMENSIONS as u64,
         distance: DistanceMetric::Cosine,
         scope_field: None,
+        indexes: Vec::new(),
     };
     store.ensure_collection(&spec).await.expect("collection");
     assert!(
@@ -62,7 +62,7 @@ async fn optimize_indexes_what_was_written_and_searches_go_on() {
 
     let query = |i: u64| VectorQuery {
         vector: vector(i, DIMENSIONS),
-        filter: MemoryFilter::default(),
+        filter: PayloadFilter::default(),
         limit: 3,
         score_threshold: None,
         ef: Some(64),
@@ -97,39 +97,51 @@ async fn optimize_indexes_what_was_written_and_searches_go_on() {
 }
 
 #[test]
-fn every_filter_parses_as_an_edge_filter() {
-    let filter = MemoryFilter {
-        scope: Some(("userId".into(), "alice".into())),
-        memory_type: Some(MemoryType::Semantic),
-        min_importance: Some(0.4),
-        emotional_range: Some(ValenceRange {
-            min: -0.5,
-            max: 0.5,
-        }),
-        date_range: Some(DateRange {
-            start: Some(chrono::Utc::now()),
-            end: None,
-        }),
-        chunk_of: Some("parent".into()),
+fn every_condition_parses_as_an_edge_filter() {
+    let field = |name: &str| name.to_string();
+    let filter = PayloadFilter {
+        must: vec![
+            Condition::Equals {
+                field: field("userId"),
+                value: "alice".into(),
+            },
+            Condition::Range {
+                field: field("importance"),
+                gte: Some(0.4),
+                lte: None,
+            },
+            Condition::Range {
+                field: field("emotionalValence"),
+                gte: Some(-0.5),
+                lte: Some(0.5),
+            },
+            Condition::DateRange {
+                field: field("timestamp"),
+                gte: Some(chrono::Utc::now()),
+                lte: None,
+            },
+            // No bounds: no condition.
+            Condition::DateRange {
+                field: field("timestamp"),
+                gte: None,
+                lte: None,
+            },
+        ],
+        should: vec![
+            Condition::HasWord {
+                field: field("content"),
+                word: "garden".into(),
+            },
+            Condition::AnyOf {
+                field: field("context.tags"),
+                values: vec!["garden".into(), "tomatoes".into()],
+            },
+        ],
     };
     let parsed = to_filter(&filter).expect("valid").expect("some");
-    assert_eq!(parsed.must.as_ref().map(Vec::len), Some(6));
-    assert!(to_filter(&MemoryFilter::default())
+    assert_eq!(parsed.must.as_ref().map(Vec::len), Some(4));
+    assert_eq!(parsed.should.as_ref().map(Vec::len), Some(2));
+    assert!(to_filter(&PayloadFilter::default())
         .expect("valid")
         .is_none());
-}
-
-#[test]
-fn keyword_filters_parse_as_edge_filters() {
-    let query = KeywordQuery {
-        terms: vec!["garden".into(), "tomatoes".into()],
-        filter: MemoryFilter {
-            memory_type: Some(MemoryType::Episodic),
-            ..Default::default()
-        },
-        limit: 10,
-    };
-    let parsed: Filter = serde_json::from_value(keyword_filter_json(&query)).expect("valid filter");
-    assert_eq!(parsed.must.as_ref().map(Vec::len), Some(1));
-    assert_eq!(parsed.should.as_ref().map(Vec::len), Some(3));
 }
