@@ -57,7 +57,8 @@ impl GuardedBackends {
             max_cool_down: config.circuit_breaker.max_cool_down,
         };
         let dependency = |name: &'static str, timeout| {
-            let breaker = CircuitBreaker::new(name, settings, metrics.breakers.clone());
+            let breaker =
+                CircuitBreaker::new(name, settings, metrics.dependencies.breakers.clone());
             Dependency::new(breaker, timeout, metrics.clone())
         };
         let embeddings = match config.embeddings.provider {
@@ -240,7 +241,7 @@ pub async fn start_with(
     ));
     for level in Degraded::ALL {
         // Every level shows, at 0, before its first answer.
-        metrics.degraded.with_label_values(&[level.as_str()]);
+        metrics.core.degraded.with_label_values(&[level.as_str()]);
     }
     let core = Arc::new(Core::new(
         CoreParts {
@@ -280,7 +281,10 @@ pub async fn start_with(
         )),
     };
     let rollout = RolloutHandle::new(config.rollout.percent);
-    metrics.rollout_percent.set(i64::from(rollout.percent()));
+    metrics
+        .front
+        .rollout_percent
+        .set(i64::from(rollout.percent()));
     let sticky_header = config
         .rollout
         .sticky_header
@@ -352,7 +356,7 @@ pub async fn start_with(
         max_in_flight: None,
     };
     let api_state = state.clone();
-    let overloaded = metrics.overloaded.clone();
+    let overloaded = metrics.front.overloaded.clone();
     let api_server = tokio::spawn(serve(
         "api",
         api_listener,
@@ -406,7 +410,7 @@ pub async fn start_with(
     ));
     background.extend(collection_retry);
     background.extend(mcp.spawn_housekeeping(config.mcp.session_idle_timeout));
-    let gauge = metrics.rollout_percent.clone();
+    let gauge = metrics.front.rollout_percent.clone();
     let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
         watch_rollout(sources, config.reload.interval, rollout, move |percent| {
             gauge.set(i64::from(percent))

@@ -26,6 +26,7 @@ impl Core {
             .await
             .map_err(|e| e.to_string())?;
         self.metrics
+            .worker
             .queue_consumers
             .with_label_values(&[self.queue.stream()])
             .set(i64::try_from(consumers).unwrap_or(i64::MAX));

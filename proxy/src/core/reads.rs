@@ -267,12 +267,12 @@ impl ReadRecorder {
             .collect();
         match store.record_reads(&updates, &keys.access_dirty()).await {
             Ok(()) => {
-                metrics.access_flushed.inc_by(updates.len() as u64);
+                metrics.core.access_flushed.inc_by(updates.len() as u64);
                 self.end_flush(&batch, true);
             }
             Err(error) => {
                 tracing::warn!(%error, ids = updates.len(), "access flush failed; will retry");
-                metrics.access_flush_errors.inc();
+                metrics.core.access_flush_errors.inc();
                 self.end_flush(&batch, false);
             }
         }

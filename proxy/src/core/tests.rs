@@ -31,7 +31,11 @@ struct Stack {
 }
 
 fn guard(name: &'static str, metrics: &Metrics) -> Dependency {
-    let breaker = CircuitBreaker::new(name, BreakerSettings::default(), metrics.breakers.clone());
+    let breaker = CircuitBreaker::new(
+        name,
+        BreakerSettings::default(),
+        metrics.dependencies.breakers.clone(),
+    );
     Dependency::new(breaker, Some(Duration::from_secs(5)), metrics.clone())
 }
 

@@ -57,6 +57,7 @@ impl Core {
                 error => unavailable("the write queue", error),
             })?;
         self.metrics
+            .core
             .write_ack
             .observe(started.elapsed().as_secs_f64());
         Ok(submitted)
@@ -159,7 +160,7 @@ impl Core {
             };
             match self.submit(submission).await? {
                 Submitted::Conflict { .. } => {
-                    self.metrics.write_conflicts.inc();
+                    self.metrics.core.write_conflicts.inc();
                     // Jittered, so writers that collided do not collide again.
                     match pauses.next() {
                         Some(pause) => tokio::time::sleep(pause).await,

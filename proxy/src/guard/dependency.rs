@@ -60,7 +60,11 @@ impl Dependency {
 
     /// A dependency with the default breaker and no timeout of its own.
     pub fn with_defaults(name: &'static str, metrics: &Metrics) -> Self {
-        let breaker = CircuitBreaker::new(name, Default::default(), metrics.breakers.clone());
+        let breaker = CircuitBreaker::new(
+            name,
+            Default::default(),
+            metrics.dependencies.breakers.clone(),
+        );
         Self::new(breaker, None, metrics.clone())
     }
 
@@ -123,7 +127,8 @@ impl Dependency {
             None => Some(call.await),
         };
         self.metrics
-            .dependency_duration
+            .dependencies
+            .duration
             .with_label_values(&[dependency, op])
             .observe(started.elapsed().as_secs_f64());
         let healthy = outcome.as_ref().is_some_and(healthy);
@@ -132,7 +137,8 @@ impl Dependency {
         } else {
             permit.failure();
             self.metrics
-                .dependency_errors
+                .dependencies
+                .errors
                 .with_label_values(&[dependency])
                 .inc();
         }
@@ -160,7 +166,7 @@ mod tests {
                 cool_down: Duration::from_secs(5),
                 max_cool_down: Duration::from_secs(5),
             },
-            metrics.breakers.clone(),
+            metrics.dependencies.breakers.clone(),
         );
         Dependency::new(breaker, timeout, metrics)
     }

@@ -127,7 +127,7 @@ mod tests {
                 cool_down: Duration::from_secs(5),
                 max_cool_down: Duration::from_secs(5),
             },
-            metrics.breakers.clone(),
+            metrics.dependencies.breakers.clone(),
         );
         GuardLayer::new(Dependency::new(breaker, None, metrics), "forward")
     }

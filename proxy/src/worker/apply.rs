@@ -318,9 +318,10 @@ impl Worker {
         .flatten()
         {
             tracing::warn!(%error, "enrichment failed; storing the fallback");
-            self.metrics.enrichment_fallbacks.inc();
+            self.metrics.worker.enrichment_fallbacks.inc();
         }
         self.metrics
+            .worker
             .job_duration
             .with_label_values(&["enrich"])
             .observe(started.elapsed().as_secs_f64());
@@ -354,6 +355,7 @@ impl Worker {
             }])
             .await?;
         self.metrics
+            .worker
             .job_duration
             .with_label_values(&["upsert"])
             .observe(started.elapsed().as_secs_f64());

@@ -45,9 +45,10 @@ impl EmbeddingBatcher {
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let (texts, replies): (Vec<String>, Vec<Reply>) = batch.into_iter().unzip();
-                    metrics.embedding_calls.inc();
-                    metrics.embedded_texts.inc_by(texts.len() as u64);
+                    metrics.worker.embedding_calls.inc();
+                    metrics.worker.embedded_texts.inc_by(texts.len() as u64);
                     let result = metrics
+                        .dependencies
                         .observe("embeddings", "embed_batch", embedder.embed(&texts))
                         .await;
                     match result {

@@ -91,6 +91,7 @@ impl Worker {
                 let _slot = slots.acquire().await;
                 // Its turn, its memory's lease and a slot: the time it spent waiting for them.
                 self.metrics
+                    .worker
                     .job_duration
                     .with_label_values(&["wait"])
                     .observe(started.elapsed().as_secs_f64());
@@ -207,6 +208,7 @@ impl Worker {
                 Ok(current) if current.applied + 1 >= revision => {
                     if waited {
                         self.metrics
+                            .worker
                             .ordered_waits
                             .with_label_values(&["waited"])
                             .inc();
@@ -219,6 +221,7 @@ impl Worker {
                         "earlier writes to this memory were not applied within worker.orderWait; applying this one anyway"
                     );
                     self.metrics
+                        .worker
                         .ordered_waits
                         .with_label_values(&["gave_up"])
                         .inc();
@@ -283,6 +286,7 @@ impl Worker {
                     Some(delay) => {
                         tracing::warn!(%error, entry = %job.entry, attempt = number, ?delay, "write job failed; retrying");
                         self.metrics
+                            .worker
                             .jobs
                             .with_label_values(&[kind, "retried"])
                             .inc();
@@ -312,14 +316,20 @@ impl Worker {
                 Ok(Finished::LeaseLost) => {
                     tracing::warn!(entry = %job.entry, "this job stalled past its lease and another took the memory over; it is left to be applied again");
                     self.metrics
+                        .worker
                         .jobs
                         .with_label_values(&[kind, "lease_lost"])
                         .inc();
                     return;
                 }
                 Ok(Finished::Stored) => {
-                    self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
                     self.metrics
+                        .worker
+                        .jobs
+                        .with_label_values(&[kind, outcome])
+                        .inc();
+                    self.metrics
+                        .worker
                         .job_duration
                         .with_label_values(&["total"])
                         .observe(started.elapsed().as_secs_f64());
@@ -332,6 +342,7 @@ impl Worker {
             }
         }
         self.metrics
+            .worker
             .jobs
             .with_label_values(&[kind, "unfinished"])
             .inc();

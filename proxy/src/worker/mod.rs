@@ -296,7 +296,7 @@ impl Worker {
         let mut failed = Vec::new();
         for id in &ids {
             match self.add_reads(*id).await {
-                Ok(Synced::Added) => self.metrics.access_synced.inc(),
+                Ok(Synced::Added) => self.metrics.worker.access_synced.inc(),
                 Ok(Synced::Nothing) => {}
                 // Read while its create was still on its way to the vector store, or its lease
                 // was taken by a write: next round.
@@ -419,18 +419,22 @@ impl Worker {
         if let Ok(stats) = self.queue.stats().await {
             let stream = [self.queue.stream()];
             self.metrics
+                .worker
                 .queue_length
                 .with_label_values(&stream)
                 .set(stats.length as i64);
             self.metrics
+                .worker
                 .queue_pending
                 .with_label_values(&stream)
                 .set(stats.pending as i64);
             self.metrics
+                .worker
                 .dead_letters
                 .with_label_values(&stream)
                 .set(stats.dead as i64);
             self.metrics
+                .worker
                 .dead_letters_dropped
                 .with_label_values(&stream)
                 .set(stats.dead_dropped as i64);
@@ -441,6 +445,7 @@ impl Worker {
             .await
         {
             self.metrics
+                .worker
                 .queue_consumers
                 .with_label_values(&[self.queue.stream()])
                 .set(i64::try_from(consumers).unwrap_or(i64::MAX));

@@ -330,10 +330,12 @@ impl McpFront {
             Err(_) => "error",
         };
         self.metrics
+            .front
             .mcp_tool_calls
             .with_label_values(&[tool, path, label])
             .inc();
         self.metrics
+            .front
             .mcp_tool_duration
             .with_label_values(&[tool, path])
             .observe(started.elapsed().as_secs_f64());
@@ -413,6 +415,7 @@ impl McpFront {
         let answer = self.core.lower_rungs(scope, &search).await?;
         if let Some(level) = answer.degraded {
             self.metrics
+                .core
                 .degraded
                 .with_label_values(&[level.as_str()])
                 .inc();
@@ -503,6 +506,7 @@ impl McpFront {
         }
         let wait = limit.take(scope).err()?;
         self.metrics
+            .front
             .rejected
             .with_label_values(&["write_limit"])
             .inc();

@@ -184,6 +184,7 @@ impl Sessions {
         }
         open.insert(session.id.clone(), session.clone());
         self.metrics
+            .front
             .mcp_sessions
             .with_label_values(&[transport.as_str()])
             .inc();
@@ -205,6 +206,7 @@ impl Sessions {
             Some(session) => {
                 session.abort_all();
                 self.metrics
+                    .front
                     .mcp_sessions
                     .with_label_values(&[session.transport.as_str()])
                     .dec();

@@ -145,7 +145,7 @@ impl ApiState {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if let Some(code) = refusal.code() {
-                    self.metrics.rejected.with_label_values(&[code]).inc();
+                    self.metrics.front.rejected.with_label_values(&[code]).inc();
                 }
                 return refusal.into_response();
             }
@@ -162,17 +162,20 @@ impl ApiState {
         if let Some(level) = outcome.degraded {
             headers.insert(DEGRADED_HEADER, HeaderValue::from_static(level.as_str()));
             self.metrics
+                .core
                 .degraded
                 .with_label_values(&[level.as_str()])
                 .inc();
         }
         let labels = [operation.label(), route.as_str(), cache.as_str()];
         self.metrics
+            .front
             .request_duration
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
         let status = status_class(response.status());
         self.metrics
+            .front
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], status])
             .inc();
@@ -334,7 +337,11 @@ impl ApiState {
 
     fn reject(&self, error: ApiError) -> Response {
         if error.status.is_client_error() {
-            self.metrics.rejected.with_label_values(&[error.code]).inc();
+            self.metrics
+                .front
+                .rejected
+                .with_label_values(&[error.code])
+                .inc();
         }
         error.into_response()
     }

@@ -23,7 +23,7 @@ fn dependency(name: &'static str, metrics: &Metrics) -> Dependency {
             cool_down: Duration::from_secs(5),
             max_cool_down: Duration::from_secs(5),
         },
-        metrics.breakers.clone(),
+        metrics.dependencies.breakers.clone(),
     );
     Dependency::new(breaker, Some(Duration::from_millis(100)), metrics.clone())
 }

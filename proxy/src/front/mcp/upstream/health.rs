@@ -99,10 +99,11 @@ impl Health {
     /// A session opened and its handshake was answered.
     pub fn opened(&self) {
         self.metrics
+            .front
             .upstream_sessions
             .with_label_values(&["opened"])
             .inc();
-        self.metrics.upstream_up.set(1);
+        self.metrics.front.upstream_up.set(1);
         let mut state = self.state();
         if !matches!(*state, State::Unknown | State::Up) {
             tracing::info!("the legacy MCP session is open again");
@@ -113,10 +114,11 @@ impl Health {
     /// Opening a session failed with `error`.
     pub fn open_failed(&self, error: &str) {
         self.metrics
+            .front
             .upstream_sessions
             .with_label_values(&["open_failed"])
             .inc();
-        self.metrics.upstream_up.set(0);
+        self.metrics.front.upstream_up.set(0);
         let mut state = self.state();
         let (mut delays, first) = match std::mem::replace(&mut *state, State::Unknown) {
             State::Unreachable { delays, .. } => (delays, false),
@@ -138,10 +140,11 @@ impl Health {
     /// A session was lost.
     pub fn lost(&self, loss: Loss) {
         self.metrics
+            .front
             .upstream_sessions
             .with_label_values(&[loss.as_str()])
             .inc();
-        self.metrics.upstream_up.set(0);
+        self.metrics.front.upstream_up.set(0);
         *self.state() = State::Lost(loss);
         let recent = self.count_loss();
         if recent >= LOSSES_WARNED {
@@ -233,7 +236,7 @@ mod tests {
         health.opened();
         assert!(health.unreachable().is_none());
         assert!(health.readiness().is_ok());
-        assert_eq!(health.metrics.upstream_up.get(), 1);
+        assert_eq!(health.metrics.front.upstream_up.get(), 1);
     }
 
     #[test]
@@ -259,12 +262,13 @@ mod tests {
         let counted = |event: &str| {
             health
                 .metrics
+                .front
                 .upstream_sessions
                 .with_label_values(&[event])
                 .get()
         };
         assert_eq!((counted("unanswered"), counted("ended")), (1, 1));
-        assert_eq!(health.metrics.upstream_up.get(), 0);
+        assert_eq!(health.metrics.front.upstream_up.get(), 0);
         health.opened();
         assert!(health.readiness().is_ok());
     }

@@ -247,7 +247,7 @@ impl Upstream {
                 Err(Unanswered::Lost) => {
                     if attempt < sessions {
                         tracing::info!(method, "the legacy MCP session was lost before the answer; sending the read again on a new one");
-                        self.metrics.upstream_resent.inc();
+                        self.metrics.front.upstream_resent.inc();
                     }
                 }
             }
