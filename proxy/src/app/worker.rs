@@ -17,7 +17,7 @@ use crate::front::admin::AdminState;
 use crate::front::server::{serve, ConnectionSettings};
 use crate::keys::KeySpace;
 use crate::metrics::Metrics;
-use crate::worker::{EmbeddingBatcher, Worker, WorkerSettings};
+use crate::worker::{EmbeddingBatcher, Worker, WorkerParts, WorkerSettings};
 
 /// The workers of this config — one on `writes`, one on `assoc` — and the task batching their
 /// embeddings.
@@ -33,15 +33,18 @@ pub fn build_workers(
         metrics.clone(),
     );
     let worker = |queue: Arc<dyn WriteQueue>| {
-        Worker::new(
+        let parts = WorkerParts {
             queue,
-            backends.vectors.clone(),
-            backends.enricher.clone(),
-            batcher.clone(),
-            backends.cache.clone(),
-            backends.layout.clone(),
-            KeySpace::new(config.key_prefix()),
-            metrics.clone(),
+            vectors: backends.vectors.clone(),
+            enricher: backends.enricher.clone(),
+            embeddings: batcher.clone(),
+            cache: backends.cache.clone(),
+            layout: backends.layout.clone(),
+            keys: KeySpace::new(config.key_prefix()),
+            metrics: metrics.clone(),
+        };
+        Worker::new(
+            parts,
             WorkerSettings {
                 concurrency: config.worker.concurrency,
                 max_attempts: config.worker.max_attempts,

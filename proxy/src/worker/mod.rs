@@ -56,6 +56,19 @@ pub struct WorkerSettings {
     pub scope_field: Option<String>,
 }
 
+/// What a worker is built from: its queue, the backends a job writes to, and how memories are
+/// laid out.
+pub struct WorkerParts {
+    pub queue: Arc<dyn WriteQueue>,
+    pub vectors: Arc<dyn VectorStore>,
+    pub enricher: Arc<dyn Enricher>,
+    pub embeddings: EmbeddingBatcher,
+    pub cache: Arc<dyn crate::backend::cache::CacheStore>,
+    pub layout: Arc<dyn Layout>,
+    pub keys: KeySpace,
+    pub metrics: Metrics,
+}
+
 pub struct Worker {
     queue: Arc<dyn WriteQueue>,
     vectors: Arc<dyn VectorStore>,
@@ -103,27 +116,16 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 const CLAIMS_PER_IDLE: u32 = 2;
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        queue: Arc<dyn WriteQueue>,
-        vectors: Arc<dyn VectorStore>,
-        enricher: Arc<dyn Enricher>,
-        embeddings: EmbeddingBatcher,
-        cache: Arc<dyn crate::backend::cache::CacheStore>,
-        layout: Arc<dyn Layout>,
-        keys: KeySpace,
-        metrics: Metrics,
-        settings: WorkerSettings,
-    ) -> Self {
+    pub fn new(parts: WorkerParts, settings: WorkerSettings) -> Self {
         Self {
-            queue,
-            vectors,
-            enricher,
-            embeddings,
-            cache,
-            layout,
-            keys,
-            metrics,
+            queue: parts.queue,
+            vectors: parts.vectors,
+            enricher: parts.enricher,
+            embeddings: parts.embeddings,
+            cache: parts.cache,
+            layout: parts.layout,
+            keys: parts.keys,
+            metrics: parts.metrics,
             settings,
             turns: turns::Turns::default(),
         }
