@@ -528,41 +528,59 @@ fn default_redis_image() -> String {
 fn default_qdrant_image() -> String {
     "qdrant/qdrant:v1.15.5-unprivileged".into()
 }
+// The defaults memgate's own config has are taken from it (`memgate_config`), so the CRD and a
+// config file written by hand cannot drift apart.
+
+fn memgate_defaults() -> memgate_config::Config {
+    memgate_config::Config::default()
+}
 fn default_collection() -> String {
-    "human_memories".into()
+    memgate_defaults().vectors.collection
 }
 fn default_similarity_threshold() -> f32 {
-    0.7
+    memgate_defaults().layout.similarity_threshold
 }
 fn default_openai_url() -> String {
-    "https://api.openai.com/v1".into()
+    memgate_defaults().openai.base_url
 }
 fn default_openai_timeout() -> String {
-    "10s".into()
+    duration_text(memgate_defaults().openai.timeout)
 }
 fn default_embedding_model() -> String {
-    "text-embedding-3-small".into()
+    memgate_defaults().embeddings.model
 }
 fn default_dimensions() -> u64 {
-    1536
+    memgate_defaults().embeddings.dimensions
 }
 fn default_chat_model() -> String {
-    "gpt-4o".into()
+    memgate_defaults().enrichment.model
 }
 fn default_memory_ttl() -> String {
-    "1h".into()
+    duration_text(memgate_defaults().cache.memory_ttl)
 }
 fn default_search_ttl() -> String {
-    "5m".into()
+    duration_text(memgate_defaults().cache.search_ttl)
 }
 fn default_embedding_ttl() -> String {
-    "24h".into()
+    duration_text(memgate_defaults().cache.embedding_ttl)
+}
+
+/// A duration as a MemoryStore spells it: in the largest of hours, minutes and seconds that
+/// divides it (`24h`, `5m`, `10s`).
+fn duration_text(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => format!("{}ms", duration.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 fn default_worker_replicas() -> i32 {
     2
 }
 fn default_worker_concurrency() -> usize {
-    8
+    memgate_defaults().worker.concurrency
 }
 
 #[cfg(test)]
