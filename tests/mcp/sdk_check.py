@@ -5,6 +5,9 @@ Usage:
   sdk_check.py session <base-url> <sse|streamable>    one client through the memory tools
   sdk_check.py sessions <base-url> <sse|streamable> N  N clients at once, each its own memory
   sdk_check.py stdio <command> [args...]               one client of a server it launches
+  sdk_check.py modern <base-url> <auto|2026-07-28>     the SDK's `Client` on /mcp without a
+                                                       session (2026-07-28), found by its probe
+                                                       (`auto`) or pinned
 """
 
 import asyncio
@@ -100,6 +103,31 @@ async def over_stdio(command, args):
     return out
 
 
+async def modern(base, mode):
+    """The 2026-07-28 client: no initialize, every request on its own; the same walk."""
+    from mcp import Client
+
+    out = []
+    async with Client(f"{base}/mcp", mode=mode) as client:
+        info = client.server_info
+        out.append({"step": "connected", "protocolVersion": client.protocol_version,
+                    "server": info.name if info else None})
+        tools = await client.list_tools()
+        out.append({"step": "tools", "names": [t.name for t in tools.tools]})
+        stored = await client.call_tool("store_memory", {
+            "content": "The tomatoes in the north bed ripen in late July",
+            "type": "semantic", "importance": 0.6, "context": {"tags": ["garden"]}})
+        memory = json.loads(text_of(stored))
+        out.append({"step": "store", "id": memory["id"], "text": text_of(stored)})
+        got = await client.call_tool("get_memory", {"id": memory["id"]})
+        out.append({"step": "get", "text": text_of(got)})
+        deleted = await client.call_tool("delete_memory", {"id": memory["id"]})
+        out.append({"step": "delete", "text": text_of(deleted)})
+        missing = await client.call_tool("get_memory", {"id": memory["id"]})
+        out.append({"step": "get_deleted", "text": text_of(missing)})
+    return out
+
+
 async def main():
     mode = sys.argv[1]
     if mode == "session":
@@ -108,6 +136,8 @@ async def main():
         out = await many_sessions(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "stdio":
         out = await over_stdio(sys.argv[2], sys.argv[3:])
+    elif mode == "modern":
+        out = await modern(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(f"unknown mode {mode}")
     for line in out:

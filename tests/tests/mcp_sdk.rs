@@ -216,3 +216,40 @@ async fn memgate_forwards_to_a_legacy_service_speaking_streamable_http() {
     gateway.shutdown().await;
     legacy.shutdown().await;
 }
+
+/// The SDK's 2026-07-28 client on `/mcp`: found by its probe (`server/discover`) and pinned,
+/// it uses the memory tools with no session and no `initialize`.
+#[tokio::test]
+async fn a_2026_client_uses_memgate_without_a_session() {
+    let data = tempfile::tempdir().expect("dir");
+    let proxy = start_proxy(test_config(data.path(), None, None, None))
+        .await
+        .expect("proxy");
+    let base = format!("http://{}", proxy.api_addr);
+    for mode in ["auto", "2026-07-28"] {
+        let observations = sdk_check(&["modern", &base, mode]).await;
+        let connected = step(&observations, "connected");
+        assert_eq!(
+            connected["protocolVersion"], "2026-07-28",
+            "{mode}: no fallback"
+        );
+        assert_eq!(step(&observations, "tools")["names"], json!(CORE_TOOLS));
+        let stored = step(&observations, "store");
+        let id = stored["id"].as_str().expect("id");
+        let got: Value =
+            serde_json::from_str(step(&observations, "get")["text"].as_str().expect("text"))
+                .expect("JSON");
+        assert_eq!(got["id"], id, "{mode}");
+        assert_eq!(
+            step(&observations, "get_deleted")["text"],
+            "Memory not found",
+            "{mode}"
+        );
+    }
+    assert_eq!(
+        proxy.state.mcp.front.sessions.len(),
+        0,
+        "no session was kept for them"
+    );
+    proxy.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! MCP over HTTP, on the API port: HTTP+SSE as cldmemory serves it (`GET /sse`,
-//! `POST /messages`), and Streamable HTTP (`/mcp`).
+//! `POST /messages`), and Streamable HTTP (`/mcp`): with a session for the revisions up to
+//! 2025-11-25, without one for 2026-07-28 (`super::stateless`).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use super::event_stream::{EventStream, OnClose};
 use super::front::{McpFront, OpenError, PROTOCOL_VERSIONS};
 use super::jsonrpc::{self, Message};
+use super::modern;
 use super::session::{ClientSession, Transport};
 use super::sse_events;
 use crate::front::body::read_body;
@@ -34,7 +36,11 @@ pub struct HttpTransports {
     pub sse_answers: bool,
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response {
     let mut response = http::Response::new(
         Full::new(body.into())
             .map_err(|never| match never {})
@@ -53,7 +59,7 @@ fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
     respond(status, "application/json", body.to_string())
 }
 
-fn json(status: StatusCode, value: &Value) -> Response {
+pub(super) fn json(status: StatusCode, value: &Value) -> Response {
     respond(status, "application/json", value.to_string())
 }
 
@@ -89,7 +95,7 @@ fn query_param(parts: &http::request::Parts, name: &str) -> Option<String> {
 }
 
 /// The client's metadata string: the `Memory-Metadata` header, else `?memoryMetadata=`.
-fn client_metadata(parts: &http::request::Parts) -> Option<String> {
+pub(super) fn client_metadata(parts: &http::request::Parts) -> Option<String> {
     header(parts, METADATA_HEADER)
         .map(str::to_string)
         .or_else(|| query_param(parts, "memoryMetadata"))
@@ -232,20 +238,24 @@ impl HttpTransports {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(version) = header(&parts, PROTOCOL_HEADER) {
-            if !PROTOCOL_VERSIONS.contains(&version) {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::SERVER_ERROR,
-                    &format!(
-                        "Bad Request: Unsupported protocol version {version:?} (supported: {})",
-                        PROTOCOL_VERSIONS.join(", ")
-                    ),
-                );
-            }
-        }
+        // Another revision than those with a session: 2026-07-28 (or one unknown, refused as
+        // that revision refuses it), which has no stream to GET and no session to DELETE.
+        let modern =
+            header(&parts, PROTOCOL_HEADER).is_some_and(|v| !PROTOCOL_VERSIONS.contains(&v));
         match parts.method {
             Method::POST => self.streamable_post(parts, body, scope).await,
+            _ if modern => {
+                let mut response = rpc_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    jsonrpc::SERVER_ERROR,
+                    "Method not allowed: protocol version 2026-07-28 has no session and no \
+                     stream of its own; POST each request",
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+                response
+            }
             Method::GET => self.streamable_get(&parts, &scope),
             Method::DELETE => match self.existing_session(&parts, &scope) {
                 Ok(session) => {
@@ -359,16 +369,8 @@ impl HttpTransports {
             Ok(body) => body,
             Err(error) => return error.into_response(),
         };
-        let (messages, batch) = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) if !items.is_empty() => (items, true),
-            Ok(Value::Array(_)) => {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::INVALID_REQUEST,
-                    "Invalid Request: empty batch",
-                )
-            }
-            Ok(value) => (vec![value], false),
+        let value = match serde_json::from_slice::<Value>(&body) {
+            Ok(value) => value,
             Err(error) => {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -376,6 +378,20 @@ impl HttpTransports {
                     &format!("Parse error: {error}"),
                 )
             }
+        };
+        if modern::is_modern(&parts.headers, &value) {
+            return self.stateless(&parts, value, scope).await;
+        }
+        let (messages, batch) = match value {
+            Value::Array(items) if !items.is_empty() => (items, true),
+            Value::Array(_) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::INVALID_REQUEST,
+                    "Invalid Request: empty batch",
+                )
+            }
+            value => (vec![value], false),
         };
         let mut parsed = Vec::with_capacity(messages.len());
         for message in messages {

@@ -12,8 +12,10 @@ mod forwarding;
 pub mod front;
 pub mod http_transports;
 pub mod jsonrpc;
+pub mod modern;
 pub mod session;
 pub mod sse_events;
+mod stateless;
 pub mod stdio;
 pub mod upstream;
 

@@ -22,6 +22,8 @@ pub enum Transport {
     Streamable,
     /// This process's stdin and stdout.
     Stdio,
+    /// Streamable HTTP without a session (2026-07-28): one request, answered in its response.
+    Stateless,
 }
 
 impl Transport {
@@ -30,6 +32,7 @@ impl Transport {
             Self::Sse => "sse",
             Self::Streamable => "streamable",
             Self::Stdio => "stdio",
+            Self::Stateless => "stateless",
         }
     }
 }
@@ -73,6 +76,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ClientSession {
+    /// A session of its own, kept in no table: [`Sessions::open`] keeps the ones clients
+    /// name; a stateless request has one for as long as it is answered.
+    pub fn new(id: String, transport: Transport, identity: SessionIdentity) -> Self {
+        let (outbound, stream) = mpsc::unbounded_channel();
+        Self {
+            id,
+            transport,
+            identity,
+            outbound,
+            stream: Mutex::new(Some(stream)),
+            in_flight: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(Instant::now()),
+            unsearchable: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Queues a message for the session's event stream.
     pub fn send(&self, message: Value) {
         let _ = self.outbound.send(message);
@@ -167,17 +186,7 @@ impl Sessions {
         transport: Transport,
         identity: SessionIdentity,
     ) -> Result<Arc<ClientSession>, TooManySessions> {
-        let (outbound, stream) = mpsc::unbounded_channel();
-        let session = Arc::new(ClientSession {
-            id,
-            transport,
-            identity,
-            outbound,
-            stream: Mutex::new(Some(stream)),
-            in_flight: Mutex::new(HashMap::new()),
-            last_used: Mutex::new(Instant::now()),
-            unsearchable: Mutex::new(Vec::new()),
-        });
+        let session = Arc::new(ClientSession::new(id, transport, identity));
         let mut open = lock(&self.open);
         if open.len() >= self.max_sessions {
             return Err(TooManySessions(self.max_sessions));
@@ -189,6 +198,15 @@ impl Sessions {
             .with_label_values(&[transport.as_str()])
             .inc();
         Ok(session)
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        lock(&self.open).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<ClientSession>> {

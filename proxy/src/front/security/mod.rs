@@ -42,7 +42,8 @@ pub use write_limit::WriteLimit;
 
 /// The request headers a page of an allowed origin may send (answered to preflights).
 const ALLOWED_REQUEST_HEADERS: &str = "authorization, content-type, accept, idempotency-key, \
-     memory-metadata, mcp-session-id, mcp-protocol-version, last-event-id, x-memgate-route";
+     memory-metadata, mcp-session-id, mcp-protocol-version, mcp-method, mcp-name, \
+     last-event-id, x-memgate-route";
 /// The response headers such a page may read.
 const EXPOSED_HEADERS: &str = "mcp-session-id, location, www-authenticate, retry-after, \
      x-memgate-path, x-memgate-cache, x-memgate-degraded";

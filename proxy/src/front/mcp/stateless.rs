@@ -1,0 +1,99 @@
+//! The 2026-07-28 revision on `/mcp`: each POST one request, checked against its headers
+//! ([`super::modern::check`]) and answered in its response, with no session kept.
+//!
+//! What a session held is taken from the request itself: the tenant and token from its headers
+//! as for any request, the metadata from `Memory-Metadata`, the rollout route sticky by the
+//! configured header, the metadata's `user`, or the tenant
+//! ([`super::front::McpFront::request_session`]). The tools are answered exactly as for a
+//! session; calls memgate does not answer go to the legacy service over memgate's own
+//! (2025-era) session, without the protocol's `_meta` keys.
+
+use http::StatusCode;
+use serde_json::Value;
+
+use super::http_transports::{client_metadata, json, respond, HttpTransports};
+use super::jsonrpc::{self, Message};
+use super::modern::{self, Checked};
+use crate::front::error::ApiError;
+use crate::keys::Scope;
+
+/// Methods whose results carry caching hints (`ttlMs`, `cacheScope`).
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+impl HttpTransports {
+    /// One modern message, answered.
+    pub(super) async fn stateless(
+        &self,
+        parts: &http::request::Parts,
+        body: Value,
+        scope: Result<Scope, ApiError>,
+    ) -> crate::front::http::Response {
+        let Checked { message, .. } = match modern::check(&parts.headers, body) {
+            Ok(checked) => checked,
+            Err(refusal) => return json(refusal.status, &refusal.body),
+        };
+        let Message::Request { id, method, params } = message else {
+            // This revision defines no notification a client sends over HTTP.
+            return respond(StatusCode::ACCEPTED, "text/plain", "");
+        };
+        let mut server_info = self.front.server_info();
+        let cacheable = CACHEABLE.contains(&method.as_str());
+        let answer = if method == "server/discover" {
+            let (result, introduced) = self.discover().await;
+            server_info = introduced;
+            jsonrpc::result(id, result)
+        } else {
+            let scope = match scope {
+                Ok(scope) => scope,
+                Err(error) => return error.into_response(),
+            };
+            let session =
+                match self
+                    .front
+                    .request_session(&parts.headers, client_metadata(parts), scope)
+                {
+                    Ok(session) => session,
+                    Err(error) => return error.into_response(),
+                };
+            let request = Message::Request { id, method, params };
+            match self.front.handle(&session, request).await {
+                Some(answer) => answer,
+                // Cancelled: the client is gone.
+                None => return respond(StatusCode::NO_CONTENT, "text/plain", ""),
+            }
+        };
+        match answer.get("result").cloned() {
+            Some(result) => {
+                let mut answer = answer;
+                answer["result"] = modern::complete(result, &server_info, cacheable);
+                json(StatusCode::OK, &answer)
+            }
+            None => json(modern::status_of_error(&answer), &answer),
+        }
+    }
+
+    /// `server/discover`: the revisions served, and the introduction a 2025-era client gets
+    /// at `initialize` (the legacy service's capabilities and instructions); and its
+    /// `serverInfo`, for the result's `_meta`.
+    async fn discover(&self) -> (Value, Value) {
+        let mut result = self.front.introduction().await;
+        let mut server_info = self.front.server_info();
+        if let Value::Object(map) = &mut result {
+            if let Some(introduced) = map.remove("serverInfo") {
+                server_info = introduced;
+            }
+            map.insert(
+                "supportedVersions".into(),
+                serde_json::json!(modern::supported_versions()),
+            );
+        }
+        (result, server_info)
+    }
+}

@@ -1,0 +1,307 @@
+//! MCP 2026-07-28 on `/mcp`, on the wire: requests without a session, checked against their
+//! headers with the specification's errors, answered with `resultType`, `serverInfo` and the
+//! caching hints; embedded, and in front of the reference cldmemory (calls memgate does not
+//! answer are forwarded over memgate's own 2025-era session).
+
+use memgate_testkit::{start_proxy, test_config, Legacy, SseRouting, TestStack};
+use serde_json::{json, Value};
+
+const VERSION: &str = "2026-07-28";
+
+/// Request headers, by name.
+type Headers = Vec<(&'static str, &'static str)>;
+
+/// A request as a 2026-07-28 client sends it: `_meta` and the mirrored headers.
+fn request(method: &str, params: Value) -> Value {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "wire-test", "version": "1"},
+    });
+    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+}
+
+/// POSTs `body` to `/mcp` with these headers; the status, the headers and the JSON answer.
+async fn post(
+    base: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut builder = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = builder.json(body).send().await.expect("an answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, value)
+}
+
+/// The headers a conforming client sends with `body`.
+fn mirrored(body: &Value) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("mcp-protocol-version", VERSION.to_string()),
+        (
+            "mcp-method",
+            body["method"].as_str().expect("method").to_string(),
+        ),
+    ];
+    if let Some(name) = body["params"]["name"].as_str() {
+        headers.push(("mcp-name", name.to_string()));
+    }
+    headers
+}
+
+async fn call(base: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let headers = mirrored(body);
+    let borrowed: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    post(base, &borrowed, body).await
+}
+
+fn tool(name: &str, arguments: Value) -> Value {
+    request("tools/call", json!({"name": name, "arguments": arguments}))
+}
+
+#[tokio::test]
+async fn a_2026_client_is_served_without_a_session() {
+    let data = tempfile::tempdir().expect("dir");
+    let proxy = start_proxy(test_config(data.path(), None, None, None))
+        .await
+        .expect("proxy");
+    let base = format!("http://{}", proxy.api_addr);
+
+    let (status, headers, discovered) = call(&base, &request("server/discover", json!({}))).await;
+    assert_eq!(status, 200, "{discovered}");
+    assert!(
+        headers.get("mcp-session-id").is_none(),
+        "no session is minted"
+    );
+    let result = &discovered["result"];
+    assert_eq!(result["supportedVersions"][0], VERSION);
+    assert!(result["supportedVersions"]
+        .as_array()
+        .expect("versions")
+        .contains(&json!("2025-11-25")));
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["capabilities"]["tools"], json!({}));
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "memgate"
+    );
+    assert_eq!(
+        (result["ttlMs"].as_u64(), result["cacheScope"].as_str()),
+        (Some(60_000), Some("public"))
+    );
+
+    let (_, _, listed) = call(&base, &request("tools/list", json!({}))).await;
+    assert_eq!(listed["result"]["tools"].as_array().map(Vec::len), Some(5));
+    assert_eq!(listed["result"]["cacheScope"], "public");
+
+    let (status, _, stored) = call(
+        &base,
+        &tool(
+            "store_memory",
+            json!({"content": "Stateless clients remember too", "type": "semantic"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(stored["result"]["resultType"], "complete");
+    assert!(
+        stored["result"].get("ttlMs").is_none(),
+        "a tool call is not cacheable"
+    );
+    let memory: Value = serde_json::from_str(
+        stored["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text"),
+    )
+    .expect("the memory");
+    let (_, _, got) = call(&base, &tool("get_memory", json!({"id": memory["id"]}))).await;
+    let got: Value =
+        serde_json::from_str(got["result"]["content"][0]["text"].as_str().expect("text"))
+            .expect("the memory");
+    assert_eq!(got["content"], "Stateless clients remember too");
+
+    let (status, _, unknown) = call(&base, &request("prompts/get", json!({"name": "x"}))).await;
+    assert_eq!(
+        (status, unknown["error"]["code"].as_i64()),
+        (404, Some(-32601))
+    );
+
+    let stream = reqwest::Client::new()
+        .get(format!("{base}/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", VERSION)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(stream.status(), 405, "no stream to GET");
+    assert_eq!(stream.headers()["allow"], "POST");
+    assert_eq!(proxy.state.mcp.front.sessions.len(), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_that_break_the_rules_get_the_specifications_errors() {
+    let data = tempfile::tempdir().expect("dir");
+    let proxy = start_proxy(test_config(data.path(), None, None, None))
+        .await
+        .expect("proxy");
+    let base = format!("http://{}", proxy.api_addr);
+    let body = tool("get_memory", json!({"id": "x"}));
+    let cases: Vec<(Headers, Value, i64)> = vec![
+        // The name header disagrees with the body.
+        (
+            vec![
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "delete_memory"),
+            ],
+            body.clone(),
+            -32020,
+        ),
+        // The method header is missing.
+        (
+            vec![
+                ("mcp-protocol-version", VERSION),
+                ("mcp-name", "get_memory"),
+            ],
+            body.clone(),
+            -32020,
+        ),
+        // No `_meta` at all.
+        (
+            vec![
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "get_memory"),
+            ],
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_memory"}}),
+            -32602,
+        ),
+        // A version memgate does not serve.
+        (
+            vec![
+                ("mcp-protocol-version", "1900-01-01"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "get_memory"),
+            ],
+            {
+                let mut old = body.clone();
+                old["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] =
+                    json!("1900-01-01");
+                old
+            },
+            -32022,
+        ),
+    ];
+    for (headers, body, code) in cases {
+        let (status, _, answer) = post(&base, &headers, &body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"].as_i64(), Some(code), "{answer}");
+    }
+    let mut discover = request("server/discover", json!({}));
+    discover["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("1900-01-01");
+    let (_, _, unsupported) = post(
+        &base,
+        &[
+            ("mcp-protocol-version", "1900-01-01"),
+            ("mcp-method", "server/discover"),
+        ],
+        &discover,
+    )
+    .await;
+    assert_eq!(unsupported["error"]["data"]["supported"][0], VERSION);
+
+    // A 2025-era client is served as before, with a session.
+    let (status, headers, initialized) = post(
+        &base,
+        &[],
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "old", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(initialized["result"]["protocolVersion"], "2025-11-25");
+    assert!(headers.get("mcp-session-id").is_some());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_memgate_does_not_answer_reach_the_legacy_service() {
+    let stack = TestStack::builder()
+        .legacy(Legacy::InFront(SseRouting::NewestStream))
+        .configure(|config| config.rollout.percent = 100)
+        .start()
+        .await;
+    let base = stack.url("");
+    let (_, _, discovered) = call(&base, &request("server/discover", json!({}))).await;
+    assert_eq!(
+        discovered["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "memory-server",
+        "the legacy service's introduction"
+    );
+    let (_, _, listed) = call(&base, &request("tools/list", json!({}))).await;
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    assert!(names.contains(&"connect_memories"), "{names:?}");
+
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for content in [
+            "The kettle is in the left cupboard",
+            "The mugs are above the kettle",
+        ] {
+            let (_, _, stored) = call(
+                &base,
+                &tool(
+                    "store_memory",
+                    json!({"content": content, "type": "semantic"}),
+                ),
+            )
+            .await;
+            let text = stored["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let memory: Value = serde_json::from_str(text)
+                .unwrap_or_else(|error| panic!("a memory ({error}): {stored}"));
+            let id = memory["id"].as_str().expect("id").to_string();
+            stack.wait_for_worker(&id).await;
+            ids.push(id);
+        }
+        ids
+    };
+    let (status, _, connected) = call(
+        &base,
+        &tool(
+            "connect_memories",
+            json!({"sourceId": ids[0], "targetId": ids[1], "bidirectional": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{connected}");
+    assert_eq!(connected["result"]["resultType"], "complete");
+    let direct = stack
+        .reference()
+        .call(
+            "connect_memories",
+            json!({"sourceId": ids[0], "targetId": ids[1], "bidirectional": true}),
+        )
+        .await;
+    assert_eq!(
+        connected["result"]["content"][0]["text"].as_str(),
+        Some(direct.as_str()),
+        "cldmemory's own text"
+    );
+}
