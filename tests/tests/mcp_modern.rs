@@ -101,6 +101,20 @@ async fn a_2026_client_is_served_without_a_session() {
     let (_, _, listed) = call(&base, &request("tools/list", json!({}))).await;
     assert_eq!(listed["result"]["tools"].as_array().map(Vec::len), Some(5));
     assert_eq!(listed["result"]["cacheScope"], "public");
+    let annotations = |name: &str| {
+        listed["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .find(|tool| tool["name"] == name)
+            .map(|tool| tool["annotations"].clone())
+            .expect("listed")
+    };
+    assert_eq!(annotations("get_memory")["readOnlyHint"], true);
+    assert_eq!(annotations("search_memories")["readOnlyHint"], true);
+    assert_eq!(annotations("delete_memory")["destructiveHint"], true);
+    assert_eq!(annotations("store_memory")["readOnlyHint"], false);
+    assert_eq!(annotations("store_memory")["idempotentHint"], false);
 
     let (status, _, stored) = call(
         &base,

@@ -319,10 +319,26 @@ pub fn core_tool_list() -> Value {
     let tools: Vec<Value> = tools
         .into_iter()
         .map(|(name, description, schema)| {
-            json!({"name": name, "description": description, "inputSchema": schema})
+            json!({"name": name, "description": description, "inputSchema": schema,
+                   "annotations": annotations(name)})
         })
         .collect();
     json!({ "tools": tools })
+}
+
+/// What a core tool does to the memory store, as MCP's tool annotations say it (sent when
+/// memgate lists the tools itself; the legacy service's list is relayed as it is). Reads
+/// count as reads (`accessCount`), not as changes; an update or a delete made twice leaves
+/// what one leaves; no tool reaches beyond the store.
+fn annotations(name: &str) -> Value {
+    let (read_only, destructive, idempotent) = match name {
+        "search_memories" | "get_memory" => (true, false, true),
+        "update_memory" => (false, true, true),
+        "delete_memory" => (false, true, true),
+        _ => (false, false, false),
+    };
+    json!({"readOnlyHint": read_only, "destructiveHint": destructive,
+           "idempotentHint": idempotent, "openWorldHint": false})
 }
 
 #[cfg(test)]
