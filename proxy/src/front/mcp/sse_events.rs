@@ -24,11 +24,14 @@ pub struct Event {
     pub data: String,
 }
 
-/// Reads events out of a byte stream's chunks, however the chunks split them.
+/// Reads events out of a byte stream's chunks, however the chunks split them (a UTF-8
+/// sequence, or a `\r\n` line end, across two chunks included).
 #[derive(Debug, Default)]
 pub struct EventReader {
     buffer: String,
     pending_bytes: Vec<u8>,
+    /// The last character read was a `\r`: a `\n` right after it ends no second line.
+    after_cr: bool,
 }
 
 impl EventReader {
@@ -42,8 +45,7 @@ impl EventReader {
         };
         let text = String::from_utf8_lossy(&self.pending_bytes[..valid]).into_owned();
         self.pending_bytes.drain(..valid);
-        self.buffer
-            .push_str(&text.replace("\r\n", "\n").replace('\r', "\n"));
+        self.push_lines(&text);
         let mut events = Vec::new();
         while let Some(at) = self.buffer.find("\n\n") {
             let block: String = self.buffer.drain(..at + 2).collect();
@@ -52,6 +54,30 @@ impl EventReader {
             }
         }
         events
+    }
+}
+
+impl EventReader {
+    /// Appends text with every line end (`\r\n`, `\r` or `\n`) as one `\n`.
+    fn push_lines(&mut self, text: &str) {
+        for c in text.chars() {
+            match c {
+                '\r' => {
+                    self.buffer.push('\n');
+                    self.after_cr = true;
+                }
+                '\n' => {
+                    if !self.after_cr {
+                        self.buffer.push('\n');
+                    }
+                    self.after_cr = false;
+                }
+                c => {
+                    self.buffer.push(c);
+                    self.after_cr = false;
+                }
+            }
+        }
     }
 }
 
@@ -94,24 +120,34 @@ mod tests {
             event("message", "{\"a\":\"é\"}"),
         ]
         .concat();
+        let text = String::from_utf8_lossy(&wire).into_owned();
+        let crlf = text.replace('\n', "\r\n").into_bytes();
+        let cr = text.replace('\n', "\r").into_bytes();
+        for wire in [wire, crlf, cr] {
+            every_split_reads(&wire);
+        }
+    }
+
+    /// Two chunks split at every byte, and one byte a chunk, read the same two events.
+    fn every_split_reads(wire: &[u8]) {
+        let expected = vec![
+            Event {
+                name: "endpoint".into(),
+                data: "/messages?sessionId=1".into(),
+            },
+            Event {
+                name: "message".into(),
+                data: "{\"a\":\"é\"}".into(),
+            },
+        ];
+        let mut reader = EventReader::default();
+        let bytewise: Vec<Event> = wire.iter().flat_map(|b| reader.push(&[*b])).collect();
+        assert_eq!(bytewise, expected, "byte by byte");
         for split in 0..wire.len() {
             let mut reader = EventReader::default();
             let mut events = reader.push(&wire[..split]);
             events.extend(reader.push(&wire[split..]));
-            assert_eq!(
-                events,
-                vec![
-                    Event {
-                        name: "endpoint".into(),
-                        data: "/messages?sessionId=1".into()
-                    },
-                    Event {
-                        name: "message".into(),
-                        data: "{\"a\":\"é\"}".into()
-                    },
-                ],
-                "split at {split}"
-            );
+            assert_eq!(events, expected, "split at {split}");
         }
     }
 }
