@@ -41,6 +41,17 @@ install_python_tools() {
   KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
 }
 
+# The official TypeScript MCP SDK (npm), for the tests that drive memgate as most MCP clients
+# (cldmemory's own included) do, into target/node-tools.
+install_node_tools() {
+  local tools=target/node-tools
+  if [ ! -d "$tools/node_modules/@modelcontextprotocol/sdk" ]; then
+    log "installing the TypeScript MCP SDK (@modelcontextprotocol/sdk) from npm into $tools"
+    mkdir -p "$tools"
+    npm install --prefix "$tools" --no-audit --no-fund --silent "@modelcontextprotocol/sdk@1.32.2"
+  fi
+}
+
 # The REST API fuzzed from its own /openapi.json by schemathesis (every check: server errors,
 # schema-valid requests refused, schema-violating ones accepted, responses that break the
 # schema, undeclared methods, stateful sequences) against `memgate serve --embedded`.
@@ -175,6 +186,7 @@ build_control_plane() {
 
 install_debian_packages
 install_python_tools
+install_node_tools
 install_helm
 build_control_plane
 

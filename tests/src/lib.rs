@@ -14,6 +14,7 @@
 //!   scheduler, kwok) for the operator's end-to-end tests.
 //! - [`browser`]: Debian's headless Chromium, for what a web page can do to memgate.
 //! - [`history`]: a recorded history of operations and a Jepsen-style checker.
+//! - [`python`] and [`node`]: the official Python and TypeScript MCP SDKs driving memgate.
 
 pub mod browser;
 mod control_plane;
@@ -22,6 +23,7 @@ mod http_server;
 pub mod load;
 mod mcp_http;
 mod mcp_sse;
+pub mod node;
 mod openai;
 mod proxy;
 pub mod python;
