@@ -165,6 +165,17 @@ impl KeySpace {
     pub fn popular(&self, scope: &Scope) -> String {
         format!("{}{}popular", self.prefix, scope.key_part())
     }
+
+    /// `{scope}own:{sha256(client)}`: the memories one stateless MCP client stored that may not
+    /// be searchable yet (a set, expiring), so its next search, on any replica, waits for them.
+    pub fn own_writes(&self, scope: &Scope, client: &str) -> String {
+        format!(
+            "{}{}own:{}",
+            self.prefix,
+            scope.key_part(),
+            sha256_hex(client.as_bytes())
+        )
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

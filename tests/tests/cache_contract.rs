@@ -189,6 +189,60 @@ async fn reads(cache: Cache) {
     assert_eq!((unsynced.count, unsynced.last), (5, at(20)));
 }
 
+/// A client's pending writes: noted, taken once, gone after their TTL.
+async fn noted_writes(cache: Cache) {
+    let store = cache.store.as_ref();
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    store.note_write("t:own:x", a, TTL).await.expect("note");
+    store.note_write("t:own:x", b, TTL).await.expect("note");
+    store
+        .note_write("t:own:x", a, TTL)
+        .await
+        .expect("noted twice");
+    store
+        .note_write("t:own:y", b, TTL)
+        .await
+        .expect("another client");
+    let mut taken = store.take_writes("t:own:x", 10).await.expect("take");
+    taken.sort();
+    assert_eq!(taken, vec![a, b], "each once");
+    assert!(
+        store
+            .take_writes("t:own:x", 10)
+            .await
+            .expect("take")
+            .is_empty(),
+        "taken"
+    );
+    assert_eq!(
+        store.take_writes("t:own:y", 10).await.expect("take"),
+        vec![b]
+    );
+    store
+        .note_write("t:own:z", a, Duration::from_millis(50))
+        .await
+        .expect("note");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        store
+            .take_writes("t:own:z", 10)
+            .await
+            .expect("take")
+            .is_empty(),
+        "expired"
+    );
+}
+
+#[tokio::test]
+async fn in_process_noted_writes() {
+    noted_writes(in_process()).await;
+}
+
+#[tokio::test]
+async fn redis_noted_writes() {
+    noted_writes(on_redis()).await;
+}
+
 #[tokio::test]
 async fn in_process_values() {
     values(in_process()).await;

@@ -319,3 +319,70 @@ async fn calls_memgate_does_not_answer_reach_the_legacy_service() {
         "cldmemory's own text"
     );
 }
+
+/// A 2026-07-28 client, sent round-robin between two memgate processes that share Redis (and a
+/// worker slowed down by its model): each search, on either replica, finds what the client
+/// stored just before on the other, as a session's would.
+#[tokio::test]
+async fn a_client_without_a_session_reads_its_writes_on_any_replica() {
+    let redis = memgate_testkit::RedisServer::start().expect("redis-server");
+    let openai = memgate_testkit::FakeOpenAi::start(64)
+        .await
+        .expect("openai");
+    openai.set_delay(std::time::Duration::from_millis(300));
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(
+        data.path(),
+        Some(redis.url()),
+        Some(openai.base_url()),
+        None,
+    );
+    config.layout.similarity_threshold = 0.0;
+    let (first, backends) = memgate_testkit::start_proxy_with_backends(config.clone())
+        .await
+        .expect("the first replica");
+    let second = memgate::app::start_with(config.clone(), backends.clone(), None)
+        .await
+        .expect("the second replica");
+    let _worker = memgate::app::start_worker_with(config, backends)
+        .await
+        .expect("a worker");
+    let replicas = [
+        format!("http://{}", first.api_addr),
+        format!("http://{}", second.api_addr),
+    ];
+    for n in 0..6 {
+        let (store_on, search_on) = (&replicas[n % 2], &replicas[(n + 1) % 2]);
+        let content = format!("Round robin note number {n} about lanterns");
+        let (_, _, stored) = call(
+            store_on,
+            &tool(
+                "store_memory",
+                json!({"content": content, "type": "semantic"}),
+            ),
+        )
+        .await;
+        let memory: Value = serde_json::from_str(
+            stored["result"]["content"][0]["text"]
+                .as_str()
+                .expect("text"),
+        )
+        .expect("a memory");
+        let (_, _, found) = call(
+            search_on,
+            &tool(
+                "search_memories",
+                json!({"query": content, "limit": 50, "includeAssociations": false,
+                       "detailLevel": "compact", "reconstructChunks": false}),
+            ),
+        )
+        .await;
+        let text = found["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text");
+        assert!(
+            text.contains(memory["id"].as_str().expect("id")),
+            "search {n} on the other replica finds the memory just stored: {text}"
+        );
+    }
+}

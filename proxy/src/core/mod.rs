@@ -14,6 +14,7 @@
 //!   vector store write.
 //! - [`invalidate`]: keeping the caches coherent with what another writer (the legacy service)
 //!   changed.
+//! - [`own_writes`]: a sessionless client's writes not yet searchable, for read-your-writes.
 //! - Read counts on answers: [`counts`] (see `crate::core::reads` for the protocol); the caches:
 //!   [`l1`], [`search_cache`], [`forgetting`].
 //!
@@ -29,6 +30,7 @@ mod health;
 mod invalidate;
 mod l1;
 mod ladder;
+mod own_writes;
 pub mod reads;
 mod search;
 mod search_cache;

@@ -83,6 +83,8 @@ struct Counters {
     tenants: HashMap<String, String>,
     popular: HashMap<String, HashMap<String, u64>>,
     dirty: HashMap<String, std::collections::HashSet<uuid::Uuid>>,
+    /// Sets that expire: the writes of one client not yet searchable.
+    noted: HashMap<String, (std::collections::HashSet<uuid::Uuid>, std::time::Instant)>,
 }
 
 /// One memory's reads against its payload, as an access hash on Redis holds them.
@@ -307,6 +309,35 @@ impl CacheStore for InProcessCache {
         let Some(set) = counters.dirty.get_mut(dirty_key) else {
             return Ok(Vec::new());
         };
+        let ids: Vec<uuid::Uuid> = set.iter().take(max).copied().collect();
+        for id in &ids {
+            set.remove(id);
+        }
+        Ok(ids)
+    }
+
+    async fn note_write(&self, key: &str, id: uuid::Uuid, ttl: Duration) -> Result<(), CacheError> {
+        let now = std::time::Instant::now();
+        let mut counters = self.counters();
+        counters.noted.retain(|_, (_, expires)| *expires > now);
+        let (set, expires) = counters
+            .noted
+            .entry(key.to_string())
+            .or_insert_with(|| (Default::default(), now));
+        set.insert(id);
+        *expires = now + ttl;
+        Ok(())
+    }
+
+    async fn take_writes(&self, key: &str, max: usize) -> Result<Vec<uuid::Uuid>, CacheError> {
+        let mut counters = self.counters();
+        let Some((set, expires)) = counters.noted.get_mut(key) else {
+            return Ok(Vec::new());
+        };
+        if *expires <= std::time::Instant::now() {
+            counters.noted.remove(key);
+            return Ok(Vec::new());
+        }
         let ids: Vec<uuid::Uuid> = set.iter().take(max).copied().collect();
         for id in &ids {
             set.remove(id);

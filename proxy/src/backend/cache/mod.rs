@@ -238,6 +238,11 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn access_stats(&self, key: &str) -> Result<Option<(u64, DateTime<Utc>)>, CacheError>;
     /// The values under `keys`, in order (MGET).
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError>;
+    /// Adds `id` to the set `key`, which then expires `ttl` later: the writes of one client
+    /// not yet searchable (`Keys::own_writes`).
+    async fn note_write(&self, key: &str, id: Uuid, ttl: Duration) -> Result<(), CacheError>;
+    /// Removes and returns the set `key` (at most `max` of it).
+    async fn take_writes(&self, key: &str, max: usize) -> Result<Vec<Uuid>, CacheError>;
     /// Up to `limit` members of the `popular` set `key`, most read first.
     async fn most_read(&self, key: &str, limit: usize) -> Result<Vec<String>, CacheError>;
     /// Answers when the backend is reachable.

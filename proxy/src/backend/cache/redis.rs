@@ -330,6 +330,25 @@ impl CacheStore for RedisCache {
             .collect())
     }
 
+    async fn note_write(&self, key: &str, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let _: () = redis::pipe()
+            .atomic()
+            .sadd(key, id.to_string())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(ttl_ms)
+            .ignore()
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn take_writes(&self, key: &str, max: usize) -> Result<Vec<Uuid>, CacheError> {
+        self.take_dirty(key, max).await
+    }
+
     async fn mark_dirty(&self, dirty_key: &str, ids: &[Uuid]) -> Result<(), CacheError> {
         if ids.is_empty() {
             return Ok(());

@@ -182,6 +182,7 @@ impl McpFront {
             metadata,
             scope,
             route,
+            client: None,
         };
         Ok(self.sessions.open(id, transport, identity)?)
     }
@@ -209,10 +210,16 @@ impl McpFront {
                 .router
                 .choose_for_session(headers, user.as_deref(), &sticky)?,
         };
+        // Within the tenant (the key space's scope), a client is its metadata's user.
+        let client = match &user {
+            Some(user) => format!("user:{user}"),
+            None => "anonymous".to_string(),
+        };
         let identity = SessionIdentity {
             metadata,
             scope,
             route,
+            client: Some(client),
         };
         Ok(Arc::new(ClientSession::new(
             Uuid::new_v4().to_string(),
@@ -494,7 +501,11 @@ impl McpFront {
     /// store once the memory is in the vector store, so its next search finds it.
     async fn wait_for_own_writes(&self, session: &ClientSession) {
         let scope = &session.identity.scope;
-        for id in session.take_unsearchable() {
+        let own = match &session.identity.client {
+            Some(client) => self.core.take_own_writes(scope, client).await,
+            None => session.take_unsearchable(),
+        };
+        for id in own {
             if !self
                 .core
                 .wait_stored(scope, id, self.settings.wait_for_stored)
@@ -524,7 +535,10 @@ impl McpFront {
                     .core
                     .store(scope, request, None, identity.metadata.as_deref())
                     .await?;
-                session.stored(stored.id);
+                match &identity.client {
+                    Some(client) => self.core.note_own_write(scope, client, stored.id).await,
+                    None => session.stored(stored.id),
+                }
                 let memory = stored.memory.unwrap_or_default();
                 Ok(tools::memory_text(Some(&memory)))
             }

@@ -45,6 +45,10 @@ pub struct SessionIdentity {
     pub scope: Scope,
     /// Fast or legacy, chosen once per session.
     pub route: RoutePath,
+    /// Without a session (2026-07-28): who the client is across its requests, for
+    /// read-your-writes (`crate::core::Core::note_own_write`); `None` for a session, which
+    /// remembers its own writes.
+    pub client: Option<String>,
 }
 
 pub struct ClientSession {

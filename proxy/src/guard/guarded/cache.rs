@@ -144,6 +144,16 @@ impl CacheStore for Guarded<dyn CacheStore> {
         self.guard("get_many", self.inner.get_many(keys)).await
     }
 
+    async fn note_write(&self, key: &str, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
+        self.guard("note_write", self.inner.note_write(key, id, ttl))
+            .await
+    }
+
+    async fn take_writes(&self, key: &str, max: usize) -> Result<Vec<Uuid>, CacheError> {
+        self.guard("take_writes", self.inner.take_writes(key, max))
+            .await
+    }
+
     async fn most_read(&self, key: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         self.guard("most_read", self.inner.most_read(key, limit))
             .await
