@@ -722,7 +722,10 @@ impl Default for OpenAiConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AccessConfig {
-    /// How often recorded reads are flushed to the cache backend.
+    /// How often recorded reads are flushed to the cache backend. Each process's own answers
+    /// count its reads at once; other processes see them at the next flush. Every flush is a
+    /// burst of work in this process and in Redis: at 100 ms those bursts were the whole
+    /// cached-`get` tail above the HTTP floor on a 2-core machine (docs/performance.md).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
 }
@@ -730,7 +733,7 @@ pub struct AccessConfig {
 impl Default for AccessConfig {
     fn default() -> Self {
         Self {
-            flush_interval: Duration::from_millis(100),
+            flush_interval: Duration::from_secs(1),
         }
     }
 }

@@ -56,6 +56,8 @@ pub fn test_config(
     config.worker.retry_backoff = std::time::Duration::from_millis(20);
     config.worker.embedding_batch_window = std::time::Duration::from_millis(5);
     config.worker.access_sync_interval = std::time::Duration::from_millis(50);
+    // Reads reach Redis soon, as the tests that count them across processes expect.
+    config.access.flush_interval = std::time::Duration::from_millis(100);
     config.rollout.percent = if upstream.is_some() { 50 } else { 100 };
     config.rollout.sticky_header = Some("x-user-id".into());
     config.upstream.url = upstream;
