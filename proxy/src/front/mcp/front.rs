@@ -187,67 +187,6 @@ impl McpFront {
         Ok(self.sessions.open(id, transport, identity)?)
     }
 
-    /// The stand-in session of one stateless request (2026-07-28): who sent it, from its
-    /// headers and metadata as a session's opening request would say, and its route, sticky
-    /// by the configured header, else the metadata's `user`, else the tenant, else one route
-    /// for every anonymous client (`crate::front::mcp::stateless`).
-    pub fn request_session(
-        &self,
-        headers: &HeaderMap,
-        metadata: Option<String>,
-        scope: Scope,
-    ) -> Result<Arc<ClientSession>, ApiError> {
-        let user = metadata.as_deref().map(parse_metadata).and_then(|pairs| {
-            pairs
-                .get("user")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        let sticky = scope.value().unwrap_or("anonymous").to_string();
-        let route = match &self.upstream {
-            None => RoutePath::Fast,
-            Some(_) => self
-                .router
-                .choose_for_session(headers, user.as_deref(), &sticky)?,
-        };
-        // Within the tenant (the key space's scope), a client is its metadata's user.
-        let client = match &user {
-            Some(user) => format!("user:{user}"),
-            None => "anonymous".to_string(),
-        };
-        let identity = SessionIdentity {
-            metadata,
-            scope,
-            route,
-            client: Some(client),
-        };
-        Ok(Arc::new(ClientSession::new(
-            Uuid::new_v4().to_string(),
-            Transport::Stateless,
-            identity,
-        )))
-    }
-
-    /// What `initialize` would say (the legacy service's introduction, else memgate's), without
-    /// a protocol version: for `server/discover`.
-    pub async fn introduction(&self) -> Value {
-        let mut answer = self.initialize(None).await;
-        if let Value::Object(map) = &mut answer {
-            map.remove("protocolVersion");
-        }
-        answer
-    }
-
-    /// Who answers, as results' `_meta` names it: the legacy service's `serverInfo` once its
-    /// session is open, else memgate's (never waited for).
-    pub fn server_info(&self) -> Value {
-        self.upstream
-            .as_ref()
-            .and_then(|upstream| upstream.handshake())
-            .and_then(|handshake| handshake.initialize.get("serverInfo").cloned())
-            .unwrap_or_else(|| own_introduction()["serverInfo"].clone())
-    }
-
     /// The answer to one message, if it wants one. `None` also for a request the client
     /// cancelled meanwhile.
     pub async fn handle(
@@ -327,7 +266,7 @@ impl McpFront {
     }
 
     /// The legacy service's `initialize` answer at the revision agreed with this client.
-    async fn initialize(&self, params: Option<&Value>) -> Value {
+    pub(super) async fn initialize(&self, params: Option<&Value>) -> Value {
         let asked = params
             .and_then(|p| p.get("protocolVersion"))
             .and_then(Value::as_str);
@@ -588,7 +527,7 @@ impl McpFront {
 }
 
 /// memgate's own `initialize` answer, when no legacy service introduces itself.
-fn own_introduction() -> Value {
+pub(super) fn own_introduction() -> Value {
     json!({
         "capabilities": {"tools": {}},
         "serverInfo": {"name": "memgate", "version": env!("CARGO_PKG_VERSION")},

@@ -8,14 +8,21 @@
 //! session; calls memgate does not answer go to the legacy service over memgate's own
 //! (2025-era) session, without the protocol's `_meta` keys.
 
-use http::StatusCode;
-use serde_json::Value;
+use std::sync::Arc;
 
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::front::{own_introduction, McpFront};
 use super::http_transports::{client_metadata, json, respond, HttpTransports};
 use super::jsonrpc::{self, Message};
 use super::modern::{self, Checked};
+use super::session::{ClientSession, SessionIdentity, Transport};
 use crate::front::error::ApiError;
+use crate::front::routing::RoutePath;
 use crate::keys::Scope;
+use crate::layout::parse_metadata;
 
 /// Methods whose results carry caching hints (`ttlMs`, `cacheScope`).
 const CACHEABLE: [&str; 6] = [
@@ -26,6 +33,69 @@ const CACHEABLE: [&str; 6] = [
     "resources/templates/list",
     "resources/read",
 ];
+
+impl McpFront {
+    /// The stand-in session of one stateless request (2026-07-28): who sent it, from its
+    /// headers and metadata as a session's opening request would say, and its route, sticky
+    /// by the configured header, else the metadata's `user`, else the tenant, else one route
+    /// for every anonymous client (`crate::front::mcp::stateless`).
+    pub fn request_session(
+        &self,
+        headers: &HeaderMap,
+        metadata: Option<String>,
+        scope: Scope,
+    ) -> Result<Arc<ClientSession>, ApiError> {
+        let user = metadata.as_deref().map(parse_metadata).and_then(|pairs| {
+            pairs
+                .get("user")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let sticky = scope.value().unwrap_or("anonymous").to_string();
+        let route = match &self.upstream {
+            None => RoutePath::Fast,
+            Some(_) => self
+                .router
+                .choose_for_session(headers, user.as_deref(), &sticky)?,
+        };
+        // Within the tenant (the key space's scope), a client is its metadata's user.
+        let client = match &user {
+            Some(user) => format!("user:{user}"),
+            None => "anonymous".to_string(),
+        };
+        let identity = SessionIdentity {
+            metadata,
+            scope,
+            route,
+            client: Some(client),
+        };
+        Ok(Arc::new(ClientSession::new(
+            Uuid::new_v4().to_string(),
+            Transport::Stateless,
+            identity,
+        )))
+    }
+
+    /// What `initialize` would say (the legacy service's introduction, else memgate's), without
+    /// a protocol version: for `server/discover`.
+    pub async fn introduction(&self) -> Value {
+        let mut answer = self.initialize(None).await;
+        if let Value::Object(map) = &mut answer {
+            map.remove("protocolVersion");
+        }
+        answer
+    }
+
+    /// Who answers, as results' `_meta` names it: the legacy service's `serverInfo` once its
+    /// session is open, else memgate's (never waited for).
+    pub fn server_info(&self) -> Value {
+        self.upstream
+            .as_ref()
+            .and_then(|upstream| upstream.handshake())
+            .and_then(|handshake| handshake.initialize.get("serverInfo").cloned())
+            .unwrap_or_else(|| own_introduction()["serverInfo"].clone())
+    }
+}
 
 impl HttpTransports {
     /// One modern message, answered.
