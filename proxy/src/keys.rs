@@ -166,6 +166,11 @@ impl KeySpace {
         format!("{}{}popular", self.prefix, scope.key_part())
     }
 
+    /// `{scope}cancelled:{id}`: the write of `id` was cancelled by its client (an MCP task).
+    pub fn cancelled(&self, scope: &Scope, id: Uuid) -> String {
+        format!("{}{}cancelled:{id}", self.prefix, scope.key_part())
+    }
+
     /// `{scope}own:{sha256(client)}`: the memories one stateless MCP client stored that may not
     /// be searchable yet (a set, expiring), so its next search, on any replica, waits for them.
     pub fn own_writes(&self, scope: &Scope, client: &str) -> String {

@@ -51,7 +51,10 @@ fn mirrored(body: &Value) -> Vec<(&'static str, String)> {
             body["method"].as_str().expect("method").to_string(),
         ),
     ];
-    if let Some(name) = body["params"]["name"].as_str() {
+    if let Some(name) = body["params"]["name"]
+        .as_str()
+        .or(body["params"]["taskId"].as_str())
+    {
         headers.push(("mcp-name", name.to_string()));
     }
     headers
@@ -385,4 +388,148 @@ async fn a_client_without_a_session_reads_its_writes_on_any_replica() {
             "search {n} on the other replica finds the memory just stored: {text}"
         );
     }
+}
+
+/// A request from a client that declares the tasks extension.
+fn with_tasks(mut body: Value) -> Value {
+    body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    body
+}
+
+/// Polls `tasks/get` until the task leaves `working` (ten seconds at most); the last task.
+async fn settled(base: &str, task_id: &str) -> Value {
+    let poll = with_tasks(request("tasks/get", json!({"taskId": task_id})));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _, answer) = call(base, &poll).await;
+        assert_eq!(status, 200, "{answer}");
+        let task = answer["result"].clone();
+        if task["status"] != "working" || std::time::Instant::now() > deadline {
+            return task;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Tasks: a store acknowledged as a task is followed to completion (the memory after
+/// enrichment, as cldmemory answers a store), cancelled before it is applied (nothing stored),
+/// or failed when the worker gives it up; unknown tasks are refused.
+#[tokio::test]
+async fn stores_become_tasks_for_clients_that_declare_them() {
+    let redis = memgate_testkit::RedisServer::start().expect("redis-server");
+    let openai = memgate_testkit::FakeOpenAi::start(64)
+        .await
+        .expect("openai");
+    openai.set_delay(std::time::Duration::from_millis(200));
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(
+        data.path(),
+        Some(redis.url()),
+        Some(openai.base_url()),
+        None,
+    );
+    config.worker.max_attempts = 2;
+    config.worker.retry_backoff = std::time::Duration::from_millis(50);
+    let (proxy, _worker) = memgate_testkit::start_proxy_and_worker(config)
+        .await
+        .expect("proxy and worker");
+    let base = format!("http://{}", proxy.api_addr);
+
+    let (_, _, discovered) = call(&base, &request("server/discover", json!({}))).await;
+    assert_eq!(
+        discovered["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"],
+        json!({})
+    );
+    let store = |content: &str| {
+        with_tasks(tool(
+            "store_memory",
+            json!({"content": content, "type": "semantic"}),
+        ))
+    };
+
+    // Followed to completion.
+    let (status, _, created) = call(&base, &store("Tasks end with the enriched memory")).await;
+    assert_eq!(status, 200, "{created}");
+    let task = &created["result"];
+    assert_eq!(task["resultType"], "task", "{created}");
+    assert_eq!(task["status"], "working");
+    assert_eq!(task["pollIntervalMs"], 500);
+    let task_id = task["taskId"].as_str().expect("a task id").to_string();
+    let done = settled(&base, &task_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["resultType"], "complete");
+    let memory: Value = serde_json::from_str(
+        done["result"]["content"][0]["text"]
+            .as_str()
+            .expect("the tool's text"),
+    )
+    .expect("a memory");
+    assert_eq!(memory["id"], task_id.as_str());
+    assert_eq!(memory["content"], "Tasks end with the enriched memory");
+    assert!(
+        memory.get("status").is_none(),
+        "cldmemory's shape: {memory}"
+    );
+    assert!(openai.chat_calls() > 0, "enriched by the model");
+
+    // Without the capability, the answer is as before.
+    let (_, _, plain) = call(
+        &base,
+        &tool(
+            "store_memory",
+            json!({"content": "No task for me", "type": "semantic"}),
+        ),
+    )
+    .await;
+    assert_eq!(plain["result"]["resultType"], "complete");
+
+    // Cancelled before it is applied: nothing is stored.
+    openai.set_delay(std::time::Duration::from_millis(1500));
+    let (_, _, created) = call(&base, &store("Cancel me before I am stored")).await;
+    let task_id = created["result"]["taskId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (status, _, cancelled) = call(
+        &base,
+        &with_tasks(request("tasks/cancel", json!({"taskId": task_id}))),
+    )
+    .await;
+    assert_eq!(
+        (status, &cancelled["result"]["resultType"]),
+        (200, &json!("complete"))
+    );
+    assert_eq!(settled(&base, &task_id).await["status"], "cancelled");
+    openai.set_delay(std::time::Duration::from_millis(0));
+    let gone = memgate_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        let (_, _, got) = call(&base, &tool("get_memory", json!({"id": task_id}))).await;
+        got["result"]["content"][0]["text"] == "Memory not found"
+    })
+    .await;
+    assert!(gone, "a cancelled store leaves nothing");
+
+    // Given up by the worker: failed, with the reason.
+    openai.set_failing(true);
+    let (_, _, created) = call(&base, &store("The model is down for this one")).await;
+    let task_id = created["result"]["taskId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let failed = settled(&base, &task_id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"]["message"].as_str().is_some(), "{failed}");
+    openai.set_failing(false);
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (status, _, refused) = call(
+        &base,
+        &with_tasks(request("tasks/get", json!({"taskId": unknown}))),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (400, Some(-32602))
+    );
+    proxy.shutdown().await;
 }

@@ -42,3 +42,29 @@ impl Core {
         }
     }
 }
+
+/// How long a cancellation is remembered: as long as a task is answered for.
+pub const CANCELLED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Core {
+    /// Cancels the create of `id` before it is applied: a delete queued behind it (the memory
+    /// ends up stored nowhere) and a mark that says it was cancelled, not deleted.
+    pub async fn cancel_store(&self, scope: &Scope, id: Uuid) -> Result<(), super::CoreError> {
+        self.delete(scope, id).await?;
+        let mark = self.keys.cancelled(scope, id);
+        if let Err(error) = self
+            .cache
+            .set(&mark, bytes::Bytes::from_static(b"1"), CANCELLED_TTL)
+            .await
+        {
+            tracing::warn!(%error, %id, "cancelled, but the mark was not kept: reads as deleted");
+        }
+        Ok(())
+    }
+
+    /// Whether the create of `id` was cancelled ([`Core::cancel_store`]).
+    pub async fn was_cancelled(&self, scope: &Scope, id: Uuid) -> bool {
+        let mark = self.keys.cancelled(scope, id);
+        matches!(self.cache.get(&mark).await, Ok(Some(_)))
+    }
+}

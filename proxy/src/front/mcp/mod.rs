@@ -17,6 +17,7 @@ pub mod session;
 pub mod sse_events;
 mod stateless;
 pub mod stdio;
+mod tasks;
 pub mod upstream;
 
 pub use front::{FrontSettings, McpFront};

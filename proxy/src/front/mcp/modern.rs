@@ -81,6 +81,8 @@ pub struct Checked {
     pub message: Message,
     /// `io.modelcontextprotocol/clientInfo`, when given.
     pub client_info: Option<Value>,
+    /// `io.modelcontextprotocol/clientCapabilities`.
+    pub client_capabilities: Option<Value>,
 }
 
 /// Checks a modern message against its headers, as the specification's "Server Validation"
@@ -153,9 +155,11 @@ pub fn check(headers: &HeaderMap, body: Value) -> Result<Checked, Refusal> {
     }
     check_mirrored(headers, method, params.as_ref()).map_err(mismatch)?;
     let client_info = meta.and_then(|m| m.get(META_CLIENT_INFO)).cloned();
+    let client_capabilities = meta.and_then(|m| m.get(META_CAPABILITIES)).cloned();
     Ok(Checked {
         message: without_protocol_meta(message),
         client_info,
+        client_capabilities,
     })
 }
 
@@ -172,6 +176,7 @@ fn check_mirrored(headers: &HeaderMap, method: &str, params: Option<&Value>) -> 
     let named = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return Ok(()),
     };
     let body_name = params

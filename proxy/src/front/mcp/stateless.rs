@@ -19,6 +19,7 @@ use super::http_transports::{client_metadata, json, respond, HttpTransports};
 use super::jsonrpc::{self, Message};
 use super::modern::{self, Checked};
 use super::session::{ClientSession, SessionIdentity, Transport};
+use super::tasks::{wants_tasks, TASKS_EXTENSION};
 use crate::front::error::ApiError;
 use crate::front::routing::RoutePath;
 use crate::keys::Scope;
@@ -105,10 +106,15 @@ impl HttpTransports {
         body: Value,
         scope: Result<Scope, ApiError>,
     ) -> crate::front::http::Response {
-        let Checked { message, .. } = match modern::check(&parts.headers, body) {
+        let Checked {
+            message,
+            client_capabilities,
+            ..
+        } = match modern::check(&parts.headers, body) {
             Ok(checked) => checked,
             Err(refusal) => return json(refusal.status, &refusal.body),
         };
+        let tasks = wants_tasks(client_capabilities.as_ref());
         let Message::Request { id, method, params } = message else {
             // This revision defines no notification a client sends over HTTP.
             return respond(StatusCode::ACCEPTED, "text/plain", "");
@@ -132,11 +138,24 @@ impl HttpTransports {
                     Ok(session) => session,
                     Err(error) => return error.into_response(),
                 };
-            let request = Message::Request { id, method, params };
-            match self.front.handle(&session, request).await {
-                Some(answer) => answer,
-                // Cancelled: the client is gone.
-                None => return respond(StatusCode::NO_CONTENT, "text/plain", ""),
+            if method.starts_with("tasks/") {
+                let scope = &session.identity.scope;
+                match self.front.task_call(scope, &method, params.as_ref()).await {
+                    Ok(result) => jsonrpc::result(id, result),
+                    Err(mut error) => {
+                        error["id"] = id;
+                        error
+                    }
+                }
+            } else {
+                let store = tasks && is_store(&method, params.as_ref());
+                let request = Message::Request { id, method, params };
+                match self.front.handle(&session, request).await {
+                    Some(answer) if store => self.as_task(answer),
+                    Some(answer) => answer,
+                    // Cancelled: the client is gone.
+                    None => return respond(StatusCode::NO_CONTENT, "text/plain", ""),
+                }
             }
         };
         match answer.get("result").cloned() {
@@ -147,6 +166,18 @@ impl HttpTransports {
             }
             None => json(modern::status_of_error(&answer), &answer),
         }
+    }
+
+    /// A store's answer as a task, when memgate acknowledged it (a memory, not an error).
+    fn as_task(&self, mut answer: Value) -> Value {
+        let memory = answer
+            .pointer("/result/content/0/text")
+            .and_then(Value::as_str)
+            .and_then(|text| serde_json::from_str::<Value>(text).ok());
+        if let Some(task) = memory.and_then(|memory| self.front.created_task(&memory)) {
+            answer["result"] = task;
+        }
+        answer
     }
 
     /// `server/discover`: the revisions served, and the introduction a 2025-era client gets
@@ -163,7 +194,19 @@ impl HttpTransports {
                 "supportedVersions".into(),
                 serde_json::json!(modern::supported_versions()),
             );
+            if let Some(Value::Object(capabilities)) = map.get_mut("capabilities") {
+                let extensions = capabilities
+                    .entry("extensions")
+                    .or_insert_with(|| serde_json::json!({}));
+                extensions[TASKS_EXTENSION] = serde_json::json!({});
+            }
         }
         (result, server_info)
     }
+}
+
+/// Whether a request is a `tools/call` of `store_memory`.
+fn is_store(method: &str, params: Option<&Value>) -> bool {
+    method == "tools/call"
+        && params.and_then(|p| p.get("name")).and_then(Value::as_str) == Some("store_memory")
 }
