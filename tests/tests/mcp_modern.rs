@@ -533,3 +533,90 @@ async fn stores_become_tasks_for_clients_that_declare_them() {
     );
     proxy.shutdown().await;
 }
+
+/// Tool calls of one path a replica has answered, whatever their outcome.
+fn calls_on(proxy: &memgate::app::RunningProxy, path: &str) -> u64 {
+    ["ok", "error", "cancelled", "degraded"]
+        .iter()
+        .map(|outcome| {
+            proxy
+                .state
+                .metrics
+                .front
+                .mcp_tool_calls
+                .with_label_values(&["get_memory", path, outcome])
+                .get()
+        })
+        .sum()
+}
+
+/// At a 50% rollout, two replicas in front of one legacy service send each stateless client
+/// (known by its metadata's user) the same way, every time: the route is chosen from the
+/// request, not remembered.
+#[tokio::test]
+async fn a_client_without_a_session_keeps_its_route_on_every_replica() {
+    let redis = memgate_testkit::RedisServer::start().expect("redis-server");
+    let openai = memgate_testkit::FakeOpenAi::start(64)
+        .await
+        .expect("openai");
+    let data = tempfile::tempdir().expect("dir");
+    let mut config = test_config(
+        data.path(),
+        Some(redis.url()),
+        Some(openai.base_url()),
+        None,
+    );
+    config.rollout.percent = 50;
+    let vectors = memgate::app::vector_store(&config).expect("vectors");
+    let backends =
+        memgate::app::Backends::with_vectors(&config, vectors.clone()).expect("backends");
+    // Two memgate sessions on one reference: each answered on its own stream.
+    let reference = memgate_testkit::start_reference_with(
+        vectors,
+        &openai.base_url(),
+        &config,
+        SseRouting::PerSession,
+    )
+    .await
+    .expect("the reference");
+    config.upstream.url = Some(reference.url());
+    let replicas = [
+        memgate::app::start_with(config.clone(), backends.clone(), None)
+            .await
+            .expect("a replica"),
+        memgate::app::start_with(config, backends, None)
+            .await
+            .expect("another"),
+    ];
+    let mut paths = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        let mut seen = Vec::new();
+        for round in 0..4 {
+            let replica = &replicas[round % 2];
+            let base = format!("http://{}", replica.api_addr);
+            let before = calls_on(replica, "fast");
+            let body = tool("get_memory", json!({"id": uuid::Uuid::new_v4()}));
+            let headers = mirrored(&body);
+            let mut borrowed: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let metadata = format!("user:u{user}");
+            borrowed.push(("memory-metadata", &metadata));
+            let (status, _, answer) = post(&base, &borrowed, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            seen.push(if calls_on(replica, "fast") > before {
+                "fast"
+            } else {
+                "legacy"
+            });
+        }
+        assert!(
+            seen.iter().all(|path| *path == seen[0]),
+            "user u{user}: one route on both replicas: {seen:?}"
+        );
+        paths.insert(seen[0]);
+    }
+    assert_eq!(paths.len(), 2, "at 50% both routes are taken: {paths:?}");
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}
