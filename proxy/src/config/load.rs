@@ -1,4 +1,5 @@
-//! Layered loading: defaults → embedded profile → YAML file → `MEMGATE_*` environment → flags.
+//! Layered loading: defaults → embedded profile → cldmemory's environment → YAML file →
+//! `MEMGATE_*` environment → flags.
 
 use std::path::PathBuf;
 
@@ -90,6 +91,20 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if sources.embedded {
         figment = figment.merge(Serialized::defaults(embedded_profile()));
+    }
+    let cldmemory = super::cldmemory_env::layer(&sources.env, sources.embedded)?;
+    if !cldmemory.read.is_empty() {
+        tracing::info!(
+            variables = ?cldmemory.read,
+            "cldmemory's settings read from the environment (memgate's own settings win)"
+        );
+        if let Some((rest, grpc)) = &cldmemory.grpc {
+            tracing::info!(
+                %rest, %grpc,
+                "QDRANT_URL is Qdrant's REST API: memgate reads over gRPC on the same host and writes payloads over REST (set vectors.url to change)"
+            );
+        }
+        figment = figment.merge(Serialized::defaults(cldmemory.values));
     }
     if let Some(path) = &sources.file {
         if !path.is_file() {
@@ -258,6 +273,38 @@ cache: {memoryTtl: 30m, searchTtl: 1m}
 
         let config = load(&with_env.with_override("rollout.percent", 70)).expect("loads");
         assert_eq!(config.rollout.percent, 70);
+    }
+
+    #[test]
+    fn cldmemorys_environment_is_a_layer_under_memgates_own_settings() {
+        let file = yaml_file(
+            "upstream: {url: 'http://127.0.0.1:3000'}\nredis: {url: 'redis://127.0.0.1:6379'}\nvectors: {collection: from_file}\n",
+        );
+        let mut with_env = sources(&file);
+        with_env.env = vec![
+            ("QDRANT_URL".into(), "http://qdrant:6333".into()),
+            ("QDRANT_COLLECTION_NAME".into(), "from_cldmemory".into()),
+            ("SIMILARITY_THRESHOLD".into(), "0.3".into()),
+            ("MEMORY_METADATA".into(), "team:core".into()),
+            (
+                "MEMGATE_LAYOUT__MEMORY_METADATA".into(),
+                "team:memgate".into(),
+            ),
+        ];
+        let config = load(&with_env).expect("loads");
+        assert_eq!(config.vectors.backend, VectorBackend::Qdrant);
+        assert_eq!(config.vectors.url.as_deref(), Some("http://qdrant:6334"));
+        assert_eq!(
+            config.vectors.rest_url.as_deref(),
+            Some("http://qdrant:6333")
+        );
+        assert_eq!(config.vectors.collection, "from_file", "the file wins");
+        assert_eq!(config.layout.similarity_threshold, 0.3);
+        assert_eq!(
+            config.layout.memory_metadata.as_deref(),
+            Some("team:memgate"),
+            "MEMGATE_* wins"
+        );
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! command-line flags.
 //!
 //! The types and their validation are the `memgate-config` crate (the operator renders them
-//! too). Loading is layered with `figment`: defaults → (embedded profile) → file → environment
-//! → flags. Type errors name the field (`rollout.percent`), and [`Config::validate`] checks what
+//! too). Loading is layered with `figment`: defaults → (embedded profile) → cldmemory's own
+//! environment variables ([`cldmemory_env`]) → file → environment → flags. Type errors name the field (`rollout.percent`), and [`Config::validate`] checks what
 //! types cannot with the same field names. A field this version does not know is named in a
 //! warning and ignored.
 
+mod cldmemory_env;
 pub mod credentials;
 mod load;
 mod watch;
