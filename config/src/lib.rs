@@ -256,13 +256,24 @@ impl Default for LayoutConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RolloutConfig {
-    /// Share of requests (0–100) that take the fast path. Re-read while running.
+    /// Share of requests (0–100) that take the fast path. Re-read while running. Every request
+    /// unless set: run by hand in front of a legacy service, memgate gives the speed-up at once
+    /// (the operator renders each MemoryStore's percent explicitly).
     pub percent: u8,
     /// Header whose value picks the bucket (e.g. `x-user-id`); else the client address.
     pub sticky_header: Option<String>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            percent: 100,
+            sticky_header: None,
+        }
+    }
 }
 
 /// Tenant scoping: the header naming the tenant and the payload field it is stored in.
@@ -1202,8 +1213,14 @@ mod tests {
 
     #[test]
     fn upstream_is_optional_only_at_full_rollout() {
+        assert_eq!(
+            Config::default().rollout.percent,
+            100,
+            "every request, unless set"
+        );
         let mut config = valid();
         config.upstream.url = None;
+        config.rollout.percent = 50;
         assert_eq!(config.validate().unwrap_err().field, "upstream.url");
         config.rollout.percent = 100;
         assert_eq!(config.validate(), Ok(()));
