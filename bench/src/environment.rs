@@ -81,6 +81,8 @@ fn proxy_config(
     config.openai.timeout = Duration::from_secs(30);
     // Enough concurrent jobs for 500 creates/s whose enrichment takes 150 ms a call.
     config.worker.concurrency = 512;
+    // The bench runs its worker itself.
+    config.worker.separate = true;
     // A fast GET's L1 holds the whole hot set.
     config.cache.l1.max_entries = 100_000;
     config

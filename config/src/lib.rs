@@ -690,6 +690,10 @@ pub struct WorkerConfig {
     /// How often read counts (`access:{id}`) are added to the vector store's payload.
     #[serde(with = "humantime_serde")]
     pub access_sync_interval: Duration,
+    /// Writes are applied by separate `memgate worker` processes (the operator sets this when a
+    /// store has worker pods). Otherwise `memgate serve` applies them itself, so an
+    /// acknowledged write never waits for a worker nobody started.
+    pub separate: bool,
 }
 
 impl Default for WorkerConfig {
@@ -706,6 +710,7 @@ impl Default for WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             access_sync_interval: Duration::from_secs(300),
+            separate: false,
         }
     }
 }

@@ -35,6 +35,8 @@ pub fn test_config(
         Some(url) => {
             config.cache.backend = CacheBackend::Redis;
             config.redis.url = Some(url);
+            // The tests start (or leave out) their workers themselves.
+            config.worker.separate = true;
         }
         None => config.cache.backend = CacheBackend::Memory,
     }

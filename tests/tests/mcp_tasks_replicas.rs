@@ -22,7 +22,7 @@ fn config(dir: &Path, redis: &RedisServer, openai: &FakeOpenAi, listen: u16) -> 
              embeddings: {{provider: openai, model: text-embedding-test, dimensions: 64}}\n\
              enrichment: {{provider: openai, model: gpt-test}}\n\
              openai: {{baseUrl: '{openai}', apiKey: sk-test}}\n\
-             worker: {{retryBackoff: 20ms, embeddingBatchWindow: 5ms}}\nrollout: {{percent: 100}}\n",
+             worker: {{retryBackoff: 20ms, embeddingBatchWindow: 5ms, separate: true}}\nrollout: {{percent: 100}}\n",
             pid = std::process::id(),
             redis = redis.url(),
             edge = dir.join("edge").display(),

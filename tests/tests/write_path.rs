@@ -1040,3 +1040,16 @@ async fn a_full_redis_refuses_writes_with_503_and_loses_nothing_acknowledged() {
     worker.shutdown().await;
     proxy.shutdown().await;
 }
+
+/// `memgate serve` with Redis and no separate workers configured applies its writes itself:
+/// an acknowledged write does not wait for a worker nobody started.
+#[tokio::test]
+async fn serve_applies_writes_itself_unless_workers_are_separate() {
+    let env = Env::start(false, |config| config.worker.separate = false).await;
+    let (status, accepted) = env
+        .create(json!({"content": "applied by the proxy itself", "summary": "s"}))
+        .await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().expect("id").to_string();
+    env.wait_status(&id, "ready", Duration::from_secs(10)).await;
+}

@@ -143,6 +143,8 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     config.openai.base_url = spec.openai.base_url.clone();
     config.openai.timeout = duration("openai.timeout", &spec.openai.timeout)?;
     config.worker.concurrency = spec.workers.concurrency;
+    // The store's worker pods apply its writes; without any, the sidecars do.
+    config.worker.separate = spec.workers.replicas > 0;
     config.layout.similarity_threshold = spec.layout.similarity_threshold;
     config.layout.memory_metadata = spec.layout.memory_metadata.clone();
     config.layout.project = spec.layout.project.clone();

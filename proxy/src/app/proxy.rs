@@ -385,10 +385,15 @@ pub async fn start_with(
         settings,
     ));
 
-    // In-process queue (embedded): this process is its own worker.
+    // This process is its own worker: embedded (its queue is in-process), or when no separate
+    // workers apply the shared queue (`worker.separate`).
     let mut workers = Vec::new();
     let mut background = Vec::new();
-    if config.cache.backend == CacheBackend::Memory {
+    if config.cache.backend == CacheBackend::Memory || !config.worker.separate {
+        let consumer = match config.cache.backend {
+            CacheBackend::Memory => "embedded".to_string(),
+            CacheBackend::Redis => super::worker::consumer_name(),
+        };
         let (writes, assoc, batcher) = build_workers(&config, &backends, &metrics);
         background.push(batcher);
         background.push(spawn_vector_optimizer(
@@ -396,11 +401,13 @@ pub async fn start_with(
             config.vectors.optimize_interval,
         ));
         workers.push(tokio::spawn(
-            writes.run("embedded".into(), shutdown.subscribe()),
+            writes.run(consumer.clone(), shutdown.subscribe()),
         ));
-        workers.push(tokio::spawn(
-            assoc.run("embedded".into(), shutdown.subscribe()),
-        ));
+        workers.push(tokio::spawn(assoc.run(consumer, shutdown.subscribe())));
+    } else {
+        tracing::info!(
+            "writes are applied by separate `memgate worker` processes (worker.separate); /readyz says when none consumes them"
+        );
     }
     background.push(access.spawn_flusher(
         backends.background_cache.clone(),
