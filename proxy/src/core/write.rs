@@ -205,6 +205,14 @@ impl Core {
         Ok((memory, revision))
     }
 
+    /// A memory as its writes left it (the cache store's record, else the vector store), for
+    /// following a write: not a read, so no read is counted.
+    pub async fn written(&self, scope: &Scope, id: Uuid) -> Result<StoredMemory, CoreError> {
+        self.current_versioned(scope, id)
+            .await
+            .map(|(memory, _)| memory)
+    }
+
     /// Deletes a memory: gone from reads at once (a tombstone record, and cached searches are
     /// retired); a worker removes the point.
     pub async fn delete(&self, scope: &Scope, id: Uuid) -> Result<(), CoreError> {

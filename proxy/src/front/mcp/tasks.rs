@@ -157,12 +157,12 @@ impl McpFront {
         if self.core.was_cancelled(scope, id).await {
             return Ok((TaskState::Cancelled, None));
         }
-        let answer = match self.core.get(scope, id).await {
-            Ok(answer) => answer,
+        // Following the write is not reading the memory: no read is counted.
+        let memory = match self.core.written(scope, id).await {
+            Ok(memory) => memory,
             Err(CoreError::NotFound(_)) => return Err(unknown_task(&id.to_string())),
             Err(error) => return Err(unavailable(error)),
         };
-        let memory = answer.value.memory().map_err(unavailable)?;
         let created = memory
             .get("createdAt")
             .and_then(Value::as_str)
