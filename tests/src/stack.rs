@@ -272,3 +272,26 @@ impl TestStack {
         assert!(done, "the worker stored {id}");
     }
 }
+
+/// `struct $name(TestStack)`, dereferencing to the stack: a suite's own helpers on it.
+#[macro_export]
+macro_rules! stack_env {
+    ($name:ident) => {
+        /// The suite's helpers on a [`TestStack`]($crate::TestStack).
+        struct $name($crate::TestStack);
+
+        impl std::ops::Deref for $name {
+            type Target = $crate::TestStack;
+
+            fn deref(&self) -> &$crate::TestStack {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $crate::TestStack {
+                &mut self.0
+            }
+        }
+    };
+}

@@ -15,22 +15,7 @@ use uuid::Uuid;
 /// The embedding size of [`TestStack`]'s OpenAI server.
 const DIMENSIONS: usize = 64;
 
-/// The file's helpers on a [`TestStack`].
-struct Env(TestStack);
-
-impl std::ops::Deref for Env {
-    type Target = TestStack;
-
-    fn deref(&self) -> &TestStack {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut TestStack {
-        &mut self.0
-    }
-}
+memgate_testkit::stack_env!(Env);
 
 impl Env {
     async fn start(adjust: impl FnOnce(&mut Config) + 'static) -> Env {

@@ -12,22 +12,7 @@ use memgate_testkit::{
 };
 use serde_json::{json, Value};
 
-/// The file's helpers on a [`TestStack`].
-struct Env(TestStack);
-
-impl std::ops::Deref for Env {
-    type Target = TestStack;
-
-    fn deref(&self) -> &TestStack {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut TestStack {
-        &mut self.0
-    }
-}
+memgate_testkit::stack_env!(Env);
 
 /// `text` with the value of every `accessCount` and `lastAccessed` line replaced (the tool
 /// texts are `JSON.stringify(…, null, 2)`: one field a line).

@@ -570,24 +570,28 @@ async fn a_client_without_a_session_keeps_its_route_on_every_replica() {
     let vectors = memgate::app::vector_store(&config).expect("vectors");
     let backends =
         memgate::app::Backends::with_vectors(&config, vectors.clone()).expect("backends");
-    // Two memgate sessions on one reference: each answered on its own stream.
-    let reference = memgate_testkit::start_reference_with(
-        vectors,
-        &openai.base_url(),
-        &config,
-        SseRouting::PerSession,
-    )
-    .await
-    .expect("the reference");
-    config.upstream.url = Some(reference.url());
-    let replicas = [
-        memgate::app::start_with(config.clone(), backends.clone(), None)
-            .await
-            .expect("a replica"),
-        memgate::app::start_with(config, backends, None)
-            .await
-            .expect("another"),
-    ];
+    // One cldmemory per memgate, as cldmemory needs (it answers the newest stream only), on
+    // the one store.
+    let mut references = Vec::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let reference = memgate_testkit::start_reference_with(
+            vectors.clone(),
+            &openai.base_url(),
+            &config,
+            SseRouting::NewestStream,
+        )
+        .await
+        .expect("a reference");
+        let mut own = config.clone();
+        own.upstream.url = Some(reference.url());
+        replicas.push(
+            memgate::app::start_with(own, backends.clone(), None)
+                .await
+                .expect("a replica"),
+        );
+        references.push(reference);
+    }
     let mut paths = std::collections::BTreeSet::new();
     for user in 0..20 {
         let mut seen = Vec::new();

@@ -23,22 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends one request every 20 ms (50/s).
 const INTERVAL: Duration = Duration::from_millis(20);
 
-/// The file's helpers on a [`TestStack`].
-struct Env(TestStack);
-
-impl std::ops::Deref for Env {
-    type Target = TestStack;
-
-    fn deref(&self) -> &TestStack {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut TestStack {
-        &mut self.0
-    }
-}
+memgate_testkit::stack_env!(Env);
 
 /// Breakers that open after 3 failures (and probe as by default: after 250 ms, doubling up to
 /// 2 s), a search that waits 300 ms for an embedding, and a worker that retries for long enough

@@ -13,22 +13,7 @@ use memgate_testkit::{
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-/// The file's helpers on a [`TestStack`].
-struct Env(TestStack);
-
-impl std::ops::Deref for Env {
-    type Target = TestStack;
-
-    fn deref(&self) -> &TestStack {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut TestStack {
-        &mut self.0
-    }
-}
+memgate_testkit::stack_env!(Env);
 
 impl Env {
     async fn start(with_worker: bool, adjust: impl FnOnce(&mut Config) + 'static) -> Env {

@@ -13,7 +13,7 @@ use hyper::body::Frame;
 use serde_json::Value;
 
 use super::event_stream::{EventStream, OnClose};
-use super::front::{McpFront, OpenError, PROTOCOL_VERSIONS};
+use super::front::{McpFront, OpenError};
 use super::jsonrpc::{self, Message};
 use super::modern;
 use super::session::{ClientSession, Transport};
@@ -24,7 +24,6 @@ use crate::front::http::{BoxError, Response};
 use crate::keys::Scope;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
-const PROTOCOL_HEADER: &str = "mcp-protocol-version";
 const METADATA_HEADER: &str = "memory-metadata";
 
 /// What the HTTP transports need besides the front.
@@ -240,8 +239,7 @@ impl HttpTransports {
     {
         // Another revision than those with a session: 2026-07-28 (or one unknown, refused as
         // that revision refuses it), which has no stream to GET and no session to DELETE.
-        let modern =
-            header(&parts, PROTOCOL_HEADER).is_some_and(|v| !PROTOCOL_VERSIONS.contains(&v));
+        let modern = modern::names_modern_version(&parts.headers);
         match parts.method {
             Method::POST => self.streamable_post(parts, body, scope).await,
             _ if modern => {

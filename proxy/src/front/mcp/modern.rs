@@ -49,9 +49,15 @@ pub fn supported_versions() -> Vec<&'static str> {
 /// without the header, its body carries a modern protocol version in `_meta`.
 pub fn is_modern(headers: &HeaderMap, body: &Value) -> bool {
     match header(headers, PROTOCOL_VERSION_HEADER) {
-        Some(version) => !PROTOCOL_VERSIONS.contains(&version),
+        Some(_) => names_modern_version(headers),
         None => meta(body).is_some_and(|meta| meta.contains_key(META_VERSION)),
     }
+}
+
+/// Whether `MCP-Protocol-Version` names none of the session revisions (a modern or an
+/// unknown one).
+pub fn names_modern_version(headers: &HeaderMap) -> bool {
+    header(headers, PROTOCOL_VERSION_HEADER).is_some_and(|v| !PROTOCOL_VERSIONS.contains(&v))
 }
 
 /// A modern request refused: the HTTP status and the JSON-RPC error.
