@@ -63,6 +63,7 @@ fn proxy_config(
         admin_listen: "127.0.0.1:0".parse().expect("static address"),
         ..Config::default()
     };
+    config.worker.admin_listen = config.admin_listen;
     config.store.namespace = "bench".into();
     config.store.name = "memories".into();
     config.cache.backend = CacheBackend::Redis;

@@ -22,6 +22,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
+    /// Where this process's own parts keep their data: Qdrant Edge under `vectors/` (unless
+    /// `vectors.path` says otherwise), the journal of the in-process write queue
+    /// (`queue.redb`), the lock that gives one process the directory, and the socket other
+    /// `memgate mcp stdio` launches attach to (`mcp.sock`). `--embedded` sets it to the
+    /// platform's data directory (`$XDG_DATA_HOME/memgate`); without it, in-process parts keep
+    /// nothing across a restart.
+    pub data_dir: Option<PathBuf>,
     pub upstream: UpstreamConfig,
     /// The MCP front (`/sse`, `/messages`, `/mcp`).
     pub mcp: McpConfig,
@@ -54,6 +61,7 @@ impl Default for Config {
             store: StoreIdentity::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            data_dir: None,
             upstream: UpstreamConfig::default(),
             mcp: McpConfig::default(),
             layout: LayoutConfig::default(),
@@ -694,6 +702,9 @@ pub struct WorkerConfig {
     /// store has worker pods). Otherwise `memgate serve` applies them itself, so an
     /// acknowledged write never waits for a worker nobody started.
     pub separate: bool,
+    /// The admin address of `memgate worker` (`/metrics`, `/healthz`, `/readyz`): its own, so
+    /// a worker started by hand with `serve`'s file does not clash with `adminListen`.
+    pub admin_listen: SocketAddr,
 }
 
 impl Default for WorkerConfig {
@@ -711,6 +722,7 @@ impl Default for WorkerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             access_sync_interval: Duration::from_secs(300),
             separate: false,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
         }
     }
 }

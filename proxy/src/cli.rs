@@ -74,6 +74,11 @@ pub enum McpCommand {
     /// stdio; memgate answers the memory tools it covers from the fast path and forwards the
     /// rest. Without a command, memgate's own memory tools answer alone. The API and admin
     /// ports are bound on free ports unless given.
+    ///
+    /// With a data directory (`--embedded` keeps one in `$XDG_DATA_HOME/memgate`), launches
+    /// share one local server, so every client sees the same memories: the first launch starts
+    /// it in the background (log: `{dataDir}/memgate.log`) and each one attaches to its socket
+    /// `{dataDir}/mcp.sock`.
     Stdio(StdioArgs),
 }
 
@@ -84,6 +89,10 @@ pub struct StdioArgs {
     /// This client's metadata, as cldmemory's `Memory-Metadata` (`key:value,key2:value2`).
     #[arg(long, env = "MEMORY_METADATA_CLIENT")]
     pub memory_metadata: Option<String>,
+    /// With a data directory, launches share one local server, started by the first; it
+    /// exits once no launch has been attached for this long.
+    #[arg(long, env = "MEMGATE_IDLE_EXIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub idle_exit: std::time::Duration,
     /// The legacy service's command line [config: upstream.mcp.command].
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -173,9 +182,15 @@ pub struct ServeArgs {
     /// Qdrant gRPC URL; implies `vectors.backend: qdrant` [config: vectors.url].
     #[arg(long)]
     pub qdrant_url: Option<String>,
-    /// Qdrant Edge directory; implies `vectors.backend: edge` [config: vectors.path].
-    #[arg(long)]
+    /// Where this process's own parts keep their data: Qdrant Edge, the write queue's
+    /// journal, the socket other stdio launches attach to [config: dataDir; with
+    /// `--embedded`, default `$XDG_DATA_HOME/memgate`].
+    #[arg(long, conflicts_with = "ephemeral")]
     pub data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: Qdrant Edge in a temporary directory removed at exit, the write
+    /// queue in memory only [config: dataDir unset].
+    #[arg(long)]
+    pub ephemeral: bool,
     /// OpenAI-compatible API base URL [config: openai.baseUrl].
     #[arg(long)]
     pub openai_base_url: Option<String>,
@@ -188,6 +203,10 @@ impl ServeArgs {
     /// The config sources these arguments describe, with this process's environment.
     pub fn sources(&self) -> ConfigSources {
         let mut sources = ConfigSources::from_process_env(self.config.clone(), self.embedded);
+        sources.ephemeral = self.ephemeral;
+        if self.embedded && !self.ephemeral {
+            sources.embedded_data_dir = crate::app::data_dir::default_data_dir();
+        }
         let mut set = |path: &str, value: figment::value::Value| {
             sources.overrides.push((path.to_string(), value));
         };
@@ -215,8 +234,7 @@ impl ServeArgs {
             set("vectors.backend", "qdrant".into());
         }
         if let Some(dir) = &self.data_dir {
-            set("vectors.path", dir.display().to_string().into());
-            set("vectors.backend", "edge".into());
+            set("dataDir", dir.display().to_string().into());
         }
         if let Some(url) = &self.openai_base_url {
             set("openai.baseUrl", url.clone().into());

@@ -7,8 +7,11 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    use std::io::IsTerminal;
+    // Colours only for a person: not in a log file or a collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
@@ -77,15 +80,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Mcp(McpCommand::Stdio(args)) => {
             let config = memgate::config::load(&args.sources())?;
-            let proxy = memgate::app::start(config, None).await?;
-            let front = proxy.state.mcp.front.clone();
-            let metadata = args.memory_metadata.clone();
-            let served = tokio::select! {
-                served = memgate::front::mcp::stdio::serve(front, tokio::io::stdin(), tokio::io::stdout(), metadata) => served,
-                _ = shutdown_signal() => Ok(()),
-            };
-            proxy.shutdown().await;
-            served?;
+            memgate::app::stdio_launch::run(
+                config,
+                args.memory_metadata.clone(),
+                args.idle_exit,
+                shutdown_signal(),
+            )
+            .await?;
         }
     }
     Ok(())

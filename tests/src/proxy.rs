@@ -23,6 +23,7 @@ pub fn test_config(
         admin_listen: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
+    config.worker.admin_listen = config.admin_listen;
     config.store.namespace = "test".into();
     config.store.name = format!("store-{}", std::process::id());
     config.vectors.backend = VectorBackend::Edge;

@@ -98,6 +98,8 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
         problem: "internal: bad listen address".into(),
     })?;
     config.admin_listen = std::net::SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT));
+    // Worker pods are pods of their own: the same admin port as the sidecar's.
+    config.worker.admin_listen = config.admin_listen;
     config.upstream.url = Some(spec.proxy.upstream.clone());
     config.rollout.percent = spec.rollout.percent;
     config.rollout.sticky_header = spec.rollout.sticky_header.clone();

@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 use crate::backend::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::backend::embeddings::{Embedder, HashingEmbedder, OpenAiEmbedder};
 use crate::backend::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
-use crate::backend::queue::{InProcessQueue, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM};
+use crate::backend::queue::{
+    InProcessQueue, Journal, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM,
+};
 use crate::backend::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
 use crate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
 use crate::layout::Layout;
@@ -88,7 +90,12 @@ impl Backends {
 pub fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
     Ok(match config.vectors.backend {
         VectorBackend::Edge => {
-            Arc::new(EdgeStore::open(config.vectors.path.as_deref()).context("vectors.path")?)
+            let path = config
+                .vectors
+                .path
+                .clone()
+                .or_else(|| config.data_dir.as_deref().map(super::data_dir::vectors_dir));
+            Arc::new(EdgeStore::open(path.as_deref()).context("vectors.path")?)
         }
         VectorBackend::Qdrant => {
             let url = config
@@ -145,12 +152,28 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
     };
     let (writes, assoc): Queues = match config.cache.backend {
         CacheBackend::Memory => {
-            let assoc = Arc::new(InProcessQueue::new(ASSOC_STREAM, cache.clone(), None));
-            let writes = Arc::new(InProcessQueue::new(
+            let journal = config
+                .data_dir
+                .as_deref()
+                .map(|dir| {
+                    let path = super::data_dir::journal_file(dir);
+                    Journal::open(&path).with_context(|| format!("dataDir: {}", path.display()))
+                })
+                .transpose()?;
+            let durable = |queue: InProcessQueue| match &journal {
+                Some(journal) => queue.durable(journal.clone()),
+                None => queue,
+            };
+            let assoc = Arc::new(durable(InProcessQueue::new(
+                ASSOC_STREAM,
+                cache.clone(),
+                None,
+            )));
+            let writes = Arc::new(durable(InProcessQueue::new(
                 WRITES_STREAM,
                 cache.clone(),
                 Some(assoc.clone()),
-            ));
+            )));
             (writes, assoc)
         }
         CacheBackend::Redis => {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::backends::{collection_spec, prepare_collection, spawn_vector_optimizer, Backends};
+use super::data_dir::DataDir;
 use super::worker::build_workers;
 use crate::backend::cache::CacheStore;
 use crate::backend::embeddings::{Embedder, EmbeddingCache};
@@ -177,7 +178,11 @@ pub struct RunningProxy {
     access: ReadRecorder,
     backends_cache: Arc<dyn CacheStore>,
     keys: KeySpace,
+    /// How many clients are attached on the data directory's local socket.
+    local_clients: Option<watch::Receiver<usize>>,
     _watch: Option<WatchGuard>,
+    /// Released when the proxy is dropped, after its shutdown.
+    _data_dir: Option<DataDir>,
 }
 
 impl std::fmt::Debug for RunningProxy {
@@ -190,6 +195,11 @@ impl std::fmt::Debug for RunningProxy {
 }
 
 impl RunningProxy {
+    /// Clients attached on the data directory's local socket, when it has one.
+    pub fn local_clients(&self) -> Option<watch::Receiver<usize>> {
+        self.local_clients.clone()
+    }
+
     /// Stops accepting, drains in-flight requests (and, embedded, in-flight jobs), flushes
     /// recorded accesses.
     pub async fn shutdown(mut self) {
@@ -211,8 +221,18 @@ impl RunningProxy {
 
 /// Starts the proxy: binds both ports, then serves until [`RunningProxy::shutdown`].
 pub async fn start(config: Config, sources: Option<ConfigSources>) -> anyhow::Result<RunningProxy> {
+    let data_dir = claim_data_dir(&config)?;
+    start_in(config, sources, data_dir).await
+}
+
+/// Starts the proxy in a data directory this process claimed already.
+pub async fn start_in(
+    config: Config,
+    sources: Option<ConfigSources>,
+    data_dir: Option<DataDir>,
+) -> anyhow::Result<RunningProxy> {
     let backends = Backends::from_config(&config)?;
-    start_with(config, backends, sources).await
+    start_owning(config, backends, sources, data_dir).await
 }
 
 /// Starts the proxy on backends built elsewhere (a test sharing them with a worker).
@@ -221,6 +241,41 @@ pub async fn start_with(
     backends: Backends,
     sources: Option<ConfigSources>,
 ) -> anyhow::Result<RunningProxy> {
+    let data_dir = claim_data_dir(&config)?;
+    start_owning(config, backends, sources, data_dir).await
+}
+
+/// The config's `dataDir`, taken for this process (refused when another memgate has it).
+fn claim_data_dir(config: &Config) -> anyhow::Result<Option<DataDir>> {
+    config
+        .data_dir
+        .as_deref()
+        .map(DataDir::claim_or_explain)
+        .transpose()
+}
+
+async fn start_owning(
+    config: Config,
+    backends: Backends,
+    sources: Option<ConfigSources>,
+    data_dir: Option<DataDir>,
+) -> anyhow::Result<RunningProxy> {
+    if let Some(dir) = &data_dir {
+        tracing::info!(data_dir = %dir.path().display(), "memories are kept in this data directory");
+    }
+    if config.cache.backend == CacheBackend::Memory {
+        // The journal's unfinished jobs are queued again before anything new is.
+        backends
+            .queue
+            .prepare()
+            .await
+            .context("dataDir: the queue's journal")?;
+        backends
+            .assoc_queue
+            .prepare()
+            .await
+            .context("dataDir: the queue's journal")?;
+    }
     let collection_retry = prepare_collection(
         backends.vectors.clone(),
         collection_spec(&config, backends.layout.as_ref()),
@@ -384,6 +439,7 @@ pub async fn start_with(
         shutdown_rx,
         settings,
     ));
+    let mut servers = vec![api_server, admin_server];
 
     // This process is its own worker: embedded (its queue is in-process), or when no separate
     // workers apply the shared queue (`worker.separate`).
@@ -417,6 +473,10 @@ pub async fn start_with(
     ));
     background.extend(collection_retry);
     background.extend(mcp.spawn_housekeeping(config.mcp.session_idle_timeout));
+    let local_clients = match &data_dir {
+        Some(dir) => Some(serve_local_socket(dir, &mcp, &shutdown, &mut servers)?),
+        None => None,
+    };
     let gauge = metrics.front.rollout_percent.clone();
     let watch = sources.filter(|s| s.file.is_some()).map(|sources| {
         watch_rollout(sources, config.reload.interval, rollout, move |percent| {
@@ -436,12 +496,47 @@ pub async fn start_with(
         admin_addr,
         state,
         shutdown,
-        servers: vec![api_server, admin_server],
+        servers,
         workers,
         background,
         access,
         backends_cache: backends.background_cache,
         keys,
+        local_clients,
         _watch: watch,
+        _data_dir: data_dir,
     })
+}
+
+/// MCP on `{dataDir}/mcp.sock` for other launches on this machine; the count of clients
+/// attached.
+#[cfg(unix)]
+fn serve_local_socket(
+    dir: &DataDir,
+    mcp: &Arc<McpFront>,
+    shutdown: &watch::Sender<bool>,
+    servers: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<watch::Receiver<usize>> {
+    use crate::front::mcp::local_socket;
+    let path = super::data_dir::socket_file(dir.path());
+    let listener = local_socket::bind(&path).context("dataDir: the local MCP socket")?;
+    let (clients, watching) = watch::channel(0);
+    servers.push(tokio::spawn(local_socket::serve(
+        listener,
+        mcp.clone(),
+        clients,
+        shutdown.subscribe(),
+    )));
+    tracing::info!(socket = %path.display(), "other `memgate mcp stdio` launches attach here");
+    Ok(watching)
+}
+
+#[cfg(not(unix))]
+fn serve_local_socket(
+    _dir: &DataDir,
+    _mcp: &Arc<McpFront>,
+    _shutdown: &watch::Sender<bool>,
+    _servers: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<watch::Receiver<usize>> {
+    Ok(watch::channel(0).1)
 }

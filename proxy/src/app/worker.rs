@@ -127,9 +127,14 @@ pub async fn start_worker_with(
     .context("vectors.collection")?;
     let metrics = Metrics::new();
     let (worker, assoc, batcher) = build_workers(&config, &backends, &metrics);
-    let admin_listener = TcpListener::bind(config.admin_listen)
+    let admin_listener = TcpListener::bind(config.worker.admin_listen)
         .await
-        .with_context(|| format!("adminListen: cannot bind {}", config.admin_listen))?;
+        .with_context(|| {
+            format!(
+                "worker.adminListen: cannot bind {}",
+                config.worker.admin_listen
+            )
+        })?;
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin = Arc::new(AdminState {

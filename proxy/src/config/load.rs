@@ -37,7 +37,13 @@ impl CredentialFile {
 }
 
 /// Environment variables that belong to the command line itself, not to the config file.
-const CLI_ONLY_ENV: &[&str] = &["MEMGATE_CONFIG", "MEMGATE_LOG", "MEMGATE_LOG_FORMAT"];
+const CLI_ONLY_ENV: &[&str] = &[
+    "MEMGATE_CONFIG",
+    "MEMGATE_LOG",
+    "MEMGATE_LOG_FORMAT",
+    "MEMGATE_IDLE_EXIT",
+    crate::app::stdio_launch::LOCAL_SERVER_ENV,
+];
 
 /// Where a configuration comes from.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +52,11 @@ pub struct ConfigSources {
     pub file: Option<PathBuf>,
     /// Apply the embedded profile (in-process cache, Qdrant Edge, hashing embedder, no legacy).
     pub embedded: bool,
+    /// The embedded profile's `dataDir` (the platform's data directory); the file, the
+    /// environment and the flags may name another.
+    pub embedded_data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: no `dataDir`, whatever else says so (`--ephemeral`).
+    pub ephemeral: bool,
     /// Environment variables, as `(name, value)`; only `MEMGATE_*` ones are read.
     pub env: Vec<(String, String)>,
     /// Flag overrides as `(dotted.camelCase.path, value)`.
@@ -59,7 +70,7 @@ impl ConfigSources {
             file,
             embedded,
             env: std::env::vars().collect(),
-            overrides: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -91,6 +102,9 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if sources.embedded {
         figment = figment.merge(Serialized::defaults(embedded_profile()));
+        if let Some(dir) = &sources.embedded_data_dir {
+            figment = figment.merge(Serialized::default("dataDir", dir.display().to_string()));
+        }
     }
     let cldmemory = super::cldmemory_env::layer(&sources.env, sources.embedded)?;
     if !cldmemory.read.is_empty() {
@@ -134,9 +148,12 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
     for (path, value) in &sources.overrides {
         figment = figment.merge(Serialized::default(path, value));
     }
-    let config: Config = figment
+    let mut config: Config = figment
         .extract()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if sources.ephemeral {
+        config.data_dir = None;
+    }
     config.validate()?;
     for field in unknown_fields(&figment) {
         tracing::warn!(

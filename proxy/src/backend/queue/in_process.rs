@@ -1,6 +1,8 @@
 //! [`WriteQueue`] in this process, for `--embedded`: the same pipeline and the same guarantees
 //! as with Redis (revisions, leases, ordered jobs), on one async mutex. Records go to the
-//! in-process cache. Nothing survives a restart.
+//! in-process cache. With a [`Journal`] (a `dataDir`), every job is on disk before its write
+//! is acknowledged and is queued again, with its record, after a restart
+//! ([`WriteQueue::prepare`]); without one, nothing survives a restart.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 use uuid::Uuid;
 
+use super::journal::{Journal, JournaledJob, JournaledRecord};
 use super::{
-    Finish, Finished, Job, QueueError, QueueStats, ReadSync, Revision, Submission, Submitted,
-    WriteOp, WriteQueue, DEAD_LETTER_CAP,
+    Finish, Finished, Job, QueueError, QueueStats, ReadSync, RecordWrite, Revision, Submission,
+    Submitted, WriteOp, WriteQueue, DEAD_LETTER_CAP,
 };
 use crate::backend::cache::CacheStore;
 
@@ -66,17 +69,32 @@ impl Memories {
     }
 }
 
+/// The sequence number of an entry id (`"7-0"` → 7), as the journal keys it.
+fn entry_seq(entry: &str) -> Option<u64> {
+    entry.split_once('-')?.0.parse().ok()
+}
+
 impl State {
+    /// The sequence number the next [`State::push`] takes.
+    fn next_seq(&self) -> u64 {
+        self.next_entry + 1
+    }
+
     fn push(&mut self, op: WriteOp, revision: Option<u64>) -> String {
         self.next_entry += 1;
-        let entry = format!("{}-0", self.next_entry);
-        self.ready.push_back(Job {
-            entry: entry.clone(),
+        let job = Self::job(self.next_entry, op, revision);
+        let entry = job.entry.clone();
+        self.ready.push_back(job);
+        entry
+    }
+
+    fn job(seq: u64, op: WriteOp, revision: Option<u64>) -> Job {
+        Job {
+            entry: format!("{seq}-0"),
             op,
             revision,
             deliveries: 1,
-        });
-        entry
+        }
     }
 
     fn take_ready(&mut self, consumer: &str, max: usize) -> Vec<Job> {
@@ -103,6 +121,9 @@ pub struct InProcessQueue {
     memories: Arc<Mutex<Memories>>,
     state: Mutex<State>,
     arrived: Notify,
+    journal: Option<Journal>,
+    /// Whether the journal's unfinished jobs were queued again.
+    restored: Mutex<bool>,
 }
 
 impl std::fmt::Debug for InProcessQueue {
@@ -130,7 +151,79 @@ impl InProcessQueue {
             memories,
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
+            journal: None,
+            restored: Mutex::new(false),
         }
+    }
+
+    /// The same queue keeping its jobs in `journal` until they finish.
+    pub fn durable(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Writes a job to the journal, when there is one, before it is queued.
+    async fn journal(
+        &self,
+        seq: u64,
+        job: impl FnOnce() -> JournaledJob,
+    ) -> Result<(), QueueError> {
+        match &self.journal {
+            Some(journal) => journal.append(self.name, seq, &job()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the journal's unfinished jobs again, with the records readers saw and the
+    /// memories' revisions: a memory's applied revision is the one before its oldest
+    /// unfinished job's, so they apply in order, as before the restart.
+    async fn restore(&self) -> Result<(), QueueError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let jobs = journal.unfinished(self.name).await?;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut memories = self.memories().await;
+        let mut state = self.state().await;
+        let mut restored = VecDeque::with_capacity(jobs.len());
+        for (seq, job) in &jobs {
+            if let Some(record) = &job.record {
+                let record = record.to_record().map_err(|reason| QueueError::Corrupt {
+                    entry: format!("{}/{seq} in the journal", self.name),
+                    reason,
+                })?;
+                self.records
+                    .set(&record.key, record.value, record.ttl)
+                    .await?;
+            }
+            if let (Some(key), Some(revision)) = (&job.revision_key, job.revision) {
+                let (current, _) = memories.revisions.entry(key.clone()).or_insert((
+                    Revision {
+                        acknowledged: revision,
+                        applied: revision.saturating_sub(1),
+                    },
+                    None,
+                ));
+                current.acknowledged = current.acknowledged.max(revision);
+                current.applied = current.applied.min(revision.saturating_sub(1));
+            }
+            state.next_entry = state.next_entry.max(*seq);
+            restored.push_back(State::job(*seq, job.op.clone(), job.revision));
+        }
+        // Older than anything queued since this process started.
+        restored.append(&mut state.ready);
+        state.ready = restored;
+        tracing::info!(
+            stream = self.name,
+            jobs = jobs.len(),
+            "queued again the acknowledged writes a restart interrupted"
+        );
+        drop(state);
+        drop(memories);
+        self.arrived.notify_waiters();
+        Ok(())
     }
 
     async fn state(&self) -> MutexGuard<'_, State> {
@@ -147,8 +240,22 @@ impl InProcessQueue {
         self.state().await.dead.iter().cloned().collect()
     }
 
+    /// Queues a follow-up (association discovery after a write).
     async fn push(&self, op: WriteOp) {
-        self.state().await.push(op, None);
+        let mut state = self.state().await;
+        let journaled = self
+            .journal(state.next_seq(), || JournaledJob {
+                op: op.clone(),
+                revision: None,
+                revision_key: None,
+                record: None,
+            })
+            .await;
+        if let Err(error) = journaled {
+            tracing::warn!(%error, stream = self.name, "a follow-up is queued without its journal entry: a restart before it runs skips it");
+        }
+        state.push(op, None);
+        drop(state);
         self.arrived.notify_one();
     }
 }
@@ -175,6 +282,17 @@ impl WriteQueue for InProcessQueue {
                 });
             }
         }
+        let revision = current.acknowledged + 1;
+        self.journal(state.next_seq(), || JournaledJob {
+            op: submission.op.clone(),
+            revision: Some(revision),
+            revision_key: Some(submission.revision_key.clone()),
+            record: Some(JournaledRecord::of(&RecordWrite {
+                ttl: PENDING_RECORD_TTL,
+                ..submission.record.clone()
+            })),
+        })
+        .await?;
         let record = submission.record;
         self.records
             .set(&record.key, record.value, PENDING_RECORD_TTL)
@@ -187,7 +305,6 @@ impl WriteQueue for InProcessQueue {
                 .idempotency
                 .insert(key.clone(), (submission.op.id(), now));
         }
-        let revision = current.acknowledged + 1;
         memories.revisions.insert(
             submission.revision_key,
             (
@@ -205,7 +322,13 @@ impl WriteQueue for InProcessQueue {
         Ok(Submitted::Queued { entry, revision })
     }
 
+    /// Queues again what the journal holds, once per process.
     async fn prepare(&self) -> Result<(), QueueError> {
+        let mut restored = self.restored.lock().await;
+        if !*restored {
+            self.restore().await?;
+            *restored = true;
+        }
         Ok(())
     }
 
@@ -299,6 +422,9 @@ impl WriteQueue for InProcessQueue {
         memories.forget_expired();
         self.records.increment(&finish.generation_key).await?;
         let mut state = self.state().await;
+        if let (Some(journal), Some(seq)) = (&self.journal, entry_seq(&job.entry)) {
+            journal.remove(self.name, seq).await?;
+        }
         state.pending.remove(&job.entry);
         if let Some(error) = finish.dead_letter {
             state.dead.push_back((job.clone(), error));

@@ -18,12 +18,14 @@
 //! are claimed only once the worker has gone silent.
 //!
 //! Two implementations: [`RedisQueue`] (streams, consumer group `workers`) and
-//! [`InProcessQueue`] (for `--embedded`; not durable).
+//! [`InProcessQueue`] (for `--embedded`; durable with a [`Journal`] in its `dataDir`).
 
 mod in_process;
+mod journal;
 mod redis;
 
 pub use self::in_process::InProcessQueue;
+pub use self::journal::Journal;
 pub use self::redis::RedisQueue;
 
 use std::collections::HashSet;
@@ -223,6 +225,9 @@ pub enum QueueError {
     Cache(#[from] CacheError),
     #[error("queue entry {entry} is unreadable: {reason}")]
     Corrupt { entry: String, reason: String },
+    /// The in-process queue's journal on disk (`{dataDir}/queue.redb`).
+    #[error("queue journal: {0}")]
+    Journal(String),
     #[error(transparent)]
     Unanswered(#[from] Unanswered),
 }
@@ -252,7 +257,7 @@ impl QueueError {
             Self::Redis(error) | Self::Cache(CacheError::Redis(error)) => {
                 error.code() == Some("OOM")
             }
-            Self::Cache(_) | Self::Corrupt { .. } | Self::Unanswered(_) => false,
+            Self::Cache(_) | Self::Corrupt { .. } | Self::Journal(_) | Self::Unanswered(_) => false,
         }
     }
 
@@ -265,7 +270,7 @@ impl QueueError {
                 !error.is_connection_refusal()
                     && (error.is_timeout() || error.is_connection_dropped() || error.is_io_error())
             }
-            Self::Cache(_) | Self::Corrupt { .. } | Self::Unanswered(_) => false,
+            Self::Cache(_) | Self::Corrupt { .. } | Self::Journal(_) | Self::Unanswered(_) => false,
         }
     }
 }

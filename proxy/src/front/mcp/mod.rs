@@ -12,6 +12,8 @@ mod forwarding;
 pub mod front;
 pub mod http_transports;
 pub mod jsonrpc;
+#[cfg(unix)]
+pub mod local_socket;
 pub mod modern;
 pub mod session;
 pub mod sse_events;
