@@ -468,6 +468,8 @@ pub enum CacheBackend {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CacheConfig {
+    /// `redis`, or `memory` (this process's own, not shared). When not given: `redis` if
+    /// `redis.url` is set, else `memory`.
     pub backend: CacheBackend,
     #[serde(with = "humantime_serde")]
     pub memory_ttl: Duration,

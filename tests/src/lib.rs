@@ -9,7 +9,8 @@
 //!   and a legacy service of the test's choosing), built in one expression.
 //! - [`start_proxy`]: a memgate proxy on free ports with a config built for the test.
 //! - [`start_reference`]: the reference cldmemory (`reference/`) on memgate's own vector
-//!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport.
+//!   store, and [`McpSseClient`] to talk to it over MCP's HTTP+SSE transport;
+//!   [`McpStdioClient`] for a `memgate` launched over stdio.
 //! - [`ControlPlane`]: a real Kubernetes control plane (etcd, kube-apiserver, controllers,
 //!   scheduler, kwok) for the operator's end-to-end tests.
 //! - [`browser`]: Debian's headless Chromium, for what a web page can do to memgate.
@@ -23,6 +24,7 @@ mod http_server;
 pub mod load;
 mod mcp_http;
 mod mcp_sse;
+mod mcp_stdio;
 pub mod node;
 mod openai;
 mod proxy;
@@ -38,6 +40,7 @@ pub use control_plane::{control_plane_bin, host_ip, ControlPlane};
 pub use http_server::{FullRequest, TestServer};
 pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
+pub use mcp_stdio::McpStdioClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
 pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,

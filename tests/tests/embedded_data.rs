@@ -2,12 +2,11 @@
 //! restarts, acknowledged writes kept across a SIGKILL (the queue's journal), and stdio
 //! launches that share one local server, so every client sees the same memories.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use memgate_testkit::{eventually, memgate_binary, FakeOpenAi};
+use memgate_testkit::{eventually, memgate_binary, FakeOpenAi, McpStdioClient};
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
@@ -272,71 +271,20 @@ async fn embedded_memories_are_kept_across_restarts_and_ephemeral_keeps_none() {
     let _ = ephemeral.wait();
 }
 
-/// One `memgate mcp stdio --embedded` launch, spoken to line by line.
-struct Launch {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-    next_id: u64,
+/// `memgate mcp stdio --embedded` with its data under `xdg`, spoken to line by line.
+fn launch(xdg: &Path) -> McpStdioClient {
+    let mut command = Command::new(memgate_binary());
+    command
+        .args(["mcp", "stdio", "--embedded"])
+        .env("XDG_DATA_HOME", xdg)
+        .env("MEMGATE_IDLE_EXIT", "2s")
+        .env("MEMGATE_LOG", "warn");
+    McpStdioClient::launch(command).expect("launched and initialized")
 }
 
-impl Launch {
-    fn start(xdg: &Path) -> Self {
-        let mut child = Command::new(memgate_binary())
-            .args(["mcp", "stdio", "--embedded"])
-            .env("XDG_DATA_HOME", xdg)
-            .env("MEMGATE_IDLE_EXIT", "2s")
-            .env("MEMGATE_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("launch");
-        let input = child.stdin.take().expect("stdin");
-        let output = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut launch = Self {
-            child,
-            input,
-            output,
-            next_id: 0,
-        };
-        let init = launch.request(
-            "initialize",
-            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}),
-        );
-        assert_eq!(init["result"]["serverInfo"]["name"], "memgate");
-        launch.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        launch
-    }
-
-    fn send(&mut self, message: &Value) {
-        writeln!(self.input, "{message}").expect("write");
-        self.input.flush().expect("flush");
-    }
-
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        self.send(
-            &json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}),
-        );
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("answer");
-        serde_json::from_str(&line).expect("JSON-RPC")
-    }
-
-    fn tool(&mut self, name: &str, arguments: Value) -> String {
-        let answer = self.request("tools/call", json!({"name": name, "arguments": arguments}));
-        answer["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a text result: {answer}"))
-            .to_string()
-    }
-
-    fn close(mut self) {
-        drop(self.input);
-        let status = self.child.wait().expect("exits");
-        assert!(status.success(), "{status}");
-    }
+fn close(client: McpStdioClient) {
+    let status = client.close().expect("exits");
+    assert!(status.success(), "{status}");
 }
 
 /// The pid of the local server, from the data directory's lock.
@@ -361,44 +309,48 @@ async fn two_stdio_launches_at_once_share_their_memories_and_the_server_outlives
     let xdg = tempfile::tempdir().expect("dir");
     let (xdg_a, xdg_b) = (xdg.path().to_path_buf(), xdg.path().to_path_buf());
     // Started at the same moment: one local server between them.
-    let a = std::thread::spawn(move || Launch::start(&xdg_a));
-    let b = std::thread::spawn(move || Launch::start(&xdg_b));
+    let a = std::thread::spawn(move || launch(&xdg_a));
+    let b = std::thread::spawn(move || launch(&xdg_b));
     let (mut a, mut b) = (a.join().expect("a"), b.join().expect("b"));
-    let stored = a.tool(
-        "store_memory",
-        json!({"content": "the boat is moored at pier seven", "type": "semantic"}),
-    );
+    let stored = a
+        .tool(
+            "store_memory",
+            json!({"content": "the boat is moored at pier seven", "type": "semantic"}),
+        )
+        .expect("tool");
     let id = serde_json::from_str::<Value>(&stored).expect("JSON")["id"]
         .as_str()
         .expect("id")
         .to_string();
-    let fetched = b.tool("get_memory", json!({"id": id}));
+    let fetched = b.tool("get_memory", json!({"id": id})).expect("tool");
     assert!(fetched.contains("pier seven"), "{fetched}");
     let server = local_server_pid(xdg.path()).expect("a local server owns the directory");
     assert!(running(server));
-    a.close();
+    close(a);
     // b is still attached: the server stays, and finds the memory once it is applied.
     let mut searched = String::new();
     for _ in 0..100 {
-        searched = b.tool(
-            "search_memories",
-            json!({"query": "where is the boat moored"}),
-        );
+        searched = b
+            .tool(
+                "search_memories",
+                json!({"query": "where is the boat moored"}),
+            )
+            .expect("tool");
         if searched.contains(&id) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(searched.contains(&id), "{searched}");
-    b.close();
+    close(b);
 
     // Idle for 2 s, it exits; the next launch starts another and finds the memory.
     assert!(
         eventually(Duration::from_secs(20), || async { !running(server) }).await,
         "the idle local server exits"
     );
-    let mut c = Launch::start(xdg.path());
-    let fetched = c.tool("get_memory", json!({"id": id}));
+    let mut c = launch(xdg.path());
+    let fetched = c.tool("get_memory", json!({"id": id})).expect("tool");
     assert!(fetched.contains("pier seven"), "{fetched}");
-    c.close();
+    close(c);
 }

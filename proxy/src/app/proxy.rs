@@ -263,6 +263,11 @@ async fn start_owning(
     if let Some(dir) = &data_dir {
         tracing::info!(data_dir = %dir.path().display(), "memories are kept in this data directory");
     }
+    if config.cache.backend == CacheBackend::Memory && data_dir.is_none() {
+        tracing::warn!(
+            "the write queue is in this process's memory only: acknowledged writes not yet applied are lost if it dies (set --data-dir to journal them, or use Redis)"
+        );
+    }
     if config.cache.backend == CacheBackend::Memory {
         // The journal's unfinished jobs are queued again before anything new is.
         backends

@@ -99,7 +99,32 @@ impl ConfigSources {
 
 /// Loads and validates a configuration; the error names the offending field.
 pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
-    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let layers = layers(sources)?;
+    let figment = Figment::from(Serialized::defaults(Config::default())).merge(layers.clone());
+    let mut config: Config = figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if sources.ephemeral {
+        config.data_dir = None;
+    }
+    // Without a Redis to use, the cache and the queue are this process's own, unless the
+    // backend was chosen explicitly (then validation says what is missing).
+    if config.redis.url.is_none() && layers.find_value("cache.backend").is_err() {
+        config.cache.backend = super::CacheBackend::Memory;
+    }
+    config.validate()?;
+    for field in unknown_fields(&figment) {
+        tracing::warn!(
+            %field,
+            "configuration field unknown to this memgate version (written by a newer operator, or misspelt); ignored"
+        );
+    }
+    Ok(config)
+}
+
+/// Every layer above the defaults, in order.
+fn layers(sources: &ConfigSources) -> anyhow::Result<Figment> {
+    let mut figment = Figment::new();
     if sources.embedded {
         figment = figment.merge(Serialized::defaults(embedded_profile()));
         if let Some(dir) = &sources.embedded_data_dir {
@@ -148,20 +173,7 @@ pub fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
     for (path, value) in &sources.overrides {
         figment = figment.merge(Serialized::default(path, value));
     }
-    let mut config: Config = figment
-        .extract()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    if sources.ephemeral {
-        config.data_dir = None;
-    }
-    config.validate()?;
-    for field in unknown_fields(&figment) {
-        tracing::warn!(
-            %field,
-            "configuration field unknown to this memgate version (written by a newer operator, or misspelt); ignored"
-        );
-    }
-    Ok(config)
+    Ok(figment)
 }
 
 /// The fields of the merged configuration that [`Config`] does not have, as dotted paths. A

@@ -18,6 +18,9 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::Connect("no command to run".into()))?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            // It speaks on its stdio, whatever its `.env` says (cldmemory's may say `sse`,
+            // for the server it runs as elsewhere; a variable set here wins over the file).
+            .env("MCP_TRANSPORT_MODE", "stdio")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
