@@ -157,6 +157,9 @@ check_chart() {
     --set webhook.certManager.issuerRef.kind=ClusterIssuer \
     --set metrics.serviceMonitor.enabled=true --set networkPolicy.enabled=true \
     --set-json 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]' \
+    --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
+    --set global.imageRegistry=registry.example.com \
+    --set podSecurityContext.runAsUser=null --set podSecurityContext.runAsGroup=null \
     > "$out/chart-custom.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set webhook.enabled=false > "$out/chart-no-webhook.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set 'watchNamespaces={team-a,team-b}' > "$out/chart-namespaced.yaml"
@@ -164,8 +167,19 @@ check_chart() {
     "$KUBERNETES_VALIDATE" -k "$k8s" --strict --quiet --no-warn "$rendered"
   done
   grep -q "helm.sh/resource-policy: keep" "$out/chart-default.yaml"
+  # Two replicas get a PodDisruptionBudget, one does not; a digest pins the image.
+  grep -q "kind: PodDisruptionBudget" "$out/chart-custom.yaml"
+  if grep -q "kind: PodDisruptionBudget" "$out/chart-default.yaml"; then
+    echo "a PodDisruptionBudget for one replica" >&2
+    return 1
+  fi
+  grep -q "image: \"ghcr.io/memgate/memgate@sha256:0123456789abcdef" "$out/chart-custom.yaml"
+  if grep -q "runAsUser" "$out/chart-custom.yaml"; then
+    echo "podSecurityContext.runAsUser=null was not honoured (OpenShift assigns the user)" >&2
+    return 1
+  fi
   local bad
-  for bad in replicaCount=two replicaCount=0 webhook.failurePolicy=Sometimes logFormat=xml unknownValue=1 'watchNamespaces={Team_A}'; do
+  for bad in image.digest=latest replicaCount=two replicaCount=0 webhook.failurePolicy=Sometimes logFormat=xml unknownValue=1 'watchNamespaces={Team_A}'; do
     if "$HELM" template memgate "$chart" --set "$bad" > /dev/null 2>&1; then
       echo "values.schema.json let --set $bad through" >&2
       return 1

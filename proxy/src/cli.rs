@@ -58,7 +58,8 @@ pub enum Command {
     ///
     /// Reads the same configuration as `serve` (`redis`, `vectors`, `embeddings`,
     /// `enrichment`, `openai`, `worker`); serves `/metrics`, `/healthz`, `/readyz` on
-    /// `adminListen`. On SIGTERM it finishes the jobs in flight, then exits.
+    /// `worker.adminListen` (`--admin-listen`; 127.0.0.1:9091 by default, so it runs beside a
+    /// `serve` reading the same file). On SIGTERM it finishes the jobs in flight, then exits.
     Worker(ServeArgs),
     /// Speak MCP on another transport than the API port's.
     #[command(subcommand)]
@@ -200,6 +201,18 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The config sources of `memgate worker`: `--admin-listen` is the worker's own
+    /// (`worker.adminListen`).
+    pub fn worker_sources(&self) -> ConfigSources {
+        let mut sources = self.sources();
+        if let Some(admin) = self.admin_listen {
+            sources
+                .overrides
+                .push(("worker.adminListen".into(), admin.to_string().into()));
+        }
+        sources
+    }
+
     /// The config sources these arguments describe, with this process's environment.
     pub fn sources(&self) -> ConfigSources {
         let mut sources = ConfigSources::from_process_env(self.config.clone(), self.embedded);

@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             proxy.shutdown().await;
         }
         Command::Worker(args) => {
-            let config = memgate::config::load(&args.sources())?;
+            let config = memgate::config::load(&args.worker_sources())?;
             let worker = memgate::app::start_worker(config).await?;
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight jobs");
