@@ -289,3 +289,29 @@ async fn redis_a_claim_after_redis_lost_its_data_recreates_the_group() {
         .expect("a claim heals the group");
     assert_eq!(group_members(client).await, BTreeSet::new());
 }
+
+/// The lag the workers export (`memgate_queue_oldest_seconds`): the age of the oldest entry not
+/// finished, taken or not; none for an empty queue.
+async fn the_oldest_unfinished_entry_tells_the_lag(queues: Queues) {
+    let queue = queues.queue.as_ref();
+    queue.prepare().await.expect("prepare");
+    assert_eq!(queue.stats().await.expect("stats").oldest_age, None);
+    submit_deletes(queue, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    take(queue, "w1", 1).await;
+    let age = queue.stats().await.expect("stats").oldest_age;
+    assert!(
+        age.is_some_and(|age| age >= Duration::from_millis(250) && age < Duration::from_secs(30)),
+        "{age:?}"
+    );
+}
+
+#[tokio::test]
+async fn in_process_the_oldest_unfinished_entry_tells_the_lag() {
+    the_oldest_unfinished_entry_tells_the_lag(in_process()).await;
+}
+
+#[tokio::test]
+async fn redis_the_oldest_unfinished_entry_tells_the_lag() {
+    the_oldest_unfinished_entry_tells_the_lag(on_redis().await).await;
+}

@@ -19,6 +19,8 @@ pub struct WorkerMetrics {
     pub dead_letters_dropped: IntGaugeVec,
     /// `stream`: workers that said they were alive within the last ten seconds.
     pub queue_consumers: IntGaugeVec,
+    /// `stream`: how long the oldest unfinished entry has waited (0 when empty): the lag.
+    pub queue_oldest_seconds: prometheus::GaugeVec,
     /// Jobs that waited for an earlier write to the same memory (`waited`), or gave up
     /// waiting and were applied out of order (`gave_up`).
     pub ordered_waits: IntCounterVec,
@@ -51,6 +53,17 @@ impl WorkerMetrics {
         let dead_letters_dropped = gauge(
             "memgate_dead_letters_dropped",
             "Dead letters dropped to keep a queue's dead letters bounded",
+        );
+        let queue_oldest_seconds = register(
+            registry,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "memgate_queue_oldest_seconds",
+                    "How long the oldest unfinished entry of a queue has waited (0 when empty)",
+                ),
+                &["stream"],
+            )
+            .expect("valid metric"),
         );
         let queue_consumers = gauge(
             "memgate_queue_consumers",
@@ -125,6 +138,7 @@ impl WorkerMetrics {
             dead_letters,
             dead_letters_dropped,
             queue_consumers,
+            queue_oldest_seconds,
             ordered_waits,
             jobs,
             job_duration,

@@ -440,6 +440,11 @@ impl Worker {
                 .dead_letters_dropped
                 .with_label_values(&stream)
                 .set(stats.dead_dropped as i64);
+            self.metrics
+                .worker
+                .queue_oldest_seconds
+                .with_label_values(&stream)
+                .set(stats.oldest_age.unwrap_or_default().as_secs_f64());
         }
         if let Ok(consumers) = self
             .queue

@@ -32,6 +32,8 @@ struct Pending {
 #[derive(Default)]
 struct State {
     next_entry: u64,
+    /// When each unfinished entry was queued, by sequence number (oldest first).
+    queued_at: std::collections::BTreeMap<u64, Instant>,
     ready: VecDeque<Job>,
     pending: HashMap<String, Pending>,
     idempotency: HashMap<String, (Uuid, Instant)>,
@@ -82,6 +84,7 @@ impl State {
 
     fn push(&mut self, op: WriteOp, revision: Option<u64>) -> String {
         self.next_entry += 1;
+        self.queued_at.insert(self.next_entry, Instant::now());
         let job = Self::job(self.next_entry, op, revision);
         let entry = job.entry.clone();
         self.ready.push_back(job);
@@ -210,6 +213,7 @@ impl InProcessQueue {
                 current.applied = current.applied.min(revision.saturating_sub(1));
             }
             state.next_entry = state.next_entry.max(*seq);
+            state.queued_at.insert(*seq, Instant::now());
             restored.push_back(State::job(*seq, job.op.clone(), job.revision));
         }
         // Older than anything queued since this process started.
@@ -422,8 +426,11 @@ impl WriteQueue for InProcessQueue {
         memories.forget_expired();
         self.records.increment(&finish.generation_key).await?;
         let mut state = self.state().await;
-        if let (Some(journal), Some(seq)) = (&self.journal, entry_seq(&job.entry)) {
-            journal.remove(self.name, seq).await?;
+        if let Some(seq) = entry_seq(&job.entry) {
+            if let Some(journal) = &self.journal {
+                journal.remove(self.name, seq).await?;
+            }
+            state.queued_at.remove(&seq);
         }
         state.pending.remove(&job.entry);
         if let Some(error) = finish.dead_letter {
@@ -559,6 +566,11 @@ impl WriteQueue for InProcessQueue {
             pending: state.pending.len() as u64,
             dead: state.dead.len() as u64,
             dead_dropped: state.dead_dropped,
+            oldest_age: state
+                .queued_at
+                .values()
+                .next()
+                .map(|queued| queued.elapsed()),
         })
     }
 }

@@ -215,6 +215,9 @@ pub struct QueueStats {
     pub dead: u64,
     /// Dead letters dropped to keep `writes:dead` within [`DEAD_LETTER_CAP`].
     pub dead_dropped: u64,
+    /// How long the oldest unfinished entry has been queued (none when the queue is empty):
+    /// how far behind the workers are.
+    pub oldest_age: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

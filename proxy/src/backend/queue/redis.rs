@@ -533,11 +533,44 @@ impl WriteQueue for RedisQueue {
             .xpending(&self.writes, CONSUMER_GROUP)
             .await
             .unwrap_or_default();
+        // Finished entries are deleted, so the first is the oldest unfinished; its id starts
+        // with the time it was added (ms).
+        let first: redis::streams::StreamRangeReply =
+            connection.xrange_count(&self.writes, "-", "+", 1).await?;
+        let oldest_age = first
+            .ids
+            .first()
+            .and_then(|entry| entry_age(&entry.id, std::time::SystemTime::now()));
         Ok(QueueStats {
             length,
             pending: pending.count() as u64,
             dead,
             dead_dropped: dead_dropped.unwrap_or(0),
+            oldest_age,
         })
+    }
+}
+
+/// How long ago a stream entry id (`<ms>-<seq>`) was added, by `now`.
+fn entry_age(id: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let added_ms: u64 = id.split_once('-')?.0.parse().ok()?;
+    let added = std::time::UNIX_EPOCH + Duration::from_millis(added_ms);
+    Some(now.duration_since(added).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod entry_age_tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_id_tells_when_it_was_added() {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_005_000);
+        assert_eq!(
+            entry_age("1700000000000-3", now),
+            Some(Duration::from_secs(5))
+        );
+        // A clock behind Redis's reads as no age, not a panic.
+        assert_eq!(entry_age("1700000009000-0", now), Some(Duration::ZERO));
+        assert_eq!(entry_age("not-an-id", now), None);
     }
 }
