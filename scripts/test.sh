@@ -11,6 +11,8 @@ install_debian_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   # A real browser, for the tests that a web page cannot reach memgate.
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # A real Prometheus (and promtool), for the chart's dashboard and alerts.
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian's packages"
     local sudo=""
@@ -160,6 +162,8 @@ check_chart() {
     --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
     --set global.imageRegistry=registry.example.com \
     --set podSecurityContext.runAsUser=null --set podSecurityContext.runAsGroup=null \
+    --set metrics.podMonitor.enabled=true --set metrics.dashboard.enabled=true \
+    --set metrics.prometheusRule.enabled=true \
     > "$out/chart-custom.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set webhook.enabled=false > "$out/chart-no-webhook.yaml"
   "$HELM" template memgate "$chart" -n memgate-system --set 'watchNamespaces={team-a,team-b}' > "$out/chart-namespaced.yaml"
@@ -169,6 +173,10 @@ check_chart() {
   grep -q "helm.sh/resource-policy: keep" "$out/chart-default.yaml"
   # Two replicas get a PodDisruptionBudget, one does not; a digest pins the image.
   grep -q "kind: PodDisruptionBudget" "$out/chart-custom.yaml"
+  grep -q "kind: PodMonitor" "$out/chart-custom.yaml"
+  grep -q "kind: PrometheusRule" "$out/chart-custom.yaml"
+  grep -q "grafana_dashboard" "$out/chart-custom.yaml"
+  promtool check rules charts/memgate/files/monitoring/alerts.yaml
   if grep -q "kind: PodDisruptionBudget" "$out/chart-default.yaml"; then
     echo "a PodDisruptionBudget for one replica" >&2
     return 1

@@ -15,6 +15,7 @@
 //!   scheduler, kwok) for the operator's end-to-end tests.
 //! - [`browser`]: Debian's headless Chromium, for what a web page can do to memgate.
 //! - [`history`]: a recorded history of operations and a Jepsen-style checker.
+//! - [`PrometheusServer`]: Debian's `prometheus`, scraping a test's memgate processes.
 //! - [`python`] and [`node`]: the official Python and TypeScript MCP SDKs driving memgate.
 
 pub mod browser;
@@ -27,6 +28,7 @@ mod mcp_sse;
 mod mcp_stdio;
 pub mod node;
 mod openai;
+mod prometheus;
 mod proxy;
 pub mod python;
 mod redis_server;
@@ -42,6 +44,7 @@ pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use mcp_stdio::McpStdioClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
+pub use prometheus::PrometheusServer;
 pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
     start_proxy_with_backends, test_config, TEST_PROJECT,
