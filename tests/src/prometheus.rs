@@ -37,7 +37,10 @@ impl PrometheusServer {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(

@@ -265,6 +265,24 @@ impl TestStack {
         self.worker = Some(worker);
     }
 
+    /// `POST /memories` of a semantic memory with `content`, waited for until the worker
+    /// applied it; its id.
+    pub async fn create_applied(&self, content: &str) -> String {
+        let created: serde_json::Value = self
+            .http
+            .post(self.url("/memories"))
+            .json(&serde_json::json!({"content": content, "type": "semantic"}))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("JSON");
+        let id = created["id"].as_str().expect("an id").to_string();
+        self.wait_for_worker(&id).await;
+        id
+    }
+
     /// Until the memory's record is `ready` and no association job is left (watching Redis,
     /// so the wait reads nothing through the API).
     pub async fn wait_for_worker(&self, id: &str) {

@@ -25,19 +25,11 @@ fn as_grafana_sends(expr: &str) -> String {
 async fn traffic(stack: &TestStack) {
     let mut ids = Vec::new();
     for n in 0..5 {
-        let created: Value = stack
-            .http
-            .post(stack.url("/memories"))
-            .json(&json!({"content": format!("the monitoring memory number {n}"), "type": "semantic"}))
-            .send()
-            .await
-            .expect("create")
-            .json()
-            .await
-            .expect("JSON");
-        let id = created["id"].as_str().expect("id").to_string();
-        stack.wait_for_worker(&id).await;
-        ids.push(id);
+        ids.push(
+            stack
+                .create_applied(&format!("the monitoring memory number {n}"))
+                .await,
+        );
     }
     for id in &ids {
         for _ in 0..2 {
@@ -101,9 +93,10 @@ async fn the_dashboard_and_the_alerts_work_on_a_real_prometheus_scraping_memgate
     traffic(&stack).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(monitoring_file("dashboard.json")).expect("dashboard"))
-            .expect("the dashboard is JSON");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring_file("dashboard.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
     let mut empty = Vec::new();
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10);
