@@ -35,6 +35,8 @@ pub struct Config {
     /// How the legacy service keeps a memory (its payload, embedded texts, search rules).
     pub layout: LayoutConfig,
     pub rollout: RolloutConfig,
+    /// Fast-path reads also asked of the legacy service and compared, off the answer's path.
+    pub shadow: ShadowConfig,
     /// Tenant scoping; off when absent.
     pub scope: Option<ScopeConfig>,
     pub limits: LimitsConfig,
@@ -66,6 +68,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             layout: LayoutConfig::default(),
             rollout: RolloutConfig::default(),
+            shadow: ShadowConfig::default(),
             scope: None,
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
@@ -80,6 +83,33 @@ impl Default for Config {
             circuit_breaker: CircuitBreakerConfig::default(),
             fallback: FallbackConfig::default(),
             security: SecurityConfig::default(),
+        }
+    }
+}
+
+/// Shadow comparison: a sample of the fast path's `search_memories` and `get_memory` answers is
+/// compared with the legacy service's answer to the same call, to see whether the fast path
+/// answers as the legacy service would on this store's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ShadowConfig {
+    /// The share of fast-path reads (0–1) also sent to the legacy service; 0 turns it off.
+    pub sample: f64,
+    /// Shadow calls in flight at most; a sampled read beyond is skipped (and counted).
+    pub max_in_flight: usize,
+    /// The last mismatches kept for `/shadow/mismatches` on the admin port.
+    pub keep_mismatches: usize,
+    /// Show the memories' texts in kept mismatches (redacted to their length otherwise).
+    pub show_content: bool,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            sample: 0.0,
+            max_in_flight: 4,
+            keep_mismatches: 20,
+            show_content: false,
         }
     }
 }
@@ -804,6 +834,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.rollout.percent > 100 {
             return Err(invalid("rollout.percent", "must be between 0 and 100"));
+        }
+        if !(0.0..=1.0).contains(&self.shadow.sample) {
+            return Err(invalid("shadow.sample", "must be between 0 and 1"));
+        }
+        if self.shadow.max_in_flight == 0 {
+            return Err(invalid("shadow.maxInFlight", "must be greater than 0"));
         }
         if let Some(header) = &self.rollout.sticky_header {
             check_header_name("rollout.stickyHeader", header)?;

@@ -377,6 +377,7 @@ async fn start_owning(
             writes_to_legacy: config.fallback.writes_to_legacy,
             max_sessions: config.mcp.max_sessions,
             write_limit: write_limit.clone(),
+            shadow: config.shadow.clone(),
         },
     ));
     let openapi = Bytes::from(
@@ -436,6 +437,7 @@ async fn start_owning(
             core: state.core.clone(),
             upstream,
         }),
+        shadow: Some(mcp.shadow.clone()),
     });
     let admin_server = tokio::spawn(serve(
         "admin",

@@ -140,6 +140,7 @@ pub async fn start_worker_with(
     let admin = Arc::new(AdminState {
         metrics,
         readiness: worker.clone(),
+        shadow: None,
     });
     let admin_server = tokio::spawn(serve(
         "admin",

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::counted_body::CountedBody;
 use super::error::internal;
 use super::l1::L1Record;
-use super::{Answer, Core, CoreError, Degraded, MemoryJson};
+use super::{Answer, Core, CoreError, Degraded, MemoryJson, Reads};
 use crate::backend::cache::ReadCounts;
 use crate::backend::BackendError;
 use crate::core::reads::FlushMark;
@@ -38,13 +38,23 @@ impl Core {
         scope: &Scope,
         id: Uuid,
     ) -> Result<Answer<MemoryJson>, CoreError> {
+        self.get_counted_by(scope, id, Reads::Count).await
+    }
+
+    /// [`Core::get`], its read counted by `reads`.
+    pub async fn get_counted_by(
+        self: &Arc<Self>,
+        scope: &Scope,
+        id: Uuid,
+        reads: Reads,
+    ) -> Result<Answer<MemoryJson>, CoreError> {
         let key = self.keys.memory(scope, id);
         self.l1.settled(&key).await;
         let epoch = self.l1.epoch();
         if let Some(record) = self.l1.get(&key).await {
             let refresh = record.claim_refresh(self.settings.l1_ttl);
             if let Some(body) = self.counted_l1(scope, id, record) {
-                self.access.record(scope, [&id]);
+                self.count_reads(reads, scope, [&id]);
                 if refresh {
                     self.refresh_later(scope.clone(), id);
                 }
@@ -64,7 +74,7 @@ impl Core {
             self.remember(scope, id, key, &body, counts, flush_mark, epoch)
                 .await;
             let body = self.counted_body(scope, id, body, counts);
-            self.access.record(scope, [&id]);
+            self.count_reads(reads, scope, [&id]);
             return Ok(Answer::hit(MemoryJson(body)));
         }
         let confirmed = read.is_ok();
@@ -81,7 +91,7 @@ impl Core {
         memory.insert("status".into(), Value::String("ready".into()));
         let body = Bytes::from(serde_json::to_vec(&memory).map_err(internal)?);
         let answer = MemoryJson(self.counted_body(scope, id, body.clone(), counts));
-        self.access.record(scope, [&id]);
+        self.count_reads(reads, scope, [&id]);
         if !confirmed {
             return Ok(Answer::miss(answer, Some(Degraded::Unconfirmed)));
         }

@@ -109,6 +109,14 @@ impl Degraded {
     }
 }
 
+/// Who counts a read in the payload: memgate (its tally, synced later), or the legacy
+/// service, which is being asked the same read (a shadow comparison) and counts it itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    Count,
+    LeftToLegacy,
+}
+
 /// A core operation's value, where it came from, and how degraded it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer<T> {
@@ -208,7 +216,7 @@ impl std::fmt::Debug for Core {
 }
 
 /// The id a row names, if it is one.
-fn row_id(memory: &StoredMemory) -> Option<Uuid> {
+pub fn row_id(memory: &StoredMemory) -> Option<Uuid> {
     memory
         .get("id")
         .and_then(Value::as_str)
@@ -229,6 +237,23 @@ impl Core {
             metrics: parts.metrics,
             settings,
         }
+    }
+
+    /// Counts reads of `ids` in this process's tally, unless the legacy service counts them.
+    fn count_reads<'a>(
+        &self,
+        reads: Reads,
+        scope: &Scope,
+        ids: impl IntoIterator<Item = &'a Uuid>,
+    ) {
+        if reads == Reads::Count {
+            self.access.record(scope, ids);
+        }
+    }
+
+    /// Counts reads left to the legacy service after all (it could not be asked).
+    pub fn record_reads<'a>(&self, scope: &Scope, ids: impl IntoIterator<Item = &'a Uuid>) {
+        self.access.record(scope, ids);
     }
 
     /// A memory as the legacy service shows it: without memgate's bookkeeping (`status`,

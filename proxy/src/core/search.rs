@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::{internal, unavailable};
 use super::search_cache::Lookup;
-use super::{row_id, Answer, Core, CoreError, Degraded};
+use super::{row_id, Answer, Core, CoreError, Degraded, Reads};
 use crate::backend::vectors::VectorQuery;
 use crate::backend::BackendError;
 use crate::keys::Scope;
@@ -26,13 +26,23 @@ impl Core {
         scope: &Scope,
         search: NormalizedSearch,
     ) -> Result<Answer<Vec<StoredMemory>>, CoreError> {
+        self.search_counted_by(scope, search, Reads::Count).await
+    }
+
+    /// [`Core::search`], its reads counted by `reads`.
+    pub async fn search_counted_by(
+        &self,
+        scope: &Scope,
+        search: NormalizedSearch,
+        reads: Reads,
+    ) -> Result<Answer<Vec<StoredMemory>>, CoreError> {
         let params = serde_json::to_vec(&search).map_err(internal)?;
         let slot = match self.cached_search(scope, &params).await {
             Lookup::Hit(cached) => {
                 let rows = self
                     .counted_rows(scope, cached.memories, Some(&cached.synced))
                     .await;
-                self.access.record(scope, cached.found.iter());
+                self.count_reads(reads, scope, cached.found.iter());
                 return Ok(Answer::hit(rows));
             }
             Lookup::Miss(slot) => Some(slot),
@@ -51,7 +61,7 @@ impl Core {
         }
         // The cached answer holds the stored counts; this one counts every read so far.
         let rows = self.counted_rows(scope, rows, None).await;
-        self.access.record(scope, found_ids.iter());
+        self.count_reads(reads, scope, found_ids.iter());
         Ok(Answer::miss(
             rows,
             (!confirmed).then_some(Degraded::Unconfirmed),

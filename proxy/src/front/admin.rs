@@ -1,5 +1,6 @@
-//! The admin server's answers: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (the fast path's dependencies answer, each within a second).
+//! The admin server's answers: `/metrics` (Prometheus text), `/healthz` (the process is up),
+//! `/readyz` (the fast path's dependencies answer, each within a second) and, on a proxy,
+//! `/shadow/mismatches` (the last shadow comparisons that differed).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub trait Readiness: Send + Sync + 'static {
 pub struct AdminState {
     pub metrics: Metrics,
     pub readiness: Arc<dyn Readiness>,
+    /// A proxy's shadow comparisons (none on a worker).
+    pub shadow: Option<Arc<crate::front::mcp::shadow::Shadow>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -46,9 +49,19 @@ impl AdminState {
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
             (&Method::GET, "/readyz") => readiness(self.readiness.as_ref()).await,
+            (&Method::GET, "/shadow/mismatches") if self.shadow.is_some() => {
+                let mismatches = self
+                    .shadow
+                    .as_ref()
+                    .map(|shadow| shadow.mismatches())
+                    .unwrap_or_default();
+                let body = serde_json::to_vec(&json!({ "mismatches": mismatches }))
+                    .unwrap_or_else(|_| b"{\"mismatches\":[]}".to_vec());
+                json_response(StatusCode::OK, Bytes::from(body))
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                Bytes::from_static(b"{\"error\":{\"code\":\"not_found\",\"message\":\"admin endpoints: /metrics, /healthz, /readyz\"}}"),
+                Bytes::from_static(b"{\"error\":{\"code\":\"not_found\",\"message\":\"admin endpoints: /metrics, /healthz, /readyz, /shadow/mismatches (proxy)\"}}"),
             ),
         }
     }

@@ -33,6 +33,9 @@ pub struct FrontMetrics {
     pub upstream_resent: IntCounter,
     /// 1 while memgate's legacy MCP session answers, 0 while it is lost or cannot be opened.
     pub upstream_up: IntGauge,
+    /// Shadow comparisons: `tool`, `outcome` (`match`, `mismatch`, `stale_within_ttl`,
+    /// `legacy_error`, `fast_error`, `skipped`).
+    pub shadow_comparisons: IntCounterVec,
 }
 
 impl FrontMetrics {
@@ -142,6 +145,17 @@ impl FrontMetrics {
             )
             .expect("valid metric"),
         );
+        let shadow_comparisons = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memgate_shadow_comparisons_total",
+                    "Fast-path reads compared with the legacy service's answer, by outcome",
+                ),
+                &["tool", "outcome"],
+            )
+            .expect("valid metric"),
+        );
         Self {
             requests,
             request_duration,
@@ -154,6 +168,7 @@ impl FrontMetrics {
             upstream_sessions,
             upstream_resent,
             upstream_up,
+            shadow_comparisons,
         }
     }
 }

@@ -59,7 +59,7 @@ impl McpFront {
     /// from the vector store, as the answer shows them before linking), and a forwarded read
     /// counted one more access of every memory it returns (their records are read again;
     /// dropped from the shared cache after the answer, see [`crate::core::forgetting`]).
-    async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
+    pub(super) async fn learn(&self, scope: &Scope, tool: &str, result: &Value) {
         match forwarded::learned(tool, result) {
             Learned::Created(created) => {
                 let mut changed = created.clone();

@@ -15,10 +15,15 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
+use super::shadow::compare::ShadowTool;
+use super::shadow::{Outcome as ShadowOutcome, Shadow};
 use super::upstream::Upstream;
-use crate::core::{Core, CoreError, OperationKind};
+use crate::config::ShadowConfig;
+use crate::core::{row_id, CacheStatus, Core, CoreError, OperationKind, Reads};
 use crate::front::error::ApiError;
 use crate::front::routing::{RoutePath, Router};
 use crate::front::security::WriteLimit;
@@ -44,6 +49,8 @@ pub struct FrontSettings {
     pub max_sessions: usize,
     /// `limits.writesPerSecondPerTenant`, shared with the REST API.
     pub write_limit: Option<Arc<WriteLimit>>,
+    /// `shadow`: which fast-path reads are compared with the legacy service's answers.
+    pub shadow: ShadowConfig,
 }
 
 pub struct McpFront {
@@ -53,6 +60,8 @@ pub struct McpFront {
     pub sessions: Sessions,
     pub(super) metrics: Metrics,
     pub(super) settings: FrontSettings,
+    /// Fast-path reads compared with the legacy service's answers.
+    pub shadow: Arc<Shadow>,
 }
 
 impl std::fmt::Debug for McpFront {
@@ -70,6 +79,30 @@ pub enum OpenError {
     Refused(#[from] ApiError),
     #[error(transparent)]
     Full(#[from] TooManySessions),
+}
+
+/// A tool result the core gave, with what a shadow comparison needs of it.
+#[derive(Debug, Clone)]
+pub(super) struct LocalText {
+    pub text: String,
+    /// The memories it read.
+    pub read: Vec<Uuid>,
+    /// Served from memgate's cached search results.
+    pub from_cached_results: bool,
+}
+
+impl LocalText {
+    fn read(text: String, read: Vec<Uuid>, from_cached_results: bool) -> Self {
+        Self {
+            text,
+            read,
+            from_cached_results,
+        }
+    }
+
+    fn written(text: String) -> Self {
+        Self::read(text, Vec::new(), false)
+    }
 }
 
 /// A tool call's result and how it was reached, for the metrics.
@@ -111,6 +144,7 @@ impl McpFront {
             upstream,
             router,
             sessions: Sessions::new(metrics.clone(), settings.max_sessions),
+            shadow: Arc::new(Shadow::new(settings.shadow.clone(), metrics.clone())),
             metrics,
             settings,
         }
@@ -310,7 +344,7 @@ impl McpFront {
     }
 
     async fn call_tool(
-        &self,
+        self: &Arc<Self>,
         session: &ClientSession,
         params: Option<Value>,
     ) -> Result<Value, Value> {
@@ -344,7 +378,7 @@ impl McpFront {
     }
 
     async fn tool_answer(
-        &self,
+        self: &Arc<Self>,
         session: &ClientSession,
         name: &str,
         params: Option<Value>,
@@ -384,9 +418,25 @@ impl McpFront {
         if search.is_some() {
             self.wait_for_own_writes(session).await;
         }
-        let error = match self.local(session, call).await {
-            Ok(text) => return ToolAnswer::fast(text),
-            Err(error) => error,
+        let shadowed = self.admit_shadow(&call);
+        let reads = match shadowed {
+            Some(_) => Reads::LeftToLegacy,
+            None => Reads::Count,
+        };
+        let error = match self.local(session, call, reads).await {
+            Ok(local) => {
+                if let Some((tool, permit)) = shadowed {
+                    self.spawn_shadow(session, tool, params, &local, permit);
+                }
+                return ToolAnswer::fast(local.text);
+            }
+            Err(error) => {
+                if let Some((tool, _)) = shadowed {
+                    // Forwarded below (a read the legacy service counts), or refused.
+                    self.shadow.count(tool, ShadowOutcome::FastError);
+                }
+                error
+            }
         };
         let unavailable = error.is_unavailable();
         let mut answer = if self.upstream.is_some() && self.may_forward(kind, &error) {
@@ -455,18 +505,29 @@ impl McpFront {
         }
     }
 
-    /// A core call's result text.
-    async fn local(&self, session: &ClientSession, call: LocalCall) -> Result<String, CoreError> {
+    /// A core call's result text, its reads counted by `reads`.
+    async fn local(
+        &self,
+        session: &ClientSession,
+        call: LocalCall,
+        reads: Reads,
+    ) -> Result<LocalText, CoreError> {
         let identity = &session.identity;
         let scope = &identity.scope;
         match call {
-            LocalCall::Search(request) => self.search(scope, request).await,
-            LocalCall::Get(id) => match self.core.get(scope, id).await {
+            LocalCall::Search(request) => self.search(scope, request, reads).await,
+            LocalCall::Get(id) => match self.core.get_counted_by(scope, id, reads).await {
                 Ok(answer) => {
                     let memory = self.core.shown(&answer.value.memory()?);
-                    Ok(tools::memory_text(Some(&memory)))
+                    Ok(LocalText::read(
+                        tools::memory_text(Some(&memory)),
+                        vec![id],
+                        false,
+                    ))
                 }
-                Err(CoreError::NotFound(_)) => Ok(tools::memory_text(None)),
+                Err(CoreError::NotFound(_)) => {
+                    Ok(LocalText::read(tools::memory_text(None), Vec::new(), false))
+                }
                 Err(error) => Err(error),
             },
             LocalCall::Store(request) => {
@@ -479,30 +540,107 @@ impl McpFront {
                     None => session.stored(stored.id),
                 }
                 let memory = stored.memory.unwrap_or_default();
-                Ok(tools::memory_text(Some(&memory)))
+                Ok(LocalText::written(tools::memory_text(Some(&memory))))
             }
             LocalCall::Update(id, update) => match self.core.change(scope, id, update).await {
-                Ok(memory) => Ok(tools::memory_text(Some(&memory))),
-                Err(CoreError::NotFound(_)) => Ok(tools::memory_text(None)),
+                Ok(memory) => Ok(LocalText::written(tools::memory_text(Some(&memory)))),
+                Err(CoreError::NotFound(_)) => Ok(LocalText::written(tools::memory_text(None))),
                 Err(error) => Err(error),
             },
             LocalCall::Delete(id) => match self.core.delete(scope, id).await {
                 // cldmemory answers the same when there was nothing to delete.
-                Ok(()) | Err(CoreError::NotFound(_)) => Ok(tools::deleted_text(id)),
+                Ok(()) | Err(CoreError::NotFound(_)) => {
+                    Ok(LocalText::written(tools::deleted_text(id)))
+                }
                 Err(error) => Err(error),
             },
         }
     }
 
-    async fn search(&self, scope: &Scope, request: SearchRequest) -> Result<String, CoreError> {
+    async fn search(
+        &self,
+        scope: &Scope,
+        request: SearchRequest,
+        reads: Reads,
+    ) -> Result<LocalText, CoreError> {
         let search = request.normalize(self.core.default_similarity_threshold())?;
-        let answer = self.core.search(scope, search).await?;
+        let answer = self.core.search_counted_by(scope, search, reads).await?;
+        let read = answer.value.iter().filter_map(row_id).collect();
         let shown: Vec<Value> = answer
             .value
             .iter()
             .map(|memory| Value::Object(self.core.shown(memory)))
             .collect();
-        Ok(tools::results_text(&shown))
+        Ok(LocalText::read(
+            tools::results_text(&shown),
+            read,
+            answer.cache == CacheStatus::Hit,
+        ))
+    }
+
+    /// Whether this call's fast-path answer is compared with the legacy service's.
+    fn admit_shadow(&self, call: &LocalCall) -> Option<(ShadowTool, OwnedSemaphorePermit)> {
+        let upstream = self.upstream.as_ref()?;
+        let tool = match call {
+            LocalCall::Search(_) => ShadowTool::Search,
+            LocalCall::Get(_) => ShadowTool::Get,
+            _ => return None,
+        };
+        let permit = self.shadow.admit(tool, upstream.breaker_open())?;
+        Some((tool, permit))
+    }
+
+    /// Asks the legacy service the same call after the client has its answer, and compares.
+    fn spawn_shadow(
+        self: &Arc<Self>,
+        session: &ClientSession,
+        tool: ShadowTool,
+        params: Option<Value>,
+        fast: &LocalText,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let scope = session.identity.scope.clone();
+        let Some(reading) = self.shadow.claim(&fast.read) else {
+            // Another shadow call reads one of these memories: the legacy service could lose
+            // one of the two counts. memgate counts this read itself.
+            self.core.record_reads(&scope, fast.read.iter());
+            self.shadow.count(tool, ShadowOutcome::Skipped);
+            return;
+        };
+        let front = self.clone();
+        let fast = fast.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _reading = reading;
+            let arguments = params
+                .as_ref()
+                .and_then(|p| p.get("arguments"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let legacy = front.forward("tools/call", params).await;
+            let text = match &legacy {
+                Ok(result) if !is_error_text(result) => result["content"][0]["text"].as_str(),
+                _ => None,
+            };
+            match (text, &legacy) {
+                (Some(text), Ok(result)) => {
+                    // The legacy service counted this read in its payload.
+                    front.learn(&scope, tool.name(), result).await;
+                    front.shadow.judge(
+                        tool,
+                        &arguments,
+                        &fast.text,
+                        text,
+                        fast.from_cached_results,
+                    );
+                }
+                _ => {
+                    // Nobody counted it: memgate does, as for any read it answers.
+                    front.core.record_reads(&scope, fast.read.iter());
+                    front.shadow.count(tool, ShadowOutcome::LegacyError);
+                }
+            }
+        });
     }
 
     /// One write of the tenant, for a tool that may change memories; past

@@ -16,6 +16,7 @@ pub mod jsonrpc;
 pub mod local_socket;
 pub mod modern;
 pub mod session;
+pub mod shadow;
 pub mod sse_events;
 mod stateless;
 pub mod stdio;

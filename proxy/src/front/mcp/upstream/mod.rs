@@ -184,6 +184,11 @@ impl Upstream {
         self.health.readiness()
     }
 
+    /// Whether calls to the legacy service are being refused at once (its breaker is open).
+    pub fn breaker_open(&self) -> bool {
+        self.guard.breaker().state() == crate::guard::breaker::CircuitState::Open
+    }
+
     /// What the legacy service said when the current (or last) session opened.
     pub fn handshake(&self) -> Option<Handshake> {
         guard(&self.handshake).clone()

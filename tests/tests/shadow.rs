@@ -1,0 +1,351 @@
+//! Shadow comparison, memgate in front of the reference cldmemory on one vector store: every
+//! fast-path `search_memories` and `get_memory` (sample 1) is also asked of cldmemory and the
+//! answers compared. Identical data gives no mismatch; a memory changed behind memgate's back
+//! (in the vector store, memgate's cache still warm) gives mismatches, shown on the admin port;
+//! cldmemory down leaves the answers unchanged; and read counts stay exact on both sides.
+
+use std::time::Duration;
+
+use memgate_testkit::{
+    eventually, metric_value, scrape_metrics, Legacy, McpSseClient, SseRouting, TestStack,
+};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+memgate_testkit::stack_env!(Env);
+
+impl Env {
+    async fn start() -> Env {
+        let stack = TestStack::builder()
+            .legacy(Legacy::InFront(SseRouting::NewestStream))
+            .configure(|config| {
+                config.rollout.percent = 100;
+                config.layout.similarity_threshold = 0.2;
+                config.shadow.sample = 1.0;
+                config.shadow.max_in_flight = 64;
+                // The reads stay in memgate's tally until a sync would add them.
+                config.worker.access_sync_interval = Duration::from_millis(100);
+            })
+            .start()
+            .await;
+        Env(stack)
+    }
+
+    async fn client(&self) -> McpSseClient {
+        let client = McpSseClient::connect(&self.url(""), None)
+            .await
+            .expect("an MCP session with memgate");
+        client.initialize().await.expect("initialize");
+        client
+    }
+
+    async fn comparisons(&self, tool: &str, outcome: &str) -> f64 {
+        let metrics = scrape_metrics(self.proxy.admin_addr).await;
+        metric_value(
+            &metrics,
+            &format!("memgate_shadow_comparisons_total{{outcome=\"{outcome}\",tool=\"{tool}\"}}"),
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// Every outcome of `tool` so far, skipped ones included.
+    async fn settled_calls(&self, tool: &str) -> f64 {
+        let mut done = 0.0;
+        for outcome in [
+            "match",
+            "mismatch",
+            "stale_within_ttl",
+            "legacy_error",
+            "fast_error",
+            "skipped",
+        ] {
+            done += self.comparisons(tool, outcome).await;
+        }
+        done
+    }
+
+    /// Calls `tool` and waits until its shadow call is done: the next call reads with no
+    /// shadow call in flight.
+    async fn call_settled(&self, client: &McpSseClient, tool: &str, arguments: Value) -> String {
+        let before = self.settled_calls(tool).await;
+        let text = client.call_tool(tool, arguments).await.expect("tool call");
+        let settled = eventually(Duration::from_secs(20), || async {
+            self.settled_calls(tool).await > before
+        })
+        .await;
+        assert!(settled, "the shadow of {tool} is done");
+        text
+    }
+
+    /// Waits until `count` comparisons of `tool` have an outcome other than `skipped`.
+    async fn compared(&self, tool: &str, count: f64) -> bool {
+        eventually(Duration::from_secs(20), || async {
+            let mut done = 0.0;
+            for outcome in [
+                "match",
+                "mismatch",
+                "stale_within_ttl",
+                "legacy_error",
+                "fast_error",
+            ] {
+                done += self.comparisons(tool, outcome).await;
+            }
+            done >= count
+        })
+        .await
+    }
+
+    async fn mismatches(&self) -> Vec<Value> {
+        let answer: Value = reqwest::get(self.admin_url("/shadow/mismatches"))
+            .await
+            .expect("admin")
+            .json()
+            .await
+            .expect("JSON");
+        answer["mismatches"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn payload(&self, id: &str) -> Map<String, Value> {
+        self.vectors()
+            .retrieve(Uuid::parse_str(id).expect("uuid"))
+            .await
+            .expect("retrieve")
+            .expect("stored")
+    }
+}
+
+async fn store(client: &McpSseClient, env: &Env, content: &str) -> String {
+    let stored = client
+        .call_tool(
+            "store_memory",
+            json!({"content": content, "type": "semantic"}),
+        )
+        .await
+        .expect("store");
+    let id = serde_json::from_str::<Value>(&stored).expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.wait_for_worker(&id).await;
+    id
+}
+
+#[tokio::test]
+async fn identical_data_gives_no_mismatch_and_a_change_behind_memgates_back_is_caught() {
+    let env = Env::start().await;
+    let client = env.client().await;
+    let mut ids = Vec::new();
+    for content in [
+        "the lighthouse keeper feeds the gulls at dawn",
+        "the ferry to the island leaves at nine",
+        "the harbour master keeps the tide tables",
+    ] {
+        ids.push(store(&client, &env, content).await);
+    }
+    for round in 0..5 {
+        for id in &ids {
+            client
+                .call_tool("get_memory", json!({"id": id}))
+                .await
+                .expect("get");
+        }
+        client
+            .call_tool(
+                "search_memories",
+                json!({"query": format!("the ferry and the harbour {round}")}),
+            )
+            .await
+            .expect("search");
+    }
+    // A shadow call waits for none: one reading a memory another is still reading is skipped.
+    for (tool, calls) in [("get_memory", 15.0), ("search_memories", 5.0)] {
+        let done = eventually(Duration::from_secs(20), || async {
+            env.comparisons(tool, "match").await + env.comparisons(tool, "skipped").await >= calls
+        })
+        .await;
+        assert!(done, "every {tool} compared or skipped");
+    }
+    assert!(env.comparisons("get_memory", "match").await >= 5.0);
+    assert!(env.comparisons("search_memories", "match").await >= 1.0);
+    assert_eq!(env.comparisons("get_memory", "mismatch").await, 0.0);
+    assert_eq!(env.comparisons("search_memories", "mismatch").await, 0.0);
+    assert!(env.mismatches().await.is_empty());
+
+    // Changed in the vector store, not through memgate, while memgate's record of it is warm
+    // (the worker left it there when it stored the memory; nothing has read it since).
+    let changed = store(
+        &client,
+        &env,
+        "the ferry to the island leaves at nine sharp",
+    )
+    .await;
+    let mut fields = Map::new();
+    fields.insert(
+        "content".into(),
+        json!("the ferry to the island leaves at ten sharp"),
+    );
+    env.vectors()
+        .set_fields(Uuid::parse_str(&changed).expect("uuid"), fields)
+        .await
+        .expect("changed behind memgate's back");
+    let answer: Value = serde_json::from_str(
+        &env.call_settled(&client, "get_memory", json!({"id": changed}))
+            .await,
+    )
+    .expect("JSON");
+    assert_eq!(
+        answer["content"], "the ferry to the island leaves at nine sharp",
+        "memgate answered from its cache"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.comparisons("get_memory", "mismatch").await >= 1.0
+        })
+        .await,
+        "the mismatch is counted"
+    );
+    let mismatches = env.mismatches().await;
+    let shown = mismatches
+        .iter()
+        .find(|mismatch| mismatch["tool"] == "get_memory")
+        .expect("kept on the admin endpoint");
+    assert_eq!(shown["outcome"], "mismatch");
+    assert!(
+        shown["difference"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(".content"),
+        "{shown}"
+    );
+    assert_eq!(shown["fast"]["id"], changed.as_str());
+    // Content is redacted unless shadow.showContent.
+    assert!(!shown.to_string().contains("leaves at"), "{shown}");
+    assert_eq!(shown["fast"]["content"], "[redacted: 44 characters]");
+
+    // A search memgate answers from its cached results shows the user the memory as it was:
+    // classified apart from a layout difference.
+    let query = json!({"query": "the lighthouse keeper and the gulls", "limit": 3});
+    let first = env
+        .call_settled(&client, "search_memories", query.clone())
+        .await;
+    assert!(first.contains(&ids[0]), "{first}");
+    let mut fields = Map::new();
+    fields.insert("summary".into(), json!("gulls fed by the keeper"));
+    env.vectors()
+        .set_fields(Uuid::parse_str(&ids[0]).expect("uuid"), fields)
+        .await
+        .expect("changed behind memgate's back");
+    client
+        .call_tool("search_memories", query)
+        .await
+        .expect("search from the cached results");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.comparisons("search_memories", "stale_within_ttl").await >= 1.0
+        })
+        .await,
+        "classified as stale within the cache's TTL"
+    );
+}
+
+#[tokio::test]
+async fn read_counts_stay_exact_when_every_read_is_shadowed() {
+    let env = Env::start().await;
+    let client = env.client().await;
+    let id = store(&client, &env, "the spare oars hang in the boathouse").await;
+    let before = env.payload(&id).await["accessCount"]
+        .as_u64()
+        .expect("count");
+    // One at a time, each shadowed: cldmemory counts them all.
+    for read in 1..=6 {
+        client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("get");
+        assert!(env.compared("get_memory", f64::from(read)).await);
+    }
+    assert_eq!(env.comparisons("get_memory", "match").await, 6.0);
+    // Back to back: a shadow call still reading the memory makes the next one skip, and
+    // memgate counts that read itself.
+    for _ in 0..10 {
+        client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("get");
+    }
+    let settled = eventually(Duration::from_secs(20), || async {
+        env.comparisons("get_memory", "match").await
+            + env.comparisons("get_memory", "skipped").await
+            >= 16.0
+    })
+    .await;
+    assert!(settled);
+    // cldmemory counted each shadowed read in its payload, memgate each skipped one (added by
+    // its read syncs, every 100 ms here): every read once.
+    let exact = eventually(Duration::from_secs(20), || async {
+        env.payload(&id).await["accessCount"].as_u64() == Some(before + 16)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = env.payload(&id).await["accessCount"]
+        .as_u64()
+        .expect("count");
+    assert!(
+        exact && after == before + 16,
+        "each read counted once: {before} + 16 != {after}"
+    );
+    // And memgate's next answer shows what cldmemory's would.
+    let shown: Value = serde_json::from_str(
+        &client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("get"),
+    )
+    .expect("JSON");
+    assert_eq!(shown["accessCount"], before + 16);
+}
+
+#[tokio::test]
+async fn with_cldmemory_down_the_answers_are_unchanged_and_the_shadow_says_why() {
+    let mut env = Env::start().await;
+    let client = env.client().await;
+    let id = store(&client, &env, "the lantern oil is in the blue can").await;
+    let first = client
+        .call_tool("get_memory", json!({"id": id}))
+        .await
+        .expect("get");
+    assert!(env.compared("get_memory", 1.0).await);
+    let before = env.payload(&id).await["accessCount"]
+        .as_u64()
+        .expect("count");
+
+    env.reference_mut().stop().await;
+    for _ in 0..5 {
+        let answer = client
+            .call_tool("get_memory", json!({"id": id}))
+            .await
+            .expect("answered by the fast path");
+        let answer: Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!(answer["content"], "the lantern oil is in the blue can");
+    }
+    assert!(first.contains("blue can"));
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            env.comparisons("get_memory", "legacy_error").await
+                + env.comparisons("get_memory", "skipped").await
+                >= 5.0
+        })
+        .await,
+        "every shadow of the five gets failed or was skipped"
+    );
+    assert_eq!(env.comparisons("get_memory", "mismatch").await, 0.0);
+    // Reads cldmemory could not count are memgate's to count: five reads, synced to the payload.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            env.payload(&id).await["accessCount"].as_u64() == Some(before + 5)
+        })
+        .await,
+        "the reads cldmemory missed are counted by memgate: {:?}",
+        env.payload(&id).await["accessCount"]
+    );
+}
