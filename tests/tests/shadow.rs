@@ -14,6 +14,15 @@ use uuid::Uuid;
 
 memgate_testkit::stack_env!(Env);
 
+/// The outcomes of a shadow call that was sent.
+const COMPARED: &[&str] = &[
+    "match",
+    "mismatch",
+    "stale_within_ttl",
+    "legacy_error",
+    "fast_error",
+];
+
 impl Env {
     async fn start() -> Env {
         let stack = TestStack::builder()
@@ -48,20 +57,18 @@ impl Env {
         .unwrap_or(0.0)
     }
 
+    /// The calls of `tool` with one of `outcomes` so far.
+    async fn counted(&self, tool: &str, outcomes: &[&str]) -> f64 {
+        let mut total = 0.0;
+        for outcome in outcomes {
+            total += self.comparisons(tool, outcome).await;
+        }
+        total
+    }
+
     /// Every outcome of `tool` so far, skipped ones included.
     async fn settled_calls(&self, tool: &str) -> f64 {
-        let mut done = 0.0;
-        for outcome in [
-            "match",
-            "mismatch",
-            "stale_within_ttl",
-            "legacy_error",
-            "fast_error",
-            "skipped",
-        ] {
-            done += self.comparisons(tool, outcome).await;
-        }
-        done
+        self.counted(tool, &[COMPARED, &["skipped"]].concat()).await
     }
 
     /// Calls `tool` and waits until its shadow call is done: the next call reads with no
@@ -80,17 +87,7 @@ impl Env {
     /// Waits until `count` comparisons of `tool` have an outcome other than `skipped`.
     async fn compared(&self, tool: &str, count: f64) -> bool {
         eventually(Duration::from_secs(20), || async {
-            let mut done = 0.0;
-            for outcome in [
-                "match",
-                "mismatch",
-                "stale_within_ttl",
-                "legacy_error",
-                "fast_error",
-            ] {
-                done += self.comparisons(tool, outcome).await;
-            }
-            done >= count
+            self.counted(tool, COMPARED).await >= count
         })
         .await
     }
