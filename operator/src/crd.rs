@@ -376,6 +376,24 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
     pub sticky_header: Option<String>,
+    /// Compare a sample of the fast path's answers with the legacy service's, to see whether
+    /// it answers as the legacy service would on this store's data (the sidecar's
+    /// `memgate_shadow_comparisons_total` and `/shadow/mismatches`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// The sidecar's shadow comparison.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// The share (0–1) of fast-path `search_memories` and `get_memory` calls also sent to the
+    /// legacy service and compared.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample: f64,
+    /// Show memories' texts in the kept mismatches (redacted to their length otherwise).
+    #[serde(default)]
+    pub show_content: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

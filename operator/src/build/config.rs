@@ -103,6 +103,10 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     config.upstream.url = Some(spec.proxy.upstream.clone());
     config.rollout.percent = spec.rollout.percent;
     config.rollout.sticky_header = spec.rollout.sticky_header.clone();
+    if let Some(shadow) = &spec.rollout.shadow {
+        config.shadow.sample = shadow.sample;
+        config.shadow.show_content = shadow.show_content;
+    }
     config.scope = spec.proxy.scope.as_ref().map(|scope| ScopeConfig {
         header: scope.header.clone(),
         field: scope.field.clone(),
@@ -167,7 +171,23 @@ pub fn render(config: &Config) -> Result<String, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_password;
+    use super::{proxy_config, without_password};
+    use crate::crd::MemoryStore;
+
+    #[test]
+    fn the_rollouts_shadow_reaches_the_sidecars_config_and_is_off_without_it() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/managed.yaml");
+        let mut store: MemoryStore =
+            serde_yaml::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("store");
+        assert_eq!(proxy_config(&store).expect("config").shadow.sample, 0.0);
+        store.spec.rollout.shadow = Some(crate::crd::ShadowSpec {
+            sample: 0.1,
+            show_content: true,
+        });
+        let config = proxy_config(&store).expect("config");
+        assert_eq!(config.shadow.sample, 0.1);
+        assert!(config.shadow.show_content);
+    }
 
     #[test]
     fn a_password_in_a_url_is_dropped_and_the_rest_kept() {
