@@ -56,6 +56,16 @@ pub const QUANTITY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P
     printcolumn(name = "Redis", type_ = "string", json_path = ".status.redis.ready"),
     printcolumn(name = "Qdrant", type_ = "string", json_path = ".status.qdrant.ready"),
     printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.rollout.percent"
+    ),
+    printcolumn(
+        name = "Mismatch",
+        type_ = "string",
+        json_path = ".status.rollout.measured.mismatchRatio"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -381,6 +391,53 @@ pub struct RolloutSpec {
     /// `memgate_shadow_comparisons_total` and `/shadow/mismatches`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowSpec>,
+    /// Raise the percent step by step on measured evidence instead of taking `percent` as
+    /// written: one step per `interval` while every bound holds, back to the last good step
+    /// (or 0) when one is broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+    /// Hold the ramp at its current step.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The bounds a rollout step must hold over an interval to go on, measured by Prometheus
+/// from the sidecars' metrics (series labelled with the store's `namespace` and `store`, as
+/// the chart's PodMonitor labels them).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.steps.all(s, s >= 1 && s <= 100)", "message": "every step is a percent from 1 to 100"},
+    {"rule": "self.steps.isSorted() && self.steps.all(x, self.steps.exists_one(y, y == x))", "message": "steps must rise"}
+]))]
+pub struct AnalysisSpec {
+    /// The percents to go through, rising (e.g. 1, 5, 25, 50, 100).
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<u8>,
+    /// How long each step is measured before the next (e.g. `10m`).
+    #[serde(default = "default_analysis_interval")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub interval: String,
+    /// Shadow comparisons needed in an interval before it counts.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: u64,
+    /// The most mismatching shadow comparisons, as a share (0–1).
+    #[serde(default = "default_max_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_mismatch_ratio: f64,
+    /// The most fast-path answers that are errors, as a share (0–1).
+    #[serde(default = "default_max_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_ratio: f64,
+    /// The slowest p99 of fast-path MCP tool calls (e.g. `50ms`); none: not bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub max_latency_p99: Option<String>,
+    /// The Prometheus that scrapes the sidecars (its HTTP API), e.g.
+    /// `http://prometheus-operated.monitoring:9090`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub prometheus: String,
 }
 
 /// The sidecar's shadow comparison.
@@ -509,6 +566,42 @@ pub struct MemoryStoreStatus {
     /// The endpoints and Secrets the sidecar and workers use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// Where a measured rollout (`spec.rollout.analysis`) stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A measured rollout's state: the step it is at, what was measured, when it last moved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The percent the sidecars are given now.
+    pub percent: u8,
+    /// Its place in `spec.rollout.analysis.steps` (0-based); none below the first step (after
+    /// a rollback from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// When the percent last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_moved: Option<String>,
+    /// The last interval's measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<RolloutMeasurements>,
+    /// The generation whose ramp was rolled back: it stays where it is until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_generation: Option<i64>,
+}
+
+/// One interval's measurements (ratios as decimal strings, to keep the schema integral).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutMeasurements {
+    pub samples: u64,
+    pub mismatch_ratio: String,
+    pub error_ratio: String,
+    /// Seconds; none when there were no fast-path calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<String>,
 }
 
 /// One part's replicas.
@@ -534,6 +627,15 @@ pub struct Endpoints {
     pub secrets: Vec<String>,
 }
 
+fn default_analysis_interval() -> String {
+    "5m".into()
+}
+fn default_min_samples() -> u64 {
+    100
+}
+fn default_max_ratio() -> f64 {
+    0.01
+}
 fn default_redis_storage() -> String {
     "1Gi".into()
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod inject;
 pub mod leader;
 pub mod metrics;
+pub mod ramp;
 pub mod reconcile;
 pub mod secrets;
 pub mod status;

@@ -7,7 +7,8 @@
 //! 4. **apply**: server-side apply in a fixed order, orphans deleted;
 //! 5. **status**: computed from what the API server answered.
 //!
-//! With `spec.paused` only step 5 runs, on the objects as they are.
+//! With `spec.paused` only step 5 runs, on the objects as they are. Before step 1, a measured
+//! rollout (`spec.rollout.analysis`) decides the percent the build renders ([`crate::ramp`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ use crate::build::{self, labels::MANAGER};
 use crate::crd::{MemoryStore, MemoryStoreStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::ramp::prometheus::PrometheusClient;
+use crate::ramp::{Measure, RampOutcome};
 use crate::status::{self, Problem};
 use crate::{build::qdrant, build::redis, build::worker, secrets};
 
@@ -41,6 +44,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failed reconciles per store (`namespace/name`), for the retry backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// What measures a rollout step (Prometheus).
+    pub measure: Arc<dyn Measure>,
 }
 
 impl Context {
@@ -50,6 +55,7 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            measure: Arc::new(PrometheusClient::default()),
         }
     }
 
@@ -114,7 +120,8 @@ pub async fn reconcile(
 /// Reconciles a parsed store and records the outcome.
 pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<Action> {
     let started = Instant::now();
-    let outcome = pipeline(store, context).await;
+    let ramp = crate::ramp::advance(store, context.measure.as_ref(), Timestamp::now()).await;
+    let outcome = pipeline(&ramp.applied_to(store), context).await;
     let result = if outcome.is_ok() { "ok" } else { "error" };
     context
         .metrics
@@ -133,14 +140,21 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
                 reason: "StorageShrinkRefused".into(),
                 message: applied.storage_problems.join("; "),
             });
-            let status = status::compute(store, &applied, problem, Timestamp::now());
+            let mut status = status::compute(store, &applied, problem, Timestamp::now());
+            with_ramp(store, &mut status, &ramp);
             let rolling = status
                 .conditions
                 .iter()
                 .any(|c| c.type_ == status::PROGRESSING && c.status == "True");
             publish_changes(store, context, &applied).await;
+            if let Some((type_, reason, note)) = &ramp.event {
+                publish(context, store, type_.clone(), reason, note.clone()).await;
+            }
             patch_status(&context.client, store, &status).await?;
-            Ok(Action::requeue(if rolling { ROLLING } else { RESYNC }))
+            let wait = if rolling { ROLLING } else { RESYNC };
+            Ok(Action::requeue(
+                ramp.requeue.map_or(wait, |ramp| ramp.min(wait)),
+            ))
         }
         Err(error) => {
             context
@@ -168,6 +182,28 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
             }
             Err(error)
         }
+    }
+}
+
+/// The ramp's state and its `Rollout` condition in the status (none without analysis).
+fn with_ramp(store: &MemoryStore, status: &mut MemoryStoreStatus, ramp: &RampOutcome) {
+    status.rollout = ramp.status.clone();
+    status.conditions.retain(|c| c.type_ != status::ROLLOUT);
+    if let Some(condition) = &ramp.condition {
+        let old = store
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        status.conditions.push(status::condition(
+            old,
+            status::ROLLOUT,
+            condition.healthy,
+            condition.reason,
+            condition.message.clone(),
+            store.metadata.generation,
+            Timestamp::now(),
+        ));
     }
 }
 

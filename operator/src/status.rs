@@ -13,6 +13,8 @@ use crate::crd::{Endpoints, MemoryStore, MemoryStoreStatus, PartStatus};
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// A measured rollout's state (`spec.rollout.analysis`): `True` while it holds its bounds.
+pub const ROLLOUT: &str = "Rollout";
 
 /// Why the store is degraded, when it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +88,7 @@ impl Workload {
 }
 
 /// A condition with `lastTransitionTime` kept from the old one unless the status flipped.
-fn condition(
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     status: bool,
@@ -245,6 +247,8 @@ pub fn compute(
         qdrant: Some(qdrant),
         workers: Some(workers),
         endpoints: Some(endpoints(store)),
+        // A measured rollout's state carries over; the reconcile sets what it decided.
+        rollout: store.status.as_ref().and_then(|s| s.rollout.clone()),
     }
 }
 
