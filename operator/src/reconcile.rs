@@ -148,7 +148,7 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
                 .any(|c| c.type_ == status::PROGRESSING && c.status == "True");
             publish_changes(store, context, &applied).await;
             if let Some((type_, reason, note)) = &ramp.event {
-                publish(context, store, type_.clone(), reason, note.clone()).await;
+                publish(context, store, *type_, reason, note.clone()).await;
             }
             patch_status(&context.client, store, &status).await?;
             let wait = if rolling { ROLLING } else { RESYNC };
