@@ -566,8 +566,9 @@ pub struct MemoryStoreStatus {
     /// The endpoints and Secrets the sidecar and workers use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
-    /// Where a measured rollout (`spec.rollout.analysis`) stands.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where a measured rollout (`spec.rollout.analysis`) stands; `null` without one (so the
+    /// status patch removes what a removed analysis left).
+    #[serde(default)]
     pub rollout: Option<RolloutStatus>,
 }
 
@@ -578,8 +579,8 @@ pub struct RolloutStatus {
     /// The percent the sidecars are given now.
     pub percent: u8,
     /// Its place in `spec.rollout.analysis.steps` (0-based); none below the first step (after
-    /// a rollback from it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// a rollback from it). Written as `null` then, so the status patch removes the old one.
+    #[serde(default)]
     pub step: Option<u32>,
     /// When the percent last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -590,6 +591,9 @@ pub struct RolloutStatus {
     /// The generation whose ramp was rolled back: it stays where it is until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_generation: Option<i64>,
+    /// Why it was rolled back: the metric, its value and its bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_because: Option<String>,
 }
 
 /// One interval's measurements (ratios as decimal strings, to keep the schema integral).

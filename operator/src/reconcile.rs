@@ -147,8 +147,19 @@ pub async fn reconcile_store(store: &MemoryStore, context: &Context) -> Result<A
                 .iter()
                 .any(|c| c.type_ == status::PROGRESSING && c.status == "True");
             publish_changes(store, context, &applied).await;
-            if let Some((type_, reason, note)) = &ramp.event {
-                publish(context, store, *type_, reason, note.clone()).await;
+            if let Some(event) = &ramp.event {
+                publish_event(
+                    context,
+                    store,
+                    Event {
+                        type_: event.type_,
+                        reason: event.reason.into(),
+                        note: Some(event.note.clone()),
+                        action: event.action.clone(),
+                        secondary: None,
+                    },
+                )
+                .await;
             }
             patch_status(&context.client, store, &status).await?;
             let wait = if rolling { ROLLING } else { RESYNC };
@@ -276,6 +287,10 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
+    publish_event(context, store, event).await;
+}
+
+async fn publish_event(context: &Context, store: &MemoryStore, event: Event) {
     if let Err(error) = context
         .recorder
         .publish(&event, &store.object_ref(&()))

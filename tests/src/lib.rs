@@ -44,7 +44,7 @@ pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use mcp_stdio::McpStdioClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
-pub use prometheus::PrometheusServer;
+pub use prometheus::{PrometheusServer, ScrapeJob};
 pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
     start_proxy_with_backends, test_config, TEST_PROJECT,

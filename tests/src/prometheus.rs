@@ -9,6 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+/// A target scraped with labels of its own.
+#[derive(Debug, Clone)]
+pub struct ScrapeJob {
+    pub target: SocketAddr,
+    pub labels: Vec<(String, String)>,
+}
+
 pub struct PrometheusServer {
     child: Child,
     pub addr: SocketAddr,
@@ -18,19 +25,42 @@ pub struct PrometheusServer {
 impl PrometheusServer {
     /// Scrapes `targets` (`/metrics`) every second and evaluates `rule_files` every second.
     pub async fn start(targets: &[SocketAddr], rule_files: &[&Path]) -> anyhow::Result<Self> {
+        let jobs: Vec<ScrapeJob> = targets
+            .iter()
+            .map(|target| ScrapeJob {
+                target: *target,
+                labels: Vec::new(),
+            })
+            .collect();
+        Self::start_jobs(&jobs, rule_files).await
+    }
+
+    /// One scrape job per entry of `jobs`, each adding its labels to what it scrapes (as a
+    /// PodMonitor adds `namespace` and `store`): one target may be scraped as two stores.
+    pub async fn start_jobs(jobs: &[ScrapeJob], rule_files: &[&Path]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files
             .iter()
             .map(|file| format!("'{}'", file.display()))
             .collect();
-        let config = format!(
+        let mut config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{}]\n\
-             scrape_configs:\n  - job_name: memgate\n    static_configs: [{{targets: [{}]}}]\n",
-            rules.join(", "),
-            targets.join(", ")
+             scrape_configs:\n",
+            rules.join(", ")
         );
+        for (n, job) in jobs.iter().enumerate() {
+            let labels: Vec<String> = job
+                .labels
+                .iter()
+                .map(|(name, value)| format!("{name}: '{value}'"))
+                .collect();
+            config.push_str(&format!(
+                "  - job_name: memgate-{n}\n    static_configs: [{{targets: ['{}'], labels: {{{}}}}}]\n",
+                job.target,
+                labels.join(", ")
+            ));
+        }
         let config_file = data.path().join("prometheus.yml");
         std::fs::write(&config_file, config)?;
         let port = crate::free_port()?;

@@ -53,6 +53,30 @@ pub struct RampCondition {
     pub message: String,
 }
 
+/// An Event about the ramp. Its action names the move, so that each move is an Event of its
+/// own (Events of one object with the same reason and action are folded into one series).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: String,
+    pub note: String,
+}
+
+fn event(
+    type_: EventType,
+    reason: &'static str,
+    action: String,
+    note: String,
+) -> Option<RampEvent> {
+    Some(RampEvent {
+        type_,
+        reason,
+        action,
+        note,
+    })
+}
+
 /// What one reconcile decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RampOutcome {
@@ -61,8 +85,7 @@ pub struct RampOutcome {
     /// `status.rollout` (none without analysis).
     pub status: Option<RolloutStatus>,
     pub condition: Option<RampCondition>,
-    /// An Event: its type, reason and note.
-    pub event: Option<(EventType, &'static str, String)>,
+    pub event: Option<RampEvent>,
     /// When to look again.
     pub requeue: Option<Duration>,
 }
@@ -140,14 +163,15 @@ pub async fn advance(store: &MemoryStore, measure: &dyn Measure, now: Timestamp)
         return RampOutcome {
             percent: status.percent,
             condition: healthy("Started", format!("at {}% of {steps:?}", status.percent)),
-            event: Some((
+            event: event(
                 EventType::Normal,
                 "RolloutStarted",
+                "Measure".into(),
                 format!(
                     "measured rollout started at {}% (steps {steps:?})",
                     status.percent
                 ),
-            )),
+            ),
             status: Some(status),
             requeue: humantime::parse_duration(&analysis.interval).ok(),
         };
@@ -171,8 +195,12 @@ pub async fn advance(store: &MemoryStore, measure: &dyn Measure, now: Timestamp)
             unhealthy(
                 "RolledBack",
                 format!(
-                    "rolled back to {}%; change the spec to try again",
-                    percent(steps, step)
+                    "rolled back to {}%: {}; change the spec to try again",
+                    percent(steps, step),
+                    previous
+                        .rolled_back_because
+                        .as_deref()
+                        .unwrap_or("a bound was broken")
                 ),
             ),
             None,
@@ -230,7 +258,12 @@ pub async fn advance(store: &MemoryStore, measure: &dyn Measure, now: Timestamp)
                 ),
                 Some(interval.min(Duration::from_secs(60))),
             );
-            outcome.event = Some((EventType::Warning, "AnalysisUnavailable", error));
+            outcome.event = event(
+                EventType::Warning,
+                "AnalysisUnavailable",
+                "Measure".into(),
+                error,
+            );
             return outcome;
         }
     };
@@ -283,15 +316,20 @@ fn decided(
             Verdict::Broken { .. } => generation,
             _ => previous.rolled_back_generation,
         },
+        rolled_back_because: match verdict {
+            Verdict::Broken { .. } => Some(verdict.explain()),
+            _ => previous.rolled_back_because.clone(),
+        },
     };
     let (condition, event) = match &verdict {
         Verdict::Held if moved => (
             healthy("Advanced", format!("{from}% → {to}%: {summary}")),
-            Some((
+            event(
                 EventType::Normal,
                 "RolloutAdvanced",
+                format!("Ramp {from}% to {to}%"),
                 format!("from {from}% to {to}%: every bound held ({summary})"),
-            )),
+            ),
         ),
         Verdict::Held => (
             healthy("Complete", format!("at {to}%, every bound held: {summary}")),
@@ -309,11 +347,12 @@ fn decided(
                 "RolledBack",
                 format!("{from}% → {to}%: {}", verdict.explain()),
             ),
-            Some((
+            event(
                 EventType::Warning,
                 "RolledBack",
+                format!("Ramp {from}% to {to}%"),
                 format!("from {from}% to {to}%: {} ({summary})", verdict.explain()),
-            )),
+            ),
         ),
     };
     RampOutcome {

@@ -141,9 +141,11 @@ impl PrometheusClient {
     }
 }
 
+/// `part / whole` within 0–1 (`increase()` extrapolates each series apart, so a part can come
+/// out a hair above its whole).
 fn ratio(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
-        part / whole
+        (part / whole).clamp(0.0, 1.0)
     } else {
         0.0
     }

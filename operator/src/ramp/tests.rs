@@ -75,10 +75,11 @@ async fn matching_answers_ramp_through_every_step_one_interval_at_a_time() {
         started.percent, 1,
         "the first step, not spec.rollout.percent"
     );
-    assert!(matches!(
-        started.event,
-        Some((EventType::Normal, "RolloutStarted", _))
-    ));
+    let started_event = started.event.clone().expect("an event");
+    assert_eq!(
+        (started_event.type_, started_event.reason),
+        (EventType::Normal, "RolloutStarted")
+    );
     store = after(store, &started);
     // Within the interval: held, and told when to look again.
     let early = advance(&store, &measure, later(now, 2)).await;
@@ -132,8 +133,13 @@ async fn a_broken_bound_rolls_back_says_why_and_stays_until_the_spec_changes() {
     let condition = rolled.condition.clone().expect("condition");
     assert!(!condition.healthy);
     assert_eq!(condition.reason, "RolledBack");
-    let (kind, reason, note) = rolled.event.clone().expect("event");
-    assert_eq!((kind, reason), (EventType::Warning, "RolledBack"));
+    let rolled_event = rolled.event.clone().expect("event");
+    assert_eq!(
+        (rolled_event.type_, rolled_event.reason),
+        (EventType::Warning, "RolledBack")
+    );
+    assert_eq!(rolled_event.action, "Ramp 25% to 5%");
+    let note = &rolled_event.note;
     assert!(
         note.contains("mismatch ratio 0.0800 is above its bound 0.01"),
         "{note}"
@@ -170,10 +176,10 @@ async fn paused_holds_and_an_unreachable_prometheus_holds_and_says_so() {
         (condition.healthy, condition.reason),
         (false, "AnalysisUnavailable")
     );
-    assert!(matches!(
-        blind.event,
-        Some((EventType::Warning, "AnalysisUnavailable", _))
-    ));
+    assert_eq!(
+        blind.event.map(|event| event.reason),
+        Some("AnalysisUnavailable")
+    );
     // Too few samples: held, healthy.
     *measure.0.lock().expect("lock") = Ok(Measured {
         samples: 7,
