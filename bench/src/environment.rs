@@ -47,9 +47,15 @@ pub struct Environment {
     /// The reference cldmemory: the legacy service.
     pub legacy: Reference,
     pub proxy: RunningProxy,
+    /// A second proxy on the same store, comparing 10% of its fast-path reads with the
+    /// reference's answers (`shadow.sample: 0.1`), for the shadow's cost.
+    pub shadow_proxy: RunningProxy,
     pub worker: RunningWorker,
     data: tempfile::TempDir,
 }
+
+/// The share of reads the shadowing proxy compares.
+pub const SHADOW_SAMPLE: f64 = 0.1;
 
 /// memgate's production defaults, with the endpoints of this environment.
 fn proxy_config(
@@ -143,6 +149,17 @@ impl Environment {
             .spawn(memgate::app::start_with(proxy_config, proxy_backends, None))
             .await
             .context("starting the proxy")??;
+        let mut shadow_config = config.clone();
+        shadow_config.shadow.sample = SHADOW_SAMPLE;
+        let shadow_backends = Backends::with_vectors(&shadow_config, edge.clone())?;
+        let shadow_proxy = proxy_runtime
+            .spawn(memgate::app::start_with(
+                shadow_config,
+                shadow_backends,
+                None,
+            ))
+            .await
+            .context("starting the shadowing proxy")??;
         let worker = memgate::app::start_worker_with(config.clone(), worker_backends).await?;
         Ok(Self {
             config,
@@ -152,6 +169,7 @@ impl Environment {
             layout,
             legacy,
             proxy,
+            shadow_proxy,
             worker,
             data,
         })
@@ -159,6 +177,10 @@ impl Environment {
 
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy.api_addr)
+    }
+
+    pub fn shadow_proxy_url(&self) -> String {
+        format!("http://{}", self.shadow_proxy.api_addr)
     }
 
     pub fn vectors(&self) -> Arc<dyn VectorStore> {
@@ -179,6 +201,7 @@ impl Environment {
     /// removed once nothing holds the vector store any more.
     pub async fn shutdown(self) -> tempfile::TempDir {
         self.proxy.shutdown().await;
+        self.shadow_proxy.shutdown().await;
         self.worker.shutdown().await;
         drop(self.legacy);
         drop(self.edge);

@@ -213,7 +213,12 @@ impl Report {
 
     /// Fills `comparisons` and `targets` from the scenarios present.
     pub fn evaluate(&mut self) {
-        let pairs: [(&str, &str, &str); 15] = [
+        let pairs: [(&str, &str, &str); 16] = [
+            (
+                "MCP search with 10% of reads shadowed against none (the shadow's cost)",
+                "mcp-search-shadow",
+                "mcp-search",
+            ),
             (
                 "MCP search through memgate (cached, SSE) against the reference",
                 "mcp-search",

@@ -12,6 +12,7 @@
 //! | `search-cold` | fast search whose embedding is cached but whose result is not: a vector search (`miss`) |
 //! | `legacy-get`, `legacy-search` | `get_memory`, `search_memories` of the reference cldmemory over MCP (HTTP+SSE), to the result on the stream |
 //! | `mcp-search`, `mcp-search-http` | `search_memories` through memgate's MCP front (HTTP+SSE, Streamable HTTP), result cached |
+//! | `mcp-search-shadow` | `mcp-search` through a second proxy that also asks the reference 10% of its reads and compares (`shadow.sample: 0.1`) |
 //! | `mcp-search-cold` | `search_memories` through memgate over HTTP+SSE, embedding cached, vector search done |
 //! | `mcp-forward` | `get_memory` on sessions forced to the legacy route: forwarded by memgate to the reference |
 //! | `create` | fast `POST /memories`, timed to the `202` |
@@ -221,6 +222,8 @@ impl<'a> Runner<'a> {
         let mcp = mcp_calls::sessions(&self.env.legacy.url(), 16, Transport::Sse, &[]).await?;
         let through_sse = mcp_calls::sessions(&proxy, 16, Transport::Sse, &[]).await?;
         let through_http = mcp_calls::sessions(&proxy, 16, Transport::Http, &[]).await?;
+        let shadowing =
+            mcp_calls::sessions(&self.env.shadow_proxy_url(), 16, Transport::Sse, &[]).await?;
         let forced_legacy = [("x-memgate-route", "legacy")];
         let forwarded = mcp_calls::sessions(&proxy, 16, Transport::Sse, &forced_legacy).await?;
 
@@ -386,6 +389,18 @@ impl<'a> Runner<'a> {
             Group::Fast,
             "`search_memories` through memgate (HTTP+SSE), result cached",
             &mcp_search,
+            s.rate,
+            count,
+        )
+        .await;
+        // The same searches through the proxy that also asks the reference 10% of them.
+        let mcp_search_shadow =
+            mcp_calls::op(&shadowing, "search_memories", self.legacy_searches(0..HOT))?;
+        self.measure(
+            "mcp-search-shadow",
+            Group::Fast,
+            "`search_memories` through memgate (HTTP+SSE), result cached, 10% shadowed",
+            &mcp_search_shadow,
             s.rate,
             count,
         )

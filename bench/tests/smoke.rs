@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 17] = [
+const SCENARIOS: [&str; 18] = [
     "redis-get",
     "vector-search",
     "http-floor",
@@ -15,6 +15,7 @@ const SCENARIOS: [&str; 17] = [
     "legacy-get",
     "legacy-search",
     "mcp-search",
+    "mcp-search-shadow",
     "mcp-search-http",
     "mcp-search-cold",
     "mcp-forward",

@@ -15,8 +15,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::front::mcp::stdio;
 
-/// Set in the environment of the local server a launch starts.
-pub const LOCAL_SERVER_ENV: &str = "MEMGATE_LOCAL_SERVER";
+pub use crate::config::LOCAL_SERVER_ENV;
 
 /// How long a launch waits for the local server it started to listen.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);

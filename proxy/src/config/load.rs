@@ -42,8 +42,12 @@ const CLI_ONLY_ENV: &[&str] = &[
     "MEMGATE_LOG",
     "MEMGATE_LOG_FORMAT",
     "MEMGATE_IDLE_EXIT",
-    crate::app::stdio_launch::LOCAL_SERVER_ENV,
+    LOCAL_SERVER_ENV,
 ];
+
+/// Set in the environment of the local server a `memgate mcp stdio` launch starts in the
+/// background (`app::stdio_launch`); not a config field.
+pub const LOCAL_SERVER_ENV: &str = "MEMGATE_LOCAL_SERVER";
 
 /// Where a configuration comes from.
 #[derive(Debug, Clone, Default)]

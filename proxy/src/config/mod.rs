@@ -13,6 +13,6 @@ pub mod credentials;
 mod load;
 mod watch;
 
-pub use load::{load, ConfigSources, CredentialFile};
+pub use load::{load, ConfigSources, CredentialFile, LOCAL_SERVER_ENV};
 pub use memgate_config::*;
 pub use watch::{watch_rollout, RolloutHandle, WatchGuard};
