@@ -265,7 +265,16 @@ async fn the_crd_is_served_explained_and_enforced(cluster: &Cluster) -> anyhow::
         .collect();
     assert_eq!(
         header,
-        ["NAME", "AVAILABLE", "ROLLOUT", "REDIS", "QDRANT", "AGE"],
+        [
+            "NAME",
+            "AVAILABLE",
+            "ROLLOUT",
+            "REDIS",
+            "QDRANT",
+            "STEP",
+            "MISMATCH",
+            "AGE"
+        ],
         "{table}"
     );
     let row: Vec<&str> = table
