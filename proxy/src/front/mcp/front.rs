@@ -15,11 +15,8 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::jsonrpc::{self, Message};
 use super::session::{ClientSession, SessionIdentity, Sessions, TooManySessions, Transport};
-use super::shadow::compare::ShadowTool;
 use super::shadow::{Outcome as ShadowOutcome, Shadow};
 use super::upstream::Upstream;
 use crate::config::ShadowConfig;
@@ -92,7 +89,7 @@ pub(super) struct LocalText {
 }
 
 impl LocalText {
-    fn read(text: String, read: Vec<Uuid>, from_cached_results: bool) -> Self {
+    pub(super) fn answered(text: String, read: Vec<Uuid>, from_cached_results: bool) -> Self {
         Self {
             text,
             read,
@@ -101,7 +98,7 @@ impl LocalText {
     }
 
     fn written(text: String) -> Self {
-        Self::read(text, Vec::new(), false)
+        Self::answered(text, Vec::new(), false)
     }
 }
 
@@ -426,7 +423,7 @@ impl McpFront {
         let error = match self.local(session, call, reads).await {
             Ok(local) => {
                 if let Some((tool, permit)) = shadowed {
-                    self.spawn_shadow(session, tool, params, &local, permit);
+                    self.spawn_shadow(&session.identity.scope, tool, params, &local, permit);
                 }
                 return ToolAnswer::fast(local.text);
             }
@@ -519,15 +516,17 @@ impl McpFront {
             LocalCall::Get(id) => match self.core.get_counted_by(scope, id, reads).await {
                 Ok(answer) => {
                     let memory = self.core.shown(&answer.value.memory()?);
-                    Ok(LocalText::read(
+                    Ok(LocalText::answered(
                         tools::memory_text(Some(&memory)),
                         vec![id],
                         false,
                     ))
                 }
-                Err(CoreError::NotFound(_)) => {
-                    Ok(LocalText::read(tools::memory_text(None), Vec::new(), false))
-                }
+                Err(CoreError::NotFound(_)) => Ok(LocalText::answered(
+                    tools::memory_text(None),
+                    Vec::new(),
+                    false,
+                )),
                 Err(error) => Err(error),
             },
             LocalCall::Store(request) => {
@@ -571,76 +570,11 @@ impl McpFront {
             .iter()
             .map(|memory| Value::Object(self.core.shown(memory)))
             .collect();
-        Ok(LocalText::read(
+        Ok(LocalText::answered(
             tools::results_text(&shown),
             read,
             answer.cache == CacheStatus::Hit,
         ))
-    }
-
-    /// Whether this call's fast-path answer is compared with the legacy service's.
-    fn admit_shadow(&self, call: &LocalCall) -> Option<(ShadowTool, OwnedSemaphorePermit)> {
-        let upstream = self.upstream.as_ref()?;
-        let tool = match call {
-            LocalCall::Search(_) => ShadowTool::Search,
-            LocalCall::Get(_) => ShadowTool::Get,
-            _ => return None,
-        };
-        let permit = self.shadow.admit(tool, upstream.breaker_open())?;
-        Some((tool, permit))
-    }
-
-    /// Asks the legacy service the same call after the client has its answer, and compares.
-    fn spawn_shadow(
-        self: &Arc<Self>,
-        session: &ClientSession,
-        tool: ShadowTool,
-        params: Option<Value>,
-        fast: &LocalText,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let scope = session.identity.scope.clone();
-        let Some(reading) = self.shadow.claim(&fast.read) else {
-            // Another shadow call reads one of these memories: the legacy service could lose
-            // one of the two counts. memgate counts this read itself.
-            self.core.record_reads(&scope, fast.read.iter());
-            self.shadow.count(tool, ShadowOutcome::Skipped);
-            return;
-        };
-        let front = self.clone();
-        let fast = fast.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _reading = reading;
-            let arguments = params
-                .as_ref()
-                .and_then(|p| p.get("arguments"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let legacy = front.forward("tools/call", params).await;
-            let text = match &legacy {
-                Ok(result) if !is_error_text(result) => result["content"][0]["text"].as_str(),
-                _ => None,
-            };
-            match (text, &legacy) {
-                (Some(text), Ok(result)) => {
-                    // The legacy service counted this read in its payload.
-                    front.learn(&scope, tool.name(), result).await;
-                    front.shadow.judge(
-                        tool,
-                        &arguments,
-                        &fast.text,
-                        text,
-                        fast.from_cached_results,
-                    );
-                }
-                _ => {
-                    // Nobody counted it: memgate does, as for any read it answers.
-                    front.core.record_reads(&scope, fast.read.iter());
-                    front.shadow.count(tool, ShadowOutcome::LegacyError);
-                }
-            }
-        });
     }
 
     /// One write of the tenant, for a tool that may change memories; past
@@ -673,7 +607,7 @@ pub(super) fn own_introduction() -> Value {
 }
 
 /// Whether a tool result is one of cldmemory's `Error: …` texts.
-fn is_error_text(result: &Value) -> bool {
+pub(super) fn is_error_text(result: &Value) -> bool {
     result
         .pointer("/content/0/text")
         .and_then(Value::as_str)

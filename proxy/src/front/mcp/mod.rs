@@ -17,6 +17,7 @@ pub mod local_socket;
 pub mod modern;
 pub mod session;
 pub mod shadow;
+mod shadowing;
 pub mod sse_events;
 mod stateless;
 pub mod stdio;

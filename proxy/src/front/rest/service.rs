@@ -19,12 +19,18 @@ use http_body_util::Full;
 
 use uuid::Uuid;
 
-use crate::core::{Answer, CacheStatus, Core, CoreError, Degraded, OperationKind};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::core::{
+    Answer, CacheStatus, Core, CoreError, Degraded, MemoryJson, OperationKind, Reads,
+};
 use crate::front::body::{parse_json, read_body};
 use crate::front::error::ApiError;
 use crate::front::http::{
     json_response, BoxError, Response, CACHE_HEADER, DEGRADED_HEADER, PATH_HEADER,
 };
+use crate::front::mcp::shadow::compare::ShadowTool;
+use crate::front::mcp::shadow::Outcome as ShadowOutcome;
 use crate::front::rest::endpoint::{Endpoint, Operation};
 use crate::front::rest::legacy::LegacyClient;
 use crate::keys::Scope;
@@ -315,12 +321,33 @@ impl ApiState {
             Ok(request) => request,
             Err(error) => return self.refused(error),
         };
-        let fast_error = match self.core.search(&scope, search.clone()).await {
-            Ok(answer) => return Outcome::answered(answer, search_response),
-            Err(error) if !error.legacy_may_answer(OperationKind::Read, false) => {
-                return self.refused(error.into())
+        let shadow = self.mcp.front.admit_rest_shadow(ShadowTool::Search);
+        let reads = shadow_reads(&shadow);
+        let fast_error = match self
+            .core
+            .search_counted_by(&scope, search.clone(), reads)
+            .await
+        {
+            Ok(answer) => {
+                if let Some(permit) = shadow {
+                    self.mcp
+                        .front
+                        .shadow_rest_search(&scope, &body, &answer, permit);
+                }
+                return Outcome::answered(answer, search_response);
             }
-            Err(error) => error,
+            Err(error) => {
+                if shadow.is_some() {
+                    self.mcp
+                        .front
+                        .shadow
+                        .count(ShadowTool::Search, ShadowOutcome::FastError);
+                }
+                if !error.legacy_may_answer(OperationKind::Read, false) {
+                    return self.refused(error.into());
+                }
+                error
+            }
         };
         if let Some(response) = self.legacy_fallback(parts, body, client).await {
             return Outcome::legacy(response).degraded(Degraded::Legacy);
@@ -396,10 +423,38 @@ impl ApiState {
     async fn fast_get(&self, parts: &http::request::Parts, id: &str) -> Result<Outcome, Failed> {
         let id = parse_memory_id(id)?;
         let scope = self.scope(&parts.headers)?;
-        let answer = self.core.get(&scope, id).await?;
-        Ok(Outcome::answered(answer, |memory| {
+        let shadow = self.mcp.front.admit_rest_shadow(ShadowTool::Get);
+        let answer = self
+            .core
+            .get_counted_by(&scope, id, shadow_reads(&shadow))
+            .await;
+        if let Some(permit) = shadow {
+            self.shadow_get(&scope, id, &answer, permit);
+        }
+        Ok(Outcome::answered(answer?, |memory| {
             json_response(StatusCode::OK, memory.into_bytes())
         }))
+    }
+
+    /// Compares a shadowed get's answer (found or not) with the legacy service's.
+    fn shadow_get(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        answer: &Result<Answer<MemoryJson>, CoreError>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let front = &self.mcp.front;
+        match answer.as_ref().map(|answer| answer.value.memory()) {
+            Ok(Ok(memory)) => front.shadow_rest_get(scope, id, Some(&memory), permit),
+            Err(CoreError::NotFound(_)) => front.shadow_rest_get(scope, id, None, permit),
+            Ok(Err(_)) | Err(_) => {
+                // Answered by the legacy service or refused: nothing of the fast path's to compare.
+                front
+                    .shadow
+                    .count(ShadowTool::Get, ShadowOutcome::FastError);
+            }
+        }
     }
 
     async fn fast_create(
@@ -517,6 +572,15 @@ fn accepted(id: Uuid, status: &str) -> Outcome {
         response.headers_mut().insert(LOCATION, location);
     }
     Outcome::fast(response, CacheStatus::Bypass)
+}
+
+/// How the core counts a read: left to the legacy service when it is shadowed (the legacy
+/// service counts the read it answers).
+fn shadow_reads(shadow: &Option<OwnedSemaphorePermit>) -> Reads {
+    match shadow {
+        Some(_) => Reads::LeftToLegacy,
+        None => Reads::Count,
+    }
 }
 
 /// A search answer: `{"memories": [...]}`.
