@@ -543,12 +543,23 @@ impl Default for L1Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`; required when `cache.backend` is `redis`.
+    /// `redis://host:port/db`, or the primary Redis Sentinel names:
+    /// `redis+sentinel://host:port,host:port/master-name[/db]`; required when `cache.backend`
+    /// is `redis`.
     pub url: Option<String>,
     /// Password, usually from `MEMGATE_REDIS__PASSWORD`; overrides one in the URL.
     pub password: Option<String>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// When a write is acknowledged: `local` (the primary has it), or `replicated` (also
+    /// `durability.replicas` replicas, Redis's `WAIT`). Not given: `replicated` with a Sentinel
+    /// URL, else `local`.
+    pub durability: Option<Durability>,
+    /// How many replicas confirm a `replicated` write.
+    pub replicas: u32,
+    /// How long a `replicated` write waits for them before it is refused (not acknowledged).
+    #[serde(with = "humantime_serde")]
+    pub replication_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -557,8 +568,51 @@ impl Default for RedisConfig {
             url: None,
             password: None,
             timeout: Duration::from_millis(500),
+            durability: None,
+            replicas: 1,
+            replication_timeout: Duration::from_secs(1),
         }
     }
+}
+
+impl RedisConfig {
+    /// Whether `url` names a primary through Redis Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        self.url
+            .as_deref()
+            .is_some_and(|url| url.starts_with(SENTINEL_SCHEME))
+    }
+
+    /// How long an acknowledging write may take: `timeout`, and with `replicated` durability
+    /// the replicas' `replicationTimeout` on top.
+    pub fn write_timeout(&self) -> Duration {
+        match self.effective_durability() {
+            Durability::Local => self.timeout,
+            Durability::Replicated => self.timeout + self.replication_timeout,
+        }
+    }
+
+    /// `durability`, or what it is when not given.
+    pub fn effective_durability(&self) -> Durability {
+        self.durability.unwrap_or(if self.is_sentinel() {
+            Durability::Replicated
+        } else {
+            Durability::Local
+        })
+    }
+}
+
+/// The scheme of a Redis URL naming its primary through Sentinel.
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// When Redis has a write for good enough to acknowledge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Durability {
+    /// The primary has it (with `appendfsync everysec`, on disk within a second).
+    Local,
+    /// The primary and `redis.replicas` replicas have it: a failover to a replica keeps it.
+    Replicated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -952,6 +1006,15 @@ impl Config {
         check_positive("cache.embeddingTtl", self.cache.embedding_ttl)?;
         check_positive("cache.l1.ttl", self.cache.l1.ttl)?;
         check_positive("redis.timeout", self.redis.timeout)?;
+        if self.redis.effective_durability() == Durability::Replicated {
+            check_positive("redis.replicationTimeout", self.redis.replication_timeout)?;
+            if self.redis.replicas == 0 {
+                return Err(invalid(
+                    "redis.replicas",
+                    "must be at least 1 with durability replicated",
+                ));
+            }
+        }
         check_positive("vectors.timeout", self.vectors.timeout)?;
         check_positive("vectors.optimizeInterval", self.vectors.optimize_interval)?;
         check_positive("openai.timeout", self.openai.timeout)?;
@@ -965,10 +1028,14 @@ impl Config {
                         "is required when cache.backend is redis",
                     ))
                 }
-                Some(url) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+                Some(url)
+                    if !url.starts_with("redis://")
+                        && !url.starts_with("rediss://")
+                        && !url.starts_with(SENTINEL_SCHEME) =>
+                {
                     return Err(invalid(
                         "redis.url",
-                        "must start with redis:// or rediss://",
+                        "must start with redis://, rediss:// or redis+sentinel://",
                     ))
                 }
                 Some(_) => {}

@@ -41,6 +41,7 @@ async fn on_redis() -> Queues {
         "claims:",
         "writes",
         None,
+        None,
     )
     .expect("queue");
     let client = redis::Client::open(server.url()).expect("client");

@@ -43,7 +43,7 @@ fn on_redis() -> Stores {
     let server = RedisServer::start().expect("redis-server");
     let timeout = Duration::from_secs(2);
     let cache = RedisCache::connect_lazy(&server.url(), None, timeout).expect("cache");
-    let queue = RedisQueue::connect_lazy(&server.url(), None, timeout, "t:", "writes", None)
+    let queue = RedisQueue::connect_lazy(&server.url(), None, timeout, "t:", "writes", None, None)
         .expect("queue");
     Stores {
         cache: Arc::new(cache),

@@ -11,10 +11,13 @@ use crate::backend::cache::{CacheStore, InProcessCache, RedisCache};
 use crate::backend::embeddings::{Embedder, HashingEmbedder, OpenAiEmbedder};
 use crate::backend::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
 use crate::backend::queue::{
-    InProcessQueue, Journal, RedisQueue, WriteQueue, ASSOC_STREAM, WRITES_STREAM,
+    InProcessQueue, Journal, RedisQueue, Replication, WriteQueue, ASSOC_STREAM, WRITES_STREAM,
 };
 use crate::backend::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
-use crate::config::{CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, VectorBackend};
+use crate::config::{
+    CacheBackend, Config, Durability, EmbeddingProvider, EnrichmentProvider, RedisConfig,
+    VectorBackend,
+};
 use crate::layout::Layout;
 
 /// The implementation of each concern, as the config chose them.
@@ -124,6 +127,17 @@ pub fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
 /// The queues' handles: `writes`, then `assoc`.
 type Queues = (Arc<dyn WriteQueue>, Arc<dyn WriteQueue>);
 
+/// What a submit waits for, by `redis.durability`.
+fn replication(redis: &RedisConfig) -> Option<Replication> {
+    match redis.effective_durability() {
+        Durability::Local => None,
+        Durability::Replicated => Some(Replication {
+            replicas: redis.replicas,
+            timeout: redis.replication_timeout,
+        }),
+    }
+}
+
 /// `redis.url` and `redis.password`.
 fn redis_endpoint(config: &Config) -> anyhow::Result<(&str, Option<&str>)> {
     let url = config
@@ -187,6 +201,7 @@ fn cache_and_queues(config: &Config) -> anyhow::Result<(Arc<dyn CacheStore>, Que
                     &prefix,
                     stream,
                     follow_up,
+                    replication(&config.redis),
                 )
                 .context("redis.url")
             };

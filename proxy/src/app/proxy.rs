@@ -74,7 +74,11 @@ impl GuardedBackends {
         let embeddings = dependency(embeddings, Some(config.fallback.embedding_timeout));
         Self {
             cache: Arc::new(Guarded::new(backends.cache.clone(), cache.clone())),
-            queue: Arc::new(Guarded::new(backends.queue.clone(), cache)),
+            // A replicated write waits for replicas too (`redis.replicationTimeout`).
+            queue: Arc::new(Guarded::new(
+                backends.queue.clone(),
+                cache.with_timeout(Some(config.redis.write_timeout())),
+            )),
             vectors: Arc::new(Guarded::new(backends.vectors.clone(), vectors)),
             embedder: Arc::new(Guarded::new(backends.embedder.clone(), embeddings)),
             // The legacy client bounds its own calls (connect and response timeouts).

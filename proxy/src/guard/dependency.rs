@@ -68,6 +68,15 @@ impl Dependency {
         Self::new(breaker, None, metrics.clone())
     }
 
+    /// The same dependency (one breaker) with another timeout, for calls that may take longer
+    /// by design (a write that waits for Redis replicas).
+    pub fn with_timeout(&self, timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         self.breaker.dependency()
     }

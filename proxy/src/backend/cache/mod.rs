@@ -8,7 +8,7 @@ mod in_process;
 mod redis;
 
 pub use self::in_process::InProcessCache;
-pub use self::redis::{connection_manager, RedisCache};
+pub use self::redis::RedisCache;
 
 use std::time::Duration;
 

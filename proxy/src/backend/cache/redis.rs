@@ -1,14 +1,15 @@
-//! [`CacheStore`] on Redis through a `ConnectionManager`, which multiplexes one connection and
-//! reconnects in the background after a failure.
+//! [`CacheStore`] on Redis through a [`RedisLink`], which multiplexes one connection to the
+//! primary and reconnects in the background after a failure.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo};
+use redis::AsyncCommands;
 use uuid::Uuid;
+
+use crate::backend::redis_link::{self, RedisLink};
 
 use super::{
     CacheError, CacheStore, FlushedReads, GenerationalValue, ReadCounts, SearchFill,
@@ -83,7 +84,7 @@ fn parse_last(key: &str, text: &str) -> Result<DateTime<Utc>, CacheError> {
 
 #[derive(Clone)]
 pub struct RedisCache {
-    connection: ConnectionManager,
+    connection: RedisLink,
     get_at_generation: redis::Script,
     get_with_read_counts: redis::Script,
     fill_record: redis::Script,
@@ -97,26 +98,6 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
-/// A connection to Redis that is dialled on first use and redialled after a failure; every
-/// command waits at most `timeout`. `password` overrides one in the URL.
-pub fn connection_manager(
-    url: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> redis::RedisResult<ConnectionManager> {
-    let mut info = url.into_connection_info()?;
-    if let Some(password) = password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    redis::Client::open(info)?.get_connection_manager_lazy(config)
-}
-
 impl RedisCache {
     /// Prepares a connection without dialing: the proxy starts while Redis is still down, and
     /// `/readyz` says so until it answers.
@@ -125,7 +106,7 @@ impl RedisCache {
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, CacheError> {
-        let connection = connection_manager(url, password, timeout)?;
+        let connection = redis_link::connect_lazy(url, password, timeout)?;
         Ok(Self {
             connection,
             get_at_generation: redis::Script::new(GET_AT_GENERATION),
@@ -163,7 +144,7 @@ impl RedisCache {
     }
 
     /// The underlying connection, for the parts (the write queue) that speak Redis directly.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisLink {
         self.connection.clone()
     }
 }

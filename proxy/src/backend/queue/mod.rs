@@ -26,7 +26,7 @@ mod redis;
 
 pub use self::in_process::InProcessQueue;
 pub use self::journal::Journal;
-pub use self::redis::RedisQueue;
+pub use self::redis::{RedisQueue, Replication};
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -233,6 +233,14 @@ pub enum QueueError {
     Journal(String),
     #[error(transparent)]
     Unanswered(#[from] Unanswered),
+    /// The primary took the write, but fewer replicas than `redis.replicas` confirmed it
+    /// within `redis.replicationTimeout`: not acknowledged (it may still be applied).
+    #[error("{confirmed} of {wanted} Redis replicas confirmed the write within {waited:?}")]
+    NotReplicated {
+        confirmed: i64,
+        wanted: u32,
+        waited: Duration,
+    },
 }
 
 impl BackendError for QueueError {
@@ -260,6 +268,8 @@ impl QueueError {
             Self::Redis(error) | Self::Cache(CacheError::Redis(error)) => {
                 error.code() == Some("OOM")
             }
+            // On the primary, perhaps lost with it: stored or not is not known.
+            Self::NotReplicated { .. } => true,
             Self::Cache(_) | Self::Corrupt { .. } | Self::Journal(_) | Self::Unanswered(_) => false,
         }
     }
@@ -273,6 +283,8 @@ impl QueueError {
                 !error.is_connection_refusal()
                     && (error.is_timeout() || error.is_connection_dropped() || error.is_io_error())
             }
+            // On the primary, perhaps lost with it: stored or not is not known.
+            Self::NotReplicated { .. } => true,
             Self::Cache(_) | Self::Corrupt { .. } | Self::Journal(_) | Self::Unanswered(_) => false,
         }
     }

@@ -4,11 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::backend::redis_link::{self, RedisLink};
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
-
-use crate::backend::cache::connection_manager;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Script, Value};
 use uuid::Uuid;
@@ -67,9 +65,21 @@ const COMMIT_READ_SYNC: &str = include_str!("lua/commit_read_sync.lua");
 /// Deletes the lease only if `owner` holds it.
 const UNLOCK: &str = include_str!("lua/unlock.lua");
 
+/// A write is acknowledged once this many replicas have it too (`redis.durability:
+/// replicated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub replicas: u32,
+    /// How long `WAIT` waits for them.
+    pub timeout: Duration,
+}
+
 pub struct RedisQueue {
-    commands: ConnectionManager,
-    blocking: ConnectionManager,
+    commands: RedisLink,
+    blocking: RedisLink,
+    /// Submits that wait for replicas, and their `WAIT`s (see [`RedisQueue::submit_replicated`]).
+    durable: RedisLink,
+    replication: Option<Replication>,
     name: String,
     writes: String,
     dead: String,
@@ -108,7 +118,8 @@ fn is_missing_group(error: &QueueError) -> bool {
 
 impl RedisQueue {
     /// The queue on the stream `{prefix}{stream}` (dead letters in `{prefix}{stream}:dead`);
-    /// finished jobs' follow-ups go to `{prefix}{follow_up}`.
+    /// finished jobs' follow-ups go to `{prefix}{follow_up}`; with `replication`, a submit is
+    /// acknowledged once that many replicas have it.
     pub fn connect_lazy(
         url: &str,
         password: Option<&str>,
@@ -116,10 +127,14 @@ impl RedisQueue {
         prefix: &str,
         stream: &str,
         follow_up: Option<&str>,
+        replication: Option<Replication>,
     ) -> Result<Self, QueueError> {
+        let waited = replication.map_or(Duration::ZERO, |replication| replication.timeout);
         Ok(Self {
-            commands: connection_manager(url, password, timeout)?,
-            blocking: connection_manager(url, password, MAX_BLOCK + timeout)?,
+            commands: redis_link::connect_lazy(url, password, timeout)?,
+            blocking: redis_link::connect_lazy(url, password, MAX_BLOCK + timeout)?,
+            durable: redis_link::connect_lazy(url, password, timeout + waited)?,
+            replication,
             name: stream.to_string(),
             writes: format!("{prefix}{stream}"),
             dead: format!("{prefix}{stream}:dead"),
@@ -135,6 +150,44 @@ impl RedisQueue {
             forget_settled: Script::new(FORGET_SETTLED),
             commit_read_sync: Script::new(COMMIT_READ_SYNC),
         })
+    }
+
+    /// Runs the submit script and `WAIT`s for the replicas in one pipeline on the connection
+    /// kept for it: `WAIT` counts the replicas that have every write of its own connection, so
+    /// both must go over the same one (a reconnect between them would make a new connection
+    /// with nothing to wait for). Writes of other submits on it are waited for too; replicas
+    /// confirm at once when asked, so that costs a round trip to them.
+    async fn submit_replicated(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        replication: &Replication,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut connection = self.durable.clone();
+        let mut pipeline = redis::pipe();
+        pipeline
+            .invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(replication.replicas)
+            .arg(millis(replication.timeout).max(1));
+        let answer: Result<(Vec<String>, i64), _> = pipeline.query_async(&mut connection).await;
+        let (reply, confirmed) = match answer {
+            // The script is not loaded on this node (a new primary): nothing ran.
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                invocation.load_async(&mut connection).await?;
+                pipeline.query_async(&mut connection).await?
+            }
+            answer => answer?,
+        };
+        if confirmed < i64::from(replication.replicas) {
+            return Err(QueueError::NotReplicated {
+                confirmed,
+                wanted: replication.replicas,
+                waited: replication.timeout,
+            });
+        }
+        Ok(reply)
     }
 
     fn job(&self, entry: StreamId, deliveries: u64) -> Result<Job, QueueError> {
@@ -233,8 +286,8 @@ impl WriteQueue for RedisQueue {
             .expected_revision
             .map(|revision| revision.to_string())
             .unwrap_or_default();
-        let reply: Vec<String> = self
-            .submit
+        let mut invocation = self.submit.prepare_invoke();
+        invocation
             .key(&submission.record.key)
             .key(&self.writes)
             .key(&idempotency_key)
@@ -246,9 +299,11 @@ impl WriteQueue for RedisQueue {
             .arg(submission.op.id().to_string())
             .arg(idempotency_ttl.max(1))
             .arg(if submission.bump_generation { "1" } else { "0" })
-            .arg(expected)
-            .invoke_async(&mut self.commands.clone())
-            .await?;
+            .arg(expected);
+        let reply: Vec<String> = match &self.replication {
+            None => invocation.invoke_async(&mut self.commands.clone()).await?,
+            Some(replication) => self.submit_replicated(&invocation, replication).await?,
+        };
         let corrupt = |reason: &str| QueueError::Corrupt {
             entry: "submit".into(),
             reason: reason.to_string(),
