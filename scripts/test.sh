@@ -9,6 +9,8 @@ log() { printf '\n==> %s\n' "$*"; }
 install_debian_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  # Redis Sentinel, for the failover test (a primary, two replicas, three sentinels).
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   # A real browser, for the tests that a web page cannot reach memgate.
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   # A real Prometheus (and promtool), for the chart's dashboard and alerts.

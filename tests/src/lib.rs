@@ -1,7 +1,8 @@
 //! The test harness for memgate's end-to-end tests (in `tests/tests/`): real processes and
 //! servers on loopback, never mocks of our own code.
 //!
-//! - [`RedisServer`]: a `redis-server` of its own on a free port, stopped on drop.
+//! - [`RedisServer`]: a `redis-server` of its own on a free port, stopped on drop;
+//!   [`SentinelGroup`]: a primary, replicas and sentinels watching them.
 //! - [`FakeUpstream`]: a stand-in legacy memory service that records what reached it.
 //! - [`FakeOpenAi`]: an OpenAI-compatible `/embeddings` server (deterministic vectors from the
 //!   hashing embedder) that counts calls and can be told to be slow or fail.
@@ -31,6 +32,7 @@ mod openai;
 mod prometheus;
 mod proxy;
 pub mod python;
+mod redis_sentinel;
 mod redis_server;
 mod reference;
 mod scrambled;
@@ -49,6 +51,7 @@ pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
     start_proxy_with_backends, test_config, TEST_PROJECT,
 };
+pub use redis_sentinel::{SentinelGroup, MASTER_NAME as SENTINEL_MASTER_NAME};
 pub use redis_server::{worker_done, RedisServer};
 pub use reference::{
     start_memgate_in_front_of_reference, start_reference, start_reference_with, Reference,

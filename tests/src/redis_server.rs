@@ -13,6 +13,8 @@ pub struct RedisServer {
     port: u16,
     /// `appendfsync` (`everysec` unless started durable).
     fsync: &'static str,
+    /// More arguments (`--replicaof host port` for a replica).
+    extra: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -38,9 +40,24 @@ impl RedisServer {
         Self::start_with_fsync("always")
     }
 
+    /// Starts a replica of the server on `primary_port` (AOF on, `appendfsync everysec`).
+    pub fn start_replica_of(primary_port: u16) -> anyhow::Result<Self> {
+        let extra = vec![
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            primary_port.to_string(),
+        ];
+        Self::start_with("everysec", extra)
+    }
+
     fn start_with_fsync(fsync: &'static str) -> anyhow::Result<Self> {
+        Self::start_with(fsync, Vec::new())
+    }
+
+    fn start_with(fsync: &'static str, extra: Vec<String>) -> anyhow::Result<Self> {
         let mut server = Self {
             fsync,
+            extra,
             port: free_port()?,
             dir: tempfile::tempdir()?,
             child: None,
@@ -65,6 +82,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -102,6 +120,10 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Kills the server (SIGKILL): clients see it vanish.

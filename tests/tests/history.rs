@@ -10,6 +10,9 @@
 //! (read through the API and straight from the vector store) are checked by
 //! `memgate_testkit::history`. The report is printed; the test passes only with 0 anomalies.
 //!
+//! The same history runs on Redis with replicas under Sentinel while the primary is SIGKILLed
+//! and a replica promoted: with `durability: replicated`, no acknowledged write may be lost.
+//!
 //! Two targeted races from the field come first: a create followed at once by its delete or
 //! its PATCH, and concurrent PATCHes of one memory.
 
@@ -19,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use memgate::app::{Backends, RunningProxy, RunningWorker};
 use memgate::config::Config;
+use memgate::config::Durability;
 use memgate_testkit::history::{self, Event, Op, Outcome, Read, Value as Field};
 use memgate_testkit::{
-    eventually, start_proxy_with_backends, test_config, FakeOpenAi, RedisServer,
+    eventually, start_proxy_with_backends, test_config, FakeOpenAi, RedisServer, SentinelGroup,
 };
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -42,9 +46,29 @@ impl Rng {
     }
 }
 
+/// The Redis a cluster runs on.
+enum Redis {
+    /// One `redis-server` (AOF, `appendfsync always`); the fault: SIGKILLed and started again.
+    Single {
+        server: Arc<Mutex<RedisServer>>,
+        url: String,
+    },
+    /// A primary, two replicas and three sentinels; the fault: the primary SIGKILLed, and a
+    /// replica promoted by the sentinels.
+    Replicated(tokio::sync::Mutex<SentinelGroup>),
+}
+
+/// What goes wrong while the clients run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Faults {
+    /// Workers crash and Redis restarts, in turn.
+    WorkersAndRedis,
+    /// The Redis primary is SIGKILLed once, a third of the way in.
+    PrimaryKilled,
+}
+
 struct Cluster {
-    redis: Arc<Mutex<RedisServer>>,
-    redis_url: String,
+    redis: Redis,
     openai: FakeOpenAi,
     proxy: RunningProxy,
     backends: Backends,
@@ -68,18 +92,42 @@ fn cluster_config(data: &std::path::Path, redis: String, openai: String) -> Conf
 
 impl Cluster {
     async fn start(workers: usize) -> Cluster {
-        let redis = RedisServer::start_durable().expect("redis-server");
-        let redis_url = redis.url();
+        let server = RedisServer::start_durable().expect("redis-server");
+        let url = server.url();
+        let redis = Redis::Single {
+            server: Arc::new(Mutex::new(server)),
+            url: url.clone(),
+        };
+        Self::start_on(redis, url, None, workers).await
+    }
+
+    /// On a primary with two replicas under three sentinels, through Sentinel, with writes
+    /// acknowledged as `durability` says.
+    async fn start_replicated(workers: usize, durability: Durability) -> Cluster {
+        let group = SentinelGroup::start(2, 3)
+            .await
+            .expect("redis with sentinels");
+        let url = group.url();
+        let redis = Redis::Replicated(tokio::sync::Mutex::new(group));
+        Self::start_on(redis, url, Some(durability), workers).await
+    }
+
+    async fn start_on(
+        redis: Redis,
+        redis_url: String,
+        durability: Option<Durability>,
+        workers: usize,
+    ) -> Cluster {
         let openai = FakeOpenAi::start(64).await.expect("openai");
         let data = tempfile::tempdir().expect("dir");
-        let config = cluster_config(data.path(), redis.url(), openai.base_url());
+        let mut config = cluster_config(data.path(), redis_url, openai.base_url());
+        config.redis.durability = durability;
         let prefix = config.key_prefix();
         let (proxy, backends) = start_proxy_with_backends(config.clone())
             .await
             .expect("proxy");
         let cluster = Cluster {
-            redis: Arc::new(Mutex::new(redis)),
-            redis_url,
+            redis,
             openai,
             proxy,
             backends,
@@ -115,7 +163,10 @@ impl Cluster {
 
     /// SIGKILLs Redis, waits `down`, starts it again on its AOF.
     async fn restart_redis(&self, down: Duration) {
-        let redis = self.redis.clone();
+        let Redis::Single { server, .. } = &self.redis else {
+            panic!("restarts are for a single redis-server");
+        };
+        let redis = server.clone();
         tokio::task::spawn_blocking(move || {
             let mut redis = redis.lock().expect("redis");
             redis.kill();
@@ -126,12 +177,33 @@ impl Cluster {
         .expect("join");
     }
 
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.redis_url.as_str()).expect("url");
-        client
-            .get_multiplexed_async_connection()
+    /// SIGKILLs the Redis primary; when a replica was promoted in its place (from the kill).
+    async fn kill_primary(&self) -> Duration {
+        let Redis::Replicated(group) = &self.redis else {
+            panic!("a failover needs replicas");
+        };
+        let mut group = group.lock().await;
+        let killed = Instant::now();
+        let old = group.kill_primary().await.expect("the primary killed");
+        group
+            .wait_for_new_primary(old, Duration::from_secs(30))
             .await
-            .expect("redis")
+            .expect("a replica promoted");
+        killed.elapsed()
+    }
+
+    /// A connection to Redis (the primary, with replicas).
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        match &self.redis {
+            Redis::Single { url, .. } => {
+                let client = redis::Client::open(url.as_str()).expect("url");
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis")
+            }
+            Redis::Replicated(group) => group.lock().await.primary().await.expect("the primary"),
+        }
     }
 
     /// Whether every queued write and association job is finished.
@@ -542,7 +614,7 @@ async fn run_history(
     cluster: &Cluster,
     clients: usize,
     seconds: u64,
-    faults: bool,
+    faults: Faults,
 ) -> (history::Report, Vec<String>, String) {
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -564,7 +636,19 @@ async fn run_history(
         tasks.push(tokio::spawn(client.run(until)));
     }
     let mut fault_log = Vec::new();
-    if faults {
+    let mut primary_killed_at = None;
+    if faults == Faults::PrimaryKilled {
+        tokio::time::sleep(Duration::from_secs(seconds) / 3).await;
+        let at = started.elapsed();
+        primary_killed_at = Some(at.as_nanos() as u64);
+        let promoted = cluster.kill_primary().await;
+        fault_log.push(format!(
+            "{} ms: the Redis primary SIGKILLed; a replica answered as primary {} ms later",
+            at.as_millis(),
+            promoted.as_millis()
+        ));
+    }
+    if faults == Faults::WorkersAndRedis {
         let mut round = 0;
         while Instant::now() + Duration::from_millis(1500) < until {
             tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -599,6 +683,9 @@ async fn run_history(
     let (reads, statuses, differences) = final_state(cluster, &ids).await;
     let waits = cluster.job_waits().await;
     let report = history::check(&events, &reads, &statuses);
+    if let Some(killed) = primary_killed_at {
+        fault_log.push(acknowledged_again(&events, killed));
+    }
     let summary = format!(
         "seed {seed:#x}, {clients} clients for {seconds} s; faults: {}\n\
          {unconfirmed} reads answered as unconfirmed while the cache was down (not checked); \
@@ -612,6 +699,45 @@ async fn run_history(
         report.summary()
     );
     (report, differences, summary)
+}
+
+/// How long after `killed` (ns into the run) the first write invoked after it was acknowledged,
+/// and how the writes invoked after it ended until then.
+fn acknowledged_again(events: &[Event], killed: u64) -> String {
+    let is_write = |event: &&Event| matches!(event.op, Op::Create(_) | Op::Update(_) | Op::Delete);
+    let after: Vec<&Event> = events
+        .iter()
+        .filter(is_write)
+        .filter(|event| event.invoked > killed)
+        .collect();
+    let first_ok = after
+        .iter()
+        .filter(|event| event.outcome == Outcome::Ok(()))
+        .map(|event| event.completed)
+        .min();
+    let Some(first_ok) = first_ok else {
+        return "no write invoked after the kill was acknowledged".into();
+    };
+    let before_it = |outcome: Outcome<()>| {
+        after
+            .iter()
+            .filter(|event| event.completed < first_ok && event.outcome == outcome)
+            .count()
+    };
+    format!(
+        "writes acknowledged again {} ms after the kill ({} refused and {} unconfirmed before)",
+        (first_ok - killed) / 1_000_000,
+        before_it(Outcome::Failed),
+        before_it(Outcome::Unknown)
+    )
+}
+
+/// Acknowledged writes the checker found lost: a newer value hidden, or a memory gone.
+fn lost_writes(report: &history::Report) -> usize {
+    ["lost write", "vanished"]
+        .iter()
+        .map(|kind| report.anomalies.get(kind).map_or(0, Vec::len))
+        .sum()
 }
 
 fn assert_clean(report: &history::Report, differences: &[String], summary: &str) {
@@ -635,7 +761,8 @@ async fn concurrent_clients_with_workers_and_redis_killed_see_every_acknowledged
         .try_init();
     let cluster = Cluster::start(2).await;
     cluster.openai.set_delay(Duration::from_millis(20));
-    let (report, differences, summary) = run_history(&cluster, 12, 12, true).await;
+    let (report, differences, summary) =
+        run_history(&cluster, 12, 12, Faults::WorkersAndRedis).await;
     assert!(report.operations > 500, "too few operations: {summary}");
     let metrics = memgate_testkit::scrape_metrics(cluster.proxy.admin_addr).await;
     println!(
@@ -649,6 +776,38 @@ async fn concurrent_clients_with_workers_and_redis_killed_see_every_acknowledged
         "keys with neither a TTL nor a bound: {unbounded:?}"
     );
     cluster.shutdown().await;
+}
+
+/// Redis with replicas under Sentinel: the history runs through memgate and two workers while
+/// the primary is SIGKILLed and the sentinels promote a replica. With `durability: replicated`
+/// (each acknowledged write also on a replica, `WAIT`), no acknowledged write is lost and the
+/// history has no anomaly; the same run with `local` is reported beside it for comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_primary_failover_loses_no_acknowledged_write_when_writes_wait_for_a_replica() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_target(false)
+        .try_init();
+    let mut figures = Vec::new();
+    for durability in [Durability::Replicated, Durability::Local] {
+        let cluster = Cluster::start_replicated(2, durability).await;
+        cluster.openai.set_delay(Duration::from_millis(20));
+        let (report, differences, summary) =
+            run_history(&cluster, 8, 15, Faults::PrimaryKilled).await;
+        println!("durability {durability:?}: {summary}");
+        figures.push(format!(
+            "{durability:?}: {} acknowledged writes lost, {} anomalies in {} operations",
+            lost_writes(&report),
+            report.count(),
+            report.operations
+        ));
+        if durability == Durability::Replicated {
+            assert!(report.operations > 300, "too few operations: {summary}");
+            assert_clean(&report, &differences, &summary);
+        }
+        cluster.shutdown().await;
+    }
+    println!("across a Redis primary failover: {}", figures.join("; "));
 }
 
 /// A create and, at once, its delete or its PATCH, 60 of each from 16 clients; then PATCHes of
