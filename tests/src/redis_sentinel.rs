@@ -215,6 +215,29 @@ impl SentinelGroup {
         matches!(role.as_deref(), Ok([redis::Value::BulkString(role), ..]) if role == b"master")
     }
 
+    /// Stops (`SIGSTOP`) every replica: they take no more of the primary's writes until
+    /// [`Self::resume_replicas`].
+    pub async fn pause_replicas(&self) -> anyhow::Result<()> {
+        self.signal_replicas("-STOP").await
+    }
+
+    pub async fn resume_replicas(&self) -> anyhow::Result<()> {
+        self.signal_replicas("-CONT").await
+    }
+
+    async fn signal_replicas(&self, signal: &str) -> anyhow::Result<()> {
+        let primary = self.primary_port().await?;
+        for node in self.nodes.iter().filter(|node| node.port() != primary) {
+            let Some(pid) = node.pid() else { continue };
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status()?;
+            anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// The primary's keys of memgate's store under `prefix`, for the test's own checks.
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let mut primary = self.primary().await?;

@@ -268,9 +268,11 @@ impl QueueError {
             Self::Redis(error) | Self::Cache(CacheError::Redis(error)) => {
                 error.code() == Some("OOM")
             }
-            // On the primary, perhaps lost with it: stored or not is not known.
-            Self::NotReplicated { .. } => true,
-            Self::Cache(_) | Self::Corrupt { .. } | Self::Journal(_) | Self::Unanswered(_) => false,
+            Self::NotReplicated { .. }
+            | Self::Cache(_)
+            | Self::Corrupt { .. }
+            | Self::Journal(_)
+            | Self::Unanswered(_) => false,
         }
     }
 
