@@ -592,6 +592,13 @@ impl RedisConfig {
         }
     }
 
+    /// Whether `url` names the nodes of a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.url
+            .as_deref()
+            .is_some_and(|url| url.starts_with(CLUSTER_SCHEME))
+    }
+
     /// `durability`, or what it is when not given.
     pub fn effective_durability(&self) -> Durability {
         self.durability.unwrap_or(if self.is_sentinel() {
@@ -604,6 +611,9 @@ impl RedisConfig {
 
 /// The scheme of a Redis URL naming its primary through Sentinel.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// The scheme of a Redis URL naming the nodes of a Redis Cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 /// When Redis has a write for good enough to acknowledge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1006,6 +1016,13 @@ impl Config {
         check_positive("cache.embeddingTtl", self.cache.embedding_ttl)?;
         check_positive("cache.l1.ttl", self.cache.l1.ttl)?;
         check_positive("redis.timeout", self.redis.timeout)?;
+        if self.redis.is_cluster() && self.redis.durability == Some(Durability::Replicated) {
+            return Err(invalid(
+                "redis.durability",
+                "replicated is not available with Redis Cluster (redis+cluster://): WAIT would not \
+                 reach the node of the write; use Sentinel (redis+sentinel://), or local",
+            ));
+        }
         if self.redis.effective_durability() == Durability::Replicated {
             check_positive("redis.replicationTimeout", self.redis.replication_timeout)?;
             if self.redis.replicas == 0 {
@@ -1031,11 +1048,12 @@ impl Config {
                 Some(url)
                     if !url.starts_with("redis://")
                         && !url.starts_with("rediss://")
-                        && !url.starts_with(SENTINEL_SCHEME) =>
+                        && !url.starts_with(SENTINEL_SCHEME)
+                        && !url.starts_with(CLUSTER_SCHEME) =>
                 {
                     return Err(invalid(
                         "redis.url",
-                        "must start with redis://, rediss:// or redis+sentinel://",
+                        "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
                     ))
                 }
                 Some(_) => {}
@@ -1127,8 +1145,14 @@ impl Config {
     }
 
     /// The prefix of every cache and queue key of this store.
+    /// The prefix of every Redis key of this store. With Redis Cluster the store's name is its
+    /// hash tag (`memgate:{namespace/name}:`), so all its keys are in one slot.
     pub fn key_prefix(&self) -> String {
-        format!("memgate:{}/{}:", self.store.namespace, self.store.name)
+        if self.redis.is_cluster() {
+            format!("memgate:{{{}/{}}}:", self.store.namespace, self.store.name)
+        } else {
+            format!("memgate:{}/{}:", self.store.namespace, self.store.name)
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! servers on loopback, never mocks of our own code.
 //!
 //! - [`RedisServer`]: a `redis-server` of its own on a free port, stopped on drop;
-//!   [`SentinelGroup`]: a primary, replicas and sentinels watching them.
+//!   [`SentinelGroup`]: a primary, replicas and sentinels watching them; [`RedisCluster`]:
+//!   three masters in cluster mode.
 //! - [`FakeUpstream`]: a stand-in legacy memory service that records what reached it.
 //! - [`FakeOpenAi`]: an OpenAI-compatible `/embeddings` server (deterministic vectors from the
 //!   hashing embedder) that counts calls and can be told to be slow or fail.
@@ -32,6 +33,7 @@ mod openai;
 mod prometheus;
 mod proxy;
 pub mod python;
+mod redis_cluster;
 mod redis_sentinel;
 mod redis_server;
 mod reference;
@@ -51,6 +53,7 @@ pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
     start_proxy_with_backends, test_config, TEST_PROJECT,
 };
+pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::{SentinelGroup, MASTER_NAME as SENTINEL_MASTER_NAME};
 pub use redis_server::{worker_done, RedisServer};
 pub use reference::{

@@ -50,6 +50,14 @@ impl RedisServer {
         Self::start_with("everysec", extra)
     }
 
+    /// Starts a node of a Redis Cluster (not yet in one: see `RedisCluster`).
+    pub fn start_cluster_node() -> anyhow::Result<Self> {
+        let extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
+            .map(String::from)
+            .to_vec();
+        Self::start_with("everysec", extra)
+    }
+
     fn start_with_fsync(fsync: &'static str) -> anyhow::Result<Self> {
         Self::start_with(fsync, Vec::new())
     }

@@ -1,4 +1,5 @@
-//! Who may claim a queue entry, on both queues (a real `redis-server`, and the in-process one):
+//! Who may claim a queue entry, on every queue (a real `redis-server`, a real Redis Cluster, and
+//! the in-process one):
 //! a live worker keeps its entries however long its jobs run, a silent worker's entries go to
 //! one other worker each, counted as one more delivery, and a worker takes back its own entries
 //! it lost track of (and only those).
@@ -12,7 +13,7 @@ use memgate::backend::cache::InProcessCache;
 use memgate::backend::queue::{
     InProcessQueue, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
 };
-use memgate_testkit::RedisServer;
+use memgate_testkit::{RedisCluster, RedisServer};
 use uuid::Uuid;
 
 /// How long a worker may be silent before it counts as dead, in these tests.
@@ -22,6 +23,7 @@ const LEASE: Duration = Duration::from_secs(5);
 struct Queues {
     queue: Arc<dyn WriteQueue>,
     redis: Option<(RedisServer, redis::Client)>,
+    _cluster: Option<RedisCluster>,
 }
 
 fn in_process() -> Queues {
@@ -29,6 +31,7 @@ fn in_process() -> Queues {
     Queues {
         queue: Arc::new(InProcessQueue::new("writes", cache, None)),
         redis: None,
+        _cluster: None,
     }
 }
 
@@ -38,7 +41,7 @@ async fn on_redis() -> Queues {
         &server.url(),
         None,
         Duration::from_secs(2),
-        "claims:",
+        "{claims}:",
         "writes",
         None,
         None,
@@ -48,6 +51,27 @@ async fn on_redis() -> Queues {
     Queues {
         queue: Arc::new(queue),
         redis: Some((server, client)),
+        _cluster: None,
+    }
+}
+
+/// On a three-master Redis Cluster (the keys' hash tag keeps them in one slot).
+async fn on_cluster() -> Queues {
+    let cluster = RedisCluster::start().await.expect("redis cluster");
+    let queue = RedisQueue::connect_lazy(
+        &cluster.url(),
+        None,
+        Duration::from_secs(2),
+        "{claims}:",
+        "writes",
+        None,
+        None,
+    )
+    .expect("queue");
+    Queues {
+        queue: Arc::new(queue),
+        redis: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -59,14 +83,14 @@ async fn submit_deletes(queue: &dyn WriteQueue, count: usize) {
             .submit(Submission {
                 op: WriteOp::Delete { id, scope: None },
                 record: RecordWrite {
-                    key: format!("claims:record:{id}"),
+                    key: format!("{{claims}}:record:{id}"),
                     value: Bytes::from_static(b"{}"),
                     ttl: Duration::from_secs(60),
                 },
                 idempotency: None,
                 bump_generation: false,
-                generation_key: "claims:generation".into(),
-                revision_key: format!("claims:rev:{id}"),
+                generation_key: "{claims}:generation".into(),
+                revision_key: format!("{{claims}}:rev:{id}"),
                 expected_revision: None,
             })
             .await
@@ -214,7 +238,7 @@ async fn group_members(client: &redis::Client) -> BTreeSet<String> {
         .expect("connect");
     let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg("claims:writes")
+        .arg("{claims}:writes")
         .arg("workers")
         .query_async(&mut connection)
         .await
@@ -279,7 +303,7 @@ async fn redis_a_claim_after_redis_lost_its_data_recreates_the_group() {
     // The stream is there and its group is not.
     redis::cmd("XGROUP")
         .arg("DESTROY")
-        .arg("claims:writes")
+        .arg("{claims}:writes")
         .arg("workers")
         .exec_async(&mut connection)
         .await
@@ -315,4 +339,24 @@ async fn in_process_the_oldest_unfinished_entry_tells_the_lag() {
 #[tokio::test]
 async fn redis_the_oldest_unfinished_entry_tells_the_lag() {
     the_oldest_unfinished_entry_tells_the_lag(on_redis().await).await;
+}
+
+#[tokio::test]
+async fn cluster_a_live_workers_entries_stay_its_own() {
+    a_live_workers_entries_stay_its_own(on_cluster().await).await;
+}
+
+#[tokio::test]
+async fn cluster_a_silent_workers_entries_go_to_one_other_worker_each() {
+    a_silent_workers_entries_go_to_one_other_worker_each(on_cluster().await).await;
+}
+
+#[tokio::test]
+async fn cluster_a_worker_takes_back_only_the_entries_it_lost_track_of() {
+    a_worker_takes_back_only_the_entries_it_lost_track_of(on_cluster().await).await;
+}
+
+#[tokio::test]
+async fn cluster_the_oldest_unfinished_entry_tells_the_lag() {
+    the_oldest_unfinished_entry_tells_the_lag(on_cluster().await).await;
 }

@@ -17,17 +17,18 @@ use memgate::backend::queue::{
     InProcessQueue, ReadSync, RecordWrite, RedisQueue, Submission, WriteOp, WriteQueue,
 };
 use memgate::keys::GenerationalKey;
-use memgate_testkit::RedisServer;
+use memgate_testkit::{RedisCluster, RedisServer};
 use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(60);
 /// The scope's read syncs.
-const READ_SYNCS: &str = "t:search:readsyncs";
+const READ_SYNCS: &str = "{t}:search:readsyncs";
 
 struct Stores {
     cache: Arc<dyn CacheStore>,
     queue: Arc<dyn WriteQueue>,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 fn in_process() -> Stores {
@@ -36,6 +37,7 @@ fn in_process() -> Stores {
         queue: Arc::new(InProcessQueue::new("writes", cache.clone(), None)),
         cache,
         _redis: None,
+        _cluster: None,
     }
 }
 
@@ -43,12 +45,30 @@ fn on_redis() -> Stores {
     let server = RedisServer::start().expect("redis-server");
     let timeout = Duration::from_secs(2);
     let cache = RedisCache::connect_lazy(&server.url(), None, timeout).expect("cache");
-    let queue = RedisQueue::connect_lazy(&server.url(), None, timeout, "t:", "writes", None, None)
-        .expect("queue");
+    let queue =
+        RedisQueue::connect_lazy(&server.url(), None, timeout, "{t}:", "writes", None, None)
+            .expect("queue");
     Stores {
         cache: Arc::new(cache),
         queue: Arc::new(queue),
         _redis: Some(server),
+        _cluster: None,
+    }
+}
+
+/// On a three-master Redis Cluster: the keys' hash tag keeps them in one slot.
+async fn on_cluster() -> Stores {
+    let cluster = RedisCluster::start().await.expect("redis cluster");
+    let timeout = Duration::from_secs(2);
+    let cache = RedisCache::connect_lazy(&cluster.url(), None, timeout).expect("cache");
+    let queue =
+        RedisQueue::connect_lazy(&cluster.url(), None, timeout, "{t}:", "writes", None, None)
+            .expect("queue");
+    Stores {
+        cache: Arc::new(cache),
+        queue: Arc::new(queue),
+        _redis: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -64,9 +84,9 @@ impl Memory {
         let id = Uuid::new_v4();
         Self {
             id,
-            access: format!("t:access:{id}"),
-            record: format!("t:mem:{id}"),
-            revision: format!("t:rev:{id}"),
+            access: format!("{{t}}:access:{id}"),
+            record: format!("{{t}}:mem:{id}"),
+            revision: format!("{{t}}:rev:{id}"),
         }
     }
 
@@ -106,14 +126,14 @@ async fn read_times(stores: &Stores, memory: &Memory, count: u64) {
     let reads = FlushedReads {
         id: memory.id,
         access_key: memory.access.clone(),
-        popular_key: "t:popular".into(),
+        popular_key: "{t}:popular".into(),
         count,
         last: Utc::now(),
         tenant: None,
     };
     stores
         .cache
-        .record_reads(&[reads], "t:access:dirty")
+        .record_reads(&[reads], "{t}:access:dirty")
         .await
         .expect("reads");
 }
@@ -155,7 +175,7 @@ async fn a_read_sync_ends_in_one_step(stores: Stores) {
             },
             idempotency: None,
             bump_generation: false,
-            generation_key: "t:generation".into(),
+            generation_key: "{t}:generation".into(),
             revision_key: memory.revision.clone(),
             expected_revision: None,
         })
@@ -229,10 +249,13 @@ async fn a_search_answer_is_cached_only_between_read_syncs(stores: Stores) {
     let memory = Memory::new();
     read_times(&stores, &memory, 2).await;
     let key = GenerationalKey {
-        head: "t:search:".into(),
+        head: "{t}:search:".into(),
         tail: ":q".into(),
     };
-    let generations = ["t:search:gen".to_string(), "t:search:scopegen".to_string()];
+    let generations = [
+        "{t}:search:gen".to_string(),
+        "{t}:search:scopegen".to_string(),
+    ];
     let lookup = || {
         let (cache, key, generations) = (stores.cache.clone(), key.clone(), generations.clone());
         async move {
@@ -384,4 +407,19 @@ async fn in_process_a_read_sync_ends_in_one_step() {
 #[tokio::test]
 async fn redis_a_read_sync_ends_in_one_step() {
     a_read_sync_ends_in_one_step(on_redis()).await;
+}
+
+#[tokio::test]
+async fn cluster_a_search_answer_is_cached_only_between_read_syncs() {
+    a_search_answer_is_cached_only_between_read_syncs(on_cluster().await).await;
+}
+
+#[tokio::test]
+async fn cluster_a_record_read_before_a_sync_is_not_stored_after_it() {
+    a_record_read_before_a_sync_is_not_stored_after_it(on_cluster().await).await;
+}
+
+#[tokio::test]
+async fn cluster_a_read_sync_ends_in_one_step() {
+    a_read_sync_ends_in_one_step(on_cluster().await).await;
 }

@@ -1,7 +1,13 @@
 //! A connection to "the Redis primary", wherever it is: one address (`redis://`, `rediss://`),
-//! or the primary Redis Sentinel names for a master (`redis+sentinel://`), followed across a
-//! failover. Both multiplex one connection per [`RedisLink`] and reconnect in the background
-//! after a failure (redis-rs's `ConnectionManager`); every command waits at most the timeout.
+//! the primary Redis Sentinel names for a master (`redis+sentinel://`), followed across a
+//! failover, or the nodes of a Redis Cluster (`redis+cluster://`), each command sent to the
+//! node of its key's slot. Each multiplexes one connection (per node) per [`RedisLink`] and
+//! reconnects after a failure (redis-rs's `ConnectionManager` and cluster connection); every
+//! command waits at most the timeout.
+//!
+//! In a cluster, a store's keys carry its hash tag (`memgate:{namespace/name}:…`, see
+//! `Config::key_prefix`), so every key, script and stream of one store is in one slot, and
+//! the scripts that touch several keys run on one node.
 //!
 //! With Sentinel, the primary is asked of the sentinels on first use and again after a command
 //! failed in a way that says the primary is gone or moved: the connection dropped or was
@@ -23,8 +29,7 @@ use redis::{
     RedisResult, Value,
 };
 
-/// The scheme of a Sentinel URL.
-pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+pub use crate::config::{CLUSTER_SCHEME, SENTINEL_SCHEME};
 
 /// A connection to the Redis primary; cheap to clone (clones share the connection).
 #[derive(Clone)]
@@ -33,6 +38,8 @@ pub enum RedisLink {
     Direct(ConnectionManager),
     /// The primary the sentinels name.
     Sentinel(Arc<SentinelLink>),
+    /// The nodes of a Redis Cluster.
+    Cluster(Arc<ClusterLink>),
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -43,6 +50,7 @@ impl std::fmt::Debug for RedisLink {
                 .debug_struct("RedisLink::Sentinel")
                 .field("master", &link.master)
                 .finish_non_exhaustive(),
+            Self::Cluster(_) => f.write_str("RedisLink::Cluster"),
         }
     }
 }
@@ -58,6 +66,11 @@ pub fn connect_lazy(
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
+    if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        return Ok(RedisLink::Cluster(Arc::new(ClusterLink::new(
+            rest, password, timeout,
+        )?)));
+    }
     if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
         let target = SentinelUrl::parse(rest)?;
         return Ok(RedisLink::Sentinel(Arc::new(SentinelLink::new(
@@ -86,58 +99,106 @@ pub struct SentinelUrl {
 impl SentinelUrl {
     /// Parses what follows `redis+sentinel://`.
     pub fn parse(rest: &str) -> RedisResult<Self> {
-        let invalid = |why: String| {
-            RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "invalid redis+sentinel URL",
-                why,
-            ))
-        };
-        let (credentials, rest) = match rest.rsplit_once('@') {
-            Some((credentials, rest)) => (Some(credentials), rest),
-            None => (None, rest),
-        };
-        let password = credentials
-            .map(|credentials| {
-                credentials
-                    .split_once(':')
-                    .map_or(credentials, |(_, password)| password)
-            })
-            .filter(|password| !password.is_empty())
-            .map(str::to_string);
+        let (password, rest) = credentials(rest);
         let (hosts, path) = rest.split_once('/').ok_or_else(|| {
-            invalid("the master's name is missing: redis+sentinel://host:port,…/master".into())
+            invalid_url("the master's name is missing: redis+sentinel://host:port,…/master")
         })?;
         let mut path = path.split('/');
         let master = path
             .next()
             .filter(|name| !name.is_empty())
-            .ok_or_else(|| invalid("the master's name is empty".into()))?;
+            .ok_or_else(|| invalid_url("the master's name is empty"))?;
         let db = match path.next().filter(|db| !db.is_empty()) {
             Some(db) => db
                 .parse()
-                .map_err(|_| invalid(format!("database {db:?} is not a number")))?,
+                .map_err(|_| invalid_url(format!("database {db:?} is not a number")))?,
             None => 0,
         };
-        let sentinels = hosts
-            .split(',')
-            .map(|host| {
-                let (name, port) = host.rsplit_once(':').unwrap_or((host, "26379"));
-                let port = port
-                    .parse()
-                    .map_err(|_| invalid(format!("port of {host:?} is not a number")))?;
-                if name.is_empty() {
-                    return Err(invalid(format!("a sentinel without a host: {host:?}")));
-                }
-                Ok((name.to_string(), port))
-            })
-            .collect::<RedisResult<Vec<_>>>()?;
         Ok(Self {
-            sentinels,
+            sentinels: hosts_of(hosts, 26379)?,
             master: master.to_string(),
             db,
             password,
         })
+    }
+}
+
+fn invalid_url(why: impl Into<String>) -> RedisError {
+    RedisError::from((
+        ErrorKind::InvalidClientConfig,
+        "invalid Redis URL",
+        why.into(),
+    ))
+}
+
+/// The password of `[user:password@]rest`, and the rest.
+fn credentials(url: &str) -> (Option<String>, &str) {
+    match url.rsplit_once('@') {
+        Some((credentials, rest)) => {
+            let password = credentials
+                .split_once(':')
+                .map_or(credentials, |(_, password)| password);
+            ((!password.is_empty()).then(|| password.to_string()), rest)
+        }
+        None => (None, url),
+    }
+}
+
+/// `host[:port],host[:port]…`, `default_port` where none is given.
+fn hosts_of(hosts: &str, default_port: u16) -> RedisResult<Vec<(String, u16)>> {
+    hosts
+        .split(',')
+        .map(|host| {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) => (
+                    name,
+                    port.parse()
+                        .map_err(|_| invalid_url(format!("port of {host:?} is not a number")))?,
+                ),
+                None => (host, default_port),
+            };
+            if name.is_empty() {
+                return Err(invalid_url(format!("a node without a host: {host:?}")));
+            }
+            Ok((name.to_string(), port))
+        })
+        .collect()
+}
+
+/// The nodes of a Redis Cluster, connected on first use.
+pub struct ClusterLink {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
+}
+
+impl ClusterLink {
+    /// From what follows `redis+cluster://`: `[:password@]host:port,host:port…` (any of the
+    /// nodes; the others are found from them).
+    fn new(rest: &str, password: Option<&str>, timeout: Duration) -> RedisResult<Self> {
+        let (url_password, hosts) = credentials(rest);
+        let hosts = hosts.trim_end_matches('/');
+        let nodes: Vec<String> = hosts_of(hosts, 6379)?
+            .into_iter()
+            .map(|(host, port)| format!("redis://{host}:{port}"))
+            .collect();
+        let mut builder = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2);
+        if let Some(password) = password.map(str::to_string).or(url_password) {
+            builder = builder.password(password);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            connection: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn connection(&self) -> RedisResult<redis::cluster_async::ClusterConnection> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
     }
 }
 
@@ -300,6 +361,10 @@ impl ConnectionLike for RedisLink {
                 let link = link.clone();
                 Box::pin(async move { link.command(cmd).await })
             }
+            Self::Cluster(link) => {
+                let link = link.clone();
+                Box::pin(async move { link.connection().await?.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -315,6 +380,15 @@ impl ConnectionLike for RedisLink {
                 let link = link.clone();
                 Box::pin(async move { link.commands(pipeline, offset, count).await })
             }
+            Self::Cluster(link) => {
+                let link = link.clone();
+                Box::pin(async move {
+                    link.connection()
+                        .await?
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                })
+            }
         }
     }
 
@@ -325,6 +399,8 @@ impl ConnectionLike for RedisLink {
                 .current()
                 .map(|primary| primary.connection.get_db())
                 .unwrap_or(0),
+            // A cluster has database 0 only.
+            Self::Cluster(_) => 0,
         }
     }
 }
@@ -357,5 +433,15 @@ mod tests {
         for bad in ["s1:26379", "s1:26379/", "s1:port/m", ":26379/m", "s1/m/db"] {
             assert!(SentinelUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_nodes() {
+        assert_eq!(
+            hosts_of("10.0.0.1:7000,node-b", 6379).expect("valid"),
+            vec![("10.0.0.1".to_string(), 7000), ("node-b".to_string(), 6379)]
+        );
+        assert!(ClusterLink::new(":pw@n1:7000,n2:7001", None, Duration::from_secs(1)).is_ok());
+        assert!(ClusterLink::new("n1:port", None, Duration::from_secs(1)).is_err());
     }
 }

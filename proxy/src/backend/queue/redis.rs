@@ -86,6 +86,10 @@ pub struct RedisQueue {
     dead_dropped: String,
     workers: String,
     follow_up: Option<String>,
+    /// The key a script is given for one it does not get (no idempotency key, no record…):
+    /// in the store's hash slot like every other (a cluster refuses keys of two slots in one
+    /// script), and never written.
+    none: String,
     submit: Script,
     finish: Script,
     keep_alive: Script,
@@ -140,6 +144,7 @@ impl RedisQueue {
             dead: format!("{prefix}{stream}:dead"),
             dead_dropped: format!("{prefix}{stream}:dead:dropped"),
             workers: format!("{prefix}{stream}:consumers"),
+            none: format!("{prefix}{stream}:none"),
             follow_up: follow_up.map(|stream| format!("{prefix}{stream}")),
             submit: Script::new(SUBMIT),
             finish: Script::new(FINISH),
@@ -281,7 +286,7 @@ impl WriteQueue for RedisQueue {
         let (idempotency_key, idempotency_ttl) = submission
             .idempotency
             .map(|(key, ttl)| (key, millis(ttl)))
-            .unwrap_or_default();
+            .unwrap_or_else(|| (self.none.clone(), 0));
         let expected = submission
             .expected_revision
             .map(|revision| revision.to_string())
@@ -293,6 +298,7 @@ impl WriteQueue for RedisQueue {
             .key(&idempotency_key)
             .key(&submission.generation_key)
             .key(&submission.revision_key)
+            .key(&self.none)
             .arg(submission.record.value.as_ref())
             .arg(millis(submission.record.ttl))
             .arg(op)
@@ -425,17 +431,17 @@ impl WriteQueue for RedisQueue {
     async fn finish(&self, job: &Job, finish: Finish) -> Result<Finished, QueueError> {
         let (record_key, record_value, record_ttl) = match &finish.record {
             Some(record) => (record.key.as_str(), record.value.as_ref(), record.ttl),
-            None => ("", &b""[..], Duration::from_secs(3600)),
+            None => (self.none.as_str(), &b""[..], Duration::from_secs(3600)),
         };
         let follow_up = match (&self.follow_up, &finish.follow_up) {
             (Some(stream), Some(op)) => (stream.as_str(), serialized(&job.entry, op)?),
-            _ => ("", Vec::new()),
+            _ => (self.none.as_str(), Vec::new()),
         };
         let op = serde_json::to_string(&job.op).unwrap_or_default();
         let optional = |number: Option<u64>| number.map(|n| n.to_string()).unwrap_or_default();
         let (lease_key, lease_owner, lease) = match &finish.lease {
             Some((key, owner, lease)) => (key.as_str(), owner.as_str(), *lease),
-            None => ("", "", Duration::from_secs(1)),
+            None => (self.none.as_str(), "", Duration::from_secs(1)),
         };
         let stored: i64 = self
             .finish
@@ -447,6 +453,7 @@ impl WriteQueue for RedisQueue {
             .key(follow_up.0)
             .key(&self.dead_dropped)
             .key(lease_key)
+            .key(&self.none)
             .arg(record_value)
             .arg(millis(record_ttl))
             .arg(optional(finish.applied))
