@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub redis: Option<StatefulSet>,
+    /// The Sentinels of a Redis with replicas.
+    pub redis_sentinel: Option<StatefulSet>,
     pub qdrant: Option<StatefulSet>,
     pub worker: Option<Deployment>,
     /// Volumes that could not take the declared size (a shrink), as messages.
@@ -154,7 +156,13 @@ async fn apply_part(
     applied: &mut Applied,
 ) -> Result<StatefulSet> {
     apply(client, namespace, &part.service).await?;
+    if let Some(headless) = &part.headless_service {
+        apply(client, namespace, headless).await?;
+    }
     apply(client, namespace, &part.network_policy).await?;
+    if let Some(budget) = &part.disruption_budget {
+        apply(client, namespace, budget).await?;
+    }
     let desired = keeping_claim_templates(client, namespace, &part.stateful_set).await?;
     let set = apply(client, namespace, &desired).await?;
     if let Some(problem) = resize_volume(client, namespace, &set, storage).await? {
@@ -174,6 +182,7 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         config_map,
         generated_secrets: _, // created before the build (see `secrets::ensure_generated`)
         redis,
+        redis_sentinel,
         qdrant,
         worker,
         worker_disruption_budget,
@@ -183,6 +192,11 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
     if let (Some(part), Some(managed)) = (redis, &store.spec.redis.managed) {
         applied.redis =
             Some(apply_part(client, &namespace, part, &managed.storage, &mut applied).await?);
+    }
+    if let Some(part) = redis_sentinel {
+        // No volume: its config is written at start.
+        applied.redis_sentinel =
+            Some(apply_part(client, &namespace, part, "", &mut applied).await?);
     }
     if let (Some(part), Some(managed)) = (qdrant, &store.spec.qdrant.managed) {
         applied.qdrant =
@@ -195,12 +209,17 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
 
     let selector = all_objects_selector(store);
     let uid = store.uid().ok_or(Error::NoUid)?;
-    let parts = [redis, qdrant];
-    let services = names(
+    let parts = [redis, redis_sentinel, qdrant];
+    let mut services = names(
         parts
             .iter()
             .map(|p| p.as_ref().and_then(|p| p.service.metadata.name.as_ref())),
     );
+    services.extend(names(parts.iter().map(|p| {
+        p.as_ref()
+            .and_then(|p| p.headless_service.as_ref())
+            .and_then(|s| s.metadata.name.as_ref())
+    })));
     let sets = names(parts.iter().map(|p| {
         p.as_ref()
             .and_then(|p| p.stateful_set.metadata.name.as_ref())
@@ -209,9 +228,14 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         p.as_ref()
             .and_then(|p| p.network_policy.metadata.name.as_ref())
     }));
-    let budgets = names([worker_disruption_budget
+    let mut budgets = names([worker_disruption_budget
         .as_ref()
         .and_then(|b| b.metadata.name.as_ref())]);
+    budgets.extend(names(parts.iter().map(|p| {
+        p.as_ref()
+            .and_then(|p| p.disruption_budget.as_ref())
+            .and_then(|b| b.metadata.name.as_ref())
+    })));
     let maps = names([config_map.metadata.name.as_ref()]);
     let deployments = names([worker.metadata.name.as_ref()]);
     let mut deleted = Vec::new();

@@ -161,6 +161,10 @@ pub struct RedisSpec {
     pub managed: Option<ManagedRedis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalRedis>,
+    /// When a write is acknowledged: `replicated` (also on a replica, Redis's `WAIT`; the
+    /// default with replicas or a Sentinel URL) or `local` (once the primary has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<RedisDurability>,
 }
 
 /// A Redis StatefulSet with append-only persistence, run by the operator.
@@ -185,6 +189,27 @@ pub struct ManagedRedis {
     /// The Redis image.
     #[serde(default = "default_redis_image")]
     pub image: String,
+    /// Redis nodes: 1, or 3 and up for a primary and replicas watched by three Redis
+    /// Sentinels, which promote a replica when the primary is lost (memgate follows it, and
+    /// acknowledges a write only once a replica has it too: `durability`).
+    #[serde(default = "default_redis_replicas")]
+    #[x_kube(validation = Rule::new("self == 1 || (self >= 3 && self <= 9)").message("replicas is 1 (one node) or 3 to 9 (a primary and replicas under Sentinel)"))]
+    pub replicas: i32,
+}
+
+/// When a write is acknowledged (memgate's `redis.durability`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RedisDurability {
+    Local,
+    Replicated,
+}
+
+impl ManagedRedis {
+    /// Whether this Redis is a primary with replicas under Sentinel.
+    pub fn replicated(&self) -> bool {
+        self.replicas >= 3
+    }
 }
 
 /// An existing Redis.
@@ -192,8 +217,10 @@ pub struct ManagedRedis {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalRedis {
     /// `redis://host:port` or `rediss://host:port` (TLS); a user name may go in it
-    /// (`redis://user@host:port`), the password may not (`passwordSecretRef`).
-    #[schemars(regex(pattern = r"^rediss?://[^\s]+$"))]
+    /// (`redis://user@host:port`), the password may not (`passwordSecretRef`). Through Redis
+    /// Sentinel: `redis+sentinel://sentinel:26379,sentinel-b:26379/master-name`; a Redis
+    /// Cluster: `redis+cluster://node:6379,node-b:6379`.
+    #[schemars(regex(pattern = r"^(rediss?|redis\+sentinel|redis\+cluster)://[^\s]+$"))]
     #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("the URL must not carry a password: put it in a Secret and name it in passwordSecretRef"))]
     pub url: String,
     /// Its password, when it has one.
@@ -639,6 +666,9 @@ fn default_min_samples() -> u64 {
 }
 fn default_max_ratio() -> f64 {
     0.01
+}
+fn default_redis_replicas() -> i32 {
+    1
 }
 fn default_redis_storage() -> String {
     "1Gi".into()

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::ramp::prometheus::PrometheusClient;
 use crate::ramp::{Measure, RampOutcome};
 use crate::status::{self, Problem};
-use crate::{build::qdrant, build::redis, build::worker, secrets};
+use crate::{build::qdrant, build::redis, build::sentinel, build::worker, secrets};
 
 /// How often a healthy store is looked at again even when nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -250,6 +250,7 @@ pub async fn observe(client: &Client, store: &MemoryStore) -> Result<Applied> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     Ok(Applied {
         redis: sets.get_opt(&redis::name(store)).await?,
+        redis_sentinel: sets.get_opt(&sentinel::name(store)).await?,
         qdrant: sets.get_opt(&qdrant::name(store)).await?,
         worker: deployments.get_opt(&worker::name(store)).await?,
         ..Applied::default()

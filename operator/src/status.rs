@@ -157,21 +157,31 @@ pub fn compute(
 
     let part_up = |p: &PartStatus| p.ready == "external" || p.ready_replicas >= 1;
     let workers_up = workers.replicas == 0 || workers.ready_replicas >= 1;
-    let available = part_up(&redis) && part_up(&qdrant) && workers_up;
+    // A replicated Redis fails over only while a quorum of its Sentinels is up.
+    let sentinels = applied
+        .redis_sentinel
+        .as_ref()
+        .map(|set| Workload::of_set(set).part());
+    let sentinels_up = sentinels
+        .as_ref()
+        .is_none_or(|p| p.ready_replicas >= crate::build::sentinel::QUORUM as i32);
+    let available = part_up(&redis) && part_up(&qdrant) && workers_up && sentinels_up;
     let mut waiting = Vec::new();
     for (name, p) in [
-        ("redis", &redis),
-        ("qdrant", &qdrant),
-        ("workers", &workers),
+        ("redis", Some(&redis)),
+        ("redis-sentinel", sentinels.as_ref()),
+        ("qdrant", Some(&qdrant)),
+        ("workers", Some(&workers)),
     ] {
+        let Some(p) = p else { continue };
         if p.ready != "external" && p.ready_replicas < p.replicas {
             waiting.push(format!("{name} {}", p.ready));
         }
     }
-    let rolling = applied
-        .redis
-        .as_ref()
-        .is_some_and(|s| !Workload::of_set(s).rolled_out())
+    let rolling = [&applied.redis, &applied.redis_sentinel]
+        .into_iter()
+        .flatten()
+        .any(|s| !Workload::of_set(s).rolled_out())
         || applied
             .qdrant
             .as_ref()

@@ -396,3 +396,122 @@ fn switching_redis_from_managed_to_external_drops_its_objects() {
         .collect();
     assert_eq!(generated, vec!["notes-qdrant-auth"]);
 }
+
+/// `replicas: 3`: a primary and two replicas with stable names, three Sentinels, both spread
+/// over nodes and one pod down at a time; memgate reaches the primary through the Sentinels.
+#[test]
+fn a_replicated_redis_gets_sentinels_stable_names_and_budgets() {
+    let (_, desired) = desired("replicated.yaml");
+    let redis = desired.redis.as_ref().expect("managed redis");
+    let set = redis.stateful_set.spec.as_ref().expect("spec");
+    assert_eq!(set.replicas, Some(3));
+    assert_eq!(set.service_name.as_deref(), Some("notes-redis-headless"));
+    let pod = pod_spec(&set.template.spec);
+    assert!(
+        pod.affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .is_some(),
+        "spread over nodes"
+    );
+    let script = pod.containers[0].args.as_ref().expect("args")[0].clone();
+    for part in [
+        "sentinel get-master-addr-by-name memgate",
+        "notes-redis-0.notes-redis-headless.team-a.svc",
+        "--replicaof \"$primary\" 6379",
+        "--masterauth \"$REDIS_PASSWORD\"",
+        "--requirepass \"$REDIS_PASSWORD\"",
+        "--appendonly yes",
+    ] {
+        assert!(script.contains(part), "{part} in {script}");
+    }
+    let headless = redis.headless_service.as_ref().expect("headless");
+    assert_eq!(
+        headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    assert!(redis.disruption_budget.is_some());
+
+    let sentinels = desired.redis_sentinel.as_ref().expect("sentinels");
+    let sentinel_set = sentinels.stateful_set.spec.as_ref().expect("spec");
+    assert_eq!(sentinel_set.replicas, Some(3));
+    assert_eq!(
+        sentinel_set.service_name.as_deref(),
+        Some("notes-redis-sentinel")
+    );
+    let sentinel_pod = pod_spec(&sentinel_set.template.spec);
+    let sentinel_script = sentinel_pod.containers[0].args.as_ref().expect("args")[0].clone();
+    for part in [
+        "sentinel monitor memgate $primary 6379 2",
+        "sentinel auth-pass memgate $REDIS_PASSWORD",
+        "sentinel announce-hostnames yes",
+        "notes-redis-0.notes-redis-headless.team-a.svc",
+    ] {
+        assert!(
+            sentinel_script.contains(part),
+            "{part} in {sentinel_script}"
+        );
+    }
+    assert_eq!(
+        secret_of(&sentinel_pod.containers[0], "REDIS_PASSWORD"),
+        Some(("notes-redis-auth".into(), "password".into()))
+    );
+    assert!(sentinels.disruption_budget.is_some());
+    // The Sentinels reach Redis; Redis's pods ask the Sentinels.
+    let redis_policy = serde_json::to_string(&redis.network_policy).expect("json");
+    assert!(redis_policy.contains("redis-sentinel"), "{redis_policy}");
+    let sentinel_policy = serde_json::to_string(&sentinels.network_policy).expect("json");
+    assert!(sentinel_policy.contains("26379"), "{sentinel_policy}");
+
+    let config = desired.config_map.data.as_ref().expect("data")[config::CONFIG_KEY].clone();
+    assert!(
+        config.contains(
+            "redis+sentinel://notes-redis-sentinel-0.notes-redis-sentinel.team-a.svc:26379,\
+             notes-redis-sentinel-1.notes-redis-sentinel.team-a.svc:26379,\
+             notes-redis-sentinel-2.notes-redis-sentinel.team-a.svc:26379/memgate"
+        ),
+        "{config}"
+    );
+    let rendered: memgate_config::Config = serde_yaml::from_str(&config).expect("memgate config");
+    assert_eq!(
+        rendered.redis.effective_durability(),
+        memgate_config::Durability::Replicated
+    );
+}
+
+#[test]
+fn one_redis_node_has_no_sentinels() {
+    let (_, desired) = desired("managed.yaml");
+    assert!(desired.redis_sentinel.is_none());
+    let redis = desired.redis.as_ref().expect("managed redis");
+    assert!(redis.headless_service.is_none() && redis.disruption_budget.is_none());
+}
+
+/// The start scripts of a replicated Redis's pods are valid `sh`.
+#[test]
+fn the_replicated_redis_start_scripts_are_valid_shell() {
+    let (_, desired) = desired("replicated.yaml");
+    let parts = [
+        desired.redis.as_ref().expect("redis"),
+        desired.redis_sentinel.as_ref().expect("sentinels"),
+    ];
+    for part in parts {
+        let spec = part.stateful_set.spec.as_ref().expect("spec");
+        let container = &pod_spec(&spec.template.spec).containers[0];
+        assert_eq!(
+            container.command.as_deref(),
+            Some(&["sh".to_string(), "-c".to_string()][..])
+        );
+        let script = &container.args.as_ref().expect("args")[0];
+        let checked = std::process::Command::new("sh")
+            .args(["-n", "-c", script])
+            .output()
+            .expect("sh");
+        assert!(
+            checked.status.success(),
+            "{}: {}",
+            container.name,
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}

@@ -72,10 +72,12 @@ pub fn without_password(url: &str) -> String {
     }
 }
 
+/// The managed Redis's Service, its Sentinels with replicas, or the external URL.
 pub fn redis_url(store: &MemoryStore) -> String {
-    match &store.spec.redis.external {
-        Some(external) => without_password(&external.url),
-        None => format!("redis://{}:6379", service_host(store, "redis")),
+    match (&store.spec.redis.external, &store.spec.redis.managed) {
+        (Some(external), _) => without_password(&external.url),
+        (None, Some(managed)) if managed.replicated() => super::sentinel::url(store),
+        (None, _) => format!("redis://{}:6379", service_host(store, "redis")),
     }
 }
 
@@ -131,6 +133,14 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     config.cache.search_ttl = duration("cache.searchTtl", &spec.cache.search_ttl)?;
     config.cache.embedding_ttl = duration("cache.embeddingTtl", &spec.cache.embedding_ttl)?;
     config.redis.url = Some(redis_url(store));
+    config.redis.durability = store
+        .spec
+        .redis
+        .durability
+        .map(|durability| match durability {
+            crd::RedisDurability::Local => memgate_config::Durability::Local,
+            crd::RedisDurability::Replicated => memgate_config::Durability::Replicated,
+        });
     config.vectors.backend = VectorBackend::Qdrant;
     config.vectors.url = Some(qdrant_url(store));
     config.vectors.collection = spec.qdrant.collection.clone();

@@ -17,6 +17,8 @@ pub const MANAGER: &str = "memgate-operator";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
     Redis,
+    /// The Redis Sentinels of a replicated Redis.
+    Sentinel,
     Qdrant,
     Worker,
     Config,
@@ -26,6 +28,7 @@ impl Component {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Redis => "redis",
+            Self::Sentinel => "redis-sentinel",
             Self::Qdrant => "qdrant",
             Self::Worker => "worker",
             Self::Config => "config",

@@ -5,10 +5,12 @@
 pub mod config;
 pub mod labels;
 pub mod network;
+pub mod placement;
 pub mod qdrant;
 pub mod quantity;
 pub mod redis;
 pub mod security;
+pub mod sentinel;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use self::config::ConfigError;
 use self::labels::{metadata, Component};
-use crate::crd::{MemoryStore, SecretKeyRef};
+use crate::crd::{ManagedRedis, MemoryStore, SecretKeyRef};
 
 /// CPU and memory requests and a memory limit (no CPU limit: throttling a cache or a proxy
 /// hurts more than it protects).
@@ -52,6 +54,10 @@ pub struct ManagedPart {
     pub service: Service,
     /// Who may reach it (see [`network`]).
     pub network_policy: NetworkPolicy,
+    /// The stable names of its pods, when it has peers (see [`placement`]).
+    pub headless_service: Option<Service>,
+    /// One pod down at a time, when it has several.
+    pub disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// A credential the operator generates (when the spec names none), and the part it is for.
@@ -70,6 +76,8 @@ pub struct Desired {
     pub generated_secrets: Vec<GeneratedSecret>,
     /// `None` when Redis is external.
     pub redis: Option<ManagedPart>,
+    /// The Sentinels of a managed Redis with replicas.
+    pub redis_sentinel: Option<ManagedPart>,
     /// `None` when Qdrant is external.
     pub qdrant: Option<ManagedPart>,
     pub worker: Deployment,
@@ -196,16 +204,15 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
                 secret: redis::generated_secret(store),
             });
         }
-        ManagedPart {
-            stateful_set: redis::stateful_set(
-                store,
-                managed,
-                secrets.of(&redis::password_ref(store, managed)),
-            ),
-            service: redis::service(store),
-            network_policy: network::policy(store, Component::Redis, &[redis::PORT]),
-        }
+        redis_part(store, managed, secrets)
     });
+    let redis_sentinel = store
+        .spec
+        .redis
+        .managed
+        .as_ref()
+        .filter(|managed| managed.replicated())
+        .map(|managed| sentinel_part(store, managed, secrets));
     let qdrant = store.spec.qdrant.managed.as_ref().map(|managed| {
         if managed.api_key_secret_ref.is_none() {
             generated_secrets.push(GeneratedSecret {
@@ -224,7 +231,10 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
                 store,
                 Component::Qdrant,
                 &[qdrant::HTTP_PORT, qdrant::GRPC_PORT],
+                &[],
             ),
+            headless_service: None,
+            disruption_budget: None,
         }
     });
     let hash = config_hash(&config_yaml, &secrets.combined());
@@ -234,6 +244,50 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
         config_map,
         generated_secrets,
         redis,
+        redis_sentinel,
         qdrant,
     })
+}
+
+/// A managed Redis: one node, or a primary and replicas (reached by the Sentinels too).
+fn redis_part(store: &MemoryStore, managed: &ManagedRedis, secrets: &SecretDigests) -> ManagedPart {
+    let secret_hash = secrets.of(&redis::password_ref(store, managed));
+    let (headless_service, disruption_budget, peers) = if managed.replicated() {
+        let (headless, budget) = redis::replicated_extras(store);
+        (Some(headless), Some(budget), vec![Component::Sentinel])
+    } else {
+        (None, None, Vec::new())
+    };
+    ManagedPart {
+        stateful_set: redis::stateful_set(store, managed, secret_hash),
+        service: redis::service(store),
+        network_policy: network::policy(store, Component::Redis, &[redis::PORT], &peers),
+        headless_service,
+        disruption_budget,
+    }
+}
+
+/// The Sentinels of a managed Redis with replicas (asked by the Redis pods too).
+fn sentinel_part(
+    store: &MemoryStore,
+    managed: &ManagedRedis,
+    secrets: &SecretDigests,
+) -> ManagedPart {
+    let (headless, budget) = sentinel::extras(store);
+    ManagedPart {
+        stateful_set: sentinel::stateful_set(
+            store,
+            managed,
+            secrets.of(&redis::password_ref(store, managed)),
+        ),
+        service: sentinel::service(store),
+        network_policy: network::policy(
+            store,
+            Component::Sentinel,
+            &[sentinel::PORT],
+            &[Component::Redis],
+        ),
+        headless_service: Some(headless),
+        disruption_budget: Some(budget),
+    }
 }

@@ -35,15 +35,22 @@ fn peer(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
     }
 }
 
-/// Ingress to `component`'s pods: its clients on `ports`, its own pods on any port.
-pub fn policy(store: &MemoryStore, component: Component, ports: &[i32]) -> NetworkPolicy {
-    let clients = vec![
+/// Ingress to `component`'s pods: its clients (and the pods of `peers`, the store's other
+/// parts that talk to it) on `ports`, its own pods on any port.
+pub fn policy(
+    store: &MemoryStore,
+    component: Component,
+    ports: &[i32],
+    peers: &[Component],
+) -> NetworkPolicy {
+    let mut clients = vec![
         peer(selector(store, Component::Worker)),
         peer(BTreeMap::from([(
             STORE_LABEL.to_string(),
             store.name_any(),
         )])),
     ];
+    clients.extend(peers.iter().map(|other| peer(selector(store, *other))));
     NetworkPolicy {
         metadata: metadata(store, name(store, component), component),
         spec: Some(NetworkPolicySpec {
@@ -88,7 +95,7 @@ mod tests {
     #[test]
     fn only_the_stores_workers_and_injected_pods_reach_redis() {
         let store = store();
-        let policy = policy(&store, Component::Redis, &[6379]);
+        let policy = policy(&store, Component::Redis, &[6379], &[]);
         let spec = policy.spec.expect("spec");
         assert_eq!(
             spec.pod_selector.and_then(|s| s.match_labels),

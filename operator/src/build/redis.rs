@@ -1,5 +1,10 @@
 //! A managed Redis: a StatefulSet with a volume per pod and append-only persistence, and its
-//! Service.
+//! Service. With `replicas` 3 and up, a primary and replicas: pod 0 starts as the primary,
+//! every other pod as its replica, and the Sentinels ([`super::sentinel`]) watch them and
+//! promote a replica when the primary is lost. A pod (re)starting asks the Sentinels which
+//! node is the primary now and replicates it (or is it); each pod announces its stable name
+//! (`{pod}.{name}-headless.{namespace}.svc`), so a restarted pod with a new IP is still
+//! known. memgate reaches the primary through the Sentinels.
 //!
 //! `appendonly yes` + `appendfsync everysec`: an acknowledged write survives a Redis restart.
 //! A crash (the process SIGKILLed or OOM-killed, or its node lost) can lose what Redis
@@ -13,17 +18,20 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, VolumeMount, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, TCPSocketAction, VolumeMount,
+    VolumeResourceRequirements,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::labels::{labels, metadata, selector, Component};
+use super::placement::{self, pod_host};
 use super::quantity;
 use super::security::{container_security, pod_security, secret_env};
+use super::sentinel;
 use crate::crd::{ManagedRedis, MemoryStore, SecretKeyRef};
 
 pub const PORT: i32 = 6379;
@@ -32,6 +40,16 @@ const GID: i64 = 1000;
 
 pub fn name(store: &MemoryStore) -> String {
     format!("{}-redis", store.name_any())
+}
+
+/// The headless Service giving each Redis pod of a replicated Redis its stable name.
+pub fn headless_name(store: &MemoryStore) -> String {
+    format!("{}-redis-headless", store.name_any())
+}
+
+/// The stable name of Redis pod `ordinal`.
+pub fn pod_name(store: &MemoryStore, ordinal: u32) -> String {
+    pod_host(store, &name(store), ordinal, &headless_name(store))
 }
 
 /// The generated password's Secret, when the spec names none.
@@ -92,14 +110,54 @@ fn args(resources: &ResourceRequirements) -> Vec<String> {
     args
 }
 
+/// The start script of a node of a replicated Redis: the primary the Sentinels name (none yet:
+/// pod 0), replicated unless it is this pod. `$REDIS_PASSWORD` also authenticates to the
+/// primary (`masterauth`).
+fn replicated_start_script(store: &MemoryStore, resources: &ResourceRequirements) -> String {
+    let args = args(resources)
+        .iter()
+        .map(|arg| match arg.as_str() {
+            "$(REDIS_PASSWORD)" => "\"$REDIS_PASSWORD\"".to_string(),
+            "" => "''".to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        r#"set -eu
+me="$(hostname).{headless}.{namespace}.svc"
+primary="$(redis-cli -h {sentinels} -p {sentinel_port} sentinel get-master-addr-by-name {master} 2>/dev/null | head -n 1 || true)"
+if [ -z "$primary" ]; then primary="{first}"; fi
+set -- redis-server {args} --masterauth "$REDIS_PASSWORD" --replica-announce-ip "$me"
+if [ "$primary" != "$me" ]; then set -- "$@" --replicaof "$primary" {port}; fi
+exec "$@"
+"#,
+        headless = headless_name(store),
+        namespace = store.namespace().unwrap_or_else(|| "default".into()),
+        sentinels = sentinel::service_name(store),
+        sentinel_port = sentinel::PORT,
+        master = sentinel::MASTER_NAME,
+        first = pod_name(store, 0),
+        port = PORT,
+    )
+}
+
 fn container(store: &MemoryStore, managed: &ManagedRedis) -> Container {
     let resources = managed.resources.clone().unwrap_or_else(default_resources);
     let ping = "redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning ping | grep -q PONG";
+    let (command, args) = if managed.replicated() {
+        (
+            vec!["sh".into(), "-c".into()],
+            vec![replicated_start_script(store, &resources)],
+        )
+    } else {
+        (vec!["redis-server".into()], args(&resources))
+    };
     Container {
         name: "redis".into(),
         image: Some(managed.image.clone()),
-        command: Some(vec!["redis-server".into()]),
-        args: Some(args(&resources)),
+        command: Some(command),
+        args: Some(args),
         env: Some(vec![secret_env(
             "REDIS_PASSWORD",
             &password_ref(store, managed),
@@ -170,8 +228,12 @@ pub fn stateful_set(
     StatefulSet {
         metadata: metadata(store, name(store), Component::Redis),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(name(store)),
+            replicas: Some(managed.replicas),
+            service_name: Some(if managed.replicated() {
+                headless_name(store)
+            } else {
+                name(store)
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector(store, Component::Redis)),
                 ..Default::default()
@@ -186,6 +248,9 @@ pub fn stateful_set(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container(store, managed)],
+                    affinity: managed
+                        .replicated()
+                        .then(|| placement::spread(store, Component::Redis)),
                     security_context: Some(pod_security(UID, GID)),
                     automount_service_account_token: Some(false),
                     ..Default::default()
@@ -202,18 +267,18 @@ pub fn stateful_set(
 }
 
 pub fn service(store: &MemoryStore) -> Service {
-    Service {
-        metadata: metadata(store, name(store), Component::Redis),
-        spec: Some(ServiceSpec {
-            selector: Some(selector(store, Component::Redis)),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    placement::service(store, Component::Redis, name(store), &[("redis", PORT)])
+}
+
+/// The headless Service and the disruption budget of a replicated Redis.
+pub fn replicated_extras(store: &MemoryStore) -> (Service, PodDisruptionBudget) {
+    (
+        placement::headless_service(
+            store,
+            Component::Redis,
+            headless_name(store),
+            &[("redis", PORT)],
+        ),
+        placement::disruption_budget(store, Component::Redis, name(store)),
+    )
 }
