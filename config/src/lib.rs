@@ -667,6 +667,56 @@ pub struct VectorsConfig {
     /// optimizes on its own.
     #[serde(with = "humantime_serde")]
     pub optimize_interval: Duration,
+    /// A Qdrant server in its distributed mode: how a new collection is spread over the peers,
+    /// and how reads and writes agree among the replicas of a shard. Absent: Qdrant's defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<QdrantClusterConfig>,
+}
+
+/// `vectors.cluster`: a collection over several Qdrant peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QdrantClusterConfig {
+    /// Shards of a new collection (an existing one keeps its own).
+    pub shard_number: u32,
+    /// Copies of each shard on different peers.
+    pub replication_factor: u32,
+    /// Copies that must take a write before it is answered.
+    pub write_consistency_factor: u32,
+    /// How many copies of a shard a read asks: `one`, `majority`, `quorum` or `all`.
+    pub read_consistency: ReadConsistency,
+    /// Qdrant's write ordering: `weak` (fastest), `medium` or `strong` (through the shard's
+    /// permanent leader).
+    pub write_ordering: WriteOrdering,
+}
+
+impl Default for QdrantClusterConfig {
+    fn default() -> Self {
+        Self {
+            shard_number: 1,
+            replication_factor: 1,
+            write_consistency_factor: 1,
+            read_consistency: ReadConsistency::One,
+            write_ordering: WriteOrdering::Weak,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadConsistency {
+    One,
+    Majority,
+    Quorum,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WriteOrdering {
+    Weak,
+    Medium,
+    Strong,
 }
 
 impl VectorsConfig {
@@ -699,6 +749,7 @@ impl Default for VectorsConfig {
             search_ef: None,
             timeout: Duration::from_secs(2),
             optimize_interval: Duration::from_secs(30),
+            cluster: None,
         }
     }
 }
@@ -1057,6 +1108,29 @@ impl Config {
                     ))
                 }
                 Some(_) => {}
+            }
+        }
+        if let Some(cluster) = &self.vectors.cluster {
+            for (field, value) in [
+                ("vectors.cluster.shardNumber", cluster.shard_number),
+                (
+                    "vectors.cluster.replicationFactor",
+                    cluster.replication_factor,
+                ),
+                (
+                    "vectors.cluster.writeConsistencyFactor",
+                    cluster.write_consistency_factor,
+                ),
+            ] {
+                if value == 0 {
+                    return Err(invalid(field, "must be at least 1"));
+                }
+            }
+            if cluster.write_consistency_factor > cluster.replication_factor {
+                return Err(invalid(
+                    "vectors.cluster.writeConsistencyFactor",
+                    "cannot be more than replicationFactor (the copies there are)",
+                ));
             }
         }
         if self.vectors.backend == VectorBackend::Qdrant {

@@ -1323,6 +1323,127 @@ async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()
 }
 
 /// Runs one scenario, failing with the control plane's and the operators' logs.
+/// A store whose Redis has `replicas` nodes.
+fn replicated_store_yaml(replicas: u32) -> String {
+    format!(
+        "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: replicated, \
+         namespace: {STORE_NAMESPACE}}}\nspec:\n  redis:\n    managed: {{storage: 1Gi, \
+         storageClassName: e2e, replicas: {replicas}}}\n  qdrant:\n    managed: {{storage: 2Gi, \
+         storageClassName: e2e}}\n  openai:\n    apiKeySecretRef: {{name: openai, key: \
+         api-key}}\n  workers: {{replicas: 1, concurrency: 4}}\n  proxy:\n    upstream: \
+         http://127.0.0.1:3000\n"
+    )
+}
+
+fn replicated_set_replicas(cluster: &Cluster, name: &str) -> anyhow::Result<Option<i64>> {
+    Ok(cluster
+        .get("statefulset", name, STORE_NAMESPACE)?
+        .and_then(|set| set["spec"]["replicas"].as_i64()))
+}
+
+/// 3h. Redis with replicas: refused with 2 nodes by the CRD; with 3, a primary and replicas
+///     with stable names and three Sentinels, spread over nodes, one pod down at a time, all
+///     accepted by the API server, the config naming the Sentinels; `Available` once they run;
+///     scaled 3 → 5.
+async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Result<()> {
+    let mut volumes = String::new();
+    for index in 0..7 {
+        volumes.push_str(&format!(
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-replicated-{index}}}\n\
+             spec:\n  storageClassName: e2e\n  capacity: {{storage: 50Gi}}\n  accessModes: \
+             [ReadWriteOnce]\n  hostPath: {{path: /tmp/memgate-e2e-replicated-{index}}}\n"
+        ));
+    }
+    cluster.apply(&volumes)?;
+    let refused = cluster.refused(&["apply", "-f", "-"], Some(&replicated_store_yaml(2)))?;
+    if !refused.contains("replicas is 1 (one node) or 3 to 9") {
+        bail!("two Redis nodes were not refused as expected: {refused}");
+    }
+    cluster.apply(&replicated_store_yaml(3))?;
+    let children = [
+        "statefulset/replicated-redis",
+        "statefulset/replicated-redis-sentinel",
+        "service/replicated-redis",
+        "service/replicated-redis-headless",
+        "service/replicated-redis-sentinel",
+        "service/replicated-redis-sentinel-any",
+        "poddisruptionbudget/replicated-redis",
+        "poddisruptionbudget/replicated-redis-sentinel",
+        "networkpolicy/replicated-redis-sentinel",
+    ];
+    for child in children {
+        let (kind, name) = split(child);
+        cluster
+            .wait(child, Duration::from_secs(60), |c| {
+                c.get(kind, name, STORE_NAMESPACE)
+            })
+            .await?;
+    }
+    let redis = cluster
+        .get("statefulset", "replicated-redis", STORE_NAMESPACE)?
+        .context("redis")?;
+    let spec = &redis["spec"];
+    let anti_affinity = &spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"];
+    if spec["replicas"] != 3
+        || spec["serviceName"] != "replicated-redis-headless"
+        || anti_affinity != "kubernetes.io/hostname"
+    {
+        bail!("the Redis StatefulSet is not as built: {spec}");
+    }
+    let headless = cluster
+        .get("service", "replicated-redis-headless", STORE_NAMESPACE)?
+        .context("headless")?;
+    if headless["spec"]["clusterIP"] != "None" {
+        bail!(
+            "the Redis pods' Service is not headless: {}",
+            headless["spec"]
+        );
+    }
+    let sentinels = cluster
+        .get("statefulset", "replicated-redis-sentinel", STORE_NAMESPACE)?
+        .context("sentinels")?;
+    if sentinels["spec"]["replicas"] != 3 || sentinels["spec"]["podManagementPolicy"] != "Parallel"
+    {
+        bail!("the Sentinels are not as built: {}", sentinels["spec"]);
+    }
+    let config = cluster
+        .get("configmap", "replicated-proxy-config", STORE_NAMESPACE)?
+        .context("config")?;
+    let yaml = config["data"]["config.yaml"].as_str().unwrap_or_default();
+    if !yaml.contains(
+        "redis+sentinel://replicated-redis-sentinel-0.replicated-redis-sentinel.team-e2e.svc:26379",
+    ) {
+        bail!("the config does not name the Sentinels: {yaml}");
+    }
+    cluster
+        .wait("Available=True", Duration::from_secs(120), |c| {
+            let store = c.get("memorystore", "replicated", STORE_NAMESPACE)?;
+            Ok(store.filter(|s| condition(s, "Available").as_deref() == Some("True")))
+        })
+        .await?;
+    cluster.kubectl(&[
+        "patch",
+        "memorystore",
+        "replicated",
+        "-n",
+        STORE_NAMESPACE,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"redis":{"managed":{"replicas":5}}}}"#,
+    ])?;
+    cluster
+        .wait("Redis scaled to 5", Duration::from_secs(60), |c| {
+            Ok((replicated_set_replicas(c, "replicated-redis")? == Some(5)).then_some(()))
+        })
+        .await?;
+    if replicated_set_replicas(cluster, "replicated-redis-sentinel")? != Some(3) {
+        bail!("the Sentinels scaled with Redis");
+    }
+    cluster.kubectl(&["delete", "memorystore", "replicated", "-n", STORE_NAMESPACE])?;
+    Ok(())
+}
+
 async fn step<T>(
     cluster: &Cluster,
     operators: &[&Operator],
@@ -1436,6 +1557,13 @@ async fn the_operator_on_a_real_control_plane() {
         b,
         "the rendered config runs memgate",
         the_rendered_config_runs_memgate(c),
+    )
+    .await;
+    step(
+        c,
+        b,
+        "a replicated Redis runs under Sentinel, and scales",
+        a_replicated_redis_runs_under_sentinel(c),
     )
     .await;
     drop(operator);

@@ -37,8 +37,9 @@ async fn main() -> anyhow::Result<()> {
             dimensions,
             distance: DistanceMetric::Cosine,
             scope_field: None,
-            // cldmemory creates no payload indexes.
+            // cldmemory creates no payload indexes, and its collection has Qdrant's defaults.
             indexes: Vec::new(),
+            shards: None,
         })
         .await?;
     let openai = OpenAi::new(

@@ -74,6 +74,7 @@ async fn reference_from_env(
             distance: DistanceMetric::Cosine,
             scope_field: None,
             indexes: Vec::new(),
+            shards: None,
         })
         .await
         .expect("cldmemory's collection");

@@ -13,7 +13,9 @@ use crate::backend::enrichment::{Enricher, LocalEnricher, OpenAiEnricher};
 use crate::backend::queue::{
     InProcessQueue, Journal, RedisQueue, Replication, WriteQueue, ASSOC_STREAM, WRITES_STREAM,
 };
-use crate::backend::vectors::{CollectionSpec, EdgeStore, QdrantStore, VectorError, VectorStore};
+use crate::backend::vectors::{
+    CollectionSpec, EdgeStore, QdrantStore, ShardSpec, VectorError, VectorStore,
+};
 use crate::config::{
     CacheBackend, Config, Durability, EmbeddingProvider, EnrichmentProvider, RedisConfig,
     VectorBackend,
@@ -117,6 +119,7 @@ pub fn vector_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
                     config.vectors.api_key.as_deref(),
                     &config.vectors.collection,
                     config.vectors.timeout,
+                    config.vectors.cluster.as_ref(),
                 )
                 .context("vectors.url")?,
             )
@@ -221,6 +224,11 @@ pub fn collection_spec(config: &Config, layout: &dyn Layout) -> CollectionSpec {
         distance: config.vectors.distance,
         scope_field: config.scope.as_ref().map(|scope| scope.field.clone()),
         indexes: layout.indexed_fields(),
+        shards: config.vectors.cluster.as_ref().map(|cluster| ShardSpec {
+            shard_number: cluster.shard_number,
+            replication_factor: cluster.replication_factor,
+            write_consistency_factor: cluster.write_consistency_factor,
+        }),
     }
 }
 

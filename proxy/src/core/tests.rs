@@ -60,6 +60,7 @@ async fn stack_with_l1_ttl(l1_ttl: Duration) -> Stack {
             distance: DistanceMetric::Cosine,
             scope_field: None,
             indexes: layout.indexed_fields(),
+            shards: None,
         })
         .await
         .expect("a collection");

@@ -30,6 +30,7 @@ fn spec(name: &str, dimensions: u64) -> CollectionSpec {
             kind,
         })
         .collect(),
+        shards: None,
     }
 }
 
@@ -397,6 +398,7 @@ async fn qdrant_store_contract() {
         api_key.as_deref(),
         &collection,
         std::time::Duration::from_secs(5),
+        None,
     )
     .expect("client");
     scenario(&store, &collection).await;

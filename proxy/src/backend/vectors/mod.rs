@@ -14,6 +14,9 @@ mod qdrant_rest;
 
 pub use edge::EdgeStore;
 pub use filter::{Condition, IndexKind, IndexedField, PayloadFilter};
+
+#[cfg(test)]
+mod qdrant_cluster_tests;
 pub use qdrant::QdrantStore;
 
 use async_trait::async_trait;
@@ -72,6 +75,16 @@ pub struct CollectionSpec {
     pub scope_field: Option<String>,
     /// The payload fields searches filter on (the layout's), each with its index.
     pub indexes: Vec<IndexedField>,
+    /// How a new collection is spread over a Qdrant cluster (`vectors.cluster`).
+    pub shards: Option<ShardSpec>,
+}
+
+/// A new collection's shards in a Qdrant cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub shard_number: u32,
+    pub replication_factor: u32,
+    pub write_consistency_factor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,10 +3,11 @@
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    vectors_config::Config as VectorsConfigKind, CreateCollectionBuilder,
+    read_consistency, vectors_config::Config as VectorsConfigKind, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DatetimeRange, DeletePointsBuilder, Distance, FieldType,
     Filter, GetPointsBuilder, KeywordIndexParamsBuilder, PointId, PointsIdsList, Range,
-    ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, Timestamp, VectorParamsBuilder,
+    ReadConsistencyType, ScrollPointsBuilder, SearchParamsBuilder, SearchPointsBuilder, Timestamp,
+    VectorParamsBuilder, WriteOrdering, WriteOrderingType,
 };
 use qdrant_client::Qdrant;
 use uuid::Uuid;
@@ -16,13 +17,19 @@ use super::{
     CollectionSpec, Condition, IndexKind, IndexedField, MemoryPoint, PayloadFilter, ScoredMemory,
     VectorError, VectorQuery, VectorStore,
 };
-use crate::config::DistanceMetric;
+use crate::config::{
+    DistanceMetric, QdrantClusterConfig, ReadConsistency, WriteOrdering as ConfigWriteOrdering,
+};
 use crate::memory::StoredMemory;
 
 pub struct QdrantStore {
     client: Qdrant,
     writes: RestWrites,
     collection: String,
+    /// In a Qdrant cluster: how many copies of a shard a read asks (Qdrant's default: none set).
+    read_consistency: Option<read_consistency::Value>,
+    /// In a Qdrant cluster: the ordering of writes (Qdrant's default: none set).
+    ordering: Option<WriteOrdering>,
 }
 
 impl std::fmt::Debug for QdrantStore {
@@ -34,13 +41,15 @@ impl std::fmt::Debug for QdrantStore {
 }
 
 impl QdrantStore {
-    /// `url` is the gRPC endpoint, `rest_url` the REST one (writes).
+    /// `url` is the gRPC endpoint, `rest_url` the REST one (writes); `cluster` how reads and
+    /// writes agree among a shard's copies in a Qdrant cluster.
     pub fn connect(
         url: &str,
         rest_url: &str,
         api_key: Option<&str>,
         collection: &str,
         timeout: std::time::Duration,
+        cluster: Option<&QdrantClusterConfig>,
     ) -> Result<Self, VectorError> {
         let client = Qdrant::from_url(url)
             .api_key(api_key.map(str::to_string))
@@ -48,11 +57,53 @@ impl QdrantStore {
             .connect_timeout(timeout)
             .skip_compatibility_check()
             .build()?;
+        let ordering = cluster.map(|cluster| ordering_name(cluster.write_ordering));
         Ok(Self {
             client,
-            writes: RestWrites::new(rest_url, api_key, collection, timeout)?,
+            writes: RestWrites::new(rest_url, api_key, collection, timeout, ordering)?,
             collection: collection.to_string(),
+            read_consistency: cluster.map(|cluster| consistency(cluster.read_consistency)),
+            ordering: cluster.map(|cluster| WriteOrdering {
+                r#type: ordering_type(cluster.write_ordering) as i32,
+            }),
         })
+    }
+}
+
+fn consistency(consistency: ReadConsistency) -> read_consistency::Value {
+    let kind = match consistency {
+        ReadConsistency::One => return read_consistency::Value::Factor(1),
+        ReadConsistency::Majority => ReadConsistencyType::Majority,
+        ReadConsistency::Quorum => ReadConsistencyType::Quorum,
+        ReadConsistency::All => ReadConsistencyType::All,
+    };
+    read_consistency::Value::Type(kind as i32)
+}
+
+fn ordering_type(ordering: ConfigWriteOrdering) -> WriteOrderingType {
+    match ordering {
+        ConfigWriteOrdering::Weak => WriteOrderingType::Weak,
+        ConfigWriteOrdering::Medium => WriteOrderingType::Medium,
+        ConfigWriteOrdering::Strong => WriteOrderingType::Strong,
+    }
+}
+
+/// The ordering as Qdrant's REST API names it (`?ordering=`).
+fn ordering_name(ordering: ConfigWriteOrdering) -> &'static str {
+    match ordering {
+        ConfigWriteOrdering::Weak => "weak",
+        ConfigWriteOrdering::Medium => "medium",
+        ConfigWriteOrdering::Strong => "strong",
+    }
+}
+
+impl QdrantStore {
+    /// A get with this store's read consistency.
+    fn consistent_get(&self, request: GetPointsBuilder) -> GetPointsBuilder {
+        match self.read_consistency {
+            Some(consistency) => request.read_consistency(consistency),
+            None => request,
+        }
     }
 }
 
@@ -146,11 +197,16 @@ impl VectorStore for QdrantStore {
                 }),
             };
         }
-        self.client
-            .create_collection(CreateCollectionBuilder::new(&spec.name).vectors_config(
-                VectorParamsBuilder::new(spec.dimensions, distance(spec.distance)),
-            ))
-            .await?;
+        let mut create = CreateCollectionBuilder::new(&spec.name).vectors_config(
+            VectorParamsBuilder::new(spec.dimensions, distance(spec.distance)),
+        );
+        if let Some(shards) = &spec.shards {
+            create = create
+                .shard_number(shards.shard_number)
+                .replication_factor(shards.replication_factor)
+                .write_consistency_factor(shards.write_consistency_factor);
+        }
+        self.client.create_collection(create).await?;
         for IndexedField { field, kind } in &spec.indexes {
             let field_type = match kind {
                 IndexKind::Keyword => FieldType::Keyword,
@@ -191,8 +247,11 @@ impl VectorStore for QdrantStore {
         let response = self
             .client
             .get_points(
-                GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
-                    .with_payload(true),
+                self.consistent_get(GetPointsBuilder::new(
+                    &self.collection,
+                    vec![PointId::from(id.to_string())],
+                ))
+                .with_payload(true),
             )
             .await?;
         Ok(response
@@ -210,6 +269,9 @@ impl VectorStore for QdrantStore {
         let mut request = SearchPointsBuilder::new(&self.collection, query.vector, query.limit)
             .with_payload(true)
             .params(params);
+        if let Some(consistency) = self.read_consistency {
+            request = request.read_consistency(consistency);
+        }
         if let Some(filter) = to_filter(&query.filter) {
             request = request.filter(filter);
         }
@@ -235,6 +297,9 @@ impl VectorStore for QdrantStore {
         let mut request = ScrollPointsBuilder::new(&self.collection)
             .limit(u32::try_from(limit).unwrap_or(u32::MAX).max(1))
             .with_payload(true);
+        if let Some(consistency) = self.read_consistency {
+            request = request.read_consistency(consistency);
+        }
         if let Some(filter) = to_filter(filter) {
             request = request.filter(filter);
         }
@@ -248,13 +313,13 @@ impl VectorStore for QdrantStore {
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorError> {
         let ids = ids.iter().map(|id| PointId::from(id.to_string())).collect();
-        self.client
-            .delete_points(
-                DeletePointsBuilder::new(&self.collection)
-                    .points(PointsIdsList { ids })
-                    .wait(true),
-            )
-            .await?;
+        let mut request = DeletePointsBuilder::new(&self.collection)
+            .points(PointsIdsList { ids })
+            .wait(true);
+        if let Some(ordering) = &self.ordering {
+            request = request.ordering(*ordering);
+        }
+        self.client.delete_points(request).await?;
         Ok(())
     }
 
@@ -264,9 +329,12 @@ impl VectorStore for QdrantStore {
         let response = self
             .client
             .get_points(
-                GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
-                    .with_payload(false)
-                    .with_vectors(true),
+                self.consistent_get(GetPointsBuilder::new(
+                    &self.collection,
+                    vec![PointId::from(id.to_string())],
+                ))
+                .with_payload(false)
+                .with_vectors(true),
             )
             .await?;
         let output = response

@@ -33,6 +33,8 @@ pub(super) struct RestWrites {
     /// `{base}/collections/{collection}`.
     collection_url: String,
     api_key: Option<String>,
+    /// `&ordering=…` in a Qdrant cluster (`vectors.cluster.writeOrdering`), else empty.
+    ordering: String,
 }
 
 /// Whether a `set_payload` answer says the point is gone (it is left alone then).
@@ -46,6 +48,7 @@ impl RestWrites {
         api_key: Option<&str>,
         collection: &str,
         timeout: Duration,
+        ordering: Option<&str>,
     ) -> Result<Self, VectorError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -57,6 +60,9 @@ impl RestWrites {
             http,
             collection_url: format!("{}/collections/{collection}", base.trim_end_matches('/')),
             api_key: api_key.map(str::to_string),
+            ordering: ordering
+                .map(|ordering| format!("&ordering={ordering}"))
+                .unwrap_or_default(),
         })
     }
 
@@ -72,7 +78,7 @@ impl RestWrites {
                 })
             })
             .collect();
-        let url = format!("{}/points?wait=true", self.collection_url);
+        let url = format!("{}/points?wait=true{}", self.collection_url, self.ordering);
         let (status, body) = self
             .send(self.http.put(url), json!({ "points": points }))
             .await?;
@@ -91,7 +97,10 @@ impl RestWrites {
         id: Uuid,
         fields: StoredMemory,
     ) -> Result<(), VectorError> {
-        let url = format!("{}/points/payload?wait=true", self.collection_url);
+        let url = format!(
+            "{}/points/payload?wait=true{}",
+            self.collection_url, self.ordering
+        );
         let request = json!({ "payload": Value::Object(fields), "points": [id.to_string()] });
         let (status, body) = self.send(self.http.post(url), request).await?;
         if status.is_success() || point_missing(status, &body) {
@@ -198,6 +207,7 @@ mod tests {
             Some("secret"),
             "human memories",
             Duration::from_secs(5),
+            Some("strong"),
         )
         .expect("client");
         let id = Uuid::from_u128(9);
@@ -213,7 +223,7 @@ mod tests {
         assert!(
             received
                 .head
-                .starts_with("PUT /collections/human%20memories/points?wait=true "),
+                .starts_with("PUT /collections/human%20memories/points?wait=true&ordering=strong "),
             "{}",
             received.head
         );
@@ -233,8 +243,8 @@ mod tests {
     #[tokio::test]
     async fn fields_are_set_in_order_and_a_gone_point_is_left_alone() {
         let (url, received) = stand_in("200 OK", r#"{"result":{"status":"completed"}}"#).await;
-        let writes =
-            RestWrites::new(&url, None, "human_memories", Duration::from_secs(5)).expect("client");
+        let writes = RestWrites::new(&url, None, "human_memories", Duration::from_secs(5), None)
+            .expect("client");
         let Value::Object(fields) =
             json!({"associations": ["b"], "lastAccessed": "t", "accessCount": 2})
         else {
@@ -258,8 +268,8 @@ mod tests {
             r#"{"status":{"error":"Not found: No point with id 00000000-0000-0000-0000-000000000009 found"}}"#,
         )
         .await;
-        let writes =
-            RestWrites::new(&url, None, "human_memories", Duration::from_secs(5)).expect("client");
+        let writes = RestWrites::new(&url, None, "human_memories", Duration::from_secs(5), None)
+            .expect("client");
         writes
             .set_payload(id, fields.clone())
             .await
@@ -270,8 +280,8 @@ mod tests {
             r#"{"status":{"error":"Not found: Collection `human_memories` doesn't exist!"}}"#,
         )
         .await;
-        let writes =
-            RestWrites::new(&url, None, "human_memories", Duration::from_secs(5)).expect("client");
+        let writes = RestWrites::new(&url, None, "human_memories", Duration::from_secs(5), None)
+            .expect("client");
         let error = writes
             .set_payload(id, fields)
             .await

@@ -33,6 +33,7 @@ async fn optimize_indexes_what_was_written_and_searches_go_on() {
         distance: DistanceMetric::Cosine,
         scope_field: None,
         indexes: Vec::new(),
+        shards: None,
     };
     store.ensure_collection(&spec).await.expect("collection");
     assert!(
