@@ -91,16 +91,38 @@ where
     Ok(deleted)
 }
 
-/// Grows the volume of a managed part's pod to `storage`; refuses to shrink it.
-async fn resize_volume(
+/// Grows the volumes of a managed part's pods to `storage`; refuses to shrink them.
+async fn resize_volumes(
     client: &Client,
     namespace: &str,
     set: &StatefulSet,
     storage: &str,
+) -> Result<Vec<String>> {
+    if storage.is_empty() {
+        return Ok(Vec::new()); // no volumes
+    }
+    let pods = set
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1);
+    let mut problems = Vec::new();
+    for ordinal in 0..pods.max(0) {
+        let claim = format!("data-{}-{ordinal}", set.name_any());
+        problems.extend(resize_volume(client, namespace, &claim, storage).await?);
+    }
+    Ok(problems)
+}
+
+/// Grows the volume `claim` to `storage`; refuses to shrink it.
+async fn resize_volume(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+    storage: &str,
 ) -> Result<Option<String>> {
-    let claim = format!("data-{}-0", set.name_any());
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let Some(existing) = api.get_opt(&claim).await? else {
+    let Some(existing) = api.get_opt(claim).await? else {
         return Ok(None); // not created yet: the template has the declared size
     };
     let current = existing
@@ -122,7 +144,7 @@ async fn resize_volume(
     if want > have {
         let patch =
             serde_json::json!({ "spec": { "resources": { "requests": { "storage": storage } } } });
-        api.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         tracing::info!(%claim, from = %current, to = %storage, "growing a volume");
     }
@@ -165,9 +187,9 @@ async fn apply_part(
     }
     let desired = keeping_claim_templates(client, namespace, &part.stateful_set).await?;
     let set = apply(client, namespace, &desired).await?;
-    if let Some(problem) = resize_volume(client, namespace, &set, storage).await? {
-        applied.storage_problems.push(problem);
-    }
+    applied
+        .storage_problems
+        .extend(resize_volumes(client, namespace, &set, storage).await?);
     Ok(set)
 }
 

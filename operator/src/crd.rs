@@ -247,6 +247,10 @@ pub struct QdrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
     pub search_ef: Option<u64>,
+    /// A distributed Qdrant's sharding and consistency. Unset with managed peers: one shard per
+    /// peer, two copies of each, reads from a majority of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<QdrantCluster>,
 }
 
 /// A Qdrant StatefulSet run by the operator.
@@ -270,6 +274,46 @@ pub struct ManagedQdrant {
     /// The Qdrant image (an unprivileged one: it runs as a non-root user).
     #[serde(default = "default_qdrant_image")]
     pub image: String,
+    /// Qdrant peers: 1, or 3 and up for Qdrant's distributed mode (pod 0 starts the cluster,
+    /// the others join it through its stable name). Scaling up adds empty peers: Qdrant's own
+    /// API moves shards to them; the operator does not.
+    #[serde(default = "default_qdrant_replicas")]
+    #[x_kube(validation = Rule::new("self == 1 || (self >= 3 && self <= 15)").message("replicas is 1 (one node) or 3 to 15 (Qdrant's distributed mode)"))]
+    pub replicas: i32,
+}
+
+impl ManagedQdrant {
+    /// Whether this Qdrant runs in its distributed mode.
+    pub fn distributed(&self) -> bool {
+        self.replicas >= 3
+    }
+}
+
+/// How memgate's collection is spread over a distributed Qdrant, and how reads and writes
+/// agree among a shard's copies (memgate's `vectors.cluster`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.writeConsistencyFactor <= self.replicationFactor").message("writeConsistencyFactor cannot be more than replicationFactor"))]
+pub struct QdrantCluster {
+    /// Shards of the collection when memgate creates it (an existing one keeps its own).
+    #[schemars(range(min = 1, max = 1024))]
+    pub shard_number: u32,
+    /// Copies of each shard, on different peers.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 15))]
+    pub replication_factor: u32,
+    /// Copies that take a write before it is answered.
+    #[serde(default = "default_write_consistency_factor")]
+    #[schemars(range(min = 1, max = 15))]
+    pub write_consistency_factor: u32,
+    /// Copies a read asks: `one`, `majority`, `quorum` or `all`.
+    #[serde(default = "default_read_consistency")]
+    #[schemars(regex(pattern = r"^(one|majority|quorum|all)$"))]
+    pub read_consistency: String,
+    /// Qdrant's write ordering: `weak`, `medium` or `strong`.
+    #[serde(default = "default_write_ordering")]
+    #[schemars(regex(pattern = r"^(weak|medium|strong)$"))]
+    pub write_ordering: String,
 }
 
 /// An existing Qdrant.
@@ -666,6 +710,21 @@ fn default_min_samples() -> u64 {
 }
 fn default_max_ratio() -> f64 {
     0.01
+}
+fn default_qdrant_replicas() -> i32 {
+    1
+}
+fn default_replication_factor() -> u32 {
+    2
+}
+fn default_write_consistency_factor() -> u32 {
+    1
+}
+fn default_read_consistency() -> String {
+    "majority".into()
+}
+fn default_write_ordering() -> String {
+    "weak".into()
 }
 fn default_redis_replicas() -> i32 {
     1

@@ -515,3 +515,65 @@ fn the_replicated_redis_start_scripts_are_valid_shell() {
         );
     }
 }
+
+/// `qdrant.managed.replicas: 3`: Qdrant's distributed mode, pod 0 starting the cluster and
+/// the others joining it through its stable name, spread over nodes, one peer down at a time;
+/// memgate creates its collection with one shard per peer and two copies of each.
+#[test]
+fn a_distributed_qdrant_bootstraps_from_its_first_peer() {
+    let (_, desired) = desired("distributed.yaml");
+    let qdrant = desired.qdrant.as_ref().expect("managed qdrant");
+    let set = qdrant.stateful_set.spec.as_ref().expect("spec");
+    assert_eq!(set.replicas, Some(3));
+    assert_eq!(set.service_name.as_deref(), Some("notes-qdrant-headless"));
+    let pod = pod_spec(&set.template.spec);
+    assert!(pod.affinity.is_some(), "spread over nodes");
+    let container = &pod.containers[0];
+    let script = &container.args.as_ref().expect("args")[0];
+    for part in [
+        "if [ \"$(hostname)\" = \"notes-qdrant-0\" ]; then exec /qdrant/qdrant --uri \"$me\"; fi",
+        "--bootstrap \"http://notes-qdrant-0.notes-qdrant-headless.team-a.svc:6335\"",
+        "me=\"http://$(hostname).notes-qdrant-headless.team-a.svc:6335\"",
+    ] {
+        assert!(script.contains(part), "{part} in {script}");
+    }
+    let env: Vec<(&str, Option<&str>)> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|env| (env.name.as_str(), env.value.as_deref()))
+        .collect();
+    assert!(env.contains(&("QDRANT__CLUSTER__ENABLED", Some("true"))));
+    assert!(env.contains(&("QDRANT__CLUSTER__P2P__PORT", Some("6335"))));
+    let headless = qdrant.headless_service.as_ref().expect("headless");
+    let ports: Vec<i32> = headless
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .map(|ports| ports.iter().map(|port| port.port).collect())
+        .unwrap_or_default();
+    assert_eq!(ports, vec![6333, 6334, 6335]);
+    assert!(qdrant.disruption_budget.is_some());
+    let checked = std::process::Command::new("sh")
+        .args(["-n", "-c", script])
+        .output()
+        .expect("sh");
+    assert!(checked.status.success(), "valid sh");
+
+    let config = desired.config_map.data.as_ref().expect("data")[config::CONFIG_KEY].clone();
+    let rendered: memgate_config::Config = serde_yaml::from_str(&config).expect("config");
+    let cluster = rendered.vectors.cluster.clone().expect("vectors.cluster");
+    assert_eq!(
+        (
+            cluster.shard_number,
+            cluster.replication_factor,
+            cluster.write_consistency_factor
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(
+        cluster.read_consistency,
+        memgate_config::ReadConsistency::Majority
+    );
+    rendered.validate().expect("a config memgate takes");
+}

@@ -1323,13 +1323,13 @@ async fn what_cannot_be_done_is_reported(cluster: &Cluster) -> anyhow::Result<()
 }
 
 /// Runs one scenario, failing with the control plane's and the operators' logs.
-/// A store whose Redis has `replicas` nodes.
+/// A store whose Redis has `replicas` nodes, on a distributed Qdrant of three peers.
 fn replicated_store_yaml(replicas: u32) -> String {
     format!(
         "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: replicated, \
          namespace: {STORE_NAMESPACE}}}\nspec:\n  redis:\n    managed: {{storage: 1Gi, \
          storageClassName: e2e, replicas: {replicas}}}\n  qdrant:\n    managed: {{storage: 2Gi, \
-         storageClassName: e2e}}\n  openai:\n    apiKeySecretRef: {{name: openai, key: \
+         storageClassName: e2e, replicas: 3}}\n  openai:\n    apiKeySecretRef: {{name: openai, key: \
          api-key}}\n  workers: {{replicas: 1, concurrency: 4}}\n  proxy:\n    upstream: \
          http://127.0.0.1:3000\n"
     )
@@ -1343,11 +1343,12 @@ fn replicated_set_replicas(cluster: &Cluster, name: &str) -> anyhow::Result<Opti
 
 /// 3h. Redis with replicas: refused with 2 nodes by the CRD; with 3, a primary and replicas
 ///     with stable names and three Sentinels, spread over nodes, one pod down at a time, all
-///     accepted by the API server, the config naming the Sentinels; `Available` once they run;
-///     scaled 3 → 5.
+///     accepted by the API server, the config naming the Sentinels; Qdrant's distributed mode
+///     with three peers and their peer-to-peer port, the collection sharded over them;
+///     `Available` once they run; Redis scaled 3 → 5.
 async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Result<()> {
     let mut volumes = String::new();
-    for index in 0..7 {
+    for index in 0..9 {
         volumes.push_str(&format!(
             "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: e2e-replicated-{index}}}\n\
              spec:\n  storageClassName: e2e\n  capacity: {{storage: 50Gi}}\n  accessModes: \
@@ -1370,6 +1371,8 @@ async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Re
         "poddisruptionbudget/replicated-redis",
         "poddisruptionbudget/replicated-redis-sentinel",
         "networkpolicy/replicated-redis-sentinel",
+        "service/replicated-qdrant-headless",
+        "poddisruptionbudget/replicated-qdrant",
     ];
     for child in children {
         let (kind, name) = split(child);
@@ -1407,6 +1410,16 @@ async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Re
     {
         bail!("the Sentinels are not as built: {}", sentinels["spec"]);
     }
+    let qdrant = cluster
+        .get("statefulset", "replicated-qdrant", STORE_NAMESPACE)?
+        .context("qdrant")?;
+    let peer_ports = qdrant["spec"]["template"]["spec"]["containers"][0]["ports"].to_string();
+    if qdrant["spec"]["replicas"] != 3
+        || qdrant["spec"]["serviceName"] != "replicated-qdrant-headless"
+        || !peer_ports.contains("6335")
+    {
+        bail!("the distributed Qdrant is not as built: {}", qdrant["spec"]);
+    }
     let config = cluster
         .get("configmap", "replicated-proxy-config", STORE_NAMESPACE)?
         .context("config")?;
@@ -1415,6 +1428,9 @@ async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Re
         "redis+sentinel://replicated-redis-sentinel-0.replicated-redis-sentinel.team-e2e.svc:26379",
     ) {
         bail!("the config does not name the Sentinels: {yaml}");
+    }
+    if !yaml.contains("shardNumber: 3") {
+        bail!("the config does not shard the collection over the peers: {yaml}");
     }
     cluster
         .wait("Available=True", Duration::from_secs(120), |c| {
@@ -1562,7 +1578,7 @@ async fn the_operator_on_a_real_control_plane() {
     step(
         c,
         b,
-        "a replicated Redis runs under Sentinel, and scales",
+        "a replicated Redis under Sentinel and a distributed Qdrant run, and scale",
         a_replicated_redis_runs_under_sentinel(c),
     )
     .await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use memgate_config::{
-    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, OAuthConfig, ScopeConfig,
-    TokensConfig, VectorBackend,
+    CacheBackend, Config, EmbeddingProvider, EnrichmentProvider, OAuthConfig, QdrantClusterConfig,
+    ReadConsistency, ScopeConfig, TokensConfig, VectorBackend, WriteOrdering,
 };
 
 use crate::crd::{self, MemoryStore};
@@ -70,6 +70,47 @@ pub fn without_password(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// `vectors.cluster`: the spec's `qdrant.cluster`, else for managed peers one shard per peer,
+/// two copies of each, reads from a majority; none for one Qdrant node.
+fn qdrant_cluster(store: &MemoryStore) -> Result<Option<QdrantClusterConfig>, ConfigError> {
+    let invalid = |field: &str, value: &str| ConfigError {
+        field: format!("qdrant.cluster.{field}"),
+        problem: format!("{value:?} is not one of the values it takes"),
+    };
+    let spec = &store.spec.qdrant;
+    let cluster = match (&spec.cluster, &spec.managed) {
+        (Some(cluster), _) => cluster.clone(),
+        (None, Some(managed)) if managed.distributed() => crd::QdrantCluster {
+            shard_number: u32::try_from(managed.replicas).unwrap_or(1),
+            replication_factor: 2,
+            write_consistency_factor: 1,
+            read_consistency: "majority".into(),
+            write_ordering: "weak".into(),
+        },
+        (None, _) => return Ok(None),
+    };
+    let read_consistency = match cluster.read_consistency.as_str() {
+        "one" => ReadConsistency::One,
+        "majority" => ReadConsistency::Majority,
+        "quorum" => ReadConsistency::Quorum,
+        "all" => ReadConsistency::All,
+        other => return Err(invalid("readConsistency", other)),
+    };
+    let write_ordering = match cluster.write_ordering.as_str() {
+        "weak" => WriteOrdering::Weak,
+        "medium" => WriteOrdering::Medium,
+        "strong" => WriteOrdering::Strong,
+        other => return Err(invalid("writeOrdering", other)),
+    };
+    Ok(Some(QdrantClusterConfig {
+        shard_number: cluster.shard_number,
+        replication_factor: cluster.replication_factor,
+        write_consistency_factor: cluster.write_consistency_factor,
+        read_consistency,
+        write_ordering,
+    }))
 }
 
 /// The managed Redis's Service, its Sentinels with replicas, or the external URL.
@@ -145,6 +186,7 @@ pub fn proxy_config(store: &MemoryStore) -> Result<Config, ConfigError> {
     config.vectors.url = Some(qdrant_url(store));
     config.vectors.collection = spec.qdrant.collection.clone();
     config.vectors.search_ef = spec.qdrant.search_ef;
+    config.vectors.cluster = qdrant_cluster(store)?;
     config.embeddings.provider = match spec.embeddings.provider {
         crd::EmbeddingProvider::Openai => EmbeddingProvider::Openai,
         crd::EmbeddingProvider::Hashing => EmbeddingProvider::Hashing,

@@ -60,6 +60,17 @@ pub struct ManagedPart {
     pub disruption_budget: Option<PodDisruptionBudget>,
 }
 
+impl ManagedPart {
+    /// With the headless Service and disruption budget of a part with peers, when it has them.
+    fn with_extras(mut self, extras: Option<(Service, PodDisruptionBudget)>) -> Self {
+        if let Some((headless, budget)) = extras {
+            self.headless_service = Some(headless);
+            self.disruption_budget = Some(budget);
+        }
+        self
+    }
+}
+
 /// A credential the operator generates (when the spec names none), and the part it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedSecret {
@@ -236,6 +247,11 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
             headless_service: None,
             disruption_budget: None,
         }
+        .with_extras(
+            managed
+                .distributed()
+                .then(|| qdrant::distributed_extras(store)),
+        )
     });
     let hash = config_hash(&config_yaml, &secrets.combined());
     Ok(Desired {

@@ -1,6 +1,12 @@
 //! A managed Qdrant: a StatefulSet with a volume, ready when `/readyz` answers (no liveness
 //! probe: restarting Qdrant while it loads a large collection only makes it slower), and a
 //! Service with the HTTP (6333) and gRPC (6334) ports.
+//!
+//! With `replicas` 3 and up, Qdrant's distributed mode: each peer talks to the others on the
+//! peer-to-peer port (6335) under its stable name (`{pod}.{name}-headless.{namespace}.svc`);
+//! pod 0 starts the cluster (`--uri`), every other pod joins it through pod 0 (`--bootstrap`).
+//! A restarted peer finds its cluster in its own volume. Any peer answers any request (Qdrant
+//! routes it to the shards' peers), so memgate keeps using the one Service.
 
 use std::collections::BTreeMap;
 
@@ -15,16 +21,40 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::labels::{labels, metadata, selector, Component};
+use super::placement::{self, pod_host};
 use super::redis::volume_claim;
 use super::security::{container_security, pod_security, secret_env};
 use crate::crd::{ManagedQdrant, MemoryStore, SecretKeyRef};
 
 pub const HTTP_PORT: i32 = 6333;
 pub const GRPC_PORT: i32 = 6334;
+/// The peers' port, in the distributed mode.
+pub const P2P_PORT: i32 = 6335;
 const UID: i64 = 1000;
 
 pub fn name(store: &MemoryStore) -> String {
     format!("{}-qdrant", store.name_any())
+}
+
+/// The headless Service giving each peer its stable name.
+pub fn headless_name(store: &MemoryStore) -> String {
+    format!("{}-qdrant-headless", store.name_any())
+}
+
+/// Pod 0 starts the cluster; the others join it. Each announces its stable name.
+fn distributed_start_script(store: &MemoryStore) -> String {
+    let first = pod_host(store, &name(store), 0, &headless_name(store));
+    format!(
+        r#"set -eu
+me="http://$(hostname).{headless}.{namespace}.svc:{p2p}"
+if [ "$(hostname)" = "{name}-0" ]; then exec /qdrant/qdrant --uri "$me"; fi
+exec /qdrant/qdrant --bootstrap "http://{first}:{p2p}" --uri "$me"
+"#,
+        headless = headless_name(store),
+        namespace = store.namespace().unwrap_or_else(|| "default".into()),
+        p2p = P2P_PORT,
+        name = name(store),
+    )
 }
 
 pub fn generated_secret(store: &MemoryStore) -> SecretKeyRef {
@@ -78,21 +108,36 @@ fn port(name: &str, number: i32) -> ContainerPort {
 }
 
 fn container(store: &MemoryStore, managed: &ManagedQdrant) -> Container {
+    let mut environment = vec![
+        secret_env("QDRANT__SERVICE__API_KEY", &api_key_ref(store, managed)),
+        env("QDRANT__STORAGE__STORAGE_PATH", "/qdrant/storage"),
+        env("QDRANT__STORAGE__SNAPSHOTS_PATH", "/qdrant/snapshots"),
+        env("QDRANT__TELEMETRY_DISABLED", "true"),
+        // The root filesystem is read-only: the marker file goes to the volume.
+        env(
+            "QDRANT_INIT_FILE_PATH",
+            "/qdrant/storage/.qdrant-initialized",
+        ),
+    ];
+    let mut ports = vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)];
+    let (command, args) = if managed.distributed() {
+        environment.push(env("QDRANT__CLUSTER__ENABLED", "true"));
+        environment.push(env("QDRANT__CLUSTER__P2P__PORT", &P2P_PORT.to_string()));
+        ports.push(port("p2p", P2P_PORT));
+        (
+            Some(vec!["sh".into(), "-c".into()]),
+            Some(vec![distributed_start_script(store)]),
+        )
+    } else {
+        (None, None)
+    };
     Container {
         name: "qdrant".into(),
         image: Some(managed.image.clone()),
-        env: Some(vec![
-            secret_env("QDRANT__SERVICE__API_KEY", &api_key_ref(store, managed)),
-            env("QDRANT__STORAGE__STORAGE_PATH", "/qdrant/storage"),
-            env("QDRANT__STORAGE__SNAPSHOTS_PATH", "/qdrant/snapshots"),
-            env("QDRANT__TELEMETRY_DISABLED", "true"),
-            // The root filesystem is read-only: the marker file goes to the volume.
-            env(
-                "QDRANT_INIT_FILE_PATH",
-                "/qdrant/storage/.qdrant-initialized",
-            ),
-        ]),
-        ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+        command,
+        args,
+        env: Some(environment),
+        ports: Some(ports),
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/readyz".into()),
@@ -122,8 +167,12 @@ pub fn stateful_set(
     StatefulSet {
         metadata: metadata(store, name(store), Component::Qdrant),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(name(store)),
+            replicas: Some(managed.replicas),
+            service_name: Some(if managed.distributed() {
+                headless_name(store)
+            } else {
+                name(store)
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector(store, Component::Qdrant)),
                 ..Default::default()
@@ -139,6 +188,9 @@ pub fn stateful_set(
                 spec: Some(PodSpec {
                     containers: vec![container(store, managed)],
                     volumes: Some(vec![empty_dir("snapshots"), empty_dir("tmp")]),
+                    affinity: managed
+                        .distributed()
+                        .then(|| placement::spread(store, Component::Qdrant)),
                     security_context: Some(pod_security(UID, UID)),
                     automount_service_account_token: Some(false),
                     ..Default::default()
@@ -170,4 +222,20 @@ pub fn service(store: &MemoryStore) -> Service {
         }),
         ..Default::default()
     }
+}
+
+/// The headless Service (each peer's stable name, the peer-to-peer port) and the disruption
+/// budget of a distributed Qdrant.
+pub fn distributed_extras(
+    store: &MemoryStore,
+) -> (Service, k8s_openapi::api::policy::v1::PodDisruptionBudget) {
+    (
+        placement::headless_service(
+            store,
+            Component::Qdrant,
+            headless_name(store),
+            &[("http", HTTP_PORT), ("grpc", GRPC_PORT), ("p2p", P2P_PORT)],
+        ),
+        placement::disruption_budget(store, Component::Qdrant, name(store)),
+    )
 }
