@@ -208,11 +208,25 @@ build_control_plane() {
   export MEMGATE_CONTROL_PLANE_BIN HELM
 }
 
+# KEDA's CRDs, from KEDA's own Go module (the operator's end-to-end tests install them to check
+# the ScaledObject it renders for workers.autoscale against KEDA's schema).
+KEDA_VERSION=v2.17.2
+download_keda_crds() {
+  log "KEDA's CRDs ($KEDA_VERSION) from its Go module"
+  local dir
+  dir="$(cd "$(mktemp -d)" && go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
+  MEMGATE_KEDA_CRDS="$dir/config/crd/bases"
+  ls "$MEMGATE_KEDA_CRDS"/keda.sh_scaledobjects.yaml
+  export MEMGATE_KEDA_CRDS
+}
+
 install_debian_packages
 install_python_tools
 install_node_tools
 install_helm
 build_control_plane
+download_keda_crds
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -609,6 +609,12 @@ impl RedisConfig {
     }
 }
 
+/// The write queue's stream (after the store's key prefix), its workers' consumer group, and
+/// the associations' stream: the workers read them, and KEDA's scaler measures their lag.
+pub const WRITES_STREAM: &str = "writes";
+pub const ASSOC_STREAM: &str = "assoc";
+pub const CONSUMER_GROUP: &str = "workers";
+
 /// The scheme of a Redis URL naming its primary through Sentinel.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 

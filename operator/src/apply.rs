@@ -10,17 +10,20 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::TypeMeta;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::build::autoscale::{self, WorkerScaler};
 use crate::build::labels::{all_objects_selector, MANAGER};
-use crate::build::{quantity, Desired, ManagedPart};
+use crate::build::{quantity, ClusterFeatures, Desired, ManagedPart};
 use crate::crd::MemoryStore;
 use crate::error::{Error, Result};
 
@@ -36,6 +39,8 @@ pub struct Applied {
     pub storage_problems: Vec<String>,
     /// Names of objects deleted as orphans.
     pub deleted: Vec<String>,
+    /// What scales the workers (`workers.autoscale`), as the status says it.
+    pub worker_scaler: Option<&'static str>,
 }
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
@@ -197,8 +202,14 @@ fn names<'a>(objects: impl IntoIterator<Item = Option<&'a String>>) -> Vec<Strin
     objects.into_iter().flatten().cloned().collect()
 }
 
-/// Applies everything in order, then deletes the orphans.
-pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) -> Result<Applied> {
+/// Applies everything in order, then deletes the orphans. `features`: what the cluster offers
+/// (KEDA's objects are looked for only where its CRDs are installed).
+pub async fn apply_all(
+    client: &Client,
+    store: &MemoryStore,
+    desired: &Desired,
+    features: ClusterFeatures,
+) -> Result<Applied> {
     let namespace = store.namespace().ok_or(Error::NoNamespace)?;
     let Desired {
         config_map,
@@ -208,6 +219,7 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         qdrant,
         worker,
         worker_disruption_budget,
+        worker_scaler,
     } = desired;
     let mut applied = Applied::default();
     apply(client, &namespace, config_map).await?;
@@ -227,6 +239,10 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
     applied.worker = Some(apply(client, &namespace, worker).await?);
     if let Some(budget) = worker_disruption_budget {
         apply(client, &namespace, budget).await?;
+    }
+    if let Some(scaler) = worker_scaler {
+        apply_scaler(client, &namespace, scaler).await?;
+        applied.worker_scaler = Some(scaler.describe());
     }
 
     let selector = all_objects_selector(store);
@@ -276,6 +292,105 @@ pub async fn apply_all(client: &Client, store: &MemoryStore, desired: &Desired) 
         delete_orphans::<Deployment>(client, &namespace, &selector, &uid, &deployments).await?,
     );
     deleted.extend(delete_orphans::<ConfigMap>(client, &namespace, &selector, &uid, &maps).await?);
+    let (autoscalers, keda) = match worker_scaler {
+        Some(WorkerScaler::Cpu(hpa)) => (names([hpa.metadata.name.as_ref()]), Vec::new()),
+        Some(WorkerScaler::Keda { scaled_object, .. }) => {
+            (Vec::new(), names([scaled_object.metadata.name.as_ref()]))
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    deleted.extend(
+        delete_orphans::<HorizontalPodAutoscaler>(
+            client,
+            &namespace,
+            &selector,
+            &uid,
+            &autoscalers,
+        )
+        .await?,
+    );
+    if features.keda {
+        for resource in [
+            autoscale::scaled_object_resource(),
+            autoscale::trigger_authentication_resource(),
+        ] {
+            deleted.extend(
+                delete_dynamic_orphans(client, &namespace, &resource, &selector, &uid, &keda)
+                    .await?,
+            );
+        }
+    }
     applied.deleted = deleted;
     Ok(applied)
+}
+
+/// Applies what scales the workers: an HPA, or KEDA's ScaledObject and its authentication.
+async fn apply_scaler(client: &Client, namespace: &str, scaler: &WorkerScaler) -> Result<()> {
+    match scaler {
+        WorkerScaler::Cpu(hpa) => {
+            apply(client, namespace, hpa.as_ref()).await?;
+        }
+        WorkerScaler::Keda {
+            scaled_object,
+            authentication,
+        } => {
+            if let Some(authentication) = authentication {
+                apply_dynamic(
+                    client,
+                    namespace,
+                    &autoscale::trigger_authentication_resource(),
+                    authentication,
+                )
+                .await?;
+            }
+            apply_dynamic(
+                client,
+                namespace,
+                &autoscale::scaled_object_resource(),
+                scaled_object,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_dynamic(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+    object: &DynamicObject,
+) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    let mut object = object.clone();
+    object.types = Some(TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch(&object.name_any(), &params, &Patch::Apply(&object))
+        .await?;
+    Ok(())
+}
+
+/// [`delete_orphans`] for a kind known only at run time (KEDA's).
+async fn delete_dynamic_orphans(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+    selector: &str,
+    owner_uid: &str,
+    keep: &[String],
+) -> Result<Vec<String>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    let mut deleted = Vec::new();
+    for object in api.list(&ListParams::default().labels(selector)).await? {
+        let name = object.name_any();
+        if !keep.contains(&name) && owned_by(&object, owner_uid) {
+            api.delete(&name, &DeleteParams::background()).await?;
+            tracing::info!(kind = %resource.kind, %name, "deleted an object no longer declared");
+            deleted.push(format!("{}/{name}", resource.kind));
+        }
+    }
+    Ok(deleted)
 }

@@ -538,6 +538,30 @@ pub struct WorkersSpec {
     /// A worker pod's CPU and memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Workers that scale with the write queue: with KEDA's CRDs installed, a KEDA
+    /// ScaledObject on the queue's lag (KEDA's Redis Streams scaler); without them, a
+    /// HorizontalPodAutoscaler on CPU. `replicas` is then ignored; the status says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<WorkerAutoscale>,
+}
+
+/// `workers.autoscale`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.max >= self.min").message("autoscale.max must be at least autoscale.min"))]
+pub struct WorkerAutoscale {
+    /// The fewest workers (KEDA may go to 0 while the queue is empty; a HorizontalPodAutoscaler
+    /// keeps at least 1).
+    #[serde(default = "default_autoscale_min")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min: i32,
+    #[schemars(range(min = 1, max = 100))]
+    pub max: i32,
+    /// Queue entries not yet delivered to a worker that one worker is expected to absorb: KEDA
+    /// runs `lag / lagPerReplica` workers.
+    #[serde(default = "default_lag_per_replica")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub lag_per_replica: u32,
 }
 
 impl Default for WorkersSpec {
@@ -546,6 +570,7 @@ impl Default for WorkersSpec {
             replicas: default_worker_replicas(),
             concurrency: default_worker_concurrency(),
             resources: None,
+            autoscale: None,
         }
     }
 }
@@ -637,6 +662,10 @@ pub struct MemoryStoreStatus {
     /// The endpoints and Secrets the sidecar and workers use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// What scales the workers with `spec.workers.autoscale`: `KEDA ScaledObject (queue lag)`
+    /// or `HorizontalPodAutoscaler (CPU; KEDA is not installed)`; `null` without autoscale.
+    #[serde(default)]
+    pub worker_scaler: Option<String>,
     /// Where a measured rollout (`spec.rollout.analysis`) stands; `null` without one (so the
     /// status patch removes what a removed analysis left).
     #[serde(default)]
@@ -788,6 +817,12 @@ fn duration_text(duration: std::time::Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+fn default_autoscale_min() -> i32 {
+    1
+}
+fn default_lag_per_replica() -> u32 {
+    100
 }
 fn default_worker_replicas() -> i32 {
     2

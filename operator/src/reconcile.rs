@@ -239,8 +239,30 @@ async fn pipeline(store: &MemoryStore, context: &Context) -> Result<Applied> {
         }
     }
     let digests = secrets::digests(client, store).await?;
-    let desired = build::build(store, &digests)?;
-    apply_all(client, store, &desired).await
+    let features = cluster_features(client).await;
+    let desired = build::build_for(store, &digests, features)?;
+    apply_all(client, store, &desired, features).await
+}
+
+/// What the cluster offers: whether KEDA's API is served (discovery, which every
+/// authenticated client may read).
+async fn cluster_features(client: &Client) -> build::ClusterFeatures {
+    let keda = format!(
+        "{}/{}",
+        build::autoscale::KEDA_GROUP,
+        build::autoscale::KEDA_VERSION
+    );
+    let keda = match client.list_api_group_resources(&keda).await {
+        Ok(resources) => resources
+            .resources
+            .iter()
+            .any(|resource| resource.name == "scaledobjects"),
+        Err(error) => {
+            tracing::debug!(%error, "KEDA's API is not served");
+            false
+        }
+    };
+    build::ClusterFeatures { keda }
 }
 
 /// The workloads as they are, without changing anything.

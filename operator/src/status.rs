@@ -257,6 +257,7 @@ pub fn compute(
         qdrant: Some(qdrant),
         workers: Some(workers),
         endpoints: Some(endpoints(store)),
+        worker_scaler: applied.worker_scaler.map(str::to_string),
         // A measured rollout's state carries over; the reconcile sets what it decided.
         rollout: store.status.as_ref().and_then(|s| s.rollout.clone()),
     }

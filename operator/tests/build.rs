@@ -577,3 +577,101 @@ fn a_distributed_qdrant_bootstraps_from_its_first_peer() {
     );
     rendered.validate().expect("a config memgate takes");
 }
+
+fn autoscaled(fixture_name: &str) -> MemoryStore {
+    let mut store = fixture(fixture_name);
+    store.spec.workers.autoscale = Some(memgate_operator::crd::WorkerAutoscale {
+        min: 0,
+        max: 8,
+        lag_per_replica: 50,
+    });
+    store
+}
+
+/// `workers.autoscale` with KEDA: a ScaledObject on the write queue's consumer group with
+/// KEDA's Redis Streams scaler, the password from the workers' Secret; the Deployment's count
+/// is left to it.
+#[test]
+fn autoscaled_workers_get_a_keda_scaled_object_on_the_queue_lag() {
+    use memgate_operator::build::autoscale::WorkerScaler;
+    use memgate_operator::build::ClusterFeatures;
+    let store = autoscaled("managed.yaml");
+    let desired = build::build_for(&store, &digests("a", "b"), ClusterFeatures { keda: true })
+        .expect("builds");
+    assert_eq!(
+        desired.worker.spec.as_ref().and_then(|spec| spec.replicas),
+        None,
+        "the count is KEDA's"
+    );
+    let Some(WorkerScaler::Keda {
+        scaled_object,
+        authentication,
+    }) = &desired.worker_scaler
+    else {
+        panic!("a ScaledObject: {:?}", desired.worker_scaler);
+    };
+    let spec = &scaled_object.data["spec"];
+    assert_eq!(spec["scaleTargetRef"]["name"], "notes-worker");
+    assert_eq!(
+        (
+            spec["minReplicaCount"].clone(),
+            spec["maxReplicaCount"].clone()
+        ),
+        (0.into(), 8.into())
+    );
+    let trigger = &spec["triggers"][0];
+    assert_eq!(trigger["type"], "redis-streams");
+    assert_eq!(
+        trigger["metadata"]["address"],
+        "notes-redis.team-a.svc:6379"
+    );
+    assert_eq!(trigger["metadata"]["stream"], "memgate:team-a/notes:writes");
+    assert_eq!(trigger["metadata"]["consumerGroup"], "workers");
+    assert_eq!(trigger["metadata"]["lagCount"], "50");
+    assert_eq!(trigger["authenticationRef"]["name"], "notes-worker");
+    let authentication = authentication.as_ref().expect("the password");
+    assert_eq!(
+        authentication.data["spec"]["secretTargetRef"][0],
+        serde_json::json!({"parameter": "password", "name": "notes-redis-auth", "key": "password"})
+    );
+
+    // Redis with replicas: the Sentinel variant, on every Sentinel.
+    let replicated = autoscaled("replicated.yaml");
+    let desired = build::build_for(
+        &replicated,
+        &digests("a", "b"),
+        ClusterFeatures { keda: true },
+    )
+    .expect("builds");
+    let Some(WorkerScaler::Keda { scaled_object, .. }) = &desired.worker_scaler else {
+        panic!("a ScaledObject");
+    };
+    let trigger = &scaled_object.data["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "redis-sentinel-streams");
+    assert_eq!(trigger["metadata"]["sentinelMaster"], "memgate");
+    assert!(trigger["metadata"]["addresses"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("notes-redis-sentinel-0.notes-redis-sentinel.team-a.svc:26379,"));
+}
+
+/// Without KEDA: a HorizontalPodAutoscaler on CPU, at least one worker.
+#[test]
+fn autoscaled_workers_without_keda_get_a_cpu_autoscaler() {
+    use memgate_operator::build::autoscale::WorkerScaler;
+    let store = autoscaled("managed.yaml");
+    let desired = build::build(&store, &digests("a", "b")).expect("builds");
+    let Some(WorkerScaler::Cpu(hpa)) = &desired.worker_scaler else {
+        panic!("an HPA: {:?}", desired.worker_scaler);
+    };
+    let spec = hpa.spec.as_ref().expect("spec");
+    assert_eq!(spec.scale_target_ref.name, "notes-worker");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 8));
+    assert!(
+        desired.worker_disruption_budget.is_some(),
+        "up to 8 workers"
+    );
+    let (_, fixed) = self::desired("managed.yaml");
+    assert!(fixed.worker_scaler.is_none());
+    assert_eq!(fixed.worker.spec.as_ref().and_then(|s| s.replicas), Some(3));
+}

@@ -1460,6 +1460,110 @@ async fn a_replicated_redis_runs_under_sentinel(cluster: &Cluster) -> anyhow::Re
     Ok(())
 }
 
+/// A store whose workers autoscale (`lagPerReplica` as given).
+fn autoscaled_store_yaml(lag_per_replica: u32) -> String {
+    format!(
+        "apiVersion: memgate.dev/v1alpha1\nkind: MemoryStore\nmetadata: {{name: scaled, \
+         namespace: {STORE_NAMESPACE}}}\nspec:\n  redis:\n    managed: {{storage: 1Gi, \
+         storageClassName: e2e}}\n  qdrant:\n    external: {{url: \"http://qdrant.example:6334\"}}\n  \
+         openai:\n    apiKeySecretRef: {{name: openai, key: api-key}}\n  workers:\n    \
+         autoscale: {{min: 1, max: 4, lagPerReplica: {lag_per_replica}}}\n  proxy:\n    \
+         upstream: http://127.0.0.1:3000\n"
+    )
+}
+
+fn worker_scaler_status(cluster: &Cluster) -> anyhow::Result<Option<String>> {
+    Ok(cluster
+        .get("memorystore", "scaled", STORE_NAMESPACE)?
+        .and_then(|store| store["status"]["workerScaler"].as_str().map(str::to_string)))
+}
+
+/// 3i. `workers.autoscale`: without KEDA a HorizontalPodAutoscaler on CPU; once KEDA's CRDs
+///     (from KEDA's Go module, `MEMGATE_KEDA_CRDS`) are installed, a ScaledObject with KEDA's
+///     Redis Streams scaler on the store's consumer group and a TriggerAuthentication, both
+///     accepted by KEDA's schema as rendered (nothing pruned), and the HPA gone; the status says
+///     which.
+async fn workers_scale_with_the_queue(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.apply(&autoscaled_store_yaml(20))?;
+    cluster
+        .wait("an HPA", Duration::from_secs(60), |c| {
+            c.get("horizontalpodautoscaler", "scaled-worker", STORE_NAMESPACE)
+        })
+        .await?;
+    cluster
+        .wait("the status names the HPA", Duration::from_secs(60), |c| {
+            Ok(worker_scaler_status(c)?.filter(|s| s.starts_with("HorizontalPodAutoscaler")))
+        })
+        .await?;
+    let Some(crds) = std::env::var_os("MEMGATE_KEDA_CRDS") else {
+        eprintln!(
+            "MEMGATE_KEDA_CRDS is not set (scripts/test.sh sets it): the KEDA half is skipped"
+        );
+        return Ok(());
+    };
+    let crds = PathBuf::from(crds);
+    for crd in [
+        "keda.sh_scaledobjects.yaml",
+        "keda.sh_triggerauthentications.yaml",
+    ] {
+        let path = crds.join(crd);
+        cluster.kubectl(&["create", "-f", &path.to_string_lossy()])?;
+    }
+    cluster.kubectl(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd/scaledobjects.keda.sh",
+        "crd/triggerauthentications.keda.sh",
+    ])?;
+    // A spec change makes the operator look again (it looks for KEDA on each reconcile).
+    cluster.apply(&autoscaled_store_yaml(30))?;
+    let scaled = cluster
+        .wait("a ScaledObject", Duration::from_secs(60), |c| {
+            c.get("scaledobject", "scaled-worker", STORE_NAMESPACE)
+        })
+        .await?;
+    let spec = &scaled["spec"];
+    let trigger = &spec["triggers"][0];
+    if spec["scaleTargetRef"]["name"] != "scaled-worker"
+        || spec["minReplicaCount"] != 1
+        || spec["maxReplicaCount"] != 4
+        || trigger["type"] != "redis-streams"
+        || trigger["metadata"]["stream"] != "memgate:team-e2e/scaled:writes"
+        || trigger["metadata"]["consumerGroup"] != "workers"
+        || trigger["metadata"]["lagCount"] != "30"
+        || trigger["authenticationRef"]["name"] != "scaled-worker"
+    {
+        bail!("the ScaledObject is not as rendered (pruned by KEDA's schema?): {spec}");
+    }
+    let authentication = cluster
+        .get("triggerauthentication", "scaled-worker", STORE_NAMESPACE)?
+        .context("the TriggerAuthentication")?;
+    if authentication["spec"]["secretTargetRef"][0]["name"] != "scaled-redis-auth" {
+        bail!(
+            "the TriggerAuthentication is not as rendered: {}",
+            authentication["spec"]
+        );
+    }
+    cluster
+        .wait("the HPA gone", Duration::from_secs(60), |c| {
+            Ok(
+                c.get("horizontalpodautoscaler", "scaled-worker", STORE_NAMESPACE)?
+                    .is_none()
+                    .then_some(()),
+            )
+        })
+        .await?;
+    cluster
+        .wait("the status names KEDA", Duration::from_secs(60), |c| {
+            Ok(worker_scaler_status(c)?.filter(|s| s.starts_with("KEDA ScaledObject")))
+        })
+        .await?;
+    cluster.kubectl(&["delete", "memorystore", "scaled", "-n", STORE_NAMESPACE])?;
+    Ok(())
+}
+
 async fn step<T>(
     cluster: &Cluster,
     operators: &[&Operator],
@@ -1580,6 +1684,13 @@ async fn the_operator_on_a_real_control_plane() {
         b,
         "a replicated Redis under Sentinel and a distributed Qdrant run, and scale",
         a_replicated_redis_runs_under_sentinel(c),
+    )
+    .await;
+    step(
+        c,
+        b,
+        "workers scale with the queue: an HPA, then KEDA's ScaledObject",
+        workers_scale_with_the_queue(c),
     )
     .await;
     drop(operator);

@@ -2,6 +2,7 @@
 //! references): no API calls, so every builder is tested with a YAML fixture in and objects
 //! out.
 
+pub mod autoscale;
 pub mod config;
 pub mod labels;
 pub mod network;
@@ -94,6 +95,15 @@ pub struct Desired {
     pub worker: Deployment,
     /// Only with two or more workers.
     pub worker_disruption_budget: Option<PodDisruptionBudget>,
+    /// With `workers.autoscale`: what scales the workers.
+    pub worker_scaler: Option<autoscale::WorkerScaler>,
+}
+
+/// What the cluster offers that the objects depend on (found by the reconciler).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterFeatures {
+    /// KEDA's CRDs are installed.
+    pub keda: bool,
 }
 
 pub fn config_map_name(store: &MemoryStore) -> String {
@@ -194,9 +204,18 @@ fn config_hash(config_yaml: &str, secrets_digest: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The desired objects. `secrets` are digests of the referenced Secrets' values (see
-/// [`secret_refs`]), read by the caller.
+/// The desired objects on a cluster without optional features (see [`build_for`]).
 pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, ConfigError> {
+    build_for(store, secrets, ClusterFeatures::default())
+}
+
+/// The desired objects. `secrets` are digests of the referenced Secrets' values (see
+/// [`secret_refs`]), read by the caller; `features`, what the cluster offers.
+pub fn build_for(
+    store: &MemoryStore,
+    secrets: &SecretDigests,
+    features: ClusterFeatures,
+) -> Result<Desired, ConfigError> {
     let proxy_config = config::proxy_config(store)?;
     let config_yaml = config::render(&proxy_config)?;
     let config_map = ConfigMap {
@@ -257,6 +276,7 @@ pub fn build(store: &MemoryStore, secrets: &SecretDigests) -> Result<Desired, Co
     Ok(Desired {
         worker: worker::deployment(store, &config_map_name(store), memgate_env(store), &hash),
         worker_disruption_budget: worker::disruption_budget(store),
+        worker_scaler: autoscale::scaler(store, features.keda)?,
         config_map,
         generated_secrets,
         redis,

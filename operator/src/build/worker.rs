@@ -120,7 +120,13 @@ pub fn deployment(
     Deployment {
         metadata: metadata(store, name(store), Component::Worker),
         spec: Some(DeploymentSpec {
-            replicas: Some(store.spec.workers.replicas),
+            // An autoscaler sets the count; the operator leaves it alone then.
+            replicas: store
+                .spec
+                .workers
+                .autoscale
+                .is_none()
+                .then_some(store.spec.workers.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector(store, Component::Worker)),
                 ..Default::default()
@@ -165,7 +171,11 @@ pub fn deployment(
 
 /// At most one worker down at a time for voluntary disruptions; only with two or more.
 pub fn disruption_budget(store: &MemoryStore) -> Option<PodDisruptionBudget> {
-    (store.spec.workers.replicas > 1).then(|| PodDisruptionBudget {
+    let several = match &store.spec.workers.autoscale {
+        Some(autoscale) => autoscale.max > 1,
+        None => store.spec.workers.replicas > 1,
+    };
+    several.then(|| PodDisruptionBudget {
         metadata: metadata(store, name(store), Component::Worker),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),

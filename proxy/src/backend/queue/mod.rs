@@ -44,9 +44,8 @@ use crate::memory::{StoredMemory, UpdateRequest};
 /// entries may be taken over, and `/readyz` fails when writes wait with no worker left.
 pub const WORKER_SILENCE: Duration = Duration::from_secs(30);
 
-pub const WRITES_STREAM: &str = "writes";
-pub const ASSOC_STREAM: &str = "assoc";
-pub const CONSUMER_GROUP: &str = "workers";
+// In the config crate: the operator names them too (KEDA's Redis Streams scaler).
+pub use crate::config::{ASSOC_STREAM, CONSUMER_GROUP, WRITES_STREAM};
 /// Dead letters kept per stream; older ones are dropped and counted.
 pub const DEAD_LETTER_CAP: u64 = 10_000;
 
