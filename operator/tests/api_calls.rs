@@ -81,7 +81,17 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
         respond(send, StatusCode::OK, secret(name, key));
         seen.push(format!("GET secret {name}"));
     }
-    // 3: the ConfigMap before the workloads, by server-side apply.
+    // 3: whether KEDA's API is served (for workers.autoscale): not here.
+    let (method, uri, _, send) = next(&mut handle).await;
+    assert_eq!(method, Method::GET);
+    assert_eq!(uri, "/apis/keda.sh/v1alpha1");
+    respond(
+        send,
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+    seen.push("GET keda.sh discovery".into());
+    // 4: the ConfigMap before the workloads, by server-side apply.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::PATCH);
     assert!(
@@ -100,7 +110,7 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
     applied_config.clone_from(&body);
     respond(send, StatusCode::OK, body);
     seen.push("APPLY configmap".into());
-    // 4: the workers.
+    // 5: the workers.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::PATCH);
     assert!(
@@ -115,7 +125,8 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
     applied_worker.clone_from(&body);
     respond(send, StatusCode::OK, body);
     seen.push("APPLY deployment".into());
-    // 5–10: orphans: everything labelled for the store but not applied is deleted; nothing is.
+    // 6–12: orphans: everything labelled for the store but not applied is deleted; nothing is
+    // (KEDA's objects are not looked for where KEDA is not served).
     for (path, api_version, kind, items) in [
         (
             "/apis/apps/v1/namespaces/team-b/statefulsets",
@@ -153,6 +164,12 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
             "ConfigMap",
             vec![applied_config.clone()],
         ),
+        (
+            "/apis/autoscaling/v2/namespaces/team-b/horizontalpodautoscalers",
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            vec![],
+        ),
     ] {
         let (method, uri, _, send) = next(&mut handle).await;
         assert_eq!(method, Method::GET);
@@ -164,14 +181,14 @@ async fn api_server(mut handle: Handle) -> Vec<String> {
         respond(send, StatusCode::OK, list(api_version, kind, items));
         seen.push(format!("LIST {kind}"));
     }
-    // 11: an Event says a new generation was applied.
+    // 13: an Event says a new generation was applied.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::POST);
     assert_eq!(uri, "/apis/events.k8s.io/v1/namespaces/team-b/events?");
     assert_eq!(body["reason"], "Applied");
     respond(send, StatusCode::CREATED, body);
     seen.push("POST event".into());
-    // 12: status last.
+    // 14: status last.
     let (method, uri, body, send) = next(&mut handle).await;
     assert_eq!(method, Method::PATCH);
     assert!(
@@ -220,7 +237,7 @@ async fn a_reconcile_sends_its_requests_in_order() {
         .await
         .expect("the API server finished")
         .expect("its checks passed");
-    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert_eq!(seen.len(), 14, "{seen:?}");
 }
 
 #[tokio::test]
