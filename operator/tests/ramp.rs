@@ -1,6 +1,7 @@
 //! A rollout raised on evidence, end to end: the operator on a real API server, Debian's
-//! Prometheus scraping real memgate proxies (each in front of the reference cldmemory, every
-//! read shadowed), and MemoryStores whose `spec.rollout.analysis` reads them:
+//! Prometheus scraping `memgate serve` processes (each in front of a `cldmemory-reference`
+//! process holding the same memories, every read shadowed), and MemoryStores whose
+//! `spec.rollout.analysis` reads them:
 //!
 //! - `matching`: memgate answers as cldmemory does → 1 → 5 → 25 → 50 → 100, every step;
 //! - `drifting`: memgate's threshold differs from cldmemory's, so searches mismatch → rolled
@@ -13,10 +14,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use memgate::app::{Backends, RunningProxy, RunningWorker};
 use memgate_testkit::{
-    free_port, log_tail, start_reference, test_config, ControlPlane, FakeOpenAi, McpSseClient,
-    PrometheusServer, RedisServer, Reference, ScrapeJob,
+    free_port, log_tail, ControlPlane, FakeOpenAi, McpSseClient, MemgateProcess, PrometheusServer,
+    RedisServer, ReferenceProcess, ScrapeJob, TEST_PROJECT,
 };
 use serde_json::{json, Value};
 
@@ -26,13 +26,77 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A memgate proxy and worker in front of the reference cldmemory on one vector store, every
-/// fast-path read shadowed; the reference searches with its own threshold.
+/// A `memgate serve` process in front of a `cldmemory-reference` process, every fast-path
+/// read shadowed. Each has a vector store of its own (Qdrant Edge is opened by one process
+/// at a time), both holding the same memories: written once by a `memgate serve --embedded`
+/// that is then stopped, and its store copied. cldmemory searches with its own threshold.
 struct Shadowed {
-    proxy: RunningProxy,
-    _worker: RunningWorker,
-    _reference: Reference,
+    memgate: MemgateProcess,
+    /// The seeded memories' ids.
+    ids: Vec<String>,
+    _reference: ReferenceProcess,
     _data: tempfile::TempDir,
+}
+
+/// The embedding settings both processes share: the OpenAI stand-in, 64 dimensions.
+fn embedding_env(openai: &FakeOpenAi) -> Vec<(&'static str, String)> {
+    vec![
+        ("MEMGATE_EMBEDDINGS__PROVIDER", "openai".into()),
+        ("MEMGATE_EMBEDDINGS__MODEL", "text-embedding-test".into()),
+        ("MEMGATE_EMBEDDINGS__DIMENSIONS", "64".into()),
+        ("MEMGATE_ENRICHMENT__PROVIDER", "openai".into()),
+        ("MEMGATE_ENRICHMENT__MODEL", "gpt-test".into()),
+        ("MEMGATE_OPENAI__BASE_URL", openai.base_url()),
+        ("MEMGATE_OPENAI__API_KEY", "sk-test".into()),
+        ("MEMGATE_LAYOUT__PROJECT", TEST_PROJECT.into()),
+        ("MEMGATE_LOG", "warn".into()),
+    ]
+}
+
+/// Five memories written by an embedded memgate into `{dir}/vectors`, applied; their ids.
+async fn seed(dir: &Path, openai: &FakeOpenAi) -> anyhow::Result<Vec<String>> {
+    let mut env = embedding_env(openai);
+    env.push(("XDG_DATA_HOME", dir.display().to_string()));
+    let seeding = MemgateProcess::spawn(
+        &[
+            "serve",
+            "--embedded",
+            "--data-dir",
+            &dir.display().to_string(),
+        ],
+        &env,
+        &dir.join("seed.log"),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let created: Value = http
+            .post(format!("{}/memories", seeding.base))
+            .json(&json!({"content": format!("the tide table for pier {n}"), "type": "semantic"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ids.push(created["id"].as_str().context("id")?.to_string());
+    }
+    for id in &ids {
+        let applied = memgate_testkit::eventually(Duration::from_secs(30), || async {
+            let memory: Value = match http
+                .get(format!("{}/memories/{id}", seeding.base))
+                .send()
+                .await
+            {
+                Ok(response) => response.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            memory["status"] == "ready"
+        })
+        .await;
+        anyhow::ensure!(applied, "{id} applied:\n{}", seeding.log_tail(20));
+    }
+    seeding.terminate()?;
+    Ok(ids)
 }
 
 impl Shadowed {
@@ -44,53 +108,67 @@ impl Shadowed {
         cldmemory_threshold: f32,
     ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let mut config = test_config(
-            data.path(),
-            Some(redis.url()),
-            Some(openai.base_url()),
-            None,
-        );
-        config.store.name = name.into();
-        config.rollout.percent = 100;
-        config.shadow.sample = 1.0;
-        config.shadow.max_in_flight = 64;
-        config.layout.similarity_threshold = memgate_threshold;
-        let vectors = memgate::app::vector_store(&config)?;
-        let backends = Backends::with_vectors(&config, vectors.clone())?;
-        let mut legacy = config.clone();
-        legacy.layout.similarity_threshold = cldmemory_threshold;
-        let reference = start_reference(vectors, &openai.base_url(), &legacy).await?;
-        config.upstream.url = Some(reference.url());
-        let proxy = memgate::app::start_with(config.clone(), backends.clone(), None).await?;
-        let worker = memgate::app::start_worker_with(config, backends).await?;
+        let (memgate_dir, cldmemory_dir) =
+            (data.path().join("memgate"), data.path().join("cldmemory"));
+        std::fs::create_dir_all(&memgate_dir)?;
+        let ids = seed(&memgate_dir, openai).await?;
+        let copied = Command::new("cp")
+            .arg("-r")
+            .arg(&memgate_dir)
+            .arg(&cldmemory_dir)
+            .status()?;
+        anyhow::ensure!(copied.success(), "copying the vector store");
+        let reference = ReferenceProcess::spawn(
+            &[
+                (
+                    "EDGE_PATH",
+                    cldmemory_dir.join("vectors").display().to_string(),
+                ),
+                ("VECTOR_DIMENSION", "64".into()),
+                ("OPENAI_BASE_URL", openai.base_url()),
+                ("OPENAI_API_KEY", "sk-test".into()),
+                ("OPENAI_MODEL", "text-embedding-test".into()),
+                ("SIMILARITY_THRESHOLD", cldmemory_threshold.to_string()),
+                ("PROJECT", TEST_PROJECT.into()),
+            ],
+            &data.path().join("cldmemory.log"),
+        )
+        .await?;
+        let mut env = embedding_env(openai);
+        env.extend([
+            ("MEMGATE_STORE__NAME", name.to_string()),
+            ("MEMGATE_CACHE__BACKEND", "redis".into()),
+            ("MEMGATE_REDIS__URL", redis.url()),
+            ("MEMGATE_VECTORS__BACKEND", "edge".into()),
+            (
+                "MEMGATE_VECTORS__PATH",
+                memgate_dir.join("vectors").display().to_string(),
+            ),
+            ("MEMGATE_UPSTREAM__URL", reference.url.clone()),
+            ("MEMGATE_ROLLOUT__PERCENT", "100".into()),
+            ("MEMGATE_SHADOW__SAMPLE", "1.0".into()),
+            ("MEMGATE_SHADOW__MAX_IN_FLIGHT", "64".into()),
+            (
+                "MEMGATE_LAYOUT__SIMILARITY_THRESHOLD",
+                memgate_threshold.to_string(),
+            ),
+        ]);
+        let memgate =
+            MemgateProcess::spawn(&["serve"], &env, &data.path().join("memgate.log")).await?;
         Ok(Self {
-            proxy,
-            _worker: worker,
+            memgate,
+            ids,
             _reference: reference,
             _data: data,
         })
     }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.proxy.api_addr)
-    }
 }
 
-/// Stores a few memories, then reads them (or searches for them) over MCP until dropped.
+/// Reads the seeded memories (or searches for them) over MCP until dropped.
 async fn traffic(shadowed: &Shadowed, search: bool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let client = McpSseClient::connect(&shadowed.base(), None).await?;
+    let client = McpSseClient::connect(&shadowed.memgate.base, None).await?;
     client.initialize().await?;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let stored = client
-            .call_tool(
-                "store_memory",
-                json!({"content": format!("the tide table for pier {n}"), "type": "semantic"}),
-            )
-            .await?;
-        let stored: Value = serde_json::from_str(&stored)?;
-        ids.push(stored["id"].as_str().context("id")?.to_string());
-    }
+    let ids = shadowed.ids.clone();
     Ok(tokio::spawn(async move {
         for round in 0u64.. {
             let call = if search {
@@ -235,7 +313,7 @@ async fn the_operator_ramps_on_evidence_and_rolls_back_when_a_bound_breaks() {
         .await
         .expect("a drifting memgate");
     let scraped_as = |shadowed: &Shadowed, store: &str| ScrapeJob {
-        target: shadowed.proxy.admin_addr,
+        target: shadowed.memgate.admin,
         labels: vec![
             ("namespace".into(), NAMESPACE.into()),
             ("store".into(), store.into()),

@@ -30,6 +30,7 @@ mod mcp_sse;
 mod mcp_stdio;
 pub mod node;
 mod openai;
+mod processes;
 mod prometheus;
 mod proxy;
 pub mod python;
@@ -48,6 +49,7 @@ pub use mcp_http::McpHttpClient;
 pub use mcp_sse::McpSseClient;
 pub use mcp_stdio::McpStdioClient;
 pub use openai::{chat_answer_text, FakeOpenAi};
+pub use processes::{MemgateProcess, ReferenceProcess};
 pub use prometheus::{PrometheusServer, ScrapeJob};
 pub use proxy::{
     memgate_binary, start_proxy, start_proxy_and_worker, start_proxy_and_worker_sharing_vectors,
