@@ -12,7 +12,8 @@ use crate::{eventually, free_port, log_tail, memgate_binary};
 
 /// A running `memgate` process.
 pub struct MemgateProcess {
-    child: Child,
+    /// `None` once handed over ([`Self::into_child`]).
+    child: Option<Child>,
     /// `http://127.0.0.1:{port}`: the REST API and MCP.
     pub base: String,
     /// The admin port (`/metrics`, `/readyz`).
@@ -37,7 +38,7 @@ impl MemgateProcess {
             .spawn()
             .context("memgate starts")?;
         let process = Self {
-            child,
+            child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
             admin,
             log: log.to_path_buf(),
@@ -59,13 +60,23 @@ impl MemgateProcess {
     }
 
     /// Stops it as a user would (SIGTERM) and waits: what it keeps on disk is written.
-    pub fn terminate(mut self) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM failed");
-        self.child.wait()?;
+    pub fn terminate(self) -> anyhow::Result<()> {
+        let mut child = self.into_child();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        if !signalled.as_ref().is_ok_and(|status| status.success()) {
+            let _ = child.kill();
+        }
+        child.wait()?;
+        anyhow::ensure!(signalled?.success(), "kill -TERM failed");
         Ok(())
+    }
+
+    /// The process, for a test that signals it or waits for it itself (no longer killed on
+    /// drop).
+    pub fn into_child(mut self) -> Child {
+        self.child.take().expect("the process is still held")
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -75,8 +86,10 @@ impl MemgateProcess {
 
 impl Drop for MemgateProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -3,55 +3,39 @@
 //! launches that share one local server, so every client sees the same memories.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use memgate_testkit::{eventually, memgate_binary, FakeOpenAi, McpStdioClient};
+use memgate_testkit::{eventually, memgate_binary, FakeOpenAi, McpStdioClient, MemgateProcess};
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// `memgate serve --embedded` keeping its data under `xdg` (the platform's data directory),
 /// embedding with `openai` (to slow the writes down) unless none.
 async fn serve_embedded(xdg: &Path, openai: Option<&FakeOpenAi>) -> (Child, String) {
-    let port = free_port();
-    let mut command = Command::new(memgate_binary());
-    command
-        .args(["serve", "--embedded"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .env("XDG_DATA_HOME", xdg)
-        .env("MEMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut env = vec![
+        ("XDG_DATA_HOME", xdg.display().to_string()),
+        ("MEMGATE_LOG", "warn".to_string()),
+    ];
     if let Some(openai) = openai {
-        command
-            .env("MEMGATE_EMBEDDINGS__PROVIDER", "openai")
-            .env("MEMGATE_EMBEDDINGS__MODEL", "text-embedding-test")
-            .env("MEMGATE_EMBEDDINGS__DIMENSIONS", "64")
-            .env("MEMGATE_OPENAI__BASE_URL", openai.base_url())
-            .env("MEMGATE_OPENAI__API_KEY", "sk-test")
-            .env("MEMGATE_OPENAI__TIMEOUT", "30s");
+        env.extend([
+            ("MEMGATE_EMBEDDINGS__PROVIDER", "openai".to_string()),
+            (
+                "MEMGATE_EMBEDDINGS__MODEL",
+                "text-embedding-test".to_string(),
+            ),
+            ("MEMGATE_EMBEDDINGS__DIMENSIONS", "64".to_string()),
+            ("MEMGATE_OPENAI__BASE_URL", openai.base_url()),
+            ("MEMGATE_OPENAI__API_KEY", "sk-test".to_string()),
+            ("MEMGATE_OPENAI__TIMEOUT", "30s".to_string()),
+        ]);
     }
-    let child = command.spawn().expect("memgate serve starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            http.get(format!("{base}/openapi.json"))
-                .send()
-                .await
-                .is_ok()
-        })
-        .await,
-        "memgate serve listens"
-    );
-    (child, base)
+    // Beside memgate's own directory (`{XDG_DATA_HOME}/memgate`), not in it.
+    let log = xdg.join("serve.log");
+    let process = MemgateProcess::spawn(&["serve", "--embedded"], &env, &log)
+        .await
+        .expect("memgate serve listens");
+    let base = process.base.clone();
+    (process.into_child(), base)
 }
 
 async fn create(http: &reqwest::Client, base: &str, content: &str) -> Option<String> {
@@ -246,29 +230,17 @@ async fn embedded_memories_are_kept_across_restarts_and_ephemeral_keeps_none() {
 
     // --ephemeral: nothing written under the data directory, nothing found.
     let other = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let mut ephemeral = Command::new(memgate_binary())
-        .args(["serve", "--embedded", "--ephemeral"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .env("XDG_DATA_HOME", other.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            http.get(format!("{base}/openapi.json"))
-                .send()
-                .await
-                .is_ok()
-        })
-        .await
-    );
+    let ephemeral = MemgateProcess::spawn(
+        &["serve", "--embedded", "--ephemeral"],
+        &[("XDG_DATA_HOME", other.path().display().to_string())],
+        &other.path().join("serve.log"),
+    )
+    .await
+    .expect("starts");
+    let base = ephemeral.base.clone();
     assert!(memory(&http, &base, &id).await.is_none());
     assert!(!other.path().join("memgate").exists());
-    ephemeral.kill().expect("stop");
-    let _ = ephemeral.wait();
+    drop(ephemeral);
 }
 
 /// `memgate mcp stdio --embedded` with its data under `xdg`, spoken to line by line.

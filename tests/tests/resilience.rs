@@ -6,7 +6,7 @@
 //!
 //! Each fault test prints one row of the fault table (run with `--nocapture` to see them).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use memgate::config::Config;
@@ -14,8 +14,8 @@ use memgate_testkit::load::{
     between, latency_quantile, recovered_after, status_mix, LoadOp, Sample, SteadyLoad,
 };
 use memgate_testkit::{
-    eventually, memgate_binary, metric_value, scrape_metrics, start_proxy, test_config, FakeOpenAi,
-    FakeUpstream, Legacy, RedisServer, TestStack,
+    metric_value, scrape_metrics, start_proxy, test_config, FakeOpenAi, FakeUpstream, Legacy,
+    MemgateProcess, RedisServer, TestStack,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -513,36 +513,29 @@ async fn spawn_serve(
     data: &std::path::Path,
     env: &[(&str, String)],
 ) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(memgate_binary())
-        .args(["serve", "--embedded", "--rollout-percent", "0"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args(["--upstream", &upstream.url()])
-        .arg("--data-dir")
-        .arg(data)
-        .env("MEMGATE_LOG", "warn")
-        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memgate serve starts");
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            http.get(format!("{base}/openapi.json"))
-                .send()
-                .await
-                .is_ok()
-        })
-        .await,
-        "memgate serve listens"
-    );
-    (child, base)
+    let data_dir = data.display().to_string();
+    let upstream = upstream.url();
+    let mut env = env.to_vec();
+    env.push(("MEMGATE_LOG", "warn".to_string()));
+    let log = data.join("serve.log");
+    let process = MemgateProcess::spawn(
+        &[
+            "serve",
+            "--embedded",
+            "--rollout-percent",
+            "0",
+            "--upstream",
+            &upstream,
+            "--data-dir",
+            &data_dir,
+        ],
+        &env,
+        &log,
+    )
+    .await
+    .expect("memgate serve listens");
+    let base = process.base.clone();
+    (process.into_child(), base)
 }
 
 /// Waits for the process to exit; fails past `within`.
