@@ -31,20 +31,6 @@ pub trait Measure: Send + Sync {
     ) -> Result<Measured, String>;
 }
 
-#[async_trait]
-impl Measure for prometheus::PrometheusClient {
-    async fn measure(
-        &self,
-        analysis: &AnalysisSpec,
-        namespace: &str,
-        store: &str,
-        window: Duration,
-    ) -> Result<Measured, String> {
-        prometheus::PrometheusClient::measure(self, &analysis.prometheus, namespace, store, window)
-            .await
-    }
-}
-
 /// The `Rollout` condition's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RampCondition {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::decide::Measured;
+use crate::crd::AnalysisSpec;
 
 /// Asks Prometheus.
 #[derive(Clone)]
@@ -81,38 +82,44 @@ impl Queries {
     }
 }
 
-impl PrometheusClient {
-    /// One store's measurements over `window`.
-    pub async fn measure(
+#[async_trait::async_trait]
+impl super::Measure for PrometheusClient {
+    /// One store's measurements over `window`, from the Prometheus `analysis` names; its
+    /// queries sent at once.
+    async fn measure(
         &self,
-        base: &str,
+        analysis: &AnalysisSpec,
         namespace: &str,
         store: &str,
         window: Duration,
     ) -> Result<Measured, String> {
+        let base = analysis.prometheus.as_str();
         let queries = Queries::new(namespace, store, window);
-        let samples = self.value(base, &queries.samples()).await?.unwrap_or(0.0);
-        let mismatches = self
-            .value(base, &queries.mismatches())
-            .await?
-            .unwrap_or(0.0);
-        let mut fast = [0.0; 4];
-        for (slot, query) in fast.iter_mut().zip(queries.fast_calls()) {
-            *slot = self.value(base, &query).await?.unwrap_or(0.0);
-        }
-        let [tools, requests, tool_errors, request_errors] = fast;
-        let latency_p99 = self
-            .value(base, &queries.latency_p99())
-            .await?
-            .filter(|p99| p99.is_finite());
+        let [tools, requests, tool_errors, request_errors] = queries.fast_calls();
+        let asked = [
+            queries.samples(),
+            queries.mismatches(),
+            tools,
+            requests,
+            tool_errors,
+            request_errors,
+            queries.latency_p99(),
+        ];
+        let answers =
+            futures::future::try_join_all(asked.iter().map(|query| self.value(base, query)))
+                .await?;
+        let value = |index: usize| answers[index].unwrap_or(0.0);
+        let samples = value(0);
         Ok(Measured {
             samples: samples.round() as u64,
-            mismatch_ratio: ratio(mismatches, samples),
-            error_ratio: ratio(tool_errors + request_errors, tools + requests),
-            latency_p99,
+            mismatch_ratio: ratio(value(1), samples),
+            error_ratio: ratio(value(4) + value(5), value(2) + value(3)),
+            latency_p99: answers[6].filter(|p99| p99.is_finite()),
         })
     }
+}
 
+impl PrometheusClient {
     /// An instant query's first value; none when it has no series.
     async fn value(&self, base: &str, query: &str) -> Result<Option<f64>, String> {
         let url = format!(
